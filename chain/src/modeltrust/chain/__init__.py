@@ -1,0 +1,1 @@
+"""modeltrust.chain"""

@@ -1,0 +1,17 @@
+"""The single `modeltrust` entry point; each command group lives in its own module."""
+
+from __future__ import annotations
+
+import click
+
+from modeltrust.cli import ledger, publisher, serving
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="modeltrust-cli")
+def main() -> None:
+    """modeltrust: sign, register, verify and serve ONNX models on a tamper-evident ledger."""
+
+
+for command in (*publisher.COMMANDS, ledger.group, *serving.COMMANDS):
+    main.add_command(command)

@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# Builds the local control plane from official Go modules (no binary downloads are
+# possible here) and caches the binaries by version, outside the work tree.
+#
+#   tests/cluster/build-tools.sh            build whatever is missing, print the bin dir
+#
+# Each tool gets its own throwaway wrapper module so minimal version selection never
+# mixes their dependency graphs. Only the first run pays; later runs just check files.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=versions.env
+source "$here/versions.env"
+
+export GOTOOLCHAIN=local          # never fetch a toolchain named by a go.mod line
+export CGO_ENABLED=0
+export GOFLAGS=-mod=mod
+tools=${MODELTRUST_TOOLS:-$HOME/.cache/modeltrust/tools}
+bin="$tools/bin"
+mkdir -p "$bin"
+
+log() { printf '[build-tools] %s\n' "$*" >&2; }
+
+# build_in_module DIR: run go mod tidy in a scratch module dir
+new_module() {
+  local dir=$1 name=$2
+  rm -rf "$dir"; mkdir -p "$dir"
+  (cd "$dir" && go mod init "modeltrust.local/$name" >/dev/null 2>&1)
+}
+
+build_kubernetes() {
+  local v=$KUBERNETES_VERSION
+  local dest="$tools/kubernetes-$v"
+  if [[ -x $dest/kube-apiserver && -x $dest/kube-controller-manager && -x $dest/kube-scheduler && -x $dest/kubectl ]]; then
+    return
+  fi
+  log "building Kubernetes $v (first run only; 15-35 min on 2 cores)"
+  local work="$tools/src/kubernetes-$v"
+  new_module "$work" kubernetes
+  local minor=${v#v1.}; minor=${minor%%.*}
+  local staging_version="v0.${v#v1.}"
+  local gomod
+  gomod=$(cd "$work" && go mod download -json "k8s.io/kubernetes@$v" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
+  # The upstream go.mod pins staging modules at v0.0.0 and replaces them with ./staging
+  # paths; point every one at its published module of the same patch release instead.
+  local go_line godebug_line
+  go_line=$(awk '$1=="go"{print $2; exit}' "$gomod")
+  godebug_line=$(grep -E '^godebug ' "$gomod" || true)
+  (
+    cd "$work"
+    go mod edit -go="$go_line" -require="k8s.io/kubernetes@$v"
+    sed -n 's#^[[:space:]]*\(k8s.io/[a-z0-9-]*\) => ./staging/.*#\1#p' "$gomod" | while read -r m; do
+      go mod edit -replace="$m=$m@$staging_version"
+    done
+    [[ -n $godebug_line ]] && printf '\n%s\n' "$godebug_line" >> go.mod
+    cat > tools.go <<'GO'
+//go:build tools
+
+package tools
+
+import (
+	_ "k8s.io/kubernetes/cmd/kube-apiserver"
+	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
+	_ "k8s.io/kubernetes/cmd/kube-scheduler"
+	_ "k8s.io/kubernetes/cmd/kubectl"
+)
+GO
+    go mod tidy -e >/dev/null 2>&1 || true
+    go mod download
+    local date; date=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+    local ld="-s -w"
+    for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+      ld+=" -X $p.gitVersion=$v -X $p.gitMajor=1 -X $p.gitMinor=$minor"
+      ld+=" -X $p.gitCommit=modeltrust-local-build -X $p.gitTreeState=clean -X $p.buildDate=$date"
+    done
+    mkdir -p "$dest.tmp"
+    go build -trimpath -ldflags "$ld" -o "$dest.tmp/" \
+      k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
+      k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl
+  )
+  rm -rf "$dest"; mv "$dest.tmp" "$dest"
+}
+
+build_etcd() {
+  local v=$ETCD_VERSION
+  local dest="$tools/etcd-$v"
+  [[ -x $dest/etcd ]] && return
+  log "building etcd $v"
+  local work="$tools/src/etcd-$v"
+  new_module "$work" etcd
+  (
+    cd "$work"
+    go mod edit -require="go.etcd.io/etcd/server/v3@$v"
+    printf 'package tools\n\nimport _ "go.etcd.io/etcd/server/v3"\n' > tools.go
+    go mod tidy -e >/dev/null 2>&1 || true
+    mkdir -p "$dest.tmp"
+    go build -trimpath -ldflags "-s -w" -o "$dest.tmp/etcd" go.etcd.io/etcd/server/v3
+  )
+  rm -rf "$dest"; mv "$dest.tmp" "$dest"
+}
+
+build_go_install() {  # NAME VERSION PKG...: modules without replace directives
+  local name=$1 v=$2; shift 2
+  local dest="$tools/$name-$v"
+  [[ -d $dest ]] && return
+  log "building $name $v"
+  mkdir -p "$dest.tmp"
+  for pkg in "$@"; do
+    GOBIN="$dest.tmp" go install -trimpath -ldflags "-s -w" "$pkg@$v"
+  done
+  rm -rf "$dest"; mv "$dest.tmp" "$dest"
+}
+
+build_etcd
+build_go_install kwok "$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwok sigs.k8s.io/kwok/cmd/kwokctl
+build_go_install helm "$HELM_VERSION" helm.sh/helm/v3/cmd/helm
+build_kubernetes
+
+# One bin dir of symlinks, so PATH and kwokctl need a single prefix.
+ln -sf "$tools/kubernetes-$KUBERNETES_VERSION"/* "$bin/"
+ln -sf "$tools/etcd-$ETCD_VERSION/etcd" "$bin/etcd"
+ln -sf "$tools/kwok-$KWOK_VERSION"/* "$bin/"
+ln -sf "$tools/helm-$HELM_VERSION/helm" "$bin/helm"
+echo "$bin"
