@@ -19,6 +19,8 @@ tools=${MODELTRUST_TOOLS:-$HOME/.cache/modeltrust/tools}
 bin="$tools/bin"
 mkdir -p "$bin"
 
+if [[ ${1:-} == --print-bin-dir ]]; then echo "$bin"; exit 0; fi
+
 log() { printf '[build-tools] %s\n' "$*" >&2; }
 
 # build_in_module DIR: run go mod tidy in a scratch module dir

@@ -1,0 +1,44 @@
+# modeltrust developer commands. `make test` is the test command CI runs.
+PY      ?= python3
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+TOOLS   := $(shell bash tests/cluster/build-tools.sh --print-bin-dir 2>/dev/null)
+export PATH := $(TOOLS):$(PATH)
+
+.PHONY: install tools lint test test-unit test-integration test-e2e cluster-up cluster-down bench clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+install: $(BIN)/python  ## the Python components (editable) and dev tools, pinned
+	$(BIN)/pip install --quiet -r requirements/dev.in -c requirements/constraints.txt
+
+tools:  ## the local control plane binaries (built once, cached by version)
+	bash tests/cluster/build-tools.sh
+
+lint:  ## ruff and mypy --strict over everything we ship and test
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy chain/src serving/src operator/src cli/src tests bench
+
+test: install tools  ## unit, integration and e2e tests (e2e on a local control plane or $KUBECONFIG)
+	$(BIN)/pytest
+
+test-unit:
+	$(BIN)/pytest -m unit
+
+test-integration:
+	$(BIN)/pytest -m integration
+
+test-e2e: tools
+	$(BIN)/pytest -m e2e
+
+cluster-up: tools  ## a local cluster for poking around; prints how to point kubectl at it
+	$(BIN)/python tests/harness/cluster.py up
+
+cluster-down:
+	$(BIN)/python tests/harness/cluster.py down
+
+clean:
+	rm -rf .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,68 @@
+"""Shared fixtures: the e2e cluster, one namespace per e2e test, and test markers."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from harness.cluster import Cluster, ClusterError, connect_existing, temporary_control_plane
+
+_MARKERS = ("unit", "integration", "e2e")
+_cluster_summary: list[str] = []
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Tests under an e2e/ folder are e2e; a test that says nothing else is a unit test.
+    for item in items:
+        if "e2e" in Path(str(item.fspath)).parts:
+            item.add_marker(pytest.mark.e2e)
+        elif not any(item.get_closest_marker(m) for m in _MARKERS):
+            item.add_marker(pytest.mark.unit)
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[Cluster]:
+    """The cluster KUBECONFIG names, else a local control plane started for this session.
+
+    A cluster that cannot start fails every e2e test with the reason; nothing is skipped.
+    """
+    named = os.environ.get("KUBECONFIG")
+    if named:
+        reached = connect_existing(Path(named))
+        _cluster_summary.append(f"KUBECONFIG={named}, server {reached.server_version}")
+        yield reached
+        return
+    plane = temporary_control_plane()
+    try:
+        started = plane.up()
+    except ClusterError as exc:
+        pytest.fail(f"the local control plane did not start: {exc}", pytrace=False)
+    _cluster_summary.append(
+        f"local control plane {plane.name}, kube-apiserver {started.server_version}"
+    )
+    try:
+        yield started
+    finally:
+        plane.down()
+        shutil.rmtree(plane.workdir, ignore_errors=True)
+
+
+@pytest.fixture
+def namespace(cluster: Cluster) -> Iterator[str]:
+    """A fresh namespace per e2e test, deleted afterwards (without waiting for it to go)."""
+    name = f"mt-{uuid.uuid4().hex[:10]}"
+    cluster.kubectl("create", "namespace", name)
+    try:
+        yield name
+    finally:
+        cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    for line in _cluster_summary:
+        terminalreporter.write_line(f"e2e cluster: {line}")

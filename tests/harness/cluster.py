@@ -1,0 +1,337 @@
+"""A real, local Kubernetes control plane for e2e tests, or the cluster KUBECONFIG names.
+
+The local one is etcd, kube-apiserver, kube-controller-manager and kube-scheduler built
+from their official Go modules (tests/cluster/build-tools.sh), supervised by kwokctl in
+its `binary` runtime, plus kwok's fake nodes so Deployments and StatefulSets become
+Ready without a kubelet. Everything listens on 127.0.0.1.
+
+    python tests/harness/cluster.py up      # prints the kubeconfig path
+    python tests/harness/cluster.py down    # stops every process, removes the work dir
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+BUILD_SCRIPT = REPO / "tests" / "cluster" / "build-tools.sh"
+VERSIONS_FILE = REPO / "tests" / "cluster" / "versions.env"
+CACHE = Path(os.environ.get("MODELTRUST_CACHE", Path.home() / ".cache" / "modeltrust"))
+DEFAULT_NAME = "modeltrust-dev"
+NODE_NAME = "kwok-node-0"
+
+
+class ClusterError(RuntimeError):
+    """The cluster could not be started or reached; the message says why and what to do."""
+
+
+def versions() -> dict[str, str]:
+    pinned: dict[str, str] = {}
+    for line in VERSIONS_FILE.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            pinned[key] = value
+    return pinned
+
+
+def tools_bin() -> Path:
+    """Build (first run only) and return the directory holding the pinned binaries."""
+    tools = Path(os.environ.get("MODELTRUST_TOOLS", CACHE / "tools"))
+    env = {**os.environ, "MODELTRUST_TOOLS": str(tools)}
+    result = subprocess.run(
+        ["bash", str(BUILD_SCRIPT)], env=env, capture_output=True, text=True, check=False
+    )
+    if result.returncode != 0:
+        raise ClusterError(
+            f"building the control plane failed (exit {result.returncode}):\n"
+            f"{result.stderr[-4000:]}\nRun {BUILD_SCRIPT} by hand to see the whole log."
+        )
+    return Path(result.stdout.strip().splitlines()[-1])
+
+
+def tool_env(bin_dir: Path, kubeconfig: Path) -> dict[str, str]:
+    """Environment for kubectl/helm/kopf: our kubectl first on PATH (the image ships an old one)."""
+    return {
+        **os.environ,
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+        "KUBECONFIG": str(kubeconfig),
+    }
+
+
+@dataclass
+class Cluster:
+    """A reachable cluster: where its kubeconfig is and how to run kubectl against it."""
+
+    kubeconfig: Path
+    bin_dir: Path | None
+    local: bool
+    server_version: str = ""
+    env: dict[str, str] = field(default_factory=dict)
+
+    def kubectl(
+        self, *args: str, input: str | None = None, check: bool = True, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            ["kubectl", *args],
+            env=self.env,
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if check and result.returncode != 0:
+            raise ClusterError(f"kubectl {' '.join(args)} failed: {result.stderr.strip()}")
+        return result
+
+    def kubectl_json(self, *args: str) -> dict[str, object]:
+        out = self.kubectl(*args, "-o", "json").stdout
+        parsed: dict[str, object] = json.loads(out)
+        return parsed
+
+
+def _read_server_version(cluster: Cluster) -> str:
+    info = cluster.kubectl_json("version")
+    server = info.get("serverVersion")
+    if not isinstance(server, dict):
+        raise ClusterError(f"the API server did not report a version: {info}")
+    return str(server["gitVersion"])
+
+
+class LocalControlPlane:
+    """kwokctl-supervised control plane under one work directory."""
+
+    def __init__(self, name: str = DEFAULT_NAME, workdir: Path | None = None) -> None:
+        self.name = name
+        self.workdir = workdir or CACHE / "clusters"
+        self.kubeconfig = self.workdir / f"{name}.kubeconfig"
+        self.bin_dir = tools_bin()
+
+    @property
+    def _kwokctl(self) -> list[str]:
+        return [str(self.bin_dir / "kwokctl"), "--name", self.name]
+
+    def _env(self) -> dict[str, str]:
+        env = tool_env(self.bin_dir, self.kubeconfig)
+        env["KWOK_WORKDIR"] = str(self.workdir)
+        return env
+
+    def _config(self) -> Path:
+        b = self.bin_dir
+        config = self.workdir / f"{self.name}.kwokctl.yaml"
+        # Every binary is a local path, so kwokctl never tries to download one, and
+        # every component binds to loopback only.
+        config.write_text(
+            "kind: KwokctlConfiguration\n"
+            "apiVersion: config.kwok.x-k8s.io/v1alpha1\n"
+            "options:\n"
+            "  runtime: binary\n"
+            f"  kubeVersion: {versions()['KUBERNETES_VERSION']}\n"
+            "  bindAddress: 127.0.0.1\n"
+            f"  kubeApiserverBinary: {b / 'kube-apiserver'}\n"
+            f"  kubeControllerManagerBinary: {b / 'kube-controller-manager'}\n"
+            f"  kubeSchedulerBinary: {b / 'kube-scheduler'}\n"
+            f"  kubectlBinary: {b / 'kubectl'}\n"
+            f"  etcdBinary: {b / 'etcd'}\n"
+            f"  kwokControllerBinary: {b / 'kwok'}\n"
+            "  disableQPSLimits: true\n"
+        )
+        return config
+
+    def up(self, timeout: float = 180) -> Cluster:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        cluster = Cluster(self.kubeconfig, self.bin_dir, local=True, env=self._env())
+        if self._running():
+            cluster.server_version = _read_server_version(cluster)
+            return cluster
+        self.down()  # clear a half-started leftover
+        created = subprocess.run(
+            [
+                *self._kwokctl,
+                "-c",
+                str(self._config()),
+                "create",
+                "cluster",
+                "--kubeconfig",
+                str(self.kubeconfig),
+                "--wait",
+                f"{int(timeout)}s",
+            ],
+            env=self._env(),
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if created.returncode != 0:
+            logs = self._tail_logs()
+            self.down()
+            raise ClusterError(
+                f"kwokctl could not create the cluster (exit {created.returncode}):\n"
+                f"{created.stderr[-3000:]}\n{logs}"
+            )
+        self._add_node(cluster)
+        self._wait_node_ready(cluster, deadline=time.monotonic() + timeout)
+        cluster.server_version = _read_server_version(cluster)
+        return cluster
+
+    def _running(self) -> bool:
+        if not self.kubeconfig.exists():
+            return False
+        probe = subprocess.run(
+            ["kubectl", "get", "--raw", "/readyz"],
+            env=self._env(),
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+        return probe.returncode == 0
+
+    def _add_node(self, cluster: Cluster) -> None:
+        # A fake node kwok manages (the controller runs with --manage-all-nodes); no taint,
+        # so ordinary workloads schedule onto it as they would on a real node.
+        node = {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {
+                "name": NODE_NAME,
+                "annotations": {"kwok.x-k8s.io/node": "fake"},
+                "labels": {
+                    "kubernetes.io/hostname": NODE_NAME,
+                    "kubernetes.io/os": "linux",
+                    "kubernetes.io/arch": "amd64",
+                    "type": "kwok",
+                },
+            },
+            "status": {
+                "allocatable": {"cpu": "64", "memory": "256Gi", "pods": "2000"},
+                "capacity": {"cpu": "64", "memory": "256Gi", "pods": "2000"},
+            },
+        }
+        cluster.kubectl("apply", "-f", "-", input=json.dumps(node))
+
+    def _wait_node_ready(self, cluster: Cluster, deadline: float) -> None:
+        while time.monotonic() < deadline:
+            result = cluster.kubectl(
+                "get",
+                "node",
+                NODE_NAME,
+                "-o",
+                "jsonpath={.status.conditions[?(@.type=='Ready')].status}",
+                check=False,
+            )
+            if result.stdout.strip() == "True":
+                return
+            time.sleep(0.5)
+        raise ClusterError(f"node {NODE_NAME} did not become Ready\n{self._tail_logs()}")
+
+    def _tail_logs(self) -> str:
+        logs = self.workdir / "clusters" / self.name / "logs"
+        parts = []
+        for log in sorted(logs.glob("*.log")) if logs.exists() else []:
+            lines = log.read_text(errors="replace").splitlines()[-15:]
+            parts.append(f"--- {log.name} (last lines) ---\n" + "\n".join(lines))
+        return "\n".join(parts)
+
+    def pids(self) -> list[int]:
+        found = []
+        for pid_file in (self.workdir / "clusters" / self.name / "pids").glob("*.pid"):
+            try:
+                found.append(int(pid_file.read_text().strip()))
+            except ValueError:
+                continue
+        return found
+
+    def down(self) -> None:
+        pids = self.pids()
+        subprocess.run(
+            [*self._kwokctl, "delete", "cluster", "--kubeconfig", str(self.kubeconfig)],
+            env=self._env(),
+            capture_output=True,
+            check=False,
+        )
+        # kwokctl stops what it started; make sure nothing outlives us even if it failed.
+        _kill_all(pids)
+        shutil.rmtree(self.workdir / "clusters" / self.name, ignore_errors=True)
+        self.kubeconfig.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    stat = Path(f"/proc/{pid}/stat")
+    return not (stat.exists() and stat.read_text().split()[2] == "Z")
+
+
+def _kill_all(pids: Sequence[int], grace: float = 10) -> None:
+    for pid in pids:
+        if _alive(pid):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for pid in pids:
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+def connect_existing(kubeconfig: Path) -> Cluster:
+    """The cluster a user named with KUBECONFIG (kind, or any other)."""
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
+    cluster = Cluster(kubeconfig, None, local=False, env=env)
+    try:
+        cluster.server_version = _read_server_version(cluster)
+    except (ClusterError, subprocess.TimeoutExpired) as exc:
+        raise ClusterError(
+            f"KUBECONFIG={kubeconfig} names a cluster that does not answer: {exc}. "
+            "Unset KUBECONFIG to use the local control plane instead."
+        ) from exc
+    return cluster
+
+
+def main(argv: Sequence[str]) -> int:
+    command = argv[0] if argv else "up"
+    plane = LocalControlPlane()
+    if command == "up":
+        started = time.monotonic()
+        cluster = plane.up()
+        print(
+            f"cluster {plane.name} is up ({cluster.server_version}, "
+            f"{time.monotonic() - started:.1f}s)\n"
+            f"export KUBECONFIG={cluster.kubeconfig}\n"
+            f'export PATH="{plane.bin_dir}:$PATH"',
+            file=sys.stderr,
+        )
+        print(cluster.kubeconfig)
+        return 0
+    if command == "down":
+        plane.down()
+        print(f"cluster {plane.name} is down", file=sys.stderr)
+        return 0
+    print("usage: cluster.py up|down", file=sys.stderr)
+    return 2
+
+
+def temporary_control_plane() -> LocalControlPlane:
+    """A control plane private to one test session (its own name and work dir)."""
+    workdir = Path(tempfile.mkdtemp(prefix="modeltrust-e2e-"))
+    return LocalControlPlane(name=f"e2e-{os.getpid()}", workdir=workdir)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
