@@ -1,0 +1,98 @@
+"""C2SP tlog-checkpoint bodies (c2sp.org/tlog-checkpoint) and their signed notes.
+
+Body: ``<origin>\\n<tree size>\\n<base64 root hash>\\n`` then optional non-empty
+extension lines. Parsing is strict: a checkpoint any other implementation would
+read differently is refused.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from modeltrust.chain.errors import CheckpointError, NoteError
+from modeltrust.chain.merkle import HASH_SIZE
+from modeltrust.chain.note import NoteSigner, NoteVerifier, open_note, sign_note
+
+MAX_TREE_SIZE = (1 << 63) - 1
+_SIZE = re.compile(r"0|[1-9][0-9]{0,18}")  # ASCII decimal, no leading zeroes
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    origin: str
+    size: int
+    root_hash: bytes
+    extensions: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.origin or "\n" in self.origin:
+            raise CheckpointError("checkpoint origin must be a non-empty single line")
+        if not 0 <= self.size <= MAX_TREE_SIZE:
+            raise CheckpointError(f"checkpoint tree size {self.size} is out of range")
+        if len(self.root_hash) != HASH_SIZE:
+            raise CheckpointError(f"checkpoint root hash is {len(self.root_hash)} bytes, not 32")
+        for ext in self.extensions:
+            if not ext or "\n" in ext:
+                raise CheckpointError("checkpoint extension lines must be non-empty single lines")
+
+    def to_text(self) -> str:
+        root = base64.b64encode(self.root_hash).decode()
+        return "".join(
+            f"{line}\n" for line in (self.origin, str(self.size), root, *self.extensions)
+        )
+
+    @classmethod
+    def from_text(cls, text: str) -> Checkpoint:
+        if not text.endswith("\n"):
+            raise CheckpointError("checkpoint body must end in a newline")
+        lines = text[:-1].split("\n")
+        if len(lines) < 3:
+            raise CheckpointError("checkpoint body needs origin, tree size and root hash lines")
+        origin, size, root, *extensions = lines
+        if not _SIZE.fullmatch(size):
+            raise CheckpointError(f"checkpoint tree size {size[:30]!r} is not a canonical decimal")
+        try:
+            root_hash = base64.b64decode(root, validate=True)
+        except (binascii.Error, ValueError):
+            raise CheckpointError("checkpoint root hash is not valid base64") from None
+        if base64.b64encode(root_hash).decode() != root:
+            raise CheckpointError("checkpoint root hash is not canonical base64")
+        return cls(origin, int(size), root_hash, tuple(extensions))
+
+
+def sign_checkpoint(cp: Checkpoint, signer: NoteSigner) -> str:
+    """The signed note carrying ``cp``, signed by the log key."""
+    return sign_note(cp.to_text(), [signer])
+
+
+def verify_checkpoint(
+    note: str,
+    verifier: NoteVerifier,
+    *,
+    origin: str | None = None,
+    witnesses: Sequence[NoteVerifier] = (),
+    witness_quorum: int = 0,
+) -> Checkpoint:
+    """Verify the log's signature (and ``witness_quorum`` witness cosignatures) on a checkpoint.
+
+    Raises NoteError when signatures are missing or bad, CheckpointError when the
+    body is malformed or its origin is not the expected one.
+    """
+    if any((w.name, w.key_id) == (verifier.name, verifier.key_id) for w in witnesses):
+        raise ValueError("the log's own key cannot count as one of its witnesses")
+    if witness_quorum > len(witnesses):
+        raise ValueError(f"witness quorum {witness_quorum} exceeds the {len(witnesses)} witnesses")
+    text = open_note(note, [verifier]).text
+    cp = Checkpoint.from_text(text)
+    if origin is not None and cp.origin != origin:
+        raise CheckpointError(f"checkpoint origin {cp.origin!r} is not the expected {origin!r}")
+    if witness_quorum > 0:
+        try:
+            open_note(note, witnesses, quorum=witness_quorum)
+        except NoteError as e:
+            raise NoteError(f"witness quorum not met: {e}") from e
+    return cp
