@@ -20,7 +20,7 @@ tools:  ## the local control plane binaries (built once, cached by version)
 lint:  ## ruff and mypy --strict over everything we ship and test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy chain/src serving/src operator/src cli/src tests bench
+	$(BIN)/mypy chain/src serving/src operator/src cli/src tests $(wildcard bench/*.py)
 
 test: install tools  ## unit, integration and e2e tests (e2e on a local control plane or $KUBECONFIG)
 	$(BIN)/pytest
