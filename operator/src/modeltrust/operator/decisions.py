@@ -1,0 +1,465 @@
+"""The verification decision as a pure function of its evidence.
+
+The handlers gather evidence (the fetched artifact's digest, registrations found on the
+ledger with their signature and inclusion-proof results, revocations, the onnxruntime load
+result, ledger errors) and `decide` turns it into a Decision. Nothing here does I/O, so
+every path of the trust model is unit-tested without a cluster or a ledger.
+
+Two kinds of failed checks:
+- hard: the bytes are not the pinned bytes, cannot be fetched or loaded, or the ledger
+  is inconsistent with a checkpoint we trusted (rollback or fork). Refused in every mode:
+  the pod's own init step would refuse those bytes anyway, and a forked ledger makes every
+  other answer meaningless.
+- trust: registration, signature, publisher key, threshold, revocation, ledger reachable.
+  Refused under Enforce; under Audit rolled out anyway, with every failure recorded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from modeltrust.operator.types import Enforcement, TrustPolicy
+
+
+class Verdict(StrEnum):
+    ALLOWED = "allowed"
+    REFUSED = "refused"
+    ALLOWED_AUDIT_ONLY = "allowed-audit-only"
+
+
+class Reason(StrEnum):
+    """Condition reasons, most severe first: the first failing one becomes the headline."""
+
+    LEDGER_INCONSISTENT = "LedgerInconsistent"
+    FETCH_FAILED = "FetchFailed"
+    DIGEST_MISMATCH = "DigestMismatch"
+    LOAD_FAILED = "LoadFailed"
+    LEDGER_UNAVAILABLE = "LedgerUnavailable"
+    REVOKED = "Revoked"
+    NOT_REGISTERED = "NotRegistered"
+    INCLUSION_UNPROVEN = "InclusionUnproven"
+    INVALID_SIGNATURE = "InvalidSignature"
+    UNTRUSTED_KEY = "UntrustedKey"
+    PUBLISHER_NOT_ALLOWED = "PublisherNotAllowed"
+    NAME_MISMATCH = "RegistrationMismatch"
+    BELOW_THRESHOLD = "BelowThreshold"
+    VERIFIED = "Verified"
+    VERIFIED_AUDIT_ONLY = "AuditOnly"
+
+
+_SEVERITY = {r: i for i, r in enumerate(Reason)}
+HARD_FAILURES = frozenset(
+    {Reason.LEDGER_INCONSISTENT, Reason.FETCH_FAILED, Reason.DIGEST_MISMATCH, Reason.LOAD_FAILED}
+)
+
+
+@dataclass(frozen=True)
+class ArtifactResult:
+    """What fetching and hashing the artifact produced; `error` names the failed step."""
+
+    digest: str | None = None
+    size: int | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    """Outcome of loading the model once in onnxruntime."""
+
+    ok: bool
+    error: str | None = None
+    inputs: tuple[TensorInfo, ...] = ()
+    outputs: tuple[TensorInfo, ...] = ()
+
+    def signature_json(self) -> dict[str, Any]:
+        return {
+            "inputs": [t.to_json() for t in self.inputs],
+            "outputs": [t.to_json() for t in self.outputs],
+        }
+
+
+@dataclass(frozen=True)
+class RegistrationCheck:
+    """One registration entry found on the ledger for the artifact's digest, with the results
+    of checking it: inclusion proof against a verified checkpoint, signer key known to the
+    policy, signature valid under that key."""
+
+    ledger_index: int
+    model_name: str
+    model_version: str
+    digest: str
+    signer_key_id: str
+    inclusion_verified: bool
+    publisher: str | None  # trusted publisher owning signer_key_id, None if not in the policy
+    signature_valid: bool
+    publisher_may_vouch: bool = True  # the publisher's modelNamePatterns allow this model
+    error: str | None = None  # why the signature or proof failed
+
+
+@dataclass(frozen=True)
+class RevocationFact:
+    """A revocation entry found on the ledger, with its signature already checked."""
+
+    ledger_index: int
+    target_kind: str  # "digest" | "key"
+    target: str
+    reason: str
+    signer_key_id: str
+    signature_valid: bool  # signed by a key of a publisher in the policy
+
+
+@dataclass(frozen=True)
+class Evidence:
+    pinned_digest: str
+    model_name: str
+    model_version: str
+    artifact: ArtifactResult | None = None
+    load: LoadResult | None = None
+    registrations: Sequence[RegistrationCheck] = ()
+    revocations: Sequence[RevocationFact] = ()
+    ledger_error: str | None = None  # no verified answer from the ledger
+    ledger_inconsistent: str | None = None  # rollback or fork against the trusted checkpoint
+
+
+@dataclass(frozen=True)
+class Finding:
+    reason: Reason
+    message: str
+
+
+@dataclass(frozen=True)
+class Decision:
+    verdict: Verdict
+    findings: tuple[Finding, ...]  # failed checks, most severe first; empty when all passed
+    signer_key_ids: tuple[str, ...] = ()
+    registration_index: int | None = None
+    signature_json: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def allowed(self) -> bool:
+        return self.verdict is not Verdict.REFUSED
+
+    @property
+    def reason(self) -> Reason:
+        if self.verdict is Verdict.ALLOWED:
+            return Reason.VERIFIED
+        if self.verdict is Verdict.ALLOWED_AUDIT_ONLY:
+            return Reason.VERIFIED_AUDIT_ONLY
+        return self.findings[0].reason
+
+    @property
+    def reasons(self) -> tuple[str, ...]:
+        """Audit-entry reasons: one line per failed check, 'Reason: message'."""
+        return tuple(f"{f.reason.value}: {f.message}" for f in self.findings)
+
+    @property
+    def message(self) -> str:
+        if not self.findings:
+            return (
+                f"artifact matches the pin, signed by {len(self.signer_key_ids)} trusted "
+                f"publisher key(s), registered at ledger index {self.registration_index}, "
+                "not revoked, loads in onnxruntime"
+            )
+        text = "; ".join(f.message for f in self.findings)
+        if self.verdict is Verdict.ALLOWED_AUDIT_ONLY:
+            return f"rolled out under Audit enforcement despite: {text}"
+        return text
+
+
+def _short(digest: str) -> str:
+    return digest.removeprefix("sha256:")[:12]
+
+
+def applicable_revocations(
+    digest: str, key_ids: Sequence[str], revocations: Sequence[RevocationFact]
+) -> list[RevocationFact]:
+    """Validly signed revocations that name `digest` or one of `key_ids`.
+
+    A revocation counts only when a publisher in the policy signed it; an unsigned or
+    foreign "revocation" must not let anyone outside the policy take models down.
+    """
+    keys = set(key_ids)
+    return [
+        r
+        for r in revocations
+        if r.signature_valid
+        and (
+            (r.target_kind == "digest" and r.target == digest)
+            or (r.target_kind == "key" and r.target in keys)
+        )
+    ]
+
+
+def _trust_findings(
+    ev: Evidence, policy: TrustPolicy
+) -> tuple[list[Finding], tuple[str, ...], int | None]:
+    """Registration, signature, threshold and revocation checks. Returns findings, the key
+    ids whose signatures counted, and the ledger index of the first counted registration."""
+    if ev.ledger_error is not None:
+        return (
+            [Finding(Reason.LEDGER_UNAVAILABLE, f"no verified ledger answer: {ev.ledger_error}")],
+            (),
+            None,
+        )
+    findings: list[Finding] = []
+    regs = [r for r in ev.registrations if r.digest == ev.pinned_digest]
+    if not regs:
+        return (
+            [
+                Finding(
+                    Reason.NOT_REGISTERED,
+                    f"no registration for {ev.pinned_digest} on the ledger: the publisher must "
+                    "sign and register it (modeltrust register)",
+                )
+            ],
+            (),
+            None,
+        )
+    counted: dict[str, RegistrationCheck] = {}
+    for r in regs:
+        where = f"registration at ledger index {r.ledger_index}"
+        if not r.inclusion_verified:
+            findings.append(
+                Finding(
+                    Reason.INCLUSION_UNPROVEN,
+                    f"{where}: inclusion proof did not verify ({r.error})",
+                )
+            )
+        elif r.publisher is None:
+            findings.append(
+                Finding(
+                    Reason.UNTRUSTED_KEY,
+                    f"{where} is signed by key {r.signer_key_id[:16]}..., which is not a "
+                    f"publisher of policy {policy.name!r}",
+                )
+            )
+        elif not r.signature_valid:
+            findings.append(
+                Finding(
+                    Reason.INVALID_SIGNATURE,
+                    f"{where}: signature by publisher {r.publisher!r} does not verify ({r.error})",
+                )
+            )
+        elif (r.model_name, r.model_version) != (ev.model_name, ev.model_version):
+            findings.append(
+                Finding(
+                    Reason.NAME_MISMATCH,
+                    f"{where} is for model {r.model_name!r} version {r.model_version!r}, "
+                    f"not {ev.model_name!r} version {ev.model_version!r}",
+                )
+            )
+        elif not r.publisher_may_vouch:
+            findings.append(
+                Finding(
+                    Reason.PUBLISHER_NOT_ALLOWED,
+                    f"{where}: publisher {r.publisher!r} may not vouch for model "
+                    f"{ev.model_name!r} (modelNamePatterns)",
+                )
+            )
+        else:
+            counted.setdefault(r.signer_key_id, r)
+    revoked = applicable_revocations(ev.pinned_digest, list(counted), ev.revocations)
+    revocation_findings: list[Finding] = []
+    for rev in revoked:
+        what = "the digest" if rev.target_kind == "digest" else f"signer key {rev.target[:16]}..."
+        revocation_findings.append(
+            Finding(
+                Reason.REVOKED,
+                f"revocation at ledger index {rev.ledger_index} revokes {what}: {rev.reason}",
+            )
+        )
+        if rev.target_kind == "key":
+            counted.pop(rev.target, None)
+    if any(rev.target_kind == "digest" for rev in revoked):
+        counted.clear()
+    # A registration that does not count (a foreign key, a bad proof) is only a failure when
+    # the threshold is missed: anyone the ledger accepts may register any digest, and that
+    # must not veto the trusted publishers' registrations.
+    if len(counted) < policy.threshold:
+        findings += revocation_findings
+        findings.append(
+            Finding(
+                Reason.BELOW_THRESHOLD,
+                f"{len(counted)} valid trusted signature(s), policy {policy.name!r} requires "
+                f"{policy.threshold}",
+            )
+        )
+    else:
+        findings = []
+    key_ids = tuple(sorted(counted))
+    first_index = min((r.ledger_index for r in counted.values()), default=None)
+    return findings, key_ids, first_index
+
+
+def decide(ev: Evidence, policy: TrustPolicy) -> Decision:
+    """Decide whether the pinned artifact may be rolled out under `policy`."""
+    hard: list[Finding] = []
+    if ev.ledger_inconsistent is not None:
+        hard.append(
+            Finding(
+                Reason.LEDGER_INCONSISTENT,
+                "ledger is inconsistent with the last trusted checkpoint "
+                f"({ev.ledger_inconsistent}); "
+                "all rollouts are blocked until a cluster operator investigates",
+            )
+        )
+    if ev.artifact is None:
+        hard.append(Finding(Reason.FETCH_FAILED, "artifact was not fetched"))
+    elif ev.artifact.error is not None:
+        hard.append(Finding(Reason.FETCH_FAILED, ev.artifact.error))
+    elif ev.artifact.digest != ev.pinned_digest:
+        hard.append(
+            Finding(
+                Reason.DIGEST_MISMATCH,
+                f"artifact digest {ev.artifact.digest} does not match the pinned "
+                f"{ev.pinned_digest}",
+            )
+        )
+    if ev.load is None:
+        if not hard:
+            hard.append(Finding(Reason.LOAD_FAILED, "model was not loaded in onnxruntime"))
+    elif not ev.load.ok:
+        hard.append(Finding(Reason.LOAD_FAILED, f"onnxruntime refused the model: {ev.load.error}"))
+
+    trust, key_ids, reg_index = _trust_findings(ev, policy)
+    findings = tuple(sorted([*hard, *trust], key=lambda f: _SEVERITY[f.reason]))
+    signature = ev.load.signature_json() if ev.load is not None and ev.load.ok else {}
+    if hard:
+        verdict = Verdict.REFUSED
+    elif not trust:
+        verdict = Verdict.ALLOWED
+    elif policy.enforcement is Enforcement.AUDIT:
+        verdict = Verdict.ALLOWED_AUDIT_ONLY
+    else:
+        verdict = Verdict.REFUSED
+    return Decision(verdict, findings, key_ids, reg_index, signature)
+
+
+@dataclass(frozen=True)
+class RevocationOutcome:
+    revoked: bool
+    findings: tuple[Finding, ...]
+
+    @property
+    def message(self) -> str:
+        return "; ".join(f.message for f in self.findings) or "no revocation applies"
+
+
+def check_revocation(
+    serving_digest: str,
+    signer_key_ids: Sequence[str],
+    revocations: Sequence[RevocationFact],
+    threshold: int,
+) -> RevocationOutcome:
+    """Periodic re-check of a running workload: is its digest revoked, or are so many of the
+    keys that vouched for it revoked that the threshold is no longer met?"""
+    revoked = applicable_revocations(serving_digest, signer_key_ids, revocations)
+    if not revoked:
+        return RevocationOutcome(False, ())
+    digest_revoked = any(r.target_kind == "digest" for r in revoked)
+    remaining = set(signer_key_ids) - {r.target for r in revoked if r.target_kind == "key"}
+    findings = tuple(
+        Finding(
+            Reason.REVOKED,
+            f"revocation at ledger index {r.ledger_index} revokes "
+            + ("the digest" if r.target_kind == "digest" else f"signer key {r.target[:16]}...")
+            + f": {r.reason}",
+        )
+        for r in revoked
+    )
+    return RevocationOutcome(digest_revoked or len(remaining) < threshold, findings)
+
+
+def idempotency_key(uid: str, generation: int, action: str, detail: str = "") -> str:
+    """The key an audit entry is deduplicated on: the same decision about the same object
+    generation is recorded once, even if the operator crashes and retries mid-rollout."""
+    if not uid:
+        raise ValueError("idempotency key needs the object's uid")
+    base = f"{uid}/{generation}/{action}"
+    return f"{base}/{detail}" if detail else base
+
+
+# --- drift -------------------------------------------------------------------------------------
+
+# Only fields that decide *what* runs are compared; the API server defaults many others
+# (terminationMessagePath, imagePullPolicy, ...), which must not read as drift.
+_CONTAINER_FIELDS = ("image", "command", "args", "env", "volumeMounts", "securityContext")
+PIN_ANNOTATION_PREFIX = "modeltrust.dev/"
+
+
+def _project_container(c: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: c.get(k) or None for k in _CONTAINER_FIELDS}
+
+
+def _project_volume(v: Mapping[str, Any]) -> dict[str, Any]:
+    # Keep the source kind and its identifying fields; drop defaulted sizes and modes.
+    out: dict[str, Any] = {"name": v.get("name")}
+    if "emptyDir" in v:
+        out["source"] = "emptyDir"
+    elif "persistentVolumeClaim" in v:
+        pvc = v["persistentVolumeClaim"] or {}
+        out["source"] = ("persistentVolumeClaim", pvc.get("claimName"), bool(pvc.get("readOnly")))
+    else:
+        out["source"] = sorted(k for k in v if k != "name")
+    return out
+
+
+def template_projection(template: Mapping[str, Any]) -> dict[str, Any]:
+    """The security-relevant part of a pod template: containers, init containers, volumes
+    and the modeltrust.dev/ annotations that record the verified pin."""
+    meta = template.get("metadata") or {}
+    spec = template.get("spec") or {}
+    annotations = meta.get("annotations") or {}
+    return {
+        "annotations": {
+            k: v for k, v in sorted(annotations.items()) if k.startswith(PIN_ANNOTATION_PREFIX)
+        },
+        "initContainers": {
+            c.get("name"): _project_container(c) for c in spec.get("initContainers") or []
+        },
+        "containers": {c.get("name"): _project_container(c) for c in spec.get("containers") or []},
+        "volumes": sorted(
+            (_project_volume(v) for v in spec.get("volumes") or []), key=lambda v: str(v["name"])
+        ),
+        "serviceAccountName": spec.get("serviceAccountName") or None,
+    }
+
+
+def detect_drift(actual: Mapping[str, Any], expected: Mapping[str, Any]) -> tuple[str, ...]:
+    """Differences between an owned Deployment's pod template and the verified one, each
+    naming what changed (empty when they agree on everything that decides what runs)."""
+    a, e = template_projection(actual), template_projection(expected)
+    diffs: list[str] = []
+    for key in sorted(set(a["annotations"]) | set(e["annotations"])):
+        if a["annotations"].get(key) != e["annotations"].get(key):
+            diffs.append(
+                f"annotation {key} is {a['annotations'].get(key)!r}, verified "
+                f"{e['annotations'].get(key)!r}"
+            )
+    for kind in ("initContainers", "containers"):
+        extra = sorted(set(a[kind]) - set(e[kind]), key=str)
+        missing = sorted(set(e[kind]) - set(a[kind]), key=str)
+        diffs += [f"{kind} has unexpected container {n!r}" for n in extra]
+        diffs += [f"{kind} lacks container {n!r}" for n in missing]
+        for name in sorted(set(a[kind]) & set(e[kind]), key=str):
+            for fld in _CONTAINER_FIELDS:
+                if a[kind][name][fld] != e[kind][name][fld]:
+                    diffs.append(f"{kind}[{name}].{fld} differs from the verified template")
+    if a["volumes"] != e["volumes"]:
+        diffs.append("volumes differ from the verified template")
+    if a["serviceAccountName"] != e["serviceAccountName"]:
+        diffs.append("serviceAccountName differs from the verified template")
+    return tuple(diffs)

@@ -1,0 +1,479 @@
+"""Typed, validated views of ModelDeployment and ModelTrustPolicy objects.
+
+The API server already enforces the CRD schema and CEL rules, but the operator re-checks
+everything it relies on: a CRD installed without validation, an older schema version, or a
+hand-written test object must produce a clear refusal, never a half-understood spec.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from kubernetes.utils.quantity import parse_quantity
+
+GROUP = "modeltrust.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+MODEL_DEPLOYMENT_KIND = "ModelDeployment"
+MODEL_DEPLOYMENT_PLURAL = "modeldeployments"
+POLICY_KIND = "ModelTrustPolicy"
+POLICY_PLURAL = "modeltrustpolicies"
+
+DEFAULT_POLICY = "default"
+DEFAULT_REPLICAS = 1
+MAX_REPLICAS = 1000
+DEFAULT_PORT = 8080
+DEFAULT_MAX_MODEL_SIZE = 2 * 1024**3
+DEFAULT_REVERIFY_SECONDS = 300.0
+MIN_REVERIFY_SECONDS = 10.0
+MAX_REVERIFY_SECONDS = 24 * 3600.0
+
+DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+_MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_MODEL_VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+_DNS_SUBDOMAIN_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_VERIFIER_KEY_RE = re.compile(r"^[^+\s]+\+[0-9a-f]{8}\+[A-Za-z0-9+/]+={0,2}$")
+_KEY_ID_RE = re.compile(r"^[0-9a-f]{64}$")
+_DURATION_RE = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+
+
+class SpecError(ValueError):
+    """A spec field the operator cannot act on. `field` is the dotted path, as kubectl shows it."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+        self.problem = problem
+
+
+# --- small typed getters -------------------------------------------------------------------
+
+
+def _mapping(obj: Mapping[str, Any], key: str, path: str, *, required: bool) -> Mapping[str, Any]:
+    value = obj.get(key)
+    if value is None:
+        if required:
+            raise SpecError(path, "is required")
+        return {}
+    if not isinstance(value, Mapping):
+        raise SpecError(path, f"must be an object, got {type(value).__name__}")
+    return value
+
+
+def _string(
+    obj: Mapping[str, Any],
+    key: str,
+    path: str,
+    *,
+    default: str | None = None,
+    max_length: int = 253,
+) -> str:
+    value = obj.get(key, default)
+    if value is None:
+        raise SpecError(path, "is required")
+    if not isinstance(value, str):
+        raise SpecError(path, f"must be a string, got {type(value).__name__}")
+    if not value:
+        raise SpecError(path, "must not be empty")
+    if len(value) > max_length:
+        raise SpecError(path, f"must be at most {max_length} characters")
+    return value
+
+
+def _optional_string(obj: Mapping[str, Any], key: str, path: str, *, max_length: int) -> str | None:
+    if obj.get(key) in (None, ""):
+        return None
+    return _string(obj, key, path, max_length=max_length)
+
+
+def _integer(
+    obj: Mapping[str, Any], key: str, path: str, *, default: int, low: int, high: int
+) -> int:
+    value = obj.get(key, default)
+    if value is None:
+        value = default
+    # bool is an int subclass; "true" replicas is a mistake, not 1.
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise SpecError(path, f"must be an integer, got {type(value).__name__}")
+    if not low <= value <= high:
+        raise SpecError(path, f"must be between {low} and {high}, got {value}")
+    return value
+
+
+def _list(obj: Mapping[str, Any], key: str, path: str, *, max_items: int) -> list[Any]:
+    value = obj.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise SpecError(path, f"must be a list, got {type(value).__name__}")
+    if len(value) > max_items:
+        raise SpecError(path, f"must have at most {max_items} items")
+    return value
+
+
+def _string_map(obj: Mapping[str, Any], key: str, path: str) -> dict[str, str]:
+    raw = _mapping(obj, key, path, required=False)
+    out: dict[str, str] = {}
+    for k, v in raw.items():
+        if isinstance(v, bool) or not isinstance(v, str | int):
+            raise SpecError(f"{path}.{k}", "must be a string or an integer")
+        out[str(k)] = str(v)
+    return out
+
+
+# --- ModelDeployment -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ObjectRef:
+    """Identity of a Kubernetes object at one spec generation."""
+
+    namespace: str
+    name: str
+    uid: str
+    generation: int
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    name: str
+    version: str
+    uri: str
+    digest: str
+
+    @property
+    def is_file(self) -> bool:
+        return self.uri.startswith(("/", "file:"))
+
+    @property
+    def local_path(self) -> str:
+        """The filesystem path of a file:/// URI or absolute path."""
+        if self.uri.startswith("file://"):
+            return self.uri[len("file://") :]
+        return self.uri
+
+
+@dataclass(frozen=True)
+class ModelVolume:
+    claim_name: str
+    mount_path: str
+
+
+@dataclass(frozen=True)
+class RuntimeSpec:
+    image: str | None = None
+    image_pull_policy: str | None = None
+    port: int = DEFAULT_PORT
+    requests: Mapping[str, str] = field(default_factory=dict)
+    limits: Mapping[str, str] = field(default_factory=dict)
+    env: tuple[tuple[str, str], ...] = ()
+    node_selector: Mapping[str, str] = field(default_factory=dict)
+    tolerations: tuple[Mapping[str, Any], ...] = ()
+    model_volume: ModelVolume | None = None
+
+
+@dataclass(frozen=True)
+class ModelDeployment:
+    ref: ObjectRef
+    model: ModelRef
+    replicas: int
+    policy: str
+    runtime: RuntimeSpec
+
+
+def validate_digest(digest: str, path: str = "spec.model.digest") -> str:
+    if not DIGEST_RE.match(digest):
+        raise SpecError(path, "must be 'sha256:' followed by exactly 64 lowercase hex characters")
+    return digest
+
+
+def validate_uri(uri: str, path: str = "spec.model.uri") -> str:
+    if any(c.isspace() for c in uri):
+        raise SpecError(path, "must not contain whitespace")
+    if uri.startswith(("https://", "http://")):
+        host = uri.split("://", 1)[1].split("/", 1)[0].rsplit("@", 1)[-1]
+        if not host or host.startswith(":"):
+            raise SpecError(path, "an http(s) URL needs a host")
+        return uri
+    if uri.startswith("file:///") or uri.startswith("/"):
+        local = uri[len("file://") :] if uri.startswith("file://") else uri
+        if "/../" in local or local.endswith("/.."):
+            raise SpecError(path, "file paths must not contain '..' segments")
+        return uri
+    raise SpecError(path, "must be an https:// or http:// URL, a file:/// URL, or an absolute path")
+
+
+def _parse_runtime(spec: Mapping[str, Any]) -> RuntimeSpec:
+    rt = _mapping(spec, "runtime", "spec.runtime", required=False)
+    resources = _mapping(rt, "resources", "spec.runtime.resources", required=False)
+    env: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    for i, item in enumerate(_list(rt, "env", "spec.runtime.env", max_items=64)):
+        p = f"spec.runtime.env[{i}]"
+        if not isinstance(item, Mapping):
+            raise SpecError(p, "must be an object with name and value")
+        name = _string(item, "name", f"{p}.name", max_length=256)
+        if not _ENV_NAME_RE.match(name):
+            raise SpecError(f"{p}.name", "must be a C identifier (letters, digits, '_')")
+        if name.startswith("MODELTRUST_"):
+            raise SpecError(f"{p}.name", "names starting with MODELTRUST_ are reserved")
+        if name in seen:
+            raise SpecError(f"{p}.name", f"duplicate variable {name!r}")
+        seen.add(name)
+        value = item.get("value", "")
+        if not isinstance(value, str):
+            raise SpecError(f"{p}.value", "must be a string")
+        env.append((name, value))
+    tolerations: list[Mapping[str, Any]] = []
+    for i, tol in enumerate(_list(rt, "tolerations", "spec.runtime.tolerations", max_items=32)):
+        if not isinstance(tol, Mapping):
+            raise SpecError(f"spec.runtime.tolerations[{i}]", "must be an object")
+        tolerations.append(dict(tol))
+    volume: ModelVolume | None = None
+    if rt.get("modelVolume") is not None:
+        mv = _mapping(rt, "modelVolume", "spec.runtime.modelVolume", required=True)
+        mount = _string(mv, "mountPath", "spec.runtime.modelVolume.mountPath", max_length=1024)
+        if not mount.startswith("/") or ".." in mount:
+            raise SpecError(
+                "spec.runtime.modelVolume.mountPath", "must be an absolute path without '..'"
+            )
+        volume = ModelVolume(
+            claim_name=_string(mv, "claimName", "spec.runtime.modelVolume.claimName"),
+            mount_path=mount.rstrip("/") or "/",
+        )
+    pull = _optional_string(rt, "imagePullPolicy", "spec.runtime.imagePullPolicy", max_length=16)
+    if pull is not None and pull not in ("Always", "IfNotPresent", "Never"):
+        raise SpecError("spec.runtime.imagePullPolicy", "must be Always, IfNotPresent or Never")
+    return RuntimeSpec(
+        image=_optional_string(rt, "image", "spec.runtime.image", max_length=1024),
+        image_pull_policy=pull,
+        port=_integer(rt, "port", "spec.runtime.port", default=DEFAULT_PORT, low=1, high=65535),
+        requests=_string_map(resources, "requests", "spec.runtime.resources.requests"),
+        limits=_string_map(resources, "limits", "spec.runtime.resources.limits"),
+        env=tuple(env),
+        node_selector=_string_map(rt, "nodeSelector", "spec.runtime.nodeSelector"),
+        tolerations=tuple(tolerations),
+        model_volume=volume,
+    )
+
+
+def parse_object_ref(body: Mapping[str, Any]) -> ObjectRef:
+    """Identity (namespace, name, uid, generation) of any namespaced object."""
+    meta = _mapping(body, "metadata", "metadata", required=True)
+    return ObjectRef(
+        namespace=_string(meta, "namespace", "metadata.namespace"),
+        name=_string(meta, "name", "metadata.name"),
+        uid=str(meta.get("uid") or ""),
+        generation=_integer(
+            meta, "generation", "metadata.generation", default=1, low=0, high=2**63 - 1
+        ),
+    )
+
+
+def parse_model_deployment(body: Mapping[str, Any]) -> ModelDeployment:
+    """Parse a ModelDeployment object (as the API server returns it) into a typed view."""
+    ref = parse_object_ref(body)
+    spec = _mapping(body, "spec", "spec", required=True)
+    model = _mapping(spec, "model", "spec.model", required=True)
+    name = _string(model, "name", "spec.model.name")
+    if not _MODEL_NAME_RE.match(name):
+        raise SpecError(
+            "spec.model.name", "must start with a letter or digit and use only [A-Za-z0-9._-]"
+        )
+    version = _string(model, "version", "spec.model.version", max_length=128)
+    if not _MODEL_VERSION_RE.match(version):
+        raise SpecError(
+            "spec.model.version", "must start with a letter or digit and use only [A-Za-z0-9._+-]"
+        )
+    uri = validate_uri(_string(model, "uri", "spec.model.uri", max_length=2048))
+    digest = validate_digest(_string(model, "digest", "spec.model.digest", max_length=71))
+    policy = _string(spec, "policy", "spec.policy", default=DEFAULT_POLICY)
+    if not _DNS_SUBDOMAIN_RE.match(policy):
+        raise SpecError("spec.policy", "must be a ModelTrustPolicy name (lowercase DNS subdomain)")
+    runtime = _parse_runtime(spec)
+    if runtime.model_volume is not None and ModelRef(name, version, uri, digest).is_file:
+        local = ModelRef(name, version, uri, digest).local_path
+        if not local.startswith(runtime.model_volume.mount_path.rstrip("/") + "/"):
+            raise SpecError(
+                "spec.model.uri",
+                f"file path {local!r} is not under runtime.modelVolume.mountPath "
+                f"{runtime.model_volume.mount_path!r}",
+            )
+    return ModelDeployment(
+        ref=ref,
+        model=ModelRef(name=name, version=version, uri=uri, digest=digest),
+        replicas=_integer(
+            spec, "replicas", "spec.replicas", default=DEFAULT_REPLICAS, low=0, high=MAX_REPLICAS
+        ),
+        policy=policy,
+        runtime=runtime,
+    )
+
+
+# --- ModelTrustPolicy ----------------------------------------------------------------------
+
+
+class Enforcement(StrEnum):
+    ENFORCE = "Enforce"
+    AUDIT = "Audit"
+
+
+class RevocationAction(StrEnum):
+    SCALE_TO_ZERO = "ScaleToZero"
+    KEEP_AND_FLAG = "KeepAndFlag"
+
+
+@dataclass(frozen=True)
+class Publisher:
+    name: str
+    public_key_pem: str
+    key_id: str | None = None
+    model_name_patterns: tuple[str, ...] = ()
+
+    def may_vouch_for(self, model_name: str) -> bool:
+        """Whether this publisher's signature counts for `model_name` (no patterns = any)."""
+        if not self.model_name_patterns:
+            return True
+        return any(fnmatch.fnmatchcase(model_name, p) for p in self.model_name_patterns)
+
+
+@dataclass(frozen=True)
+class LedgerSpec:
+    url: str
+    verifier_key: str
+    origin: str | None = None
+    witnesses: tuple[str, ...] = ()
+    witness_quorum: int = 0
+
+    @property
+    def expected_origin(self) -> str:
+        return self.origin or self.verifier_key.split("+", 1)[0]
+
+
+@dataclass(frozen=True)
+class TrustPolicy:
+    name: str
+    generation: int
+    ledger: LedgerSpec
+    publishers: tuple[Publisher, ...]
+    threshold: int = 1
+    enforcement: Enforcement = Enforcement.ENFORCE
+    revocation_action: RevocationAction = RevocationAction.SCALE_TO_ZERO
+    max_model_size: int = DEFAULT_MAX_MODEL_SIZE
+    reverify_seconds: float = DEFAULT_REVERIFY_SECONDS
+
+
+def parse_duration(text: str, path: str) -> float:
+    """Parse a Go-style duration made of h/m/s parts ("90s", "5m", "1h30m") into seconds."""
+    m = _DURATION_RE.match(text)
+    if not text or not m:
+        raise SpecError(path, f"must be a duration like 30s, 5m or 1h, got {text!r}")
+    hours, minutes, seconds = (int(g) if g else 0 for g in m.groups())
+    return float(hours * 3600 + minutes * 60 + seconds)
+
+
+def parse_size(text: str | int, path: str) -> int:
+    """Parse a Kubernetes quantity ("2Gi", "500M", 1024) into a positive number of bytes."""
+    try:
+        value = parse_quantity(text)  # type: ignore[no-untyped-call]
+    except ValueError as exc:
+        raise SpecError(path, f"must be a quantity such as 500Mi or 4Gi, got {text!r}") from exc
+    if value <= 0:
+        raise SpecError(path, "must be positive")
+    return int(value)
+
+
+def _parse_publishers(spec: Mapping[str, Any]) -> tuple[Publisher, ...]:
+    items = _list(spec, "publishers", "spec.publishers", max_items=64)
+    if not items:
+        raise SpecError("spec.publishers", "must name at least one trusted publisher")
+    publishers: list[Publisher] = []
+    names: set[str] = set()
+    for i, item in enumerate(items):
+        p = f"spec.publishers[{i}]"
+        if not isinstance(item, Mapping):
+            raise SpecError(p, "must be an object")
+        name = _string(item, "name", f"{p}.name")
+        if name in names:
+            raise SpecError(f"{p}.name", f"duplicate publisher {name!r}")
+        names.add(name)
+        pem = _string(item, "publicKey", f"{p}.publicKey", max_length=8192)
+        if "-----BEGIN PUBLIC KEY-----" not in pem:
+            raise SpecError(
+                f"{p}.publicKey", "must be a PEM public key (-----BEGIN PUBLIC KEY-----)"
+            )
+        key_id = _optional_string(item, "keyId", f"{p}.keyId", max_length=64)
+        if key_id is not None and not _KEY_ID_RE.match(key_id):
+            raise SpecError(f"{p}.keyId", "must be 64 lowercase hex characters")
+        patterns = _list(item, "modelNamePatterns", f"{p}.modelNamePatterns", max_items=64)
+        if not all(isinstance(x, str) and x for x in patterns):
+            raise SpecError(f"{p}.modelNamePatterns", "must be non-empty strings")
+        publishers.append(Publisher(name, pem, key_id, tuple(patterns)))
+    return tuple(publishers)
+
+
+def parse_trust_policy(body: Mapping[str, Any]) -> TrustPolicy:
+    """Parse a ModelTrustPolicy object into a typed view (keys are parsed later, in keys.py)."""
+    meta = _mapping(body, "metadata", "metadata", required=True)
+    spec = _mapping(body, "spec", "spec", required=True)
+    ledger = _mapping(spec, "ledger", "spec.ledger", required=True)
+    url = _string(ledger, "url", "spec.ledger.url", max_length=2048)
+    if not url.startswith(("https://", "http://")):
+        raise SpecError("spec.ledger.url", "must be an https:// or http:// URL")
+    vkey = _string(ledger, "verifierKey", "spec.ledger.verifierKey", max_length=1024)
+    if not _VERIFIER_KEY_RE.match(vkey):
+        raise SpecError("spec.ledger.verifierKey", "must be a C2SP verifier key name+hexid+base64")
+    witnesses = _list(ledger, "witnesses", "spec.ledger.witnesses", max_items=16)
+    for i, w in enumerate(witnesses):
+        if not isinstance(w, str) or not _VERIFIER_KEY_RE.match(w):
+            raise SpecError(f"spec.ledger.witnesses[{i}]", "must be a C2SP verifier key")
+    quorum = _integer(
+        ledger, "witnessQuorum", "spec.ledger.witnessQuorum", default=0, low=0, high=len(witnesses)
+    )
+    publishers = _parse_publishers(spec)
+    threshold = _integer(
+        spec, "threshold", "spec.threshold", default=1, low=1, high=len(publishers)
+    )
+    enforcement_text = _string(spec, "enforcement", "spec.enforcement", default="Enforce")
+    try:
+        enforcement = Enforcement(enforcement_text)
+    except ValueError as exc:
+        raise SpecError("spec.enforcement", "must be Enforce or Audit") from exc
+    action_text = _string(spec, "revocationAction", "spec.revocationAction", default="ScaleToZero")
+    try:
+        action = RevocationAction(action_text)
+    except ValueError as exc:
+        raise SpecError("spec.revocationAction", "must be ScaleToZero or KeepAndFlag") from exc
+    max_size_raw = spec.get("maxModelSize", "2Gi")
+    max_size = parse_size(max_size_raw, "spec.maxModelSize")
+    reverify = parse_duration(
+        _string(spec, "reverifyInterval", "spec.reverifyInterval", default="5m", max_length=32),
+        "spec.reverifyInterval",
+    )
+    if not MIN_REVERIFY_SECONDS <= reverify <= MAX_REVERIFY_SECONDS:
+        raise SpecError("spec.reverifyInterval", "must be between 10s and 24h")
+    return TrustPolicy(
+        name=_string(meta, "name", "metadata.name"),
+        generation=_integer(
+            meta, "generation", "metadata.generation", default=1, low=0, high=2**63 - 1
+        ),
+        ledger=LedgerSpec(
+            url=url.rstrip("/"),
+            verifier_key=vkey,
+            origin=_optional_string(ledger, "origin", "spec.ledger.origin", max_length=1024),
+            witnesses=tuple(witnesses),
+            witness_quorum=quorum,
+        ),
+        publishers=publishers,
+        threshold=threshold,
+        enforcement=enforcement,
+        revocation_action=action,
+        max_model_size=max_size,
+        reverify_seconds=reverify,
+    )

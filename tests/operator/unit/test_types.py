@@ -1,0 +1,202 @@
+"""Parsing ModelDeployment and ModelTrustPolicy objects into typed views."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from modeltrust.operator.types import (
+    Enforcement,
+    RevocationAction,
+    SpecError,
+    parse_duration,
+    parse_model_deployment,
+    parse_size,
+    parse_trust_policy,
+)
+
+pytestmark = pytest.mark.unit
+
+MdFactory = Callable[..., dict[str, Any]]
+
+
+def test_full_model_deployment_parses(md_body: MdFactory) -> None:
+    md = parse_model_deployment(md_body())
+    assert md.ref.namespace == "ml"
+    assert md.ref.generation == 3
+    assert md.model.name == "resnet50"
+    assert md.model.digest == "sha256:" + "ab" * 32
+    assert md.replicas == 2
+    assert md.runtime.port == 8080
+    assert md.runtime.requests == {"cpu": "500m", "memory": "1Gi"}
+    assert md.runtime.limits == {"memory": "2"}
+    assert md.runtime.env == (("OMP_NUM_THREADS", "2"),)
+    assert md.runtime.tolerations[0]["key"] == "gpu"
+
+
+def test_defaults_apply_when_fields_are_absent(md_body: MdFactory) -> None:
+    body = md_body()
+    for key in ("replicas", "policy", "runtime"):
+        del body["spec"][key]
+    md = parse_model_deployment(body)
+    assert (md.replicas, md.policy, md.runtime.port, md.runtime.image) == (1, "default", 8080, None)
+
+
+@pytest.mark.parametrize(
+    ("digest", "problem"),
+    [
+        ("sha256:" + "AB" * 32, "lowercase"),
+        ("sha256:" + "ab" * 31, "64"),
+        ("sha512:" + "ab" * 32, "sha256:"),
+        ("ab" * 32, "sha256:"),
+    ],
+)
+def test_malformed_digest_is_refused_naming_the_field(
+    md_body: MdFactory, digest: str, problem: str
+) -> None:
+    with pytest.raises(SpecError) as err:
+        parse_model_deployment(md_body(digest=digest))
+    assert err.value.field == "spec.model.digest"
+    assert problem in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "https://models.example/a.onnx",
+        "http://10.0.0.1:9000/a.onnx",
+        "file:///mnt/models/a.onnx",
+        "/mnt/models/a.onnx",
+    ],
+)
+def test_supported_uris_parse(md_body: MdFactory, uri: str) -> None:
+    assert parse_model_deployment(md_body(uri=uri)).model.uri == uri
+
+
+@pytest.mark.parametrize(
+    ("uri", "problem"),
+    [
+        ("s3://bucket/a.onnx", "https://"),
+        ("relative/a.onnx", "absolute path"),
+        ("https:///a.onnx", "host"),
+        ("/mnt/models/../../etc/passwd", ".."),
+        ("file:///mnt/x/..", ".."),
+        ("https://models.example/a b.onnx", "whitespace"),
+    ],
+)
+def test_bad_uris_are_refused(md_body: MdFactory, uri: str, problem: str) -> None:
+    with pytest.raises(SpecError, match=r"spec\.model\.uri") as err:
+        parse_model_deployment(md_body(uri=uri))
+    assert problem in err.value.problem
+
+
+def test_file_uri_must_lie_under_the_model_volume(md_body: MdFactory) -> None:
+    body = md_body(uri="/data/models/a.onnx")
+    body["spec"]["runtime"]["modelVolume"] = {"claimName": "models", "mountPath": "/data/models"}
+    md = parse_model_deployment(body)
+    assert md.runtime.model_volume is not None
+    assert md.model.local_path == "/data/models/a.onnx"
+    body["spec"]["model"]["uri"] = "/data/modelsX/a.onnx"
+    with pytest.raises(SpecError, match="not under runtime"):
+        parse_model_deployment(body)
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "field"),
+    [
+        (("spec", "replicas"), -1, "spec.replicas"),
+        (("spec", "replicas"), 1001, "spec.replicas"),
+        (("spec", "replicas"), True, "spec.replicas"),
+        (("spec", "policy"), "Not_A_Name", "spec.policy"),
+        (("spec", "model", "name"), "-bad", "spec.model.name"),
+        (("spec", "model", "version"), "", "spec.model.version"),
+        (("spec", "runtime", "port"), 70000, "spec.runtime.port"),
+        (("spec", "runtime", "imagePullPolicy"), "Sometimes", "spec.runtime.imagePullPolicy"),
+        (
+            ("spec", "runtime", "env"),
+            [{"name": "MODELTRUST_X", "value": "1"}],
+            "spec.runtime.env[0].name",
+        ),
+        (("spec", "runtime", "env"), [{"name": "A"}, {"name": "A"}], "spec.runtime.env[1].name"),
+        (("spec", "model"), None, "spec.model"),
+    ],
+)
+def test_invalid_fields_name_their_path(
+    md_body: MdFactory, path: tuple[str, ...], value: object, field: str
+) -> None:
+    body = md_body()
+    target = body
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    with pytest.raises(SpecError) as err:
+        parse_model_deployment(body)
+    assert err.value.field == field
+
+
+def test_policy_parses_with_defaults(policy_body: Callable[[], dict[str, Any]]) -> None:
+    policy = parse_trust_policy(policy_body())
+    assert policy.name == "default"
+    assert policy.ledger.url == "http://127.0.0.1:8443"  # trailing slash dropped
+    assert policy.ledger.expected_origin == "ledger.example"
+    assert policy.enforcement is Enforcement.ENFORCE
+    assert policy.revocation_action is RevocationAction.SCALE_TO_ZERO
+    assert policy.max_model_size == 2 * 1024**3
+    assert policy.reverify_seconds == 300
+    assert [p.name for p in policy.publishers] == ["acme", "vision"]
+
+
+def test_publisher_name_patterns(policy_body: Callable[[], dict[str, Any]]) -> None:
+    acme, vision = parse_trust_policy(policy_body()).publishers
+    assert acme.may_vouch_for("anything")
+    assert vision.may_vouch_for("resnet50")
+    assert not vision.may_vouch_for("bert")
+
+
+@pytest.mark.parametrize(
+    ("mutate", "field"),
+    [
+        (lambda s: s.update(threshold=3), "spec.threshold"),
+        (lambda s: s.update(threshold=0), "spec.threshold"),
+        (lambda s: s.update(enforcement="Warn"), "spec.enforcement"),
+        (lambda s: s.update(revocationAction="Delete"), "spec.revocationAction"),
+        (lambda s: s.update(publishers=[]), "spec.publishers"),
+        (lambda s: s["publishers"].append(dict(s["publishers"][0])), "spec.publishers[2].name"),
+        (
+            lambda s: s["publishers"][0].update(publicKey="ssh-ed25519 AAAA"),
+            "spec.publishers[0].publicKey",
+        ),
+        (lambda s: s["publishers"][0].update(keyId="XYZ"), "spec.publishers[0].keyId"),
+        (lambda s: s["ledger"].update(url="ftp://ledger"), "spec.ledger.url"),
+        (lambda s: s["ledger"].update(verifierKey="nokey"), "spec.ledger.verifierKey"),
+        (lambda s: s["ledger"].update(witnessQuorum=1), "spec.ledger.witnessQuorum"),
+        (lambda s: s.update(maxModelSize="lots"), "spec.maxModelSize"),
+        (lambda s: s.update(maxModelSize="0"), "spec.maxModelSize"),
+        (lambda s: s.update(reverifyInterval="1s"), "spec.reverifyInterval"),
+        (lambda s: s.update(reverifyInterval="5 minutes"), "spec.reverifyInterval"),
+    ],
+)
+def test_invalid_policy_fields_name_their_path(
+    policy_body: Callable[[], dict[str, Any]], mutate: Callable[[dict[str, Any]], None], field: str
+) -> None:
+    body = policy_body()
+    mutate(body["spec"])
+    with pytest.raises(SpecError) as err:
+        parse_trust_policy(body)
+    assert err.value.field == field
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("30s", 30), ("5m", 300), ("1h30m", 5400), ("2h", 7200)]
+)
+def test_durations(text: str, seconds: float) -> None:
+    assert parse_duration(text, "x") == seconds
+
+
+@pytest.mark.parametrize(
+    ("text", "size"), [("2Gi", 2 * 1024**3), ("500M", 500_000_000), (1024, 1024)]
+)
+def test_sizes(text: str | int, size: int) -> None:
+    assert parse_size(text, "x") == size
