@@ -54,3 +54,7 @@ class SignatureError(ChainError, ValueError):
 
 class CanonicalJSONError(ChainError, ValueError):
     """A value cannot be encoded as, or a document is not, strict canonical JSON."""
+
+
+class BlockError(ChainError, ValueError):
+    """A block header is malformed or does not link to its predecessor."""
