@@ -1,0 +1,178 @@
+"""Fetch the pinned artifact and load it once, producing evidence for `decide`.
+
+Fetching reuses the serving runtime's streaming fetch (one pass, flat memory, size cap,
+SHA-256 while downloading, nothing kept on mismatch), so the operator and the pod's init
+step accept exactly the same bytes. Loading runs in a child process (onnx_check) with an
+address-space limit and a timeout.
+
+Only successes are cached, keyed on (uri, digest): a digest is content-addressed, so "the
+bytes with this digest load in onnxruntime" never goes stale, while a failure (network,
+404, crash) might be transient and must be retried (Ratify #92 / Kyverno #5289 lessons).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import shutil
+import sys
+import tempfile
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+from modeltrust.operator.decisions import ArtifactResult, LoadResult, TensorInfo
+from modeltrust.serving.errors import DigestMismatchError, FetchError, ServingError
+from modeltrust.serving.fetch import fetch_artifact
+
+MODEL_FILE = "model.onnx"
+# onnxruntime maps far more address space than it touches (thread arenas, allocator
+# reservations); the cap stops runaway models, not honest ones.
+BASE_MEMORY = 3 << 30
+MEMORY_PER_MODEL_BYTE = 4
+
+
+@dataclass(frozen=True)
+class ArtifactEvidence:
+    artifact: ArtifactResult
+    load: LoadResult | None
+
+
+def _load_result(payload: dict[str, object]) -> LoadResult:
+    if not payload.get("ok"):
+        return LoadResult(ok=False, error=str(payload.get("error") or "unknown load failure"))
+
+    def tensors(key: str) -> tuple[TensorInfo, ...]:
+        items = payload.get(key)
+        if not isinstance(items, list):
+            return ()
+        return tuple(
+            TensorInfo(str(t["name"]), str(t["datatype"]), tuple(int(d) for d in t["shape"]))
+            for t in items
+        )
+
+    return LoadResult(ok=True, inputs=tensors("inputs"), outputs=tensors("outputs"))
+
+
+async def load_in_subprocess(
+    path: Path, digest: str, *, size: int, limit_seconds: float = 120.0
+) -> LoadResult:
+    """Run onnx_check on `path` in a child process; a crash or timeout is a failed load."""
+    max_memory = BASE_MEMORY + MEMORY_PER_MODEL_BYTE * size
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "modeltrust.operator.onnx_check", str(path),
+        "--digest", digest, "--max-memory", str(max_memory),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        stdout, stderr = await asyncio.wait_for(proc.communicate(), limit_seconds)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        return LoadResult(
+            ok=False, error=f"loading the model took longer than {limit_seconds:.0f}s"
+        )
+    except asyncio.CancelledError:
+        proc.kill()
+        await proc.wait()
+        raise
+    if proc.returncode != 0:
+        tail = stderr.decode(errors="replace").strip().splitlines()[-3:]
+        return LoadResult(
+            ok=False,
+            error=f"the load check process died (exit {proc.returncode}): {' '.join(tail)}",
+        )
+    try:
+        payload = json.loads(stdout)
+    except ValueError:
+        return LoadResult(ok=False, error="the load check process printed no result")
+    return _load_result(payload)
+
+
+class ArtifactChecker:
+    """Fetches and load-checks artifacts, remembering successes only."""
+
+    def __init__(
+        self,
+        workdir: Path | None = None,
+        *,
+        cache_size: int = 256,
+        fetch_timeout: float = 60.0,
+        load_timeout: float = 120.0,
+        ca_file: Path | None = None,
+    ) -> None:
+        self.workdir = workdir
+        self.fetch_timeout = fetch_timeout
+        self.load_timeout = load_timeout
+        self.ca_file = ca_file
+        self._ok: OrderedDict[tuple[str, str], ArtifactEvidence] = OrderedDict()
+        self._cache_size = cache_size
+        # One download+load per (uri, digest) at a time: 100 ModelDeployments of the same
+        # model must not fetch it 100 times concurrently.
+        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self.fetches = 0  # number of real downloads, for metrics and tests
+
+    def _remember(self, key: tuple[str, str], evidence: ArtifactEvidence) -> None:
+        self._ok[key] = evidence
+        self._ok.move_to_end(key)
+        while len(self._ok) > self._cache_size:
+            self._ok.popitem(last=False)
+
+    def _cached(self, key: tuple[str, str], max_size: int) -> ArtifactEvidence | None:
+        # A cached success still obeys the current policy's size cap.
+        cached = self._ok.get(key)
+        if cached is None or cached.artifact.size is None or cached.artifact.size > max_size:
+            return None
+        self._ok.move_to_end(key)
+        return cached
+
+    async def check(self, uri: str, digest: str, *, max_size: int) -> ArtifactEvidence:
+        key = (uri, digest)
+        cached = self._cached(key, max_size)
+        if cached is not None:
+            return cached
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            cached = self._cached(key, max_size)
+            if cached is not None:
+                return cached
+            evidence = await self._check_uncached(uri, digest, max_size=max_size)
+            if evidence.load is not None and evidence.load.ok:
+                self._remember(key, evidence)
+        if len(self._locks) > 4 * self._cache_size:
+            for stale in [k for k, v in self._locks.items() if not v.locked()]:
+                del self._locks[stale]
+        return evidence
+
+    async def _check_uncached(self, uri: str, digest: str, *, max_size: int) -> ArtifactEvidence:
+        tmp = Path(tempfile.mkdtemp(prefix="modeltrust-artifact-", dir=self.workdir))
+        try:
+            dest = tmp / MODEL_FILE
+            self.fetches += 1
+            try:
+                fetched = await asyncio.to_thread(
+                    fetch_artifact,
+                    uri,
+                    digest,
+                    dest,
+                    max_size=max_size,
+                    ca_file=self.ca_file,
+                    timeout=self.fetch_timeout,
+                )
+            except DigestMismatchError as exc:
+                return ArtifactEvidence(ArtifactResult(digest=exc.actual), None)
+            except FetchError as exc:
+                return ArtifactEvidence(ArtifactResult(error=str(exc)), None)
+            except (ServingError, ValueError, OSError) as exc:
+                return ArtifactEvidence(ArtifactResult(error=f"fetching {uri} failed: {exc}"), None)
+            artifact = ArtifactResult(digest=fetched.digest, size=fetched.size)
+            load = await load_in_subprocess(
+                dest, digest, size=fetched.size, limit_seconds=self.load_timeout
+            )
+            return ArtifactEvidence(artifact, load)
+        finally:
+            with contextlib.suppress(OSError):
+                shutil.rmtree(tmp)

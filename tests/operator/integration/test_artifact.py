@@ -1,0 +1,158 @@
+"""Fetching and load-checking real artifacts: local files, a real HTTP server on 127.0.0.1,
+real onnxruntime sessions in a real child process."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from harness.onnx_models import mnist_mlp
+from modeltrust.operator.artifact import ArtifactChecker
+from modeltrust.operator.onnx_check import external_data_problem
+
+pytestmark = pytest.mark.integration
+
+MAX = 64 << 20
+
+
+def digest_of(path: Path) -> str:
+    return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def model(tmp_path: Path) -> Path:
+    return mnist_mlp(tmp_path / "served" / "mnist.onnx")
+
+
+@pytest.fixture
+def http_root(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    root = tmp_path / "served"
+    root.mkdir(exist_ok=True)
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            super().__init__(*args, directory=str(root), **kwargs)  # type: ignore[arg-type]
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", root
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def external_data_model(path: Path, location: str) -> Path:
+    weights = numpy_helper.from_array(np.ones((4,), dtype=np.float32), "w")
+    weights.ClearField("raw_data")
+    weights.data_location = TensorProto.EXTERNAL
+    for key, value in (("location", location), ("offset", "0"), ("length", "16")):
+        entry = weights.external_data.add()
+        entry.key, entry.value = key, value
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["x", "w"], ["y"])],
+        "ext",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])],
+        initializer=[weights],
+    )
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    path.write_bytes(m.SerializeToString())
+    return path
+
+
+async def test_local_model_is_hashed_and_loaded(model: Path) -> None:
+    ev = await ArtifactChecker().check(str(model), digest_of(model), max_size=MAX)
+    assert ev.artifact.digest == digest_of(model)
+    assert ev.artifact.size == len(model.read_bytes())  # noqa: ASYNC240
+    assert ev.load is not None
+    assert ev.load.ok, ev.load.error
+    assert [(t.name, t.datatype, t.shape) for t in ev.load.inputs] == [("input", "FP32", (-1, 784))]
+    assert [t.name for t in ev.load.outputs] == ["logits"]
+
+
+async def test_http_model_is_fetched(model: Path, http_root: tuple[str, Path]) -> None:
+    base, _ = http_root
+    ev = await ArtifactChecker().check(f"{base}/mnist.onnx", digest_of(model), max_size=MAX)
+    assert ev.load is not None
+    assert ev.load.ok
+
+
+async def test_wrong_bytes_report_their_actual_digest_and_are_not_loaded(model: Path) -> None:
+    pinned = "sha256:" + "00" * 32
+    ev = await ArtifactChecker().check(f"file://{model}", pinned, max_size=MAX)
+    assert ev.artifact.digest == digest_of(model)
+    assert ev.load is None
+
+
+async def test_http_errors_are_named(http_root: tuple[str, Path]) -> None:
+    base, _ = http_root
+    ev = await ArtifactChecker().check(f"{base}/missing.onnx", "sha256:" + "00" * 32, max_size=MAX)
+    assert ev.artifact.error is not None
+    assert "404" in ev.artifact.error
+
+
+async def test_size_cap_stops_the_download(model: Path, http_root: tuple[str, Path]) -> None:
+    base, _ = http_root
+    ev = await ArtifactChecker().check(f"{base}/mnist.onnx", digest_of(model), max_size=1000)
+    assert ev.artifact.error is not None
+    assert "limit of 1000 bytes" in ev.artifact.error
+
+
+async def test_non_onnx_bytes_are_refused_by_the_load_check(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"\x08\x07this is not a model" * 100)
+    ev = await ArtifactChecker().check(str(junk), digest_of(junk), max_size=MAX)
+    assert ev.artifact.digest == digest_of(junk)
+    assert ev.load is not None
+    assert not ev.load.ok
+    assert "not an ONNX model" in (ev.load.error or "")
+
+
+@pytest.mark.parametrize(
+    ("location", "words"),
+    [("../../etc/passwd", "escapes the model directory"), ("/etc/passwd", "escapes"),
+     ("weights.bin", "not covered by the pinned digest")],
+)  # fmt: skip
+async def test_external_data_is_refused(tmp_path: Path, location: str, words: str) -> None:
+    path = external_data_model(tmp_path / "ext.onnx", location)
+    onnx.load(str(path), load_external_data=False)  # it is a well-formed ModelProto
+    ev = await ArtifactChecker().check(str(path), digest_of(path), max_size=MAX)
+    assert ev.load is not None
+    assert not ev.load.ok
+    assert words in (ev.load.error or "")
+
+
+def test_external_data_messages() -> None:
+    assert "escapes" in external_data_problem("..\\..\\x")
+    assert "escapes" not in external_data_problem("sub/w.bin")
+
+
+async def test_successes_are_cached_failures_are_not(model: Path, tmp_path: Path) -> None:
+    checker = ArtifactChecker()
+    digest = digest_of(model)
+    missing = str(tmp_path / "not-yet.onnx")
+    assert (await checker.check(missing, digest, max_size=MAX)).artifact.error is not None
+    assert (await checker.check(missing, digest, max_size=MAX)).artifact.error is not None
+    assert checker.fetches == 2  # a failure is retried, never served from cache
+    first = await checker.check(str(model), digest, max_size=MAX)
+    second = await checker.check(str(model), digest, max_size=MAX)
+    assert checker.fetches == 3
+    assert second == first
+    # A stricter policy cap is still enforced on a cached success.
+    capped = await checker.check(str(model), digest, max_size=10)
+    assert capped.artifact.error is not None
+    assert checker.fetches == 4
