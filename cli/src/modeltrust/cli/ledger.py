@@ -1,8 +1,37 @@
-"""`modeltrust ledger ...`: serve, verify and inspect the ledger."""
+"""`modeltrust ledger ...`: keygen, serve, verify and checkpoint.
+
+Exit codes: 0 success; 1 the ledger failed verification (or the server failed);
+2 usage errors (click's convention).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import os
+import sys
+from pathlib import Path
+
 import click
+
+from modeltrust.chain.auth import (
+    PublisherSet,
+    StaticTokens,
+    TokenAuthenticator,
+    TokenReviewAuthenticator,
+    TokenReviewConfig,
+)
+from modeltrust.chain.errors import ChainError
+from modeltrust.chain.note import NoteSigner, NoteVerifier
+from modeltrust.chain.service import LedgerService, ServiceConfig
+from modeltrust.chain.storage import StorageError
+
+
+def _verifier_key(value: str) -> str:
+    """A verifier key given inline or as a file holding it."""
+    if "+" not in value and Path(value).is_file():
+        return Path(value).read_text().strip()
+    return value.strip()
 
 
 @click.group()
@@ -11,3 +40,230 @@ def group() -> None:
 
 
 group.name = "ledger"
+
+
+@group.command()
+@click.option("--origin", required=True, help="Log origin, e.g. ledger.example.com/modeltrust.")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="Where to write the private signer key (created with mode 0600).",
+)
+def keygen(origin: str, out: Path) -> None:
+    """Create the ledger's checkpoint signing key (C2SP signed-note Ed25519 key).
+
+    Writes the PRIVATE+KEY+... signer key to --out and prints the verifier key,
+    which clients and the trust policy pin.
+    """
+    if out.exists():
+        raise click.ClickException(f"{out} exists; refusing to overwrite a signing key")
+    signer = NoteSigner.generate(origin)
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(signer.signer_key() + "\n")
+    click.echo(signer.verifier_key())
+
+
+@group.command()
+@click.option("--db", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option(
+    "--key",
+    "key_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    required=True,
+    help="The checkpoint signer key file from `ledger keygen`.",
+)
+@click.option("--origin", required=True)
+@click.option(
+    "--publishers",
+    type=click.Path(exists=True, path_type=Path),
+    required=True,
+    help="Directory of publisher *.pem public keys (or one PEM file).",
+)
+@click.option("--listen", default="127.0.0.1:8080", show_default=True, help="host:port")
+@click.option(
+    "--static-tokens",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="File of bearer tokens allowed to append audit entries (one per line).",
+)
+@click.option(
+    "--tokenreview-allow",
+    "allowed",
+    multiple=True,
+    help="Service-account username allowed to append audit entries (TokenReview mode).",
+)
+@click.option("--tokenreview-url", help="Kubernetes API URL (default: in-cluster).")
+@click.option("--tokenreview-ca", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--tokenreview-credentials",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The ledger's own token file (default: the in-cluster service-account token).",
+)
+@click.option("--max-batch", default=2048, show_default=True, help="Entries per block at most.")
+@click.option("--log-level", default="INFO", show_default=True)
+def serve(
+    db: Path,
+    key_file: Path,
+    origin: str,
+    publishers: Path,
+    listen: str,
+    static_tokens: Path | None,
+    allowed: tuple[str, ...],
+    tokenreview_url: str | None,
+    tokenreview_ca: Path | None,
+    tokenreview_credentials: Path | None,
+    max_batch: int,
+    log_level: str,
+) -> None:
+    """Serve the ledger API; the only writer of --db (a second one fails to start)."""
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    host, _, port = listen.rpartition(":")
+    if not host or not port.isdigit():
+        raise click.BadParameter("expected host:port", param_hint="--listen")
+    try:
+        signer = NoteSigner.from_signer_key(key_file.read_text().strip())
+        tokens = _tokens(
+            static_tokens, allowed, tokenreview_url, tokenreview_ca, tokenreview_credentials
+        )
+        config = ServiceConfig(
+            db=db,
+            signer=signer,
+            origin=origin,
+            publishers=PublisherSet.load(publishers),
+            tokens=tokens,
+            host=host,
+            port=int(port),
+            max_batch=max_batch,
+        )
+        service = LedgerService(config)
+    except (ChainError, ValueError, OSError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    _use_uvloop()
+    try:
+        code = asyncio.run(service.run_until_stopped())
+    except (StorageError, OSError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    sys.exit(code)
+
+
+def _tokens(
+    static_tokens: Path | None,
+    allowed: tuple[str, ...],
+    url: str | None,
+    ca: Path | None,
+    credentials: Path | None,
+) -> TokenAuthenticator | None:
+    if static_tokens is not None and allowed:
+        raise click.UsageError("choose --static-tokens or --tokenreview-allow, not both")
+    if static_tokens is not None:
+        return StaticTokens.load(static_tokens)
+    env = os.environ.get("MODELTRUST_LEDGER_TOKENS")
+    if env and not allowed:
+        return StaticTokens.from_env(env)
+    if not allowed:
+        return None  # no audit writers: audit entries are refused
+    if url is None:
+        cfg = TokenReviewConfig.in_cluster(allowed)
+    else:
+        cfg = TokenReviewConfig(
+            api_url=url,
+            credentials_file=credentials
+            or Path("/var/run/secrets/kubernetes.io/serviceaccount/token"),
+            allowed_usernames=frozenset(allowed),
+            ca_file=ca,
+        )
+    return TokenReviewAuthenticator(cfg)
+
+
+def _use_uvloop() -> None:
+    try:
+        import uvloop
+    except ImportError:
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+@group.command()
+@click.option("--db", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--url", help="Verify a running ledger over its API instead of a database file.")
+@click.option(
+    "--verifier-key", required=True, help="The ledger's checkpoint verifier key (or a file)."
+)
+@click.option("--check-entries", is_flag=True, help="Also parse every entry strictly (slower).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def verify(
+    db: Path | None, url: str | None, verifier_key: str, check_entries: bool, quiet: bool
+) -> None:
+    """Recompute the whole ledger from genesis; exit 1 naming the first bad index or block."""
+    from tqdm import tqdm
+
+    from modeltrust.chain.ledger_verify import LedgerVerificationError, verify_sqlite
+    from modeltrust.chain.remote_verify import verify_remote
+
+    if (db is None) == (url is None):
+        raise click.UsageError("give exactly one of --db or --url")
+    try:
+        verifier = NoteVerifier.from_verifier_key(_verifier_key(verifier_key))
+    except (ChainError, ValueError, OSError) as exc:
+        raise click.BadParameter(str(exc), param_hint="--verifier-key") from exc
+    bar = tqdm(unit=" entries", unit_scale=True, disable=quiet, file=sys.stderr, mininterval=0.5)
+
+    def progress(count: int) -> None:
+        bar.update(count)
+
+    try:
+        if db is not None:
+            report = verify_sqlite(
+                str(db), verifier, check_entries=check_entries, progress=progress
+            )
+        else:
+            assert url is not None
+            report = verify_remote(url, verifier, check_entries=check_entries, progress=progress)
+    except LedgerVerificationError as exc:
+        bar.close()
+        click.echo(f"FAILED: {exc}", err=True)
+        if exc.index is not None:
+            click.echo(f"first bad index: {exc.index}", err=True)
+        if exc.height is not None:
+            click.echo(f"first bad block: {exc.height}", err=True)
+        sys.exit(1)
+    except ChainError as exc:
+        bar.close()
+        click.echo(f"FAILED: {exc}", err=True)
+        sys.exit(1)
+    bar.close()
+    click.echo(f"OK: {report.tree_size} entries in {report.blocks} blocks verified from genesis")
+    if report.checkpoint_note:
+        click.echo(report.checkpoint_note, nl=False)
+
+
+@group.command()
+@click.option("--url", required=True)
+@click.option(
+    "--verifier-key", required=True, help="The ledger's checkpoint verifier key (or a file)."
+)
+@click.option(
+    "--trust-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Remember the verified checkpoint here; later runs demand consistency with it.",
+)
+def checkpoint(url: str, verifier_key: str, trust_file: Path | None) -> None:
+    """Fetch, verify and print the ledger's latest checkpoint."""
+    from modeltrust.chain.client import LedgerClient
+    from modeltrust.chain.trust_state import FileTrustStateStore, LedgerTrustError
+
+    store = FileTrustStateStore(trust_file) if trust_file is not None else None
+    try:
+        with LedgerClient(
+            url, verifier_key=_verifier_key(verifier_key), trust_store=store
+        ) as client:
+            verified = client.checkpoint()
+    except LedgerTrustError as exc:
+        click.echo(f"FAILED: {exc}", err=True)
+        sys.exit(1)
+    except (ChainError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(verified.note, nl=False)

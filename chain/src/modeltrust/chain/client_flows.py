@@ -1,0 +1,340 @@
+"""What a verifying ledger client does, written once without I/O ("sans-IO").
+
+Each operation is a generator that yields the I/O it needs (an HTTP request, or a
+read / compare-and-swap of the trusted checkpoint) and receives the result; the sync
+client (http.client) and the async client (aiohttp) only drive these generators.
+So both clients verify exactly the same way:
+
+- every checkpoint's signature and origin, against the pinned verifier key;
+- every newer checkpoint is proven consistent with the last trusted one (an older
+  one is a rollback, an inconsistent one a fork), and only then trusted;
+- every entry's leaf hash is recomputed from its canonical JSON and its inclusion
+  proof checked at the exact size of a verified checkpoint.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode
+
+import orjson
+
+from modeltrust.chain.checkpoint import Checkpoint, verify_checkpoint
+from modeltrust.chain.entries import Entry, entry_from_json, entry_to_json, leaf_data
+from modeltrust.chain.errors import ChainError, ConsistencyProofError, ProofError
+from modeltrust.chain.merkle import leaf_hash, verify_consistency, verify_inclusion
+from modeltrust.chain.note import NoteVerifier
+from modeltrust.chain.trust_state import (
+    LedgerForkError,
+    LedgerRollbackError,
+    LedgerTrustError,
+    TrustedCheckpoint,
+)
+
+MAX_LOOKUP_PAGES = 100
+
+
+class LedgerClientError(ChainError):
+    """The ledger could not be asked (network) or refused the request."""
+
+
+class LedgerUnavailableError(LedgerClientError):
+    """No answer from the ledger (connection refused, timeout)."""
+
+
+class LedgerHTTPError(LedgerClientError):
+    def __init__(self, status: int, message: str, index: int | None = None) -> None:
+        super().__init__(f"ledger answered {status}: {message}")
+        self.status = status
+        self.message = message
+        self.index = index
+
+
+class EntryExistsError(LedgerHTTPError):
+    """409: a replay of an entry already in the ledger (``index``), or an idempotency conflict."""
+
+
+class LedgerResponseError(LedgerTrustError):
+    """The ledger's answer is malformed or does not verify."""
+
+
+@dataclass(frozen=True)
+class HttpRequest:
+    method: str
+    path: str
+    body: bytes | None = None
+    bearer: str | None = None
+
+
+@dataclass(frozen=True)
+class HttpResponse:
+    status: int
+    body: bytes
+
+
+@dataclass(frozen=True)
+class LoadTrust:
+    pass
+
+
+@dataclass(frozen=True)
+class SwapTrust:
+    expected: TrustedCheckpoint | None
+    new: TrustedCheckpoint
+
+
+Op = HttpRequest | LoadTrust | SwapTrust
+Flow = Generator[Op, Any, Any]
+
+
+@dataclass(frozen=True)
+class VerifiedCheckpoint:
+    checkpoint: Checkpoint
+    note: str
+
+    @property
+    def size(self) -> int:
+        return self.checkpoint.size
+
+
+@dataclass(frozen=True)
+class VerifiedReceipt:
+    index: int
+    leaf_hash: bytes
+    checkpoint: VerifiedCheckpoint
+    existing: bool
+
+
+@dataclass(frozen=True)
+class VerifiedEntry:
+    index: int
+    entry: Entry
+    leaf_hash: bytes
+    checkpoint: VerifiedCheckpoint
+
+
+def _hashes(value: object, what: str) -> list[bytes]:
+    if not isinstance(value, list):
+        raise LedgerResponseError(f"{what} is not a list of hashes")
+    out = []
+    for item in value:
+        try:
+            raw = base64.b64decode(item, validate=True) if isinstance(item, str) else b""
+        except (binascii.Error, ValueError):
+            raw = b""
+        if len(raw) != 32:
+            raise LedgerResponseError(f"{what} holds something that is not a base64 32-byte hash")
+        out.append(raw)
+    return out
+
+
+def _field(doc: object, name: str, kind: type) -> Any:
+    value = doc.get(name) if isinstance(doc, dict) else None
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise LedgerResponseError(f"ledger answer lacks a valid {name!r}")
+    return value
+
+
+class Flows:
+    """The verification logic; ``verifier`` and ``origin`` are pinned by the caller."""
+
+    def __init__(self, verifier: NoteVerifier, origin: str, bearer: str | None = None) -> None:
+        self.verifier = verifier
+        self.origin = origin
+        self.bearer = bearer
+
+    # -- plumbing ------------------------------------------------------------------------
+
+    def _get_json(self, path: str) -> Flow:
+        resp = yield HttpRequest("GET", path)
+        return _decode(resp)
+
+    def _open(self, note: str) -> Checkpoint:
+        try:
+            return verify_checkpoint(note, self.verifier, origin=self.origin)
+        except ChainError as exc:
+            raise LedgerTrustError(f"ledger checkpoint does not verify: {exc}") from exc
+
+    # -- checkpoints and trust -----------------------------------------------------------
+
+    def checkpoint(self) -> Flow:
+        resp = yield HttpRequest("GET", "/v1/checkpoint")
+        if resp.status != 200:
+            raise _http_error(resp)
+        try:
+            note = resp.body.decode("utf-8")
+        except UnicodeDecodeError:
+            raise LedgerResponseError("checkpoint is not UTF-8") from None
+        return (yield from self.reconcile(note))
+
+    def reconcile(self, note: str) -> Flow:
+        """Verify ``note`` and bring it into agreement with the trusted checkpoint."""
+        cp = self._open(note)
+        verified = VerifiedCheckpoint(cp, note)
+        new = TrustedCheckpoint(cp.origin, cp.size, cp.root_hash, note)
+        for attempt in range(5):
+            trusted = yield LoadTrust()
+            if trusted is not None and trusted.origin != self.origin:
+                raise LedgerTrustError(
+                    f"the trusted checkpoint is for origin {trusted.origin!r}, not {self.origin!r}"
+                )
+            if trusted is None:
+                if (yield SwapTrust(None, new)):
+                    return verified
+                continue
+            if cp.size < trusted.size:
+                if attempt == 0:
+                    raise LedgerRollbackError(
+                        f"ledger rollback: it presents a checkpoint of size {cp.size}, older than "
+                        f"the verified checkpoint of size {trusted.size}; refusing to trust it"
+                    )
+                # Another verifier sharing the trust store moved it on meanwhile.
+                yield from self._prove_consistent(
+                    cp.size, cp.root_hash, trusted.size, trusted.root_hash
+                )
+                return verified
+            if cp.size == trusted.size:
+                if cp.root_hash != trusted.root_hash:
+                    raise LedgerForkError(
+                        f"ledger fork: a checkpoint of size {cp.size} has a different root than "
+                        "the verified checkpoint of the same size"
+                    )
+                return verified
+            if trusted.size > 0:
+                yield from self._prove_consistent(
+                    trusted.size, trusted.root_hash, cp.size, cp.root_hash
+                )
+            if (yield SwapTrust(trusted, new)):
+                return verified
+        raise LedgerTrustError("the trusted checkpoint kept changing during verification; retry")
+
+    def _prove_consistent(self, size1: int, root1: bytes, size2: int, root2: bytes) -> Flow:
+        resp = yield HttpRequest(
+            "GET", "/v1/proofs/consistency?" + urlencode({"from": size1, "to": size2})
+        )
+        if resp.status != 200:
+            raise LedgerTrustError(
+                f"cannot prove checkpoint {size2} consistent with verified checkpoint {size1}: "
+                f"{_http_error(resp)}"
+            )
+        proof = _hashes(_field(_decode(resp), "consistency_proof", list), "consistency proof")
+        try:
+            verify_consistency(size1, size2, proof, root1, root2)
+        except ConsistencyProofError as exc:
+            raise LedgerForkError(
+                f"ledger fork: checkpoint {size2} is not consistent with the verified checkpoint "
+                f"{size1}: {exc}"
+            ) from exc
+
+    # -- writes --------------------------------------------------------------------------
+
+    def append(self, entries: Sequence[Entry], single: bool) -> Flow:
+        docs = [entry_to_json(e) for e in entries]
+        body = orjson.dumps(docs[0] if single else docs)
+        resp = yield HttpRequest("POST", "/v1/entries", body, self.bearer)
+        if resp.status not in (200, 201):
+            raise _http_error(resp)
+        doc = _decode(resp)
+        vcp = yield from self.reconcile(_field(doc, "checkpoint", str))
+        items = [doc] if single else _field(doc, "receipts", list)
+        if len(items) != len(entries):
+            raise LedgerResponseError(
+                f"ledger returned {len(items)} receipts for {len(entries)} entries"
+            )
+        receipts = []
+        for entry, item in zip(entries, items, strict=True):
+            index = _field(item, "index", int)
+            lh = leaf_hash(leaf_data(entry))
+            proof = _hashes(_field(item, "inclusion_proof", list), "inclusion proof")
+            self._check_inclusion(lh, index, proof, vcp)
+            receipts.append(VerifiedReceipt(index, lh, vcp, bool(_field(item, "existing", bool))))
+        return receipts
+
+    # -- reads ---------------------------------------------------------------------------
+
+    def entry(self, index: int) -> Flow:
+        vcp = yield from self.checkpoint()
+        if index >= vcp.size:
+            raise LedgerClientError(f"entry {index} is not in the verified tree of size {vcp.size}")
+        doc = yield from self._get_json(f"/v1/entries/{index}")
+        proof_doc = yield from self._get_json(
+            "/v1/proofs/inclusion?" + urlencode({"index": index, "size": vcp.size})
+        )
+        proof = _hashes(_field(proof_doc, "inclusion_proof", list), "inclusion proof")
+        return self._verified_entry(doc, index, proof, vcp)
+
+    def lookup(self, path: str, params: dict[str, str], accept: Callable[[Entry], bool]) -> Flow:
+        """Follow a lookup's pages; every entry is proven and must match what was asked."""
+        found: list[VerifiedEntry] = []
+        after: int | None = None
+        for _ in range(MAX_LOOKUP_PAGES):
+            query = dict(
+                params, limit="1000", **({"after": str(after)} if after is not None else {})
+            )
+            doc = yield from self._get_json(f"{path}?{urlencode(query)}")
+            vcp = yield from self.reconcile(_field(doc, "checkpoint", str))
+            for item in _field(doc, "entries", list):
+                index = _field(item, "index", int)
+                proof = _hashes(_field(item, "inclusion_proof", list), "inclusion proof")
+                ve = self._verified_entry(item, index, proof, vcp)
+                if not accept(ve.entry):
+                    raise LedgerResponseError(
+                        f"ledger answered {path} with unrelated entry {index}"
+                    )
+                found.append(ve)
+            after = doc.get("next_after")
+            if after is None:
+                return found
+            if not isinstance(after, int):
+                raise LedgerResponseError("next_after is not an index")
+        raise LedgerClientError(f"{path} has more than {MAX_LOOKUP_PAGES} pages of results")
+
+    def _verified_entry(
+        self, doc: object, index: int, proof: list[bytes], vcp: VerifiedCheckpoint
+    ) -> VerifiedEntry:
+        if _field(doc, "index", int) != index:
+            raise LedgerResponseError(f"asked for entry {index}, got another")
+        try:
+            entry = entry_from_json(_field(doc, "entry", dict))
+        except (ChainError, ValueError) as exc:
+            raise LedgerResponseError(f"entry {index} is malformed: {exc}") from exc
+        lh = leaf_hash(leaf_data(entry))
+        self._check_inclusion(lh, index, proof, vcp)
+        return VerifiedEntry(index, entry, lh, vcp)
+
+    @staticmethod
+    def _check_inclusion(
+        lh: bytes, index: int, proof: list[bytes], vcp: VerifiedCheckpoint
+    ) -> None:
+        try:
+            verify_inclusion(lh, index, vcp.size, proof, vcp.checkpoint.root_hash)
+        except ProofError as exc:
+            raise LedgerResponseError(
+                f"entry {index} is not proven in the verified checkpoint of size {vcp.size}: {exc}"
+            ) from exc
+
+
+def _decode(resp: HttpResponse) -> Any:
+    if resp.status != 200 and resp.status != 201:
+        raise _http_error(resp)
+    try:
+        return orjson.loads(resp.body)
+    except orjson.JSONDecodeError as exc:
+        raise LedgerResponseError(f"ledger answer is not JSON: {exc}") from None
+
+
+def _http_error(resp: HttpResponse) -> LedgerHTTPError:
+    message, index = resp.body[:300].decode("utf-8", "replace"), None
+    try:
+        doc = orjson.loads(resp.body)
+        if isinstance(doc, dict) and isinstance(doc.get("error"), str):
+            message = doc["error"]
+            index = doc.get("index") if isinstance(doc.get("index"), int) else None
+    except orjson.JSONDecodeError:
+        pass
+    cls = EntryExistsError if resp.status == 409 else LedgerHTTPError
+    return cls(resp.status, message, index)

@@ -1,0 +1,460 @@
+"""The sequencer: group commit of pending entries into blocks, each ending in a signed checkpoint.
+
+Submissions queue up while a block is being written; one task takes whatever is
+pending (up to ``max_batch`` entries, never splitting one request's group), and a
+single worker thread checks duplicates, appends the leaves to the compact range,
+signs the new checkpoint and writes entries, nodes, block header and checkpoint in
+one transaction. Only after that transaction is durable are the waiters resolved,
+each with its index and an inclusion proof at the new checkpoint's size.
+
+Duplicates: an entry whose leaf hash is already in the log is a *replay* and is
+refused (HTTP 409, naming the existing index). Audit entries carry an idempotency
+key: resubmitting the same entry under the same key returns the existing entry;
+the same key with a different entry is a conflict (409). A request's entries are
+all-or-nothing: if one is refused, none of them is appended.
+
+The worker thread keeps signing, hashing and SQLite work off the event loop; the
+loop only queues and resolves futures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from modeltrust.chain.blocks import GENESIS_PREV_HASH, BlockHeader, header_hash
+from modeltrust.chain.checkpoint import Checkpoint, sign_checkpoint, verify_checkpoint
+from modeltrust.chain.entries import AuditEntry, Entry, leaf_data
+from modeltrust.chain.errors import ChainError
+from modeltrust.chain.lookup import AUDIT_IDEMPOTENCY, lookup_keys
+from modeltrust.chain.merkle import CompactRange, NodeID, empty_root, inclusion_proof, leaf_hash
+from modeltrust.chain.metrics import LedgerMetrics
+from modeltrust.chain.note import NoteSigner
+from modeltrust.chain.storage import (
+    AppendBatch,
+    LedgerIdentity,
+    LedgerStore,
+    NewEntry,
+    StorageCorruptError,
+    StorageError,
+    StoredBlock,
+)
+
+
+class AppendRejectedError(ChainError):
+    """The ledger refused an entry (HTTP 409); ``index`` names the entry it collides with."""
+
+    def __init__(self, message: str, index: int) -> None:
+        super().__init__(message)
+        self.index = index
+
+
+class ReplayError(AppendRejectedError):
+    """The same entry (same leaf hash) is already in the log."""
+
+
+class IdempotencyConflictError(AppendRejectedError):
+    """An idempotency key already names a different audit entry."""
+
+
+class SequencerUnavailableError(ChainError):
+    """The sequencer is stopped or failed; nothing was appended (HTTP 503)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """An entry prepared for sequencing (its canonical bytes and leaf hash computed once)."""
+
+    entry: Entry
+    leaf_data: bytes
+    leaf_hash: bytes
+    lookup_keys: tuple[tuple[str, str], ...]
+    idempotency_key: str | None
+
+    @classmethod
+    def of(cls, entry: Entry) -> Submission:
+        data = leaf_data(entry)
+        key = entry.idempotency_key if isinstance(entry, AuditEntry) else None
+        return cls(entry, data, leaf_hash(data), lookup_keys(entry), key)
+
+
+@dataclass(frozen=True, slots=True)
+class SignedCheckpoint:
+    checkpoint: Checkpoint
+    note: str
+
+    @property
+    def size(self) -> int:
+        return self.checkpoint.size
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    index: int
+    leaf_hash: bytes
+    inclusion_proof: tuple[bytes, ...]
+    existing: bool
+
+
+@dataclass(frozen=True, slots=True)
+class GroupReceipt:
+    """The outcome of one request: every entry is covered by ``checkpoint``."""
+
+    checkpoint: SignedCheckpoint
+    receipts: tuple[Receipt, ...]
+
+
+@dataclass(slots=True)
+class _Pending:
+    items: Sequence[Submission]
+    future: asyncio.Future[GroupReceipt]
+    enqueued: float = field(default_factory=time.perf_counter)
+
+
+def block_time() -> str:
+    """RFC 3339 UTC with milliseconds: the time recorded in block headers."""
+    now = datetime.now(UTC)
+    return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
+
+
+class Sequencer:
+    """The single writer of a ledger. Create, ``await start()``, ``submit``, ``await stop()``."""
+
+    def __init__(
+        self,
+        store: LedgerStore,
+        signer: NoteSigner,
+        *,
+        origin: str,
+        max_batch: int = 2048,
+        metrics: LedgerMetrics | None = None,
+    ) -> None:
+        if max_batch < 1:
+            raise ValueError("max_batch must be at least 1")
+        self._store = store
+        self._signer = signer
+        self._origin = origin
+        self._max_batch = max_batch
+        self._metrics = metrics or LedgerMetrics()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger-sequencer")
+        self._queue: list[_Pending] = []
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._failure: BaseException | None = None
+        self._range = CompactRange.empty()
+        self._latest: SignedCheckpoint | None = None
+        self._height = 0  # height the next block gets
+        self._prev_header_hash = GENESIS_PREV_HASH
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load (or create) the ledger state; refuses a store whose state does not verify."""
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._load)
+        self._task = asyncio.create_task(self._run(), name="ledger-sequencer")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        self._fail_queued(SequencerUnavailableError("the ledger is shutting down"))
+        self._executor.shutdown(wait=True)
+
+    @property
+    def healthy(self) -> bool:
+        return self._task is not None and not self._task.done() and self._failure is None
+
+    @property
+    def failure(self) -> BaseException | None:
+        return self._failure
+
+    @property
+    def latest(self) -> SignedCheckpoint:
+        """The newest signed checkpoint; everything it covers is durable."""
+        if self._latest is None:
+            raise SequencerUnavailableError("the ledger has not started")
+        return self._latest
+
+    # -- submitting ------------------------------------------------------------------------------
+
+    async def submit(self, items: Sequence[Submission]) -> GroupReceipt:
+        """Append ``items`` atomically; returns once they are durable and checkpointed."""
+        if not items:
+            raise ValueError("nothing to submit")
+        if not self.healthy:
+            raise SequencerUnavailableError(self._unavailable_reason())
+        pending = _Pending(items, asyncio.get_running_loop().create_future())
+        self._queue.append(pending)
+        self._wakeup.set()
+        return await pending.future
+
+    def _unavailable_reason(self) -> str:
+        if self._failure is not None:
+            return f"the sequencer stopped after a storage failure: {self._failure}"
+        return "the sequencer is not running"
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            while not self._queue:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+            groups = self._take_batch()
+            started = time.perf_counter()
+            try:
+                outcomes = await loop.run_in_executor(self._executor, self._commit, groups)
+            except Exception as exc:  # a storage failure: stop sequencing, never guess
+                self._failure = exc
+                error = SequencerUnavailableError(f"the ledger could not commit: {exc}")
+                for p in groups:
+                    if not p.future.done():
+                        p.future.set_exception(error)
+                self._fail_queued(error)
+                return
+            done = time.perf_counter()
+            self._metrics.commit_seconds.observe(done - started)
+            for p, outcome in zip(groups, outcomes, strict=True):
+                self._metrics.append_latency_seconds.observe(done - p.enqueued)
+                if p.future.done():
+                    continue
+                if isinstance(outcome, GroupReceipt):
+                    p.future.set_result(outcome)
+                else:
+                    p.future.set_exception(outcome)
+
+    def _take_batch(self) -> list[_Pending]:
+        taken, count = 0, 0
+        for p in self._queue:
+            if taken and count + len(p.items) > self._max_batch:
+                break
+            taken += 1
+            count += len(p.items)
+        groups = self._queue[:taken]
+        del self._queue[:taken]
+        return groups
+
+    def _fail_queued(self, error: Exception) -> None:
+        queued, self._queue = self._queue, []
+        for p in queued:
+            if not p.future.done():
+                p.future.set_exception(error)
+
+    # -- the worker thread ----------------------------------------------------------------------
+
+    def _load(self) -> None:
+        store = self._store
+        identity = store.identity()
+        empty = Checkpoint(self._origin, 0, empty_root())
+        if identity is None:
+            note = sign_checkpoint(empty, self._signer)
+            store.initialize(LedgerIdentity(self._origin, self._signer.verifier_key(), note))
+            self._latest = SignedCheckpoint(empty, note)
+            return
+        if identity.origin != self._origin:
+            raise StorageError(
+                f"this ledger database belongs to origin {identity.origin!r}, not {self._origin!r}"
+            )
+        if identity.verifier_key != self._signer.verifier_key():
+            raise StorageError(
+                "the signing key does not match the key this ledger database was created with "
+                f"({identity.verifier_key}); refusing to sign with another key"
+            )
+        size = store.tree_size()
+        block = store.latest_block()
+        if block is None:
+            if size:
+                raise StorageCorruptError(f"the database holds {size} entries but no block")
+            self._latest = SignedCheckpoint(empty, identity.empty_checkpoint)
+            return
+        if block.end_index != size:
+            raise StorageCorruptError(
+                f"the last block ends at index {block.end_index} but the database holds "
+                f"{size} entries; run `modeltrust ledger verify`"
+            )
+        try:
+            cp = verify_checkpoint(block.checkpoint, self._signer.verifier(), origin=self._origin)
+        except ChainError as exc:
+            raise StorageCorruptError(
+                f"the stored checkpoint of block {block.height}: {exc}"
+            ) from exc
+        rng = CompactRange.load(size, store)
+        if cp.size != size or rng.root() != cp.root_hash:
+            raise StorageCorruptError(
+                f"the stored Merkle nodes do not match the checkpoint of block {block.height} "
+                f"(size {cp.size}); refusing to extend a damaged log: "
+                "run `modeltrust ledger verify`"
+            )
+        self._range = rng
+        self._latest = SignedCheckpoint(cp, block.checkpoint)
+        self._height = block.height + 1
+        self._prev_header_hash = block.header_hash
+
+    def _commit(self, groups: Sequence[_Pending]) -> list[GroupReceipt | AppendRejectedError]:
+        store = self._store
+        subs = [s for g in groups for s in g.items]
+        known_leaves = store.find_leaf_hashes([s.leaf_hash for s in subs])
+        keys = [s.idempotency_key for s in subs if s.idempotency_key is not None]
+        key_owners = store.find_key_owners(AUDIT_IDEMPOTENCY, keys) if keys else {}
+        owner_hashes = self._leaf_hashes_of(set(key_owners.values()))
+
+        rng = CompactRange(self._range.size, self._range.hashes)
+        batch_leaves: dict[bytes, int] = {}
+        batch_keys: dict[str, int] = {}
+        new_entries: list[NewEntry] = []
+        nodes: list[tuple[NodeID, bytes]] = []
+        plans: list[list[tuple[int, bool]] | AppendRejectedError] = []
+
+        for g in groups:
+            group_leaves: dict[bytes, int] = {}
+            group_keys: dict[str, int] = {}
+            plan: list[tuple[int, bool]] = []
+            next_index = rng.size
+            try:
+                for s in g.items:
+                    key = s.idempotency_key
+                    if key is not None:
+                        owner = key_owners.get(key)
+                        if owner is None:
+                            owner = batch_keys.get(key, group_keys.get(key))
+                        if owner is not None:
+                            owner_hash = owner_hashes.get(owner) or _hash_at(
+                                owner, new_entries, group_leaves
+                            )
+                            if owner_hash != s.leaf_hash:
+                                raise IdempotencyConflictError(
+                                    f"idempotency key {key!r} already names a different audit "
+                                    f"entry at index {owner}",
+                                    owner,
+                                )
+                            plan.append((owner, True))
+                            continue
+                    seen = known_leaves.get(s.leaf_hash)
+                    if seen is None:
+                        seen = batch_leaves.get(s.leaf_hash, group_leaves.get(s.leaf_hash))
+                    if seen is not None:
+                        raise ReplayError(
+                            f"replay: this entry is already in the ledger at index {seen}", seen
+                        )
+                    group_leaves[s.leaf_hash] = next_index
+                    if key is not None:
+                        group_keys[key] = next_index
+                    plan.append((next_index, False))
+                    next_index += 1
+            except AppendRejectedError as exc:
+                plans.append(exc)
+                continue
+            for s, (index, existing) in zip(g.items, plan, strict=True):
+                if not existing:
+                    new_entries.append(NewEntry(index, s.leaf_hash, s.leaf_data, s.lookup_keys))
+                    nodes.extend(rng.append(s.leaf_hash))
+            batch_leaves.update(group_leaves)
+            batch_keys.update(group_keys)
+            plans.append(plan)
+
+        latest = self.latest
+        edge = _edge_nodes(self._range)
+        if new_entries:
+            latest = self._write_block(rng, new_entries, nodes)
+            self._metrics.batch_size.observe(len(new_entries))
+            self._metrics.appended(new_entries)
+        reader = _OverlayReader({**edge, **dict(nodes)}, store)
+
+        outcomes: list[GroupReceipt | AppendRejectedError] = []
+        for g, plan_or_error in zip(groups, plans, strict=True):
+            if isinstance(plan_or_error, AppendRejectedError):
+                self._metrics.rejected(type(plan_or_error).__name__)
+                outcomes.append(plan_or_error)
+                continue
+            receipts = tuple(
+                Receipt(
+                    index,
+                    s.leaf_hash,
+                    tuple(inclusion_proof(index, latest.size, reader)),
+                    existing,
+                )
+                for s, (index, existing) in zip(g.items, plan_or_error, strict=True)
+            )
+            outcomes.append(GroupReceipt(latest, receipts))
+        return outcomes
+
+    def _write_block(
+        self, rng: CompactRange, entries: list[NewEntry], nodes: list[tuple[NodeID, bytes]]
+    ) -> SignedCheckpoint:
+        root = rng.root()
+        header = BlockHeader(
+            height=self._height,
+            prev_hash=self._prev_header_hash,
+            first_index=entries[0].index,
+            end_index=rng.size,
+            tree_size=rng.size,
+            root_hash=root,
+            time=block_time(),
+        )
+        cp = Checkpoint(self._origin, rng.size, root)
+        note = sign_checkpoint(cp, self._signer)
+        hh = header_hash(header)
+        block = StoredBlock(self._height, header.header_bytes(), hh, note, rng.size)
+        self._store.append(AppendBatch(entries, nodes, block))
+        # Only now, with the block durable, does the in-memory state move forward.
+        self._range = rng
+        self._height += 1
+        self._prev_header_hash = hh
+        signed = SignedCheckpoint(cp, note)
+        self._latest = signed
+        self._metrics.tree_size.set(rng.size)
+        return signed
+
+    def _leaf_hashes_of(self, indexes: set[int]) -> dict[int, bytes]:
+        out: dict[int, bytes] = {}
+        for i in indexes:
+            for e in self._store.get_entries(i, i + 1):
+                out[e.index] = e.leaf_hash
+        return out
+
+
+def _hash_at(index: int, new_entries: list[NewEntry], group_leaves: dict[bytes, int]) -> bytes:
+    """The leaf hash of an entry appended earlier in the same batch."""
+    for e in new_entries:
+        if e.index == index:
+            return e.leaf_hash
+    for h, i in group_leaves.items():
+        if i == index:
+            return h
+    raise AssertionError(f"index {index} was not assigned in this batch")
+
+
+def _edge_nodes(rng: CompactRange) -> dict[NodeID, bytes]:
+    """The perfect subtrees of a compact range, keyed by node id (largest first)."""
+    out: dict[NodeID, bytes] = {}
+    start, hashes = 0, iter(rng.hashes)
+    for level in range(rng.size.bit_length() - 1, -1, -1):
+        if (rng.size >> level) & 1:
+            out[NodeID(level, start >> level)] = next(hashes)
+            start += 1 << level
+    return out
+
+
+class _OverlayReader:
+    """Nodes of the block being written (and the tree edge before it), else the store.
+
+    Proofs for new entries need only these (the left siblings of a new leaf are the
+    perfect subtrees of the old edge or of the new block), so receipts cost no reads.
+    """
+
+    def __init__(self, fresh: dict[NodeID, bytes], store: LedgerStore) -> None:
+        self._fresh = fresh
+        self._store = store
+
+    def get_nodes(self, ids: Sequence[NodeID]) -> list[bytes]:
+        fresh = self._fresh
+        missing = [i for i in ids if i not in fresh]
+        if missing:
+            fresh = {**fresh, **dict(zip(missing, self._store.get_nodes(missing), strict=True))}
+        return [fresh[i] for i in ids]

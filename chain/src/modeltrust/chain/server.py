@@ -1,0 +1,449 @@
+"""The ledger's HTTP API (DESIGN 4.2) on aiohttp, with orjson for responses.
+
+Reads run on the event loop against a read-only SQLite connection (WAL readers never
+wait for the writer, and a batched node read is tens of microseconds, less than a
+thread hop). Writes go through the sequencer, which answers only once the entries
+are durable and covered by a signed checkpoint. Only checkpointed entries are ever
+served: every read is bounded by the latest checkpoint's size.
+
+Bad input always gets a 4xx JSON ``{"error": ...}`` naming what was wrong.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import binascii
+import logging
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from modeltrust.chain.auth import AuthError, PublisherSet, TokenAuthenticator
+from modeltrust.chain.canonical import parse_json_strict
+from modeltrust.chain.digest import parse_digest
+from modeltrust.chain.entries import AuditEntry, Entry, entry_from_json
+from modeltrust.chain.errors import ChainError
+from modeltrust.chain.lookup import (
+    AUDIT_OBJECT,
+    AUDIT_UID,
+    REGISTRATION_DIGEST,
+    REVOCATION_DIGEST,
+    REVOCATION_KEY,
+    audit_object_key,
+)
+from modeltrust.chain.merkle import consistency_proof, inclusion_proof
+from modeltrust.chain.metrics import LedgerMetrics
+from modeltrust.chain.openapi import openapi_document
+from modeltrust.chain.sequencer import (
+    AppendRejectedError,
+    GroupReceipt,
+    Sequencer,
+    SequencerUnavailableError,
+    Submission,
+)
+from modeltrust.chain.storage import LedgerStore, StoredEntry
+
+log = logging.getLogger("modeltrust.ledger")
+
+_UINT = re.compile(r"[0-9]{1,18}")
+_KEY_ID = re.compile(r"[0-9a-f]{64}")
+_OFFLOAD_THRESHOLD = 8  # entries per request above which signature checks leave the loop
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_body_bytes: int = 8 << 20
+    max_entries_per_request: int = 10_000
+    max_range: int = 1000
+    max_lookup: int = 1000
+    default_lookup: int = 100
+
+
+def b64(raw: bytes) -> str:
+    return binascii.b2a_base64(raw, newline=False).decode("ascii")
+
+
+def _json(value: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(value), status=status, content_type="application/json")
+
+
+def _error(status: int, message: str, **extra: Any) -> web.Response:
+    return _json({"error": message, **extra}, status)
+
+
+class APIError(ChainError):
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class LedgerAPI:
+    """Route handlers; ``application()`` wires them into an aiohttp app."""
+
+    def __init__(
+        self,
+        sequencer: Sequencer,
+        reader: LedgerStore,
+        *,
+        publishers: PublisherSet,
+        tokens: TokenAuthenticator | None,
+        verifier_key: str,
+        origin: str,
+        metrics: LedgerMetrics,
+        limits: Limits | None = None,
+    ) -> None:
+        self.sequencer = sequencer
+        self.reader = reader
+        self.publishers = publishers
+        self.tokens = tokens
+        self.verifier_key = verifier_key
+        self.origin = origin
+        self.metrics = metrics
+        self.limits = limits or Limits()
+
+    def application(self) -> web.Application:
+        app = web.Application(
+            client_max_size=self.limits.max_body_bytes, middlewares=[self._errors_middleware]
+        )
+        r = app.router
+        r.add_get("/v1/checkpoint", self.get_checkpoint)
+        r.add_post("/v1/entries", self.post_entries)
+        r.add_get("/v1/entries", self.get_entry_range)
+        r.add_get("/v1/entries/{index}", self.get_entry)
+        r.add_get("/v1/proofs/inclusion", self.get_inclusion_proof)
+        r.add_get("/v1/proofs/consistency", self.get_consistency_proof)
+        r.add_get("/v1/blocks", self.get_block_range)
+        r.add_get("/v1/blocks/{height}", self.get_block)
+        r.add_get("/v1/registrations", self.get_registrations)
+        r.add_get("/v1/revocations", self.get_revocations)
+        r.add_get("/v1/audit", self.get_audit)
+        r.add_get("/v1/keys", self.get_keys)
+        r.add_get("/healthz", self.healthz)
+        r.add_get("/readyz", self.readyz)
+        r.add_get("/metrics", self.get_metrics)
+        r.add_get("/openapi.json", self.get_openapi)
+        return app
+
+    # -- middleware --------------------------------------------------------------------------
+
+    @web.middleware
+    async def _errors_middleware(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            response = _error(exc.status, _http_error_message(exc))
+            if exc.status == 405:
+                response.headers["Allow"] = exc.headers.get("Allow", "")
+        except APIError as exc:
+            response = _error(exc.status, str(exc))
+        except AuthError as exc:
+            response = _error(exc.status, str(exc))
+            if exc.status == 401:
+                response.headers["WWW-Authenticate"] = 'Bearer realm="modeltrust-ledger"'
+        except AppendRejectedError as exc:
+            response = _error(409, str(exc), index=exc.index)
+        except SequencerUnavailableError as exc:
+            response = _error(503, str(exc))
+        except (ChainError, ValueError) as exc:
+            # Core validation errors (entries, digests, proofs) are all ValueErrors.
+            response = _error(400, str(exc))
+        except Exception:
+            log.exception("internal error serving %s %s", request.method, request.path)
+            response = _error(500, "internal error; see the ledger's log")
+        self.metrics.http_requests.inc(1, str(response.status))
+        return response
+
+    # -- writes ----------------------------------------------------------------------------------
+
+    async def post_entries(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        try:
+            doc = parse_json_strict(body)
+        except ChainError as exc:
+            raise APIError(f"request body is not acceptable JSON: {exc}") from None
+        single = isinstance(doc, dict)
+        if single:
+            docs = [doc]
+        elif isinstance(doc, list):
+            docs = doc
+        else:
+            raise APIError(
+                "request body must be one entry (a JSON object) or a JSON array of entries"
+            )
+        if not docs:
+            raise APIError("the array of entries is empty")
+        if len(docs) > self.limits.max_entries_per_request:
+            raise APIError(
+                f"{len(docs)} entries in one request; at most "
+                f"{self.limits.max_entries_per_request} are accepted",
+                413,
+            )
+        entries = [_parse_entry(d, i, single) for i, d in enumerate(docs)]
+        if any(isinstance(e, AuditEntry) for e in entries):
+            await self._authenticate(request)
+        if len(entries) > _OFFLOAD_THRESHOLD:
+            loop = asyncio.get_running_loop()
+            subs = await loop.run_in_executor(None, self._prepare, entries)
+        else:
+            subs = self._prepare(entries)
+        outcome = await self.sequencer.submit(subs)
+        created = any(not r.existing for r in outcome.receipts)
+        return _json(_receipts_json(outcome, single), 201 if created else 200)
+
+    def _prepare(self, entries: Sequence[Entry]) -> list[Submission]:
+        out = []
+        for i, e in enumerate(entries):
+            try:
+                self.publishers.check(e)
+            except AuthError as exc:
+                if len(entries) > 1:
+                    raise AuthError(f"entry {i}: {exc}", exc.status) from None
+                raise
+            out.append(Submission.of(e))
+        return out
+
+    async def _authenticate(self, request: web.Request) -> str:
+        if self.tokens is None:
+            raise AuthError("this ledger accepts no audit entries (no token authenticator)", 403)
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise AuthError("audit entries need an Authorization: Bearer <token> header", 401)
+        return await self.tokens.authenticate(token.strip())
+
+    # -- reads -------------------------------------------------------------------------------------
+
+    async def get_checkpoint(self, request: web.Request) -> web.Response:
+        return web.Response(text=self.sequencer.latest.note, content_type="text/plain")
+
+    async def get_entry(self, request: web.Request) -> web.Response:
+        index = _uint(request.match_info["index"], "entry index")
+        size = self.sequencer.latest.size
+        if index >= size:
+            raise APIError(f"no entry {index}: the tree size is {size}", 404)
+        entries = self.reader.get_entries(index, index + 1)
+        return _json(_entry_json(entries[0]))
+
+    async def get_entry_range(self, request: web.Request) -> web.Response:
+        size = self.sequencer.latest.size
+        start = _query_uint(request, "start")
+        end = _query_uint(request, "end", default=start + self.limits.max_range)
+        if end <= start:
+            raise APIError(f"end {end} must be greater than start {start}")
+        if start >= size:
+            raise APIError(f"start {start} is not below the tree size {size}", 404)
+        end = min(end, size, start + self.limits.max_range)
+        rows = self.reader.get_entries(start, end)
+        return _json({"start": start, "end": end, "entries": [_entry_json(e) for e in rows]})
+
+    async def get_inclusion_proof(self, request: web.Request) -> web.Response:
+        index = _query_uint(request, "index")
+        size = _query_uint(request, "size")
+        self._check_size(size)
+        if index >= size:
+            raise APIError(f"index {index} is not below the tree size {size}")
+        proof = inclusion_proof(index, size, self.reader)
+        return _json(
+            {"index": index, "tree_size": size, "inclusion_proof": [b64(h) for h in proof]}
+        )
+
+    async def get_consistency_proof(self, request: web.Request) -> web.Response:
+        first = _query_uint(request, "from")
+        second = _query_uint(request, "to")
+        if first == 0:
+            raise APIError("a consistency proof from size 0 proves nothing; `from` must be >= 1")
+        if first > second:
+            raise APIError(f"from {first} is larger than to {second}")
+        self._check_size(second)
+        proof = consistency_proof(first, second, self.reader)
+        return _json({"from": first, "to": second, "consistency_proof": [b64(h) for h in proof]})
+
+    def _check_size(self, size: int) -> None:
+        current = self.sequencer.latest.size
+        if size == 0 or size > current:
+            raise APIError(f"tree size {size} is not between 1 and the current size {current}")
+
+    async def get_block(self, request: web.Request) -> web.Response:
+        height = _uint(request.match_info["height"], "block height")
+        blocks = self._visible_blocks(height, height + 1)
+        if not blocks:
+            raise APIError(f"no block at height {height}", 404)
+        return _json(blocks[0])
+
+    async def get_block_range(self, request: web.Request) -> web.Response:
+        start = _query_uint(request, "start")
+        end = _query_uint(request, "end", default=start + self.limits.max_range)
+        if end <= start:
+            raise APIError(f"end {end} must be greater than start {start}")
+        blocks = self._visible_blocks(start, min(end, start + self.limits.max_range))
+        if not blocks:
+            raise APIError(f"no block at height {start}", 404)
+        return _json({"start": start, "end": start + len(blocks), "blocks": blocks})
+
+    def _visible_blocks(self, start: int, end: int) -> list[dict[str, Any]]:
+        size = self.sequencer.latest.size
+        return [
+            {
+                "height": b.height,
+                "header": orjson.Fragment(b.header),
+                "header_hash": b64(b.header_hash),
+                "checkpoint": b.checkpoint,
+            }
+            for b in self.reader.get_blocks(start, end)
+            if b.end_index <= size
+        ]
+
+    async def get_registrations(self, request: web.Request) -> web.Response:
+        digest = _query(request, "digest")
+        parse_digest(digest)
+        return self._lookup(request, [(REGISTRATION_DIGEST, digest)])
+
+    async def get_revocations(self, request: web.Request) -> web.Response:
+        keys = []
+        digest = request.query.get("digest")
+        if digest is not None:
+            parse_digest(digest)
+            keys.append((REVOCATION_DIGEST, digest))
+        key_id = request.query.get("key_id")
+        if key_id is not None:
+            if not _KEY_ID.fullmatch(key_id):
+                raise APIError("key_id must be 64 lowercase hex digits (SHA-256 of the key's DER)")
+            keys.append((REVOCATION_KEY, key_id))
+        if not keys:
+            raise APIError("give digest=sha256:<hex> and/or key_id=<hex>")
+        return self._lookup(request, keys)
+
+    async def get_audit(self, request: web.Request) -> web.Response:
+        uid = request.query.get("uid")
+        if uid is not None:
+            if not uid:
+                raise APIError("uid must not be empty")
+            return self._lookup(request, [(AUDIT_UID, uid)])
+        namespace, name = request.query.get("namespace"), request.query.get("name")
+        if not namespace or not name:
+            raise APIError("give uid=, or both namespace= and name=")
+        return self._lookup(request, [(AUDIT_OBJECT, audit_object_key(namespace, name))])
+
+    def _lookup(self, request: web.Request, keys: list[tuple[str, str]]) -> web.Response:
+        after_raw = request.query.get("after")
+        after = -1 if after_raw is None else _uint(after_raw, "after")
+        limit = _query_uint(request, "limit", default=self.limits.default_lookup)
+        if not 1 <= limit <= self.limits.max_lookup:
+            raise APIError(f"limit must be between 1 and {self.limits.max_lookup}")
+        latest = self.sequencer.latest
+        size = latest.size
+        found: set[int] = set()
+        for kind, key in keys:
+            found.update(self.reader.lookup(kind, key, after=after, limit=limit))
+        indexes = sorted(i for i in found if i < size)[:limit]
+        results = []
+        for index in indexes:
+            stored = self.reader.get_entries(index, index + 1)[0]
+            item = _entry_json(stored)
+            item["inclusion_proof"] = [b64(h) for h in inclusion_proof(index, size, self.reader)]
+            results.append(item)
+        more = len(indexes) == limit
+        return _json(
+            {
+                "checkpoint": latest.note,
+                "tree_size": size,
+                "entries": results,
+                "next_after": indexes[-1] if more else None,
+            }
+        )
+
+    async def get_keys(self, request: web.Request) -> web.Response:
+        return _json(
+            {
+                "origin": self.origin,
+                "checkpoint_verifier_key": self.verifier_key,
+                "publisher_key_ids": self.publishers.key_ids,
+            }
+        )
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return _json({"status": "ok"})
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        if not self.sequencer.healthy:
+            failure = self.sequencer.failure
+            return _error(503, f"sequencer not running: {failure}" if failure else "starting")
+        return _json({"status": "ready", "tree_size": self.sequencer.latest.size})
+
+    async def get_metrics(self, request: web.Request) -> web.Response:
+        return web.Response(
+            text=self.metrics.render(), content_type="text/plain", headers={"X-Format": "0.0.4"}
+        )
+
+    async def get_openapi(self, request: web.Request) -> web.Response:
+        return _json(openapi_document())
+
+
+def _parse_entry(doc: object, i: int, single: bool) -> Entry:
+    where = "" if single else f"entry {i}: "
+    if not isinstance(doc, dict):
+        raise APIError(f"{where}an entry must be a JSON object")
+    try:
+        return entry_from_json(doc)
+    except (ChainError, ValueError, TypeError) as exc:
+        raise APIError(f"{where}{exc}") from None
+
+
+def _entry_json(e: StoredEntry) -> dict[str, Any]:
+    return {"index": e.index, "leaf_hash": b64(e.leaf_hash), "entry": orjson.Fragment(e.leaf_data)}
+
+
+def _receipts_json(outcome: GroupReceipt, single: bool) -> dict[str, Any]:
+    receipts = [
+        {
+            "index": r.index,
+            "leaf_hash": b64(r.leaf_hash),
+            "inclusion_proof": [b64(h) for h in r.inclusion_proof],
+            "existing": r.existing,
+        }
+        for r in outcome.receipts
+    ]
+    note = outcome.checkpoint.note
+    if single:
+        return {**receipts[0], "checkpoint": note, "tree_size": outcome.checkpoint.size}
+    return {"checkpoint": note, "tree_size": outcome.checkpoint.size, "receipts": receipts}
+
+
+def _uint(raw: str, what: str) -> int:
+    if not _UINT.fullmatch(raw):
+        raise APIError(f"{what} must be a non-negative decimal integer, got {raw[:40]!r}")
+    return int(raw)
+
+
+def _query(request: web.Request, name: str) -> str:
+    value = request.query.get(name)
+    if value is None:
+        raise APIError(f"query parameter {name} is required")
+    return value
+
+
+def _query_uint(request: web.Request, name: str, *, default: int | None = None) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        if default is None:
+            raise APIError(f"query parameter {name} is required")
+        return default
+    return _uint(raw, name)
+
+
+def _http_error_message(exc: web.HTTPException) -> str:
+    if exc.status == 413:
+        return f"request body too large: {exc.text or ''}".strip()
+    if exc.status == 404:
+        return "no such endpoint; see /openapi.json"
+    if exc.status == 405:
+        return "method not allowed for this endpoint; see /openapi.json"
+    return exc.text or exc.reason

@@ -1,0 +1,465 @@
+"""Ledger storage: the narrow interface the sequencer and server use, and its SQLite backend.
+
+The interface (:class:`LedgerStore`) is deliberately small so a PostgreSQL backend can
+slot in beside SQLite (DESIGN section 8): one atomic ``append`` per block, batched
+reads, and a handful of exact-match lookups. Nothing in it knows about HTTP or about
+the entry schema; the sequencer derives lookup keys (see ``lookup.py``).
+
+Who may sequence is an explicit decision made when a store is opened for writing: the
+SQLite backend holds an exclusive ``flock`` on ``<db>.lock`` for the life of the
+process, and every append checks, inside its transaction, that this process's writer
+epoch (bumped at open) is still the current one. A second writer therefore fails to
+open, and an old writer whose lock was somehow bypassed can no longer commit: the log
+never forks.
+
+Durability: WAL with ``synchronous=FULL`` syncs the WAL at every commit, and the
+sequencer acknowledges only after ``append`` returned, so a crash loses nothing that
+was acknowledged. Group commit keeps this to one fsync per block.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import sqlite3
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from modeltrust.chain.errors import ChainError, MissingNodeError
+from modeltrust.chain.merkle import NodeID
+
+
+class StorageError(ChainError):
+    """The store cannot be opened, read or written as asked."""
+
+
+class WriterLockError(StorageError):
+    """Another sequencer holds (or took over) this store: refusing to write."""
+
+
+class StorageCorruptError(StorageError):
+    """The store's contents are not what the ledger wrote (broken file, edited rows)."""
+
+
+@dataclass(frozen=True, slots=True)
+class NewEntry:
+    """One leaf to append, with the exact-match lookup keys that should find it."""
+
+    index: int
+    leaf_hash: bytes
+    leaf_data: bytes
+    lookup_keys: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEntry:
+    index: int
+    leaf_hash: bytes
+    leaf_data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class StoredBlock:
+    """A block header as stored: its canonical bytes, their hash and the block's checkpoint."""
+
+    height: int
+    header: bytes
+    header_hash: bytes
+    checkpoint: str
+    end_index: int
+
+
+@dataclass(frozen=True, slots=True)
+class AppendBatch:
+    """Everything one block adds; a store writes it all or nothing."""
+
+    entries: Sequence[NewEntry]
+    nodes: Sequence[tuple[NodeID, bytes]]
+    block: StoredBlock
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerIdentity:
+    """What a store was created for; a server refuses to sign for another origin or key."""
+
+    origin: str
+    verifier_key: str
+    empty_checkpoint: str
+
+
+class LedgerStore(Protocol):
+    """The storage a ledger needs. Implementations: SQLiteLedgerStore (PostgreSQL later)."""
+
+    def identity(self) -> LedgerIdentity | None: ...
+
+    def initialize(self, identity: LedgerIdentity) -> None:
+        """Record the origin, key and signed empty checkpoint of a new ledger (writer only)."""
+        ...
+
+    def tree_size(self) -> int: ...
+
+    def latest_block(self) -> StoredBlock | None: ...
+
+    def append(self, batch: AppendBatch) -> None:
+        """Write a block's entries, nodes, header and checkpoint atomically and durably."""
+        ...
+
+    def get_nodes(self, ids: Sequence[NodeID]) -> list[bytes]: ...
+
+    def get_entries(self, start: int, end: int) -> list[StoredEntry]: ...
+
+    def get_blocks(self, start: int, end: int) -> list[StoredBlock]: ...
+
+    def find_leaf_hashes(self, hashes: Sequence[bytes]) -> dict[bytes, int]:
+        """Which of ``hashes`` are already leaves, and at which index."""
+        ...
+
+    def find_key_owners(self, kind: str, keys: Sequence[str]) -> dict[str, int]:
+        """For unique lookup kinds (idempotency keys): the first index holding each key."""
+        ...
+
+    def lookup(self, kind: str, key: str, *, after: int, limit: int) -> list[int]:
+        """Indexes of entries recorded under (kind, key), ascending, greater than ``after``."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def node_position(node: NodeID) -> int:
+    """Post-order position of a perfect subtree: the order in which appends complete nodes.
+
+    Leaves ``[0, a)`` complete ``2a - popcount(a)`` nodes; the root of a perfect subtree
+    of ``2**level`` leaves is the last of its ``2**(level+1) - 1`` nodes. Keying nodes by
+    this position makes every block's nodes one sequential run of the table, and lets
+    an audit stream stored nodes in exactly the order it recomputes them.
+    """
+    first_leaf = node.index << node.level
+    return 2 * first_leaf - first_leaf.bit_count() + (2 << node.level) - 2
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS entries (
+    idx INTEGER PRIMARY KEY,
+    leaf_hash BLOB NOT NULL,
+    data BLOB NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS entries_by_leaf_hash ON entries (leaf_hash);
+CREATE TABLE IF NOT EXISTS nodes (pos INTEGER PRIMARY KEY, hash BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS blocks (
+    height INTEGER PRIMARY KEY,
+    header BLOB NOT NULL,
+    header_hash BLOB NOT NULL,
+    checkpoint TEXT NOT NULL,
+    end_index INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS lookup (
+    kind TEXT NOT NULL,
+    key TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    PRIMARY KEY (kind, key, idx)
+) WITHOUT ROWID;
+"""
+
+_MAX_SQL_VARS = 500  # stay far below SQLITE_MAX_VARIABLE_NUMBER on old builds
+
+
+class SQLiteLedgerStore:
+    """SQLite (WAL) ledger storage. One connection per object; use it from one thread at a time.
+
+    Open with ``writer=True`` for the sequencer (takes the writer lock) and with
+    ``writer=False`` for readers such as HTTP handlers and audits (read-only connection).
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, writer: bool) -> None:
+        self.path = Path(path)
+        self.writer = writer
+        self._lock_fd: int | None = None
+        self._epoch = 0
+        if writer:
+            self._lock_fd = _take_writer_lock(self.path)
+        try:
+            self._db = self._connect()
+            if writer:
+                self._epoch = self._claim_writer_epoch()
+        except BaseException:
+            self._release_lock()
+            raise
+
+    def _connect(self) -> sqlite3.Connection:
+        if self.writer:
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            try:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=FULL")
+                db.executescript(_SCHEMA)
+            except sqlite3.DatabaseError as exc:
+                db.close()
+                raise StorageCorruptError(
+                    f"cannot open ledger database {self.path}: {exc}"
+                ) from exc
+        else:
+            if not self.path.exists():
+                raise StorageError(f"ledger database {self.path} does not exist")
+            uri = f"{self.path.resolve().as_uri()}?mode=ro"
+            db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA cache_size=-65536")  # 64 MiB: proof reads hit upper tree levels often
+        return db
+
+    def _claim_writer_epoch(self) -> int:
+        with _transaction(self._db):
+            row = self._db.execute("SELECT value FROM meta WHERE key='writer_epoch'").fetchone()
+            epoch = int(row[0]) + 1 if row else 1
+            self._db.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('writer_epoch', ?)", (str(epoch),)
+            )
+        return epoch
+
+    # -- identity -----------------------------------------------------------------------
+
+    def identity(self) -> LedgerIdentity | None:
+        rows = dict(
+            self._query(
+                "SELECT key, value FROM meta WHERE key IN "
+                "('origin', 'verifier_key', 'empty_checkpoint')",
+                (),
+            )
+        )
+        if not rows:
+            return None
+        try:
+            return LedgerIdentity(
+                origin=rows["origin"],
+                verifier_key=rows["verifier_key"],
+                empty_checkpoint=rows["empty_checkpoint"],
+            )
+        except KeyError as exc:
+            raise StorageCorruptError(f"ledger database lacks its {exc.args[0]} record") from None
+
+    def initialize(self, identity: LedgerIdentity) -> None:
+        self._require_writer()
+        with _transaction(self._db):
+            self._check_epoch()
+            self._db.executemany(
+                "INSERT INTO meta (key, value) VALUES (?, ?)",
+                [
+                    ("origin", identity.origin),
+                    ("verifier_key", identity.verifier_key),
+                    ("empty_checkpoint", identity.empty_checkpoint),
+                ],
+            )
+
+    # -- writes ---------------------------------------------------------------------------
+
+    def append(self, batch: AppendBatch) -> None:
+        self._require_writer()
+        db = self._db
+        try:
+            with _transaction(db):
+                self._check_epoch()
+                db.executemany(
+                    "INSERT INTO entries (idx, leaf_hash, data) VALUES (?, ?, ?)",
+                    [(e.index, e.leaf_hash, e.leaf_data) for e in batch.entries],
+                )
+                db.executemany(
+                    "INSERT INTO nodes (pos, hash) VALUES (?, ?)",
+                    [(node_position(n), h) for n, h in batch.nodes],
+                )
+                db.executemany(
+                    "INSERT INTO lookup (kind, key, idx) VALUES (?, ?, ?)",
+                    [(k, v, e.index) for e in batch.entries for k, v in e.lookup_keys],
+                )
+                b = batch.block
+                db.execute(
+                    "INSERT INTO blocks (height, header, header_hash, checkpoint, end_index) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (b.height, b.header, b.header_hash, b.checkpoint, b.end_index),
+                )
+        except sqlite3.IntegrityError as exc:
+            # The sequencer checks duplicates first; reaching this means state diverged.
+            raise StorageError(f"append rejected by the database: {exc}") from exc
+
+    def _check_epoch(self) -> None:
+        row = self._db.execute("SELECT value FROM meta WHERE key='writer_epoch'").fetchone()
+        if row is None or int(row[0]) != self._epoch:
+            raise WriterLockError(
+                f"another sequencer took over {self.path} (writer epoch {row and row[0]}, "
+                f"ours {self._epoch}); this process must stop writing"
+            )
+
+    # -- reads ------------------------------------------------------------------------------
+
+    def tree_size(self) -> int:
+        row = self._query_one("SELECT MAX(idx) FROM entries", ())
+        return 0 if row is None or row[0] is None else int(row[0]) + 1
+
+    def latest_block(self) -> StoredBlock | None:
+        row = self._query_one(
+            "SELECT height, header, header_hash, checkpoint, end_index FROM blocks "
+            "ORDER BY height DESC LIMIT 1",
+            (),
+        )
+        return _block(row) if row else None
+
+    def get_nodes(self, ids: Sequence[NodeID]) -> list[bytes]:
+        positions = [node_position(i) for i in ids]
+        found: dict[int, bytes] = {}
+        for chunk in _chunks(sorted(set(positions))):
+            marks = ",".join("?" * len(chunk))
+            found.update(self._query(f"SELECT pos, hash FROM nodes WHERE pos IN ({marks})", chunk))  # noqa: S608
+        try:
+            return [found[p] for p in positions]
+        except KeyError:
+            missing = next(i for i, p in zip(ids, positions, strict=True) if p not in found)
+            raise MissingNodeError(f"ledger database lacks Merkle node {missing}") from None
+
+    def iter_nodes(self, start_pos: int = 0, chunk: int = 65536) -> Iterator[tuple[int, bytes]]:
+        """Stored nodes in post-order (for audits)."""
+        pos = start_pos
+        while True:
+            rows = self._query(
+                "SELECT pos, hash FROM nodes WHERE pos >= ? ORDER BY pos LIMIT ?", (pos, chunk)
+            )
+            if not rows:
+                return
+            yield from rows
+            pos = rows[-1][0] + 1
+
+    def get_entries(self, start: int, end: int) -> list[StoredEntry]:
+        rows = self._query(
+            "SELECT idx, leaf_hash, data FROM entries WHERE idx >= ? AND idx < ? ORDER BY idx",
+            (start, end),
+        )
+        return [StoredEntry(i, h, d) for i, h, d in rows]
+
+    def iter_entry_rows(
+        self, start: int = 0, chunk: int = 65536
+    ) -> Iterator[list[tuple[int, bytes, bytes]]]:
+        """Raw (index, leaf hash, data) rows in index order, a chunk at a time (for audits)."""
+        pos = start
+        while True:
+            rows = self._query(
+                "SELECT idx, leaf_hash, data FROM entries WHERE idx >= ? ORDER BY idx LIMIT ?",
+                (pos, chunk),
+            )
+            if not rows:
+                return
+            yield rows
+            pos = rows[-1][0] + 1
+
+    def get_blocks(self, start: int, end: int) -> list[StoredBlock]:
+        rows = self._query(
+            "SELECT height, header, header_hash, checkpoint, end_index FROM blocks "
+            "WHERE height >= ? AND height < ? ORDER BY height",
+            (start, end),
+        )
+        return [_block(r) for r in rows]
+
+    def block_count(self) -> int:
+        row = self._query_one("SELECT MAX(height) FROM blocks", ())
+        return 0 if row is None or row[0] is None else int(row[0]) + 1
+
+    def find_leaf_hashes(self, hashes: Sequence[bytes]) -> dict[bytes, int]:
+        found: dict[bytes, int] = {}
+        for chunk in _chunks(list(hashes)):
+            marks = ",".join("?" * len(chunk))
+            sql = f"SELECT leaf_hash, idx FROM entries WHERE leaf_hash IN ({marks})"  # noqa: S608
+            found.update(self._query(sql, chunk))
+        return found
+
+    def find_key_owners(self, kind: str, keys: Sequence[str]) -> dict[str, int]:
+        found: dict[str, int] = {}
+        for chunk in _chunks(list(keys)):
+            marks = ",".join("?" * len(chunk))
+            sql = (
+                f"SELECT key, MIN(idx) FROM lookup WHERE kind = ? AND key IN ({marks}) "  # noqa: S608
+                "GROUP BY key"
+            )
+            found.update(self._query(sql, [kind, *chunk]))
+        return found
+
+    def lookup(self, kind: str, key: str, *, after: int, limit: int) -> list[int]:
+        rows = self._query(
+            "SELECT idx FROM lookup WHERE kind = ? AND key = ? AND idx > ? ORDER BY idx LIMIT ?",
+            (kind, key, after, limit),
+        )
+        return [r[0] for r in rows]
+
+    def close(self) -> None:
+        try:
+            self._db.close()
+        finally:
+            self._release_lock()
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _require_writer(self) -> None:
+        if not self.writer:
+            raise StorageError(f"{self.path} was opened read-only")
+
+    def _query(self, sql: str, params: Sequence[object]) -> list[Any]:
+        try:
+            return self._db.execute(sql, params).fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise StorageCorruptError(f"reading {self.path} failed: {exc}") from exc
+
+    def _query_one(self, sql: str, params: Sequence[object]) -> Any:
+        rows = self._query(sql, params)
+        return rows[0] if rows else None
+
+    def _release_lock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing the descriptor releases the flock
+            self._lock_fd = None
+
+
+class _transaction:
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on any error."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def __enter__(self) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self._db.execute("COMMIT")
+        else:
+            self._db.execute("ROLLBACK")
+
+
+def _take_writer_lock(db_path: Path) -> int:
+    lock_path = db_path.with_name(db_path.name + ".lock")
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise WriterLockError(
+            f"another sequencer process holds {lock_path}: only one writer may use a ledger "
+            "database at a time (stop the other `modeltrust ledger serve` first)"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
+
+
+def _block(row: tuple[object, ...]) -> StoredBlock:
+    height, header, header_hash, checkpoint, end_index = row
+    if not (
+        isinstance(height, int)
+        and isinstance(end_index, int)
+        and isinstance(header, bytes)
+        and isinstance(header_hash, bytes)
+        and isinstance(checkpoint, str)
+    ):
+        raise StorageCorruptError(f"block row {height!r} has columns of the wrong type")
+    return StoredBlock(height, header, header_hash, checkpoint, end_index)
+
+
+def _chunks(items: Sequence[Any]) -> Iterator[Sequence[Any]]:
+    for i in range(0, len(items), _MAX_SQL_VARS):
+        yield items[i : i + _MAX_SQL_VARS]

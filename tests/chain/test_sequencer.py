@@ -1,0 +1,210 @@
+"""The sequencer: group commit, receipts that verify, replays, idempotency, restart, refusal of damage."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from harness.ledger import audit, make_keys, registration
+from modeltrust.chain.blocks import GENESIS_PREV_HASH, BlockHeader, check_link, header_hash
+from modeltrust.chain.checkpoint import verify_checkpoint
+from modeltrust.chain.merkle import verify_inclusion
+from modeltrust.chain.note import NoteSigner
+from modeltrust.chain.sequencer import (
+    GroupReceipt,
+    IdempotencyConflictError,
+    ReplayError,
+    Sequencer,
+    SequencerUnavailableError,
+    Submission,
+)
+from modeltrust.chain.storage import SQLiteLedgerStore, StorageCorruptError, StorageError
+
+pytestmark = pytest.mark.integration
+ORIGIN = "seq.test/log"
+
+
+@pytest.fixture
+def signer() -> NoteSigner:
+    return NoteSigner.generate(ORIGIN)
+
+
+@pytest.fixture
+async def sequencer(tmp_path: Path, signer: NoteSigner) -> AsyncIterator[Sequencer]:
+    store = SQLiteLedgerStore(tmp_path / "l.db", writer=True)
+    seq = Sequencer(store, signer, origin=ORIGIN, max_batch=64)
+    await seq.start()
+    yield seq
+    await seq.stop()
+    store.close()
+
+
+def _check_receipt(outcome: GroupReceipt, subs: list[Submission], signer: NoteSigner) -> None:
+    cp = verify_checkpoint(outcome.checkpoint.note, signer.verifier(), origin=ORIGIN)
+    for sub, receipt in zip(subs, outcome.receipts, strict=True):
+        assert receipt.leaf_hash == sub.leaf_hash
+        verify_inclusion(sub.leaf_hash, receipt.index, cp.size, receipt.inclusion_proof, cp.root_hash)
+
+
+async def test_concurrent_submissions_are_group_committed_and_proven(
+    sequencer: Sequencer, signer: NoteSigner, tmp_path: Path
+) -> None:
+    subs = [Submission.of(audit(i)) for i in range(300)]
+    outcomes = await asyncio.gather(*(sequencer.submit([s]) for s in subs))
+    indexes = sorted(o.receipts[0].index for o in outcomes)
+    assert indexes == list(range(300))
+    for s, o in zip(subs, outcomes, strict=True):
+        _check_receipt(o, [s], signer)
+    # Fewer blocks than entries (group commit), at most max_batch per block, chained by hash.
+    reader = SQLiteLedgerStore(tmp_path / "l.db", writer=False)
+    blocks = reader.get_blocks(0, 1000)
+    assert 5 <= len(blocks) < 300
+    prev = None
+    for b in blocks:
+        header = BlockHeader.from_bytes(b.header)
+        check_link(prev, header)
+        assert header.end_index - header.first_index <= 64
+        assert b.header_hash == header_hash(header)
+        cp = verify_checkpoint(b.checkpoint, signer.verifier(), origin=ORIGIN)
+        assert (cp.size, cp.root_hash) == (header.tree_size, header.root_hash)
+        prev = header
+    assert BlockHeader.from_bytes(blocks[0].header).prev_hash == GENESIS_PREV_HASH
+    assert sequencer.latest.size == 300
+
+
+async def test_replay_is_refused_with_the_existing_index(sequencer: Sequencer, tmp_path: Path) -> None:
+    keys = make_keys(tmp_path / "k")
+    reg = Submission.of(registration(keys, 7))
+    first = await sequencer.submit([reg])
+    with pytest.raises(ReplayError, match="already in the ledger at index 0") as caught:
+        await sequencer.submit([reg])
+    assert caught.value.index == first.receipts[0].index
+    assert sequencer.latest.size == 1
+
+
+async def test_replay_inside_one_batch_is_refused(sequencer: Sequencer, tmp_path: Path) -> None:
+    keys = make_keys(tmp_path / "k")
+    reg = Submission.of(registration(keys, 1))
+    with pytest.raises(ReplayError):
+        await sequencer.submit([reg, reg])
+    assert sequencer.latest.size == 0
+
+
+async def test_audit_idempotency_returns_the_existing_entry(
+    sequencer: Sequencer, signer: NoteSigner
+) -> None:
+    entry = Submission.of(audit(1, key="k-1"))
+    first = await sequencer.submit([entry])
+    again = await sequencer.submit([entry])
+    assert again.receipts[0].index == first.receipts[0].index
+    assert again.receipts[0].existing and not first.receipts[0].existing
+    _check_receipt(again, [entry], signer)
+    assert sequencer.latest.size == 1
+
+
+async def test_same_idempotency_key_for_another_entry_conflicts(sequencer: Sequencer) -> None:
+    await sequencer.submit([Submission.of(audit(1, key="k-1"))])
+    with pytest.raises(IdempotencyConflictError, match="already names a different"):
+        await sequencer.submit([Submission.of(audit(2, key="k-1"))])
+
+
+async def test_concurrent_duplicates_resolve_to_one_entry(
+    sequencer: Sequencer, signer: NoteSigner
+) -> None:
+    entry = Submission.of(audit(5, key="same"))
+    outcomes = await asyncio.gather(*(sequencer.submit([entry]) for _ in range(10)))
+    assert {o.receipts[0].index for o in outcomes} == {0}
+    assert sum(not o.receipts[0].existing for o in outcomes) == 1
+    for o in outcomes:
+        _check_receipt(o, [entry], signer)
+
+
+async def test_a_rejected_group_appends_nothing_others_proceed(
+    sequencer: Sequencer, tmp_path: Path
+) -> None:
+    keys = make_keys(tmp_path / "k")
+    reg = Submission.of(registration(keys, 1))
+    await sequencer.submit([reg])
+    good = [Submission.of(audit(i)) for i in range(3)]
+    results = await asyncio.gather(
+        sequencer.submit([Submission.of(audit(10)), reg]),  # contains a replay: refused whole
+        sequencer.submit(good),
+        return_exceptions=True,
+    )
+    assert isinstance(results[0], ReplayError)
+    assert isinstance(results[1], GroupReceipt)
+    assert sequencer.latest.size == 4
+
+
+async def test_restart_continues_the_same_tree(tmp_path: Path, signer: NoteSigner) -> None:
+    path = tmp_path / "l.db"
+    store = SQLiteLedgerStore(path, writer=True)
+    seq = Sequencer(store, signer, origin=ORIGIN)
+    await seq.start()
+    await seq.submit([Submission.of(audit(i)) for i in range(5)])
+    before = seq.latest
+    await seq.stop()
+    store.close()
+
+    store = SQLiteLedgerStore(path, writer=True)
+    seq = Sequencer(store, signer, origin=ORIGIN)
+    await seq.start()
+    assert seq.latest == before
+    out = await seq.submit([Submission.of(audit(99))])
+    assert out.receipts[0].index == 5
+    reader = SQLiteLedgerStore(path, writer=False)
+    check_link(
+        BlockHeader.from_bytes(reader.get_blocks(0, 1)[0].header),
+        BlockHeader.from_bytes(reader.get_blocks(1, 2)[0].header),
+    )
+    await seq.stop()
+    store.close()
+
+
+async def test_refuses_another_origin_or_key(tmp_path: Path, signer: NoteSigner) -> None:
+    path = tmp_path / "l.db"
+    store = SQLiteLedgerStore(path, writer=True)
+    seq = Sequencer(store, signer, origin=ORIGIN)
+    await seq.start()
+    await seq.stop()
+    with pytest.raises(StorageError, match="belongs to origin"):
+        await Sequencer(store, NoteSigner.generate("other"), origin="other").start()
+    with pytest.raises(StorageError, match="does not match the key"):
+        await Sequencer(store, NoteSigner.generate(ORIGIN), origin=ORIGIN).start()
+    store.close()
+
+
+async def test_refuses_to_extend_damaged_nodes(tmp_path: Path, signer: NoteSigner) -> None:
+    path = tmp_path / "l.db"
+    store = SQLiteLedgerStore(path, writer=True)
+    seq = Sequencer(store, signer, origin=ORIGIN)
+    await seq.start()
+    await seq.submit([Submission.of(audit(i)) for i in range(6)])
+    await seq.stop()
+    store.close()
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE nodes SET hash = zeroblob(32) WHERE pos = (SELECT MAX(pos) FROM nodes)")
+    store = SQLiteLedgerStore(path, writer=True)
+    with pytest.raises(StorageCorruptError, match="do not match the checkpoint"):
+        await Sequencer(store, signer, origin=ORIGIN).start()
+    store.close()
+
+
+async def test_storage_failure_stops_sequencing(tmp_path: Path, signer: NoteSigner) -> None:
+    path = tmp_path / "l.db"
+    store = SQLiteLedgerStore(path, writer=True)
+    seq = Sequencer(store, signer, origin=ORIGIN)
+    await seq.start()
+    with sqlite3.connect(path) as db:  # a takeover: our writer epoch is no longer current
+        db.execute("UPDATE meta SET value = '1000' WHERE key = 'writer_epoch'")
+    with pytest.raises(SequencerUnavailableError, match="could not commit"):
+        await seq.submit([Submission.of(audit(1))])
+    assert not seq.healthy
+    with pytest.raises(SequencerUnavailableError):
+        await seq.submit([Submission.of(audit(2))])
+    await seq.stop()
+    store.close()

@@ -1,0 +1,193 @@
+"""Helpers for ledger tests: keys, entries, and a real ledger server on loopback.
+
+``LedgerThread`` runs the real ``LedgerService`` (SQLite file, sequencer, aiohttp)
+in a background thread with its own event loop, so blocking clients can talk to it.
+``ledger_subprocess`` runs `modeltrust ledger serve` as a real process (for SIGKILL tests).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from modeltrust.chain.auth import PublisherSet, StaticTokens, TokenAuthenticator
+from modeltrust.chain.entries import AuditEntry, Registration
+from modeltrust.chain.note import NoteSigner
+from modeltrust.chain.service import LedgerService, ServiceConfig
+from modeltrust.chain.signatures import sign_registration
+
+ORIGIN = "ledger.test/modeltrust"
+TOKEN = "test-audit-token"
+
+
+@dataclass
+class LedgerKeys:
+    signer: NoteSigner
+    publisher: Ed25519PrivateKey
+    publishers_dir: Path
+    tokens_file: Path
+
+    @property
+    def verifier_key(self) -> str:
+        return self.signer.verifier_key()
+
+
+def make_keys(directory: Path, origin: str = ORIGIN) -> LedgerKeys:
+    directory.mkdir(parents=True, exist_ok=True)
+    publishers = directory / "publishers"
+    publishers.mkdir(exist_ok=True)
+    key = Ed25519PrivateKey.generate()
+    pem = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    (publishers / "publisher.pem").write_bytes(pem)
+    tokens = directory / "tokens"
+    tokens.write_text(f"# audit writers\n{TOKEN}\n")
+    return LedgerKeys(NoteSigner.generate(origin), key, publishers, tokens)
+
+
+def registration(keys: LedgerKeys, i: int, *, name: str = "resnet") -> Registration:
+    digest = "sha256:" + f"{i:064x}"
+    return sign_registration(
+        keys.publisher, name=name, version=f"v{i}", digest=digest, size=1000 + i
+    )
+
+
+def audit(i: int, *, key: str | None = None, name: str = "web", uid: str = "uid-1") -> AuditEntry:
+    return AuditEntry(
+        action="rollout",
+        namespace="default",
+        name=name,
+        uid=uid,
+        generation=i,
+        digest="sha256:" + f"{i:064x}",
+        decision="allowed",
+        reasons=("signature verified",),
+        actor="system:serviceaccount:modeltrust:operator",
+        time="2025-01-31T12:00:00Z",
+        idempotency_key=key or f"idem-{i}",
+    )
+
+
+def service_config(keys: LedgerKeys, db: Path, **overrides: object) -> ServiceConfig:
+    tokens: TokenAuthenticator = StaticTokens([TOKEN])
+    cfg = ServiceConfig(
+        db=db,
+        signer=keys.signer,
+        origin=keys.signer.name,
+        publishers=PublisherSet.load(keys.publishers_dir),
+        tokens=tokens,
+    )
+    for name, value in overrides.items():
+        setattr(cfg, name, value)
+    return cfg
+
+
+class LedgerThread:
+    """A real ledger server in a background thread; use as a context manager."""
+
+    def __init__(self, config: ServiceConfig) -> None:
+        self.config = config
+        self.service = LedgerService(config)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+
+    def __enter__(self) -> LedgerThread:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self.service.start(), self._loop).result(timeout=30)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        asyncio.run_coroutine_threadsafe(self.service.stop(), self._loop).result(timeout=30)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        self._loop.close()
+
+    @property
+    def url(self) -> str:
+        return self.service.url
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def write_signer_key(keys: LedgerKeys, directory: Path) -> Path:
+    path = directory / "checkpoint.key"
+    path.write_text(keys.signer.signer_key() + "\n")
+    path.chmod(0o600)
+    return path
+
+
+@contextmanager
+def ledger_subprocess(
+    keys: LedgerKeys, db: Path, workdir: Path
+) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """`modeltrust ledger serve` as a real process; yields (process, url) once it is ready."""
+    port = free_port()
+    key_file = write_signer_key(keys, workdir)
+    cmd = [
+        sys.executable,
+        "-c",
+        "from modeltrust.cli.main import main; main()",
+        "ledger",
+        "serve",
+        "--db",
+        str(db),
+        "--key",
+        str(key_file),
+        "--origin",
+        keys.signer.name,
+        "--publishers",
+        str(keys.publishers_dir),
+        "--static-tokens",
+        str(keys.tokens_file),
+        "--listen",
+        f"127.0.0.1:{port}",
+    ]
+    log = open(workdir / f"ledger-{port}.log", "wb")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ))
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url, proc)
+        yield proc, url
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        log.close()
+
+
+def wait_ready(url: str, proc: subprocess.Popen[bytes] | None = None, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"ledger process exited with {proc.returncode} before it was ready")
+        try:
+            with urllib.request.urlopen(url + "/readyz", timeout=1) as resp:  # noqa: S310 - loopback
+                if resp.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise TimeoutError(f"ledger at {url} not ready after {timeout}s")
