@@ -30,7 +30,7 @@ def format_digest(raw: bytes) -> str:
 def sha256_file(
     path: str | os.PathLike[str],
     *,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int], object] | None = None,
     chunk: int = 1 << 20,
 ) -> tuple[bytes, int]:
     """Stream a file through SHA-256 with one reused buffer (memory stays flat in file size).
