@@ -5,14 +5,22 @@ from __future__ import annotations
 import hashlib
 import json
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from harness.ledger import LedgerKeys, LedgerThread, free_port, make_keys, service_config
 
 from modeltrust.chain.digest import format_digest
 from modeltrust.chain.entries import Registration, entry_from_json
-from modeltrust.chain.signatures import key_id, load_public_key, verify_registration
+from modeltrust.chain.note import NoteSigner
+from modeltrust.chain.signatures import (
+    key_id,
+    load_public_key,
+    private_key_pem,
+    verify_registration,
+)
 from modeltrust.cli import publisher
 from modeltrust.cli.main import main
 
@@ -117,3 +125,143 @@ def test_sign_bad_inputs_exit_2(runner: CliRunner, tmp_path: Path, model: Path) 
         assert result.exit_code == 2, (args, result.output)
         assert message in result.stderr, (args, result.stderr)
     assert not (tmp_path / "r.json").exists()
+
+
+# --- register / revoke / verify against a real ledger server -----------------------------------
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> Iterator[tuple[LedgerThread, LedgerKeys, Path]]:
+    """A real ledger (SQLite file, aiohttp on loopback) trusting one publisher key.
+
+    Yields (ledger, keys, publisher private key file)."""
+    keys = make_keys(tmp_path / "keys")
+    key_file = tmp_path / "publisher.key"
+    key_file.write_bytes(private_key_pem(keys.publisher))
+    with LedgerThread(service_config(keys, tmp_path / "ledger.db")) as thread:
+        yield thread, keys, key_file
+
+
+def ledger_args(thread: LedgerThread, keys: LedgerKeys, tmp_path: Path) -> list[str]:
+    return [
+        "--ledger",
+        thread.url,
+        "--ledger-key",
+        keys.verifier_key,
+        "--trust-state",
+        str(tmp_path / "trusted.json"),
+    ]
+
+
+def test_sign_register_verify_revoke_round_trip(
+    runner: CliRunner,
+    tmp_path: Path,
+    model: Path,
+    ledger: tuple[LedgerThread, LedgerKeys, Path],
+) -> None:
+    thread, keys, key_file = ledger
+    conn = ledger_args(thread, keys, tmp_path)
+    publisher_pem = keys.publishers_dir / "publisher.pem"
+    reg_file = tmp_path / "reg.json"
+    signed = runner.invoke(
+        main,
+        [
+            *["sign", str(model), "--key", str(key_file)],
+            *["--name", "resnet", "--version", "1", "--out", str(reg_file)],
+        ],
+    )
+    assert signed.exit_code == 0, signed.output
+    verify_args = ["verify", str(model), "--publisher", str(publisher_pem), *conn]
+
+    before = runner.invoke(main, verify_args)
+    assert before.exit_code == 1, before.output
+    assert "not registered" in before.stdout
+
+    registered = runner.invoke(main, ["register", str(reg_file), *conn])
+    assert registered.exit_code == 0, registered.output
+    receipt = json.loads(registered.stdout)
+    assert receipt["checkpoint_size"] > receipt["index"]
+    assert receipt["existing"] is False
+    again = runner.invoke(main, ["register", str(reg_file), *conn])
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.stdout)["index"] == receipt["index"]
+
+    ok = runner.invoke(main, [*verify_args, "--json", "--name", "resnet", "--version", "1"])
+    assert ok.exit_code == 0, ok.output
+    verdict = json.loads(ok.stdout)
+    assert verdict["verified"] is True
+    assert [r["status"] for r in verdict["registrations"]] == ["ok"]
+    wrong_version = runner.invoke(main, [*verify_args, "--version", "2"])
+    assert wrong_version.exit_code == 1
+    assert "not '2'" in wrong_version.stdout
+
+    digest = format_digest(hashlib.sha256(MODEL).digest())
+    revoked = runner.invoke(
+        main,
+        ["revoke", "--key", str(key_file), "--digest", digest, "--reason", "poisoned", *conn],
+    )
+    assert revoked.exit_code == 0, revoked.output
+    after = runner.invoke(main, verify_args)
+    assert after.exit_code == 1
+    assert "revoked by a trusted publisher" in after.stdout
+
+
+def test_verify_refuses_untrusted_publishers_and_revoked_keys(
+    runner: CliRunner,
+    tmp_path: Path,
+    model: Path,
+    ledger: tuple[LedgerThread, LedgerKeys, Path],
+) -> None:
+    thread, keys, key_file = ledger
+    conn = ledger_args(thread, keys, tmp_path)
+    reg_file = tmp_path / "reg.json"
+    args = ["sign", str(model), "--key", str(key_file), "--name", "m", "--version", "1"]
+    assert runner.invoke(main, [*args, "--out", str(reg_file)]).exit_code == 0
+    assert runner.invoke(main, ["register", str(reg_file), *conn]).exit_code == 0
+
+    stranger = keygen(runner, tmp_path, "ecdsa-p256", name="stranger")
+    untrusted = runner.invoke(main, ["verify", str(model), "--publisher", f"{stranger}.pub", *conn])
+    assert untrusted.exit_code == 1
+    assert "signer not trusted" in untrusted.stdout
+
+    own_id = key_id(keys.publisher.public_key())
+    revoke_key = ["revoke", "--key", str(key_file), "--key-id", own_id, "--reason", "leaked"]
+    assert runner.invoke(main, [*revoke_key, *conn]).exit_code == 0
+    publisher_pem = keys.publishers_dir / "publisher.pem"
+    result = runner.invoke(main, ["verify", str(model), "--publisher", str(publisher_pem), *conn])
+    assert result.exit_code == 1
+    assert "signer key revoked" in result.stdout
+
+
+def test_ledger_failures_and_bad_arguments(
+    runner: CliRunner,
+    tmp_path: Path,
+    model: Path,
+    ledger: tuple[LedgerThread, LedgerKeys, Path],
+) -> None:
+    thread, keys, key_file = ledger
+    publisher_pem = str(keys.publishers_dir / "publisher.pem")
+    other_log = NoteSigner.generate(keys.signer.name).verifier_key()
+    wrong_key = ["verify", str(model), "--publisher", publisher_pem, "--ledger", thread.url]
+    result = runner.invoke(main, [*wrong_key, "--ledger-key", other_log])
+    assert result.exit_code == 1
+    assert "ledger:" in result.stderr
+
+    port = free_port()  # nothing listens there
+    down = ["--ledger", f"http://127.0.0.1:{port}", "--ledger-key", keys.verifier_key]
+    result = runner.invoke(main, ["verify", str(model), "--publisher", publisher_pem, *down])
+    assert result.exit_code == 1
+    assert "ledger:" in result.stderr
+
+    conn = ledger_args(thread, keys, tmp_path)
+    both = ["revoke", "--key", str(key_file), "--reason", "x", *conn]
+    result = runner.invoke(main, [*both, "--digest", "sha256:" + "0" * 64, "--key-id", "a" * 64])
+    assert result.exit_code == 2
+    result = runner.invoke(main, [*both, "--digest", "md5:00"])
+    assert result.exit_code == 2
+    assert "digest" in result.stderr
+    not_a_reg = tmp_path / "x.json"
+    not_a_reg.write_text("{}")
+    result = runner.invoke(main, ["register", str(not_a_reg), *conn])
+    assert result.exit_code == 2
+    assert "entry kind" in result.stderr
