@@ -1,4 +1,4 @@
-"""`modeltrust keygen` and `modeltrust sign` through the real CLI entry point."""
+"""`modeltrust keygen|sign|register|revoke|verify` through the real CLI entry point."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from harness.ledger import LedgerKeys, LedgerThread, free_port, make_keys, service_config
 
+from harness.ledger import LedgerKeys, LedgerThread, free_port, make_keys, service_config
 from modeltrust.chain.digest import format_digest
 from modeltrust.chain.entries import Registration, entry_from_json
 from modeltrust.chain.note import NoteSigner
