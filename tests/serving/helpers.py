@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import http.client
 import threading
@@ -14,6 +15,11 @@ from typing import Any
 
 import orjson
 
+from modeltrust.chain.checkpoint import Checkpoint, sign_checkpoint
+from modeltrust.chain.entries import Registration, entry_to_json, leaf_data
+from modeltrust.chain.merkle import CompactRange, MemoryNodeStore, inclusion_proof, leaf_hash
+from modeltrust.chain.note import NoteSigner
+from modeltrust.chain.signatures import generate_private_key, public_key_pem, sign_registration
 from modeltrust.serving.model import ServedModel
 from modeltrust.serving.oip import InferenceApp
 from modeltrust.serving.runtime import build_app
@@ -89,3 +95,59 @@ def running_server(
     finally:
         holder["loop"].call_soon_threadsafe(holder["stop"].set)
         thread.join(10)
+
+
+# A ledger in memory, for provenance checks ------------------------------------------
+
+ORIGIN = "ledger.modeltrust.test/serving"
+ARTIFACT = b"pretend this is an onnx model" * 100
+DIGEST = "sha256:" + hashlib.sha256(ARTIFACT).hexdigest()
+
+
+@dataclass
+class Ledger:
+    """What a user saved from the ledger for one registration."""
+
+    registration: dict[str, Any]
+    publisher_pem: bytes
+    checkpoint: str
+    verifier_key: str
+    proof: dict[str, Any]
+
+
+def build_ledger(digest: str = DIGEST, size: int = len(ARTIFACT), position: int = 5) -> Ledger:
+    """A tree of 11 registrations with ours at `position`, and a signed checkpoint."""
+    publisher = generate_private_key("ed25519")
+    others = generate_private_key("ecdsa-p256")
+    entries: list[Registration] = []
+    for i in range(11):
+        if i == position:
+            entries.append(
+                sign_registration(publisher, name="mnist", version="3", digest=digest, size=size)
+            )
+        else:
+            other_digest = "sha256:" + hashlib.sha256(b"other %d" % i).hexdigest()
+            entries.append(
+                sign_registration(
+                    others, name=f"m{i}", version="1", digest=other_digest, size=i + 1
+                )
+            )
+    store = MemoryNodeStore()
+    tree = CompactRange.empty()
+    for entry in entries:
+        store.put_all(tree.append(leaf_hash(leaf_data(entry))))
+    signer = NoteSigner.generate(ORIGIN)
+    note = sign_checkpoint(Checkpoint(ORIGIN, len(entries), tree.root()), signer)
+    proof = inclusion_proof(position, len(entries), store)
+    return Ledger(
+        registration=entry_to_json(entries[position]),
+        publisher_pem=public_key_pem(publisher.public_key()),
+        checkpoint=note,
+        verifier_key=signer.verifier_key(),
+        proof={
+            "index": position,
+            "tree_size": len(entries),
+            "leaf_hash": base64.b64encode(leaf_hash(leaf_data(entries[position]))).decode(),
+            "inclusion_proof": [base64.b64encode(h).decode() for h in proof],
+        },
+    )
