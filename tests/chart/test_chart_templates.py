@@ -1,0 +1,328 @@
+"""The chart as `helm lint` and `helm template` see it: what a user gets for given values.
+
+No cluster here (tests/e2e/test_chart.py installs it for real); these render with the
+repository's pinned helm and check the objects a reviewer would check.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from chart.chartlib import (
+    CHART,
+    LedgerKey,
+    documents,
+    find,
+    helm,
+    install_values,
+    merge,
+    pod_specs,
+    template,
+    write_values,
+)
+
+pytestmark = pytest.mark.integration
+
+RELEASE, NAMESPACE = "rel", "mt-test"
+
+
+@pytest.fixture(scope="module")
+def key() -> LedgerKey:
+    return LedgerKey.generate("ledger.example")
+
+
+@pytest.fixture
+def values(key: LedgerKey) -> dict[str, Any]:
+    return install_values(key)
+
+
+def render(tmp_path: Path, values: dict[str, Any], *extra: str) -> list[dict[str, Any]]:
+    result = template(write_values(tmp_path / "values.yaml", values), extra=extra)
+    assert result.returncode == 0, result.stderr
+    return documents(result.stdout)
+
+
+def render_error(tmp_path: Path, values: dict[str, Any], *extra: str) -> str:
+    result = template(write_values(tmp_path / "values.yaml", values), extra=extra)
+    assert result.returncode != 0, "helm template accepted values it must refuse"
+    return result.stderr
+
+
+def test_lint_strict_passes_with_install_values(tmp_path: Path, values: dict[str, Any]) -> None:
+    result = helm(
+        "lint", "--strict", str(CHART), "-f", str(write_values(tmp_path / "v.yaml", values))
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("path", "typo"),
+    [
+        (("ledger", "persistance"), {"size": "5Gi"}),
+        (("operator", "replicas"), 2),
+        (("policy", "publisher"), []),
+        (("image", "tags"), "v1"),
+        (("networkPolicy", "ledgerClients"), [{"podSelectr": {}}]),
+    ],
+)
+def test_schema_rejects_unknown_keys(
+    tmp_path: Path, values: dict[str, Any], path: tuple[str, str], typo: object
+) -> None:
+    stderr = render_error(tmp_path, merge(values, {path[0]: {path[1]: typo}}))
+    assert "values don't meet the specifications of the schema" in stderr
+    assert "additional properties" in stderr.lower()
+
+
+def test_schema_rejects_malformed_values(tmp_path: Path, values: dict[str, Any]) -> None:
+    stderr = render_error(tmp_path, merge(values, {"ledger": {"verifierKey": "not a key"}}))
+    assert "verifierKey" in stderr
+    stderr = render_error(tmp_path, merge(values, {"policy": {"enforcement": "Lenient"}}))
+    assert "enforcement" in stderr
+
+
+def test_install_without_a_ledger_key_says_how_to_make_one(tmp_path: Path) -> None:
+    stderr = render_error(tmp_path, {"policy": {"publishers": []}})
+    assert "ledger.signingKey.existingSecret is required" in stderr
+    assert "modeltrust ledger keygen" in stderr
+
+
+def test_policy_needs_publishers_or_must_be_disabled(
+    tmp_path: Path, values: dict[str, Any]
+) -> None:
+    stderr = render_error(tmp_path, merge(values, {"policy": {"publishers": []}}))
+    assert "policy.publishers is empty" in stderr
+    too_many = merge(values, {"policy": {"threshold": 2}})
+    assert "policy.threshold (2) exceeds" in render_error(tmp_path, too_many)
+
+
+def test_kube_version_below_129_is_refused(tmp_path: Path, values: dict[str, Any]) -> None:
+    file = write_values(tmp_path / "values.yaml", values)
+    assert template(file, kube_version="1.28.9").returncode != 0
+    assert template(file, kube_version="1.29.0").returncode == 0
+
+
+def test_every_pod_meets_the_restricted_pod_security_standard(
+    tmp_path: Path, values: dict[str, Any]
+) -> None:
+    docs = render(tmp_path, values)
+    specs = dict(pod_specs(docs))
+    assert set(specs) == {"Deployment/rel-modeltrust-operator", "StatefulSet/rel-modeltrust-ledger"}
+    for where, spec in specs.items():
+        pod = spec["securityContext"]
+        assert pod["runAsNonRoot"] is True, where
+        assert pod["runAsUser"] != 0, where
+        assert pod["seccompProfile"] == {"type": "RuntimeDefault"}, where
+        for flag in ("hostNetwork", "hostPID", "hostIPC"):
+            assert not spec.get(flag), f"{where}: {flag}"
+        assert all("hostPath" not in v for v in spec.get("volumes", [])), where
+        for container in spec["containers"] + spec.get("initContainers", []):
+            sc = container["securityContext"]
+            assert sc["allowPrivilegeEscalation"] is False, where
+            assert sc["readOnlyRootFilesystem"] is True, where
+            assert sc["capabilities"] == {"drop": ["ALL"]}, where
+            assert sc["runAsNonRoot"] is True, where
+            assert "requests" in container["resources"], f"{where}: no resource requests"
+            assert not any(p.get("hostPort") for p in container.get("ports", [])), where
+
+
+def test_rbac_is_least_privilege(tmp_path: Path, values: dict[str, Any]) -> None:
+    docs = render(tmp_path, values)
+    rules_by_role = {
+        f"{d['kind']}/{d['metadata']['name']}": d["rules"]
+        for d in docs
+        if d["kind"] in ("ClusterRole", "Role")
+    }
+    for role, rules in rules_by_role.items():
+        for rule in rules:
+            for field in ("apiGroups", "resources", "verbs"):
+                assert "*" not in rule.get(field, []), f"{role} grants a wildcard {field}"
+    granted = {
+        (role, group, resource, verb)
+        for role, rules in rules_by_role.items()
+        for rule in rules
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+    touched = {resource for _, _, resource, _ in granted}
+    for forbidden in ("secrets", "pods/exec", "roles", "clusterroles", "rolebindings"):
+        assert forbidden not in touched, f"the chart grants access to {forbidden}"
+    ledger = {g for g in granted if g[0] == "ClusterRole/rel-modeltrust-ledger"}
+    assert ledger == {
+        ("ClusterRole/rel-modeltrust-ledger", "authentication.k8s.io", "tokenreviews", "create")
+    }
+    operator = {g[1:] for g in granted if g[0] == "ClusterRole/rel-modeltrust-operator"}
+    for needed in [
+        ("modeltrust.dev", "modeldeployments", "watch"),
+        ("modeltrust.dev", "modeldeployments/status", "patch"),
+        ("modeltrust.dev", "modeltrustpolicies", "list"),
+        ("apps", "deployments", "create"),
+        ("", "services", "create"),
+        ("", "events", "create"),
+    ]:
+        assert needed in operator, f"the operator cannot {needed[2]} {needed[1]}"
+    state = {g[1:] for g in granted if g[0] == "Role/rel-modeltrust-operator"}
+    assert ("", "configmaps", "update") in state
+    assert ("coordination.k8s.io", "leases", "update") in state
+    state_role = find(docs, "Role", "-operator")
+    assert state_role["metadata"]["namespace"] == NAMESPACE, "checkpoint state is namespaced"
+
+
+def test_cluster_scoped_objects_of_two_releases_do_not_collide(
+    tmp_path: Path, key: LedgerKey
+) -> None:
+    cluster_kinds = {"ClusterRole", "ClusterRoleBinding", "ModelTrustPolicy"}
+    names = []
+    for release in ("alpha", "beta"):
+        values = install_values(key, policy_name=f"{release}-policy")
+        file = write_values(tmp_path / f"{release}.yaml", values)
+        result = template(file, release=release)
+        assert result.returncode == 0, result.stderr
+        names.append(
+            {
+                (d["kind"], d["metadata"]["name"])
+                for d in documents(result.stdout)
+                if d["kind"] in cluster_kinds
+            }
+        )
+    assert names[0]
+    assert not names[0] & names[1]
+    assert all("alpha" in n for _, n in names[0])
+
+
+def test_operator_runs_one_replica_recreated_with_kopf_liveness(
+    tmp_path: Path, values: dict[str, Any]
+) -> None:
+    deploy = find(render(tmp_path, values), "Deployment", "-operator")
+    assert deploy["spec"]["replicas"] == 1
+    assert deploy["spec"]["strategy"] == {"type": "Recreate"}
+    (container,) = deploy["spec"]["template"]["spec"]["containers"]
+    assert container["args"][0] == "operator"
+    assert "--liveness=http://0.0.0.0:8080/healthz" in container["args"]
+    probe = container["livenessProbe"]["httpGet"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert probe["path"] == "/healthz"
+    assert ports[probe["port"]] == 8080
+
+
+def test_watch_namespaces_replace_all_namespaces(tmp_path: Path, values: dict[str, Any]) -> None:
+    docs = render(tmp_path, merge(values, {"operator": {"watchNamespaces": ["ml", "ml-staging"]}}))
+    args = find(docs, "Deployment", "-operator")["spec"]["template"]["spec"]["containers"][0][
+        "args"
+    ]
+    assert "--namespace=ml" in args
+    assert "--namespace=ml-staging" in args
+    assert "--all-namespaces" not in args
+
+
+def test_ledger_is_a_single_writer_statefulset_with_its_own_volume(
+    tmp_path: Path, values: dict[str, Any]
+) -> None:
+    docs = render(tmp_path, values)
+    sts = find(docs, "StatefulSet", "-ledger")
+    spec = sts["spec"]
+    assert spec["replicas"] == 1
+    (claim,) = spec["volumeClaimTemplates"]
+    assert claim["spec"]["resources"]["requests"]["storage"] == "1Gi"
+    assert spec["persistentVolumeClaimRetentionPolicy"] == {
+        "whenDeleted": "Retain",
+        "whenScaled": "Retain",
+    }
+    headless = find(docs, "Service", "-ledger-headless")
+    assert spec["serviceName"] == headless["metadata"]["name"]
+    assert headless["spec"]["clusterIP"] == "None"
+    pod = spec["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["args"][:2] == ["ledger", "serve"]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert mounts[claim["metadata"]["name"]] == "/var/lib/modeltrust/ledger"
+    key_volume = next(v for v in pod["volumes"] if v["name"] == "signing-key")
+    assert key_volume["secret"]["secretName"] == "modeltrust-ledger-key"
+    assert key_volume["secret"]["defaultMode"] & 0o007 == 0, "the key is not world-readable"
+    # Only the operator's service account may append audit entries.
+    writers = [a for a in container["args"] if a.startswith("--tokenreview-allow=")]
+    operator_sa = find(docs, "Deployment", "-operator")["spec"]["template"]["spec"][
+        "serviceAccountName"
+    ]
+    assert writers == [f"--tokenreview-allow=system:serviceaccount:{NAMESPACE}:{operator_sa}"]
+
+
+def test_ledger_key_is_never_rendered_into_the_release(
+    tmp_path: Path, values: dict[str, Any], key: LedgerKey
+) -> None:
+    result = template(write_values(tmp_path / "values.yaml", values))
+    assert result.returncode == 0, result.stderr
+    assert "PRIVATE+KEY" not in result.stdout
+    assert not [d for d in documents(result.stdout) if d["kind"] == "Secret"]
+
+
+def test_default_policy_trusts_this_ledger_and_the_given_publishers(
+    tmp_path: Path, values: dict[str, Any], key: LedgerKey
+) -> None:
+    docs = render(tmp_path, values)
+    policy = find(docs, "ModelTrustPolicy")
+    client = find(docs, "Service", "-ledger")
+    port = client["spec"]["ports"][0]["port"]
+    assert policy["metadata"]["name"] == "default"
+    assert policy["spec"]["ledger"] == {
+        "url": f"http://{client['metadata']['name']}.{NAMESPACE}.svc:{port}",
+        "verifierKey": key.verifier_key,
+        "witnessQuorum": 0,
+    }
+    (publisher,) = policy["spec"]["publishers"]
+    expected = values["policy"]["publishers"][0]
+    assert publisher["name"] == expected["name"]
+    assert publisher["publicKey"].strip() == expected["publicKey"].strip()
+    # The ledger accepts registrations from the same publishers.
+    pems = find(docs, "ConfigMap", "-ledger-publishers")["data"]["publishers.pem"]
+    assert expected["publicKey"].strip() in pems
+
+
+def test_policy_can_be_left_to_the_user(tmp_path: Path, values: dict[str, Any]) -> None:
+    extra = {"ledger": {"extraPublisherKeys": [values["policy"]["publishers"][0]["publicKey"]]}}
+    docs = render(tmp_path, merge(merge(values, {"policy": {"create": False}}), extra))
+    assert not [d for d in docs if d["kind"] == "ModelTrustPolicy"]
+
+
+def test_network_policy_admits_only_operator_pods_to_the_ledger(
+    tmp_path: Path, values: dict[str, Any]
+) -> None:
+    assert not [d for d in render(tmp_path, values) if d["kind"] == "NetworkPolicy"]
+    docs = render(tmp_path, merge(values, {"networkPolicy": {"enabled": True}}))
+    policy = find(docs, "NetworkPolicy", "-ledger")
+    ledger_pods = find(docs, "StatefulSet", "-ledger")["spec"]["template"]["metadata"]["labels"]
+    operator_pods = find(docs, "Deployment", "-operator")["spec"]["template"]["metadata"]["labels"]
+    selected = policy["spec"]["podSelector"]["matchLabels"]
+    assert selected.items() <= ledger_pods.items()
+    (rule,) = policy["spec"]["ingress"]
+    (peer,) = rule["from"]
+    assert peer["podSelector"]["matchLabels"].items() <= operator_pods.items()
+    assert not peer["podSelector"]["matchLabels"].items() <= ledger_pods.items()
+    assert find(docs, "NetworkPolicy", "-operator")["spec"]["ingress"] == []
+
+
+def test_service_monitor_scrapes_the_client_service_only(
+    tmp_path: Path, values: dict[str, Any]
+) -> None:
+    docs = render(tmp_path, merge(values, {"serviceMonitor": {"enabled": True}}))
+    monitor = find(docs, "ServiceMonitor")
+    wanted = monitor["spec"]["selector"]["matchLabels"]
+    services = [d for d in docs if d["kind"] == "Service"]
+    selected = [
+        s["metadata"]["name"] for s in services if wanted.items() <= s["metadata"]["labels"].items()
+    ]
+    assert selected == ["rel-modeltrust-ledger"]
+    assert monitor["spec"]["endpoints"][0]["path"] == "/metrics"
+
+
+def test_image_digest_wins_over_the_tag(tmp_path: Path, values: dict[str, Any]) -> None:
+    digest = "sha256:" + "ab" * 32
+    docs = render(
+        tmp_path, merge(values, {"image": {"repository": "registry.example/mt", "digest": digest}})
+    )
+    for _, spec in pod_specs(docs):
+        assert spec["containers"][0]["image"] == f"registry.example/mt@{digest}"
