@@ -1,4 +1,4 @@
-"""The sequencer: group commit, receipts that verify, replays, idempotency, restart, refusal of damage."""
+"""The sequencer: group commit, verifying receipts, replays, idempotency, restarts, damage."""
 
 from __future__ import annotations
 
@@ -47,7 +47,9 @@ def _check_receipt(outcome: GroupReceipt, subs: list[Submission], signer: NoteSi
     cp = verify_checkpoint(outcome.checkpoint.note, signer.verifier(), origin=ORIGIN)
     for sub, receipt in zip(subs, outcome.receipts, strict=True):
         assert receipt.leaf_hash == sub.leaf_hash
-        verify_inclusion(sub.leaf_hash, receipt.index, cp.size, receipt.inclusion_proof, cp.root_hash)
+        verify_inclusion(
+            sub.leaf_hash, receipt.index, cp.size, receipt.inclusion_proof, cp.root_hash
+        )
 
 
 async def test_concurrent_submissions_are_group_committed_and_proven(
@@ -76,7 +78,9 @@ async def test_concurrent_submissions_are_group_committed_and_proven(
     assert sequencer.latest.size == 300
 
 
-async def test_replay_is_refused_with_the_existing_index(sequencer: Sequencer, tmp_path: Path) -> None:
+async def test_replay_is_refused_with_the_existing_index(
+    sequencer: Sequencer, tmp_path: Path
+) -> None:
     keys = make_keys(tmp_path / "k")
     reg = Submission.of(registration(keys, 7))
     first = await sequencer.submit([reg])
@@ -101,7 +105,8 @@ async def test_audit_idempotency_returns_the_existing_entry(
     first = await sequencer.submit([entry])
     again = await sequencer.submit([entry])
     assert again.receipts[0].index == first.receipts[0].index
-    assert again.receipts[0].existing and not first.receipts[0].existing
+    assert again.receipts[0].existing
+    assert not first.receipts[0].existing
     _check_receipt(again, [entry], signer)
     assert sequencer.latest.size == 1
 

@@ -48,7 +48,7 @@ def store(tmp_path: Path) -> SQLiteLedgerStore:
 @given(st.integers(min_value=1, max_value=300))
 def test_node_positions_follow_append_order(n: int) -> None:
     rng = CompactRange.empty()
-    positions = []
+    positions: list[int] = []
     for i in range(n):
         positions.extend(node_position(node) for node, _ in rng.append(leaf_hash(b"%d" % i)))
     assert positions == list(range(len(positions)))
@@ -62,7 +62,8 @@ def test_appended_block_reads_back_and_serves_proofs(store: SQLiteLedgerStore) -
     assert store.tree_size() == 13
     assert [e.leaf_data for e in store.get_entries(3, 7)] == datas[3:7]
     latest = store.latest_block()
-    assert latest is not None and (latest.height, latest.end_index) == (1, 13)
+    assert latest is not None
+    assert (latest.height, latest.end_index) == (1, 13)
     assert [b.height for b in store.get_blocks(0, 10)] == [0, 1]
     # Proofs built from stored nodes verify against the root computed in memory.
     want_root = rng.root()

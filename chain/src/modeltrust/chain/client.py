@@ -165,8 +165,8 @@ class LedgerClient:
         # Retry once on a stale keep-alive connection; never retry a POST that may have landed
         # (a resubmitted entry would be refused as a replay, not duplicated, but say it plainly).
         for attempt in range(2):
-            conn = self._connection()
             try:
+                conn = self._connection()
                 conn.request(req.method, self._prefix + req.path, body=req.body, headers=headers)
                 resp = conn.getresponse()
                 return HttpResponse(resp.status, resp.read())

@@ -17,6 +17,7 @@ _B64_HASH = {
 }
 _PROOF = {"type": "array", "items": {"$ref": "#/components/schemas/Hash"}}
 _UINT = {"type": "integer", "minimum": 0, "maximum": 999_999_999_999_999_999}
+_SIZE = {"type": "integer", "minimum": 1, "maximum": 999_999_999_999_999_999}
 _NOTE = {"type": "string", "description": "C2SP signed note carrying a tlog-checkpoint"}
 
 
@@ -64,6 +65,77 @@ def _lookup(summary: str, params: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def _text(limit: int) -> dict[str, Any]:
+    return {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": limit,
+        "pattern": "^[^\\x00-\\x1f\\x7f]+$",
+    }
+
+
+def _entry(kind: str, props: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["kind", *props],
+        "properties": {"kind": {"const": kind}, **props},
+    }
+
+
+def _entry_schemas() -> dict[str, Any]:
+    """The entry kinds as modeltrust.chain.entries validates them."""
+    b64 = {"type": "string", "minLength": 1, "pattern": "^[A-Za-z0-9+/]*={0,2}$"}
+    time = {
+        "type": "string",
+        "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]{1,9})?Z$",
+    }
+    word = {"type": "string", "pattern": "^[a-z][a-z0-9-]{0,62}$"}
+    count = {"type": "integer", "minimum": 0, "maximum": 2**53 - 1}
+    return {
+        "Registration": _entry(
+            "registration",
+            {
+                "model_name": _text(253),
+                "model_version": _text(128),
+                "digest": _DIGEST,
+                "size": count,
+                "format": {"enum": ["onnx"]},
+                "signer_key_id": _KEY_ID,
+                "signature_kind": {"enum": ["modeltrust-v1", "cosign-blob", "oms-bundle"]},
+                "signature": b64,
+            },
+        ),
+        "Revocation": _entry(
+            "revocation",
+            {
+                "target_kind": {"enum": ["digest", "key"]},
+                "target": {"type": "string", "description": "a digest, or a key id"},
+                "reason": _text(1024),
+                "signer_key_id": _KEY_ID,
+                "time": time,
+                "signature": b64,
+            },
+        ),
+        "AuditEntry": _entry(
+            "audit",
+            {
+                "action": word,
+                "namespace": _text(63),
+                "name": _text(253),
+                "uid": _text(128),
+                "generation": count,
+                "digest": _DIGEST,
+                "decision": word,
+                "reasons": {"type": "array", "maxItems": 32, "items": _text(1024)},
+                "actor": _text(253),
+                "time": time,
+                "idempotency_key": _text(128),
+            },
+        ),
+    }
+
+
 @cache
 def openapi_document() -> dict[str, Any]:
     schemas: dict[str, Any] = {
@@ -74,11 +146,10 @@ def openapi_document() -> dict[str, Any]:
             "properties": {"error": {"type": "string"}, "index": _UINT},
         },
         "Entry": {
-            "type": "object",
-            "required": ["kind"],
             "description": "registration, revocation or audit entry (see docs/ledger.md)",
-            "properties": {"kind": {"enum": ["registration", "revocation", "audit"]}},
+            "oneOf": [_ref("Registration"), _ref("Revocation"), _ref("AuditEntry")],
         },
+        **_entry_schemas(),
         "Receipt": {
             "type": "object",
             "required": [
@@ -242,7 +313,7 @@ def openapi_document() -> dict[str, Any]:
         "/v1/proofs/inclusion": {
             "get": {
                 "summary": "RFC 9162 inclusion proof of entry `index` in the tree of `size`",
-                "parameters": [_q("index", _UINT, True), _q("size", _UINT, True)],
+                "parameters": [_q("index", _UINT, True), _q("size", _SIZE, True)],
                 "responses": {
                     "200": _ok(
                         {
@@ -262,7 +333,7 @@ def openapi_document() -> dict[str, Any]:
         "/v1/proofs/consistency": {
             "get": {
                 "summary": "RFC 9162 consistency proof between tree sizes `from` and `to`",
-                "parameters": [_q("from", _UINT, True), _q("to", _UINT, True)],
+                "parameters": [_q("from", _SIZE, True), _q("to", _SIZE, True)],
                 "responses": {
                     "200": _ok(
                         {

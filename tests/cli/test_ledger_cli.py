@@ -1,0 +1,174 @@
+"""`modeltrust ledger` keygen / serve / verify / checkpoint, run as a user would."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from harness.ledger import TOKEN, LedgerThread, audit, ledger_subprocess, make_keys, service_config
+from modeltrust.chain.client import LedgerClient
+from modeltrust.cli.main import main
+
+pytestmark = pytest.mark.integration
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-c", "from modeltrust.cli.main import main; main()", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+
+
+def _fill(keys_dir: Path, db: Path, batches: int = 4) -> str:
+    keys = make_keys(keys_dir)
+    with (
+        LedgerThread(service_config(keys, db)) as ledger,
+        LedgerClient(ledger.url, verifier_key=keys.verifier_key, token=TOKEN) as c,
+    ):
+        for b in range(batches):
+            c.append_many([audit(b * 100 + i) for i in range(25)])
+    return keys.verifier_key
+
+
+def test_keygen_writes_a_private_key_and_prints_the_verifier_key(tmp_path: Path) -> None:
+    out = tmp_path / "ckpt.key"
+    result = CliRunner().invoke(
+        main, ["ledger", "keygen", "--origin", "example.org/log", "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("example.org/log+")
+    assert out.read_text().startswith("PRIVATE+KEY+example.org/log+")
+    assert out.stat().st_mode & 0o077 == 0
+    again = CliRunner().invoke(main, ["ledger", "keygen", "--origin", "x", "--out", str(out)])
+    assert again.exit_code != 0
+    assert "refusing to overwrite" in again.output
+
+
+def test_verify_accepts_an_intact_ledger(tmp_path: Path) -> None:
+    db = tmp_path / "l.db"
+    vkey = _fill(tmp_path / "k", db)
+    result = CliRunner().invoke(
+        main,
+        ["ledger", "verify", "--db", str(db), "--verifier-key", vkey, "--quiet", "--check-entries"],
+    )
+    assert result.exit_code == 0, result.output
+    assert "OK: 100 entries in 4 blocks" in result.output
+
+
+def _flip_in_file(db: Path, record: bytes, offset: int) -> None:
+    """Flip the lowest bit of byte ``offset`` of a stored record, in the database file itself."""
+    raw = bytearray(db.read_bytes())
+    at = raw.find(record)
+    assert at >= 0, "record not found in the file"
+    assert raw.find(record, at + 1) < 0, "record must occur exactly once"
+    raw[at + offset] ^= 0x01
+    db.write_bytes(bytes(raw))
+
+
+@pytest.mark.parametrize("victim", [3, 57, 99])
+def test_verify_names_the_entry_whose_stored_bytes_changed(tmp_path: Path, victim: int) -> None:
+    db = tmp_path / "l.db"
+    vkey = _fill(tmp_path / "k", db)
+    with sqlite3.connect(db) as con:
+        con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        (data,) = con.execute("SELECT data FROM entries WHERE idx = ?", (victim,)).fetchone()
+    # Flip one byte inside the entry's generation value, directly in the file.
+    _flip_in_file(db, data, data.index(b'"generation"') + 14)
+    result = CliRunner().invoke(
+        main, ["ledger", "verify", "--db", str(db), "--verifier-key", vkey, "--quiet"]
+    )
+    assert result.exit_code == 1
+    assert f"first bad index: {victim}" in result.output, result.output
+
+
+def test_verify_names_the_block_whose_header_changed(tmp_path: Path) -> None:
+    db = tmp_path / "l.db"
+    vkey = _fill(tmp_path / "k", db)
+    with sqlite3.connect(db) as con:
+        con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        (header,) = con.execute("SELECT header FROM blocks WHERE height = 2").fetchone()
+    _flip_in_file(db, header, header.index(b'"time"') + 12)
+    result = CliRunner().invoke(
+        main, ["ledger", "verify", "--db", str(db), "--verifier-key", vkey, "--quiet"]
+    )
+    assert result.exit_code == 1
+    assert "first bad block: 2" in result.output, result.output
+
+
+def test_verify_with_another_key_fails(tmp_path: Path) -> None:
+    db = tmp_path / "l.db"
+    _fill(tmp_path / "k", db, batches=1)
+    other = make_keys(tmp_path / "other").verifier_key
+    result = CliRunner().invoke(
+        main, ["ledger", "verify", "--db", str(db), "--verifier-key", other, "--quiet"]
+    )
+    assert result.exit_code == 1
+    assert "does not verify" in result.output
+
+
+def test_serve_verify_url_checkpoint_and_single_writer(tmp_path: Path) -> None:
+    keys = make_keys(tmp_path / "k")
+    db = tmp_path / "l.db"
+    with ledger_subprocess(keys, db, tmp_path) as (_, url):
+        with LedgerClient(url, verifier_key=keys.verifier_key, token=TOKEN) as c:
+            c.append_many([audit(i) for i in range(30)])
+        remote = _cli(
+            "ledger", "verify", "--url", url, "--verifier-key", keys.verifier_key, "--quiet"
+        )
+        assert remote.returncode == 0, remote.stderr
+        assert "OK: 30 entries in 1 blocks" in remote.stdout
+        trust = tmp_path / "trust.json"
+        cp = _cli(
+            "ledger",
+            "checkpoint",
+            "--url",
+            url,
+            "--verifier-key",
+            keys.verifier_key,
+            "--trust-file",
+            str(trust),
+        )
+        assert cp.returncode == 0
+        assert cp.stdout.splitlines()[1] == "30"
+        # A second sequencer on the same database refuses to start.
+        with pytest.raises(RuntimeError, match="exited"), ledger_subprocess(keys, db, tmp_path):
+            pass
+        logs = "".join(p.read_text() for p in tmp_path.glob("ledger-*.log"))
+        assert "another sequencer process holds" in logs
+    # Restore an older copy and the checkpoint command reports the rollback.
+    backup = tmp_path / "old.db"
+    shutil.copy(db, backup)
+    with ledger_subprocess(keys, db, tmp_path) as (_, url):
+        with LedgerClient(url, verifier_key=keys.verifier_key, token=TOKEN) as c:
+            c.append(audit(1000))
+        assert (
+            _cli(
+                "ledger",
+                "checkpoint",
+                "--url",
+                url,
+                "--verifier-key",
+                keys.verifier_key,
+                "--trust-file",
+                str(trust),
+            ).returncode
+            == 0
+        )
+    shutil.copy(backup, db)
+    with ledger_subprocess(keys, db, tmp_path) as (_, url):
+        rolled = _cli(
+            "ledger",
+            "checkpoint",
+            "--url",
+            url,
+            "--verifier-key",
+            keys.verifier_key,
+            "--trust-file",
+            str(trust),
+        )
+        assert rolled.returncode == 1
+        assert "rollback" in rolled.stderr
