@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import copy
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,7 +14,6 @@ from harness.cluster import Cluster
 from modeltrust.operator.builders import VerifiedModel, build_deployment
 from modeltrust.operator.types import parse_model_deployment
 
-CRDS = Path(__file__).resolve().parents[3] / "crds"
 DIGEST = "sha256:" + "ab" * 32
 PEM = (
     "-----BEGIN PUBLIC KEY-----\n"
@@ -23,16 +21,6 @@ PEM = (
     "-----END PUBLIC KEY-----\n"
 )
 VKEY = "ledger.example+7c3d1a2b+AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyAh"
-
-
-@pytest.fixture(scope="module")
-def crds(cluster: Cluster) -> Cluster:
-    cluster.kubectl("apply", "-f", str(CRDS))
-    cluster.kubectl(
-        "wait", "--for=condition=Established", "--timeout=60s",
-        "crd/modeldeployments.modeltrust.dev", "crd/modeltrustpolicies.modeltrust.dev",
-    )  # fmt: skip
-    return cluster
 
 
 def md(namespace: str, obj_name: str = "m1", **model: Any) -> dict[str, Any]:

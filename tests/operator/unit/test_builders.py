@@ -71,7 +71,7 @@ def test_pod_template_is_pinned_to_the_verified_digest(md: ModelDeployment) -> N
     assert init["command"] == ["modeltrust", "fetch"]
     assert init["args"] == [
         "--uri", md.model.uri, "--digest", md.model.digest, "--dest", "/models/model.onnx",
-        "--registration-index", "7",
+        "--max-size", "10000", "--registration-index", "7",
     ]  # fmt: skip
     assert main["command"] == ["modeltrust", "serve"]
     assert main["args"][main["args"].index("--digest") + 1] == md.model.digest

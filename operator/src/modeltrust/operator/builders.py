@@ -176,6 +176,8 @@ def build_pod_template(
             verified.digest,
             "--dest",
             MODEL_PATH,
+            "--max-size",
+            str(verified.size),
             *verified.fetch_args,
         ],
         "volumeMounts": [*fetch_mounts, {"name": "tmp", "mountPath": "/tmp"}],  # noqa: S108
@@ -193,6 +195,10 @@ def build_pod_template(
             verified.digest,
             "--model-name",
             md.model.name,
+            "--model-version",
+            md.model.version,
+            "--host",
+            "0.0.0.0",  # noqa: S104 - a pod serves its Service on every interface
             "--port",
             str(md.runtime.port),
         ],

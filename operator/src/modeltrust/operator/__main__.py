@@ -1,0 +1,61 @@
+"""`python -m modeltrust.operator`: run the operator (one active replica; see docs/operator.md).
+
+    python -m modeltrust.operator --all-namespaces --liveness http://0.0.0.0:8081/healthz
+
+Configuration comes from the environment (docs/operator.md): MODELTRUST_NAMESPACE (where
+the trusted-checkpoint ConfigMaps live), MODELTRUST_IMAGE (default model server image),
+MODELTRUST_LEDGER_TOKEN or MODELTRUST_LEDGER_TOKEN_FILE (audit write token), and
+MODELTRUST_METRICS_PORT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m modeltrust.operator")
+    scope = parser.add_mutually_exclusive_group()
+    scope.add_argument(
+        "-n", "--namespace", action="append", default=[], help="Watch this namespace (repeatable)."
+    )
+    scope.add_argument("-A", "--all-namespaces", action="store_true", help="Watch every namespace.")
+    parser.add_argument(
+        "--liveness",
+        metavar="URL",
+        help="Serve kopf's liveness probe, e.g. http://0.0.0.0:8081/healthz",
+    )
+    parser.add_argument("--log-format", choices=["plain", "json"], default="json")
+    parser.add_argument("--verbose", action="store_true")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    import kopf
+
+    from modeltrust.operator import handlers  # noqa: F401 - registers the handlers
+
+    kopf.configure(
+        verbose=args.verbose,
+        log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.PLAIN,
+    )
+    logging.getLogger("modeltrust").setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    if not args.namespace and not args.all_namespaces:
+        print("give --namespace NAME (repeatable) or --all-namespaces", file=sys.stderr)
+        return 2
+    # Standalone: no kopf peering. Run exactly one replica (Deployment strategy Recreate).
+    kopf.run(
+        standalone=True,
+        clusterwide=args.all_namespaces,
+        namespaces=args.namespace,
+        liveness_endpoint=args.liveness,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,176 @@
+"""kopf handlers: thin adapters from kopf's callbacks to reconcile.py.
+
+Status is always patched explicitly by reconcile.py; no handler returns a value (kopf
+would write it to status, where the structural schema silently prunes it).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import kopf
+from prometheus_client import start_http_server
+
+from modeltrust.operator import builders, kube
+from modeltrust.operator.artifact import ArtifactChecker
+from modeltrust.operator.builders import BuildSettings
+from modeltrust.operator.ledger_access import (
+    LedgerAccess,
+    LedgerInconsistent,
+    LedgerUnverified,
+    token_reader,
+)
+from modeltrust.operator.metrics import Metrics
+from modeltrust.operator.reconcile import (
+    Deps,
+    Fatal,
+    Retry,
+    audit_deletion,
+    backoff,
+    on_deployment_change,
+    reconcile,
+    reverify,
+)
+from modeltrust.operator.types import GROUP, MODEL_DEPLOYMENT_PLURAL, VERSION
+
+log = logging.getLogger("modeltrust.operator")
+
+FINALIZER = "modeltrust.dev/finalizer"
+SA_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
+TIMER_INTERVAL = float(os.environ.get("MODELTRUST_TIMER_INTERVAL", "10"))
+DELETE_AUDIT_RETRIES = int(os.environ.get("MODELTRUST_DELETE_AUDIT_RETRIES", "6"))
+
+_deps: Deps | None = None
+
+
+def deps() -> Deps:
+    if _deps is None:
+        raise kopf.TemporaryError("the operator is still starting", delay=2)
+    return _deps
+
+
+def _post_event(body: Any, type_: str, reason: str, message: str) -> None:
+    try:
+        kopf.event(body, type=type_, reason=reason, message=message)
+    except Exception:  # events are best effort; never fail a decision over one
+        log.exception("could not post event %s", reason)
+
+
+def _token_source() -> Callable[[], str | None]:
+    """A static token (local use), a token file, or the pod's service-account token."""
+    token_file = os.environ.get("MODELTRUST_LEDGER_TOKEN_FILE")
+    path = Path(token_file) if token_file else (SA_TOKEN if SA_TOKEN.exists() else None)
+    return token_reader(os.environ.get("MODELTRUST_LEDGER_TOKEN"), path)
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    global _deps
+    settings.persistence.finalizer = FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="modeltrust.dev")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="modeltrust.dev", key="last-handled-configuration"
+    )
+    settings.posting.level = logging.WARNING  # kopf's own chatter stays in logs, not Events
+    settings.watching.server_timeout = int(os.environ.get("MODELTRUST_WATCH_TIMEOUT", "300"))
+    settings.watching.client_timeout = settings.watching.server_timeout + 30
+    settings.batching.worker_limit = int(os.environ.get("MODELTRUST_WORKERS", "64"))
+    kube.load_config()
+    namespace = os.environ.get("MODELTRUST_NAMESPACE", "modeltrust-system")
+    token = _token_source()
+    metrics = Metrics()
+    port = int(os.environ.get("MODELTRUST_METRICS_PORT", "0") or 0)
+    if port:
+        start_http_server(
+            port,
+            addr=os.environ.get("MODELTRUST_METRICS_ADDR", "0.0.0.0"),  # noqa: S104
+            registry=metrics.registry,
+        )
+    k = kube.Kube()
+    _deps = Deps(
+        kube=k,
+        ledger=LedgerAccess(k, namespace, token),
+        artifacts=ArtifactChecker(),
+        metrics=metrics,
+        events=_post_event,
+        build=BuildSettings(
+            default_image=os.environ.get("MODELTRUST_IMAGE", BuildSettings.default_image),
+            service_account_name=os.environ.get("MODELTRUST_MODEL_SERVICE_ACCOUNT") or None,
+        ),
+        actor=os.environ.get("MODELTRUST_ACTOR", "modeltrust-operator"),
+    )
+    log.info("modeltrust operator started; trust state in namespace %s", namespace)
+
+
+@kopf.on.cleanup()
+async def shutdown(**_: Any) -> None:
+    if _deps is not None:
+        await _deps.ledger.close()
+
+
+async def _reconcile(body: kopf.Body, retry: int) -> None:
+    try:
+        await reconcile(deps(), body, retry=retry)
+    except Retry as exc:
+        raise kopf.TemporaryError(str(exc), delay=exc.delay) from exc
+    except Fatal as exc:
+        raise kopf.PermanentError(str(exc)) from exc
+
+
+@kopf.on.resume(GROUP, VERSION, MODEL_DEPLOYMENT_PLURAL)
+@kopf.on.create(GROUP, VERSION, MODEL_DEPLOYMENT_PLURAL)
+@kopf.on.update(GROUP, VERSION, MODEL_DEPLOYMENT_PLURAL, field="spec")
+async def model_deployment_changed(body: kopf.Body, retry: int, **_: Any) -> None:
+    await _reconcile(body, retry)
+
+
+@kopf.timer(
+    GROUP, VERSION, MODEL_DEPLOYMENT_PLURAL, interval=TIMER_INTERVAL, initial_delay=TIMER_INTERVAL
+)
+async def periodic_reverify(body: kopf.Body, **_: Any) -> None:
+    await reverify(deps(), body)
+
+
+@kopf.on.delete(GROUP, VERSION, MODEL_DEPLOYMENT_PLURAL)
+async def model_deployment_deleted(body: kopf.Body, retry: int, **_: Any) -> None:
+    try:
+        await audit_deletion(deps(), body)
+    except (LedgerUnverified, LedgerInconsistent) as exc:
+        if retry < DELETE_AUDIT_RETRIES:
+            raise kopf.TemporaryError(
+                f"deletion not yet audited: {exc}", delay=backoff(retry, base=5)
+            ) from exc
+        # Never hold a namespace hostage to a ledger that is gone: let deletion finish, loudly.
+        _post_event(
+            body, "Warning", "AuditFailed", f"deletion could not be recorded on the ledger: {exc}"
+        )
+        log.error("deletion of %s/%s not audited: %s", body.meta.namespace, body.meta.name, exc)
+
+
+def _owner(body: kopf.Body) -> dict[str, Any] | None:
+    for ref in body.meta.get("ownerReferences") or []:
+        if ref.get("kind") == "ModelDeployment" and ref.get("controller"):
+            return {
+                "metadata": {
+                    "name": ref["name"],
+                    "uid": ref["uid"],
+                    "namespace": body.meta.namespace,
+                }
+            }
+    return None
+
+
+@kopf.on.event("apps", "v1", "deployments", labels={builders.LABEL_MANAGED_BY: builders.MANAGED_BY})
+async def owned_deployment_event(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
+    owner = _owner(body)
+    if owner is None or _deps is None:
+        return
+    deleted = event.get("type") == "DELETED"
+    try:
+        await on_deployment_change(_deps, None if deleted else dict(body), owner, deleted=deleted)
+    except (Retry, Fatal, kube.Conflict) as exc:
+        log.warning("owned Deployment %s/%s: %s", body.meta.namespace, body.meta.name, exc)

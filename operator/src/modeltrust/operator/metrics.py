@@ -1,0 +1,47 @@
+"""Prometheus metrics of the operator (served on --metrics-port)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+@dataclass
+class Metrics:
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.decisions = Counter(
+            "modeltrust_operator_decisions",
+            "Verification decisions.",
+            ["verdict", "reason"],
+            registry=r,
+        )
+        self.audits = Counter(
+            "modeltrust_operator_audit_appends",
+            "Audit entry appends by result.",
+            ["result"],
+            registry=r,
+        )
+        self.ledger_errors = Counter(
+            "modeltrust_operator_ledger_errors",
+            "Ledger answers that were missing or did not verify.",
+            ["kind"], registry=r,
+        )  # fmt: skip
+        self.ledger_inconsistent = Gauge(
+            "modeltrust_operator_ledger_inconsistent",
+            "1 when the ledger rolled back or forked relative to the trusted checkpoint.",
+            ["ledger"], registry=r,
+        )  # fmt: skip
+        self.drift = Counter(
+            "modeltrust_operator_drift_corrections", "Owned Deployments restored.", registry=r
+        )
+        self.revocations = Counter(
+            "modeltrust_operator_revocations", "Revocations acted on.", ["action"], registry=r
+        )
+        self.verify_seconds = Histogram(
+            "modeltrust_operator_verify_seconds", "Time from reconcile start to rollout.",
+            buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120), registry=r,
+        )  # fmt: skip

@@ -1,0 +1,678 @@
+"""What the operator does for one ModelDeployment: verify, audit, roll out or refuse.
+
+kopf handlers (handlers.py) only call into here. Order matters for the trust model:
+1. gather evidence (artifact bytes and onnxruntime load; ledger registrations and
+   revocations, every answer verified) and `decide`;
+2. append the audit entry BEFORE acting: a rollout that is not on the ledger never
+   happens (the idempotency key makes a retry after a crash land on the same entry);
+3. allowed: create/replace the Deployment pinned to the digest, then the Service;
+   refused: leave the previously verified Deployment exactly as it is;
+4. patch status explicitly and emit an Event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from modeltrust.chain.entries import AuditEntry
+from modeltrust.operator import builders
+from modeltrust.operator.artifact import ArtifactChecker
+from modeltrust.operator.builders import BuildSettings, VerifiedModel
+from modeltrust.operator.conditions import REVOKED, VERIFIED, rfc3339, set_condition
+from modeltrust.operator.decisions import (
+    Decision,
+    Evidence,
+    Reason,
+    Verdict,
+    check_revocation,
+    decide,
+    detect_drift,
+    idempotency_key,
+    template_projection,
+)
+from modeltrust.operator.keys import TrustedKeys
+from modeltrust.operator.kube import Conflict, Kube
+from modeltrust.operator.ledger_access import LedgerAccess, LedgerInconsistent, LedgerUnverified
+from modeltrust.operator.metrics import Metrics
+from modeltrust.operator.status import Readiness, readiness, short_digest, with_readiness
+from modeltrust.operator.types import (
+    ModelDeployment,
+    RevocationAction,
+    SpecError,
+    TrustPolicy,
+    parse_model_deployment,
+    parse_trust_policy,
+)
+
+log = logging.getLogger("modeltrust.operator")
+
+MAX_REASON_TEXT = 1000
+MAX_REASONS = 32
+
+
+class Retry(Exception):
+    """Try again later (kopf.TemporaryError in the handlers)."""
+
+    def __init__(self, message: str, delay: float) -> None:
+        super().__init__(message)
+        self.delay = delay
+
+
+class Fatal(Exception):
+    """Nothing will change until the object changes (kopf.PermanentError)."""
+
+
+class EventSink(Protocol):
+    def __call__(self, body: Mapping[str, Any], type_: str, reason: str, message: str) -> None: ...
+
+
+@dataclass
+class Deps:
+    kube: Kube
+    ledger: LedgerAccess
+    artifacts: ArtifactChecker
+    metrics: Metrics
+    events: EventSink
+    build: BuildSettings = field(default_factory=BuildSettings)
+    actor: str = "modeltrust-operator"
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+
+    def lock(self, uid: str) -> asyncio.Lock:
+        # Change handlers, the timer and the Deployment watcher never act on one object at once.
+        return self.locks.setdefault(uid, asyncio.Lock())
+
+
+def backoff(retry: int, base: float = 10.0, cap: float = 300.0) -> float:
+    return float(min(cap, base * 2.0 ** min(retry, 10)))
+
+
+def _audit_reasons(decision_reasons: tuple[str, ...], fallback: str) -> tuple[str, ...]:
+    reasons = decision_reasons or (fallback,)
+    return tuple(r[:MAX_REASON_TEXT] for r in reasons[:MAX_REASONS])
+
+
+def audit_entry(
+    md: ModelDeployment,
+    *,
+    action: str,
+    decision: str,
+    digest: str,
+    reasons: tuple[str, ...],
+    key: str,
+    actor: str,
+    now: datetime,
+    generation: int | None = None,
+) -> AuditEntry:
+    return AuditEntry(
+        action=action,
+        namespace=md.ref.namespace,
+        name=md.ref.name,
+        uid=md.ref.uid,
+        generation=md.ref.generation if generation is None else generation,
+        digest=digest,
+        decision=decision,
+        reasons=reasons,
+        actor=actor,
+        time=rfc3339(now),
+        idempotency_key=key,
+    )
+
+
+async def load_policy(deps: Deps, md: ModelDeployment) -> tuple[TrustPolicy, TrustedKeys]:
+    body = await deps.kube.get_policy(md.policy)
+    if body is None:
+        raise SpecError("spec.policy", f"ModelTrustPolicy {md.policy!r} does not exist")
+    policy = parse_trust_policy(body)
+    return policy, TrustedKeys.from_policy(policy)
+
+
+def _spec_snapshot(body: Mapping[str, Any]) -> dict[str, Any]:
+    spec = copy.deepcopy(dict(body.get("spec") or {}))
+    return {k: spec[k] for k in ("model", "replicas", "policy", "runtime") if k in spec}
+
+
+async def _patch_status(deps: Deps, md: ModelDeployment, status: Mapping[str, Any]) -> None:
+    await deps.kube.patch_model_deployment_status(md.ref.namespace, md.ref.name, status)
+
+
+# --- owned objects ---------------------------------------------------------------------------
+
+
+def _controlled_by(obj: Mapping[str, Any], uid: str) -> bool:
+    refs = (obj.get("metadata") or {}).get("ownerReferences") or []
+    return any(r.get("uid") == uid and r.get("controller") for r in refs)
+
+
+async def apply_deployment(
+    deps: Deps, md: ModelDeployment, desired: dict[str, Any]
+) -> dict[str, Any]:
+    ns, name = md.ref.namespace, desired["metadata"]["name"]
+    for _ in range(5):
+        current = await deps.kube.get_deployment(ns, name)
+        try:
+            if current is None:
+                return await deps.kube.create_deployment(ns, desired)
+            if not _controlled_by(current, md.ref.uid):
+                raise Fatal(
+                    f"Deployment {ns}/{name} exists and is not controlled by this ModelDeployment; "
+                    "rename or delete it"
+                )
+            body = copy.deepcopy(desired)
+            body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+            replaced = await deps.kube.replace_deployment(ns, name, body)
+            if replaced is not None:
+                return replaced
+        except Conflict:
+            continue
+    raise Retry(f"Deployment {ns}/{name} kept changing while being updated", 5)
+
+
+async def apply_service(deps: Deps, md: ModelDeployment) -> None:
+    desired = builders.build_service(md)
+    ns, name = md.ref.namespace, desired["metadata"]["name"]
+    current = await deps.kube.get_service(ns, name)
+    if current is None:
+        with contextlib.suppress(Conflict):  # created concurrently; the next pass patches it
+            await deps.kube.create_service(ns, desired)
+        return
+    if not _controlled_by(current, md.ref.uid):
+        raise Fatal(f"Service {ns}/{name} exists and is not controlled by this ModelDeployment")
+    if current.get("spec", {}).get("selector") != desired["spec"]["selector"] or [
+        (p.get("port"), p.get("targetPort")) for p in current.get("spec", {}).get("ports", [])
+    ] != [(p["port"], p["targetPort"]) for p in desired["spec"]["ports"]]:
+        await deps.kube.patch_service(ns, name, {"spec": desired["spec"]})
+
+
+# --- the main reconcile ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Outcome:
+    decision: Decision | None
+    audit_index: int | None
+    message: str
+
+
+async def reconcile(deps: Deps, body: Mapping[str, Any], *, retry: int = 0) -> Outcome:
+    """Verify the ModelDeployment's current generation and act on the decision."""
+    try:
+        md = parse_model_deployment(body)
+    except SpecError as exc:
+        await _refuse_without_ledger(deps, body, "InvalidSpec", str(exc))
+        raise Fatal(str(exc)) from exc
+    async with deps.lock(md.ref.uid):
+        return await _reconcile_locked(deps, body, md, retry)
+
+
+async def _refuse_without_ledger(
+    deps: Deps, body: Mapping[str, Any], reason: str, message: str
+) -> None:
+    meta = body.get("metadata") or {}
+    status = dict(body.get("status") or {})
+    now = deps.clock()
+    generation = int(meta.get("generation") or 0)
+    conditions = set_condition(
+        status.get("conditions") or [], VERIFIED, "False", reason, message, generation, now
+    )
+    deps.metrics.decisions.labels(verdict="refused", reason=reason).inc()
+    await deps.kube.patch_model_deployment_status(
+        meta["namespace"],
+        meta["name"],
+        {"observedGeneration": generation, "conditions": conditions},
+    )
+    deps.events(body, "Warning", reason, message)
+
+
+async def _reconcile_locked(
+    deps: Deps, body: Mapping[str, Any], md: ModelDeployment, retry: int
+) -> Outcome:
+    status = dict(body.get("status") or {})
+    # Already verified and rolled out (e.g. the operator restarted after finishing): only
+    # make sure the owned objects are still there; no new decision, no new audit entry.
+    if (
+        status.get("servingGeneration") == md.ref.generation
+        and status.get("lastAuditGeneration") == md.ref.generation
+    ):
+        await ensure_serving(deps, body, md)
+        return Outcome(None, status.get("lastAuditIndex"), "already verified")
+
+    try:
+        policy, keys = await load_policy(deps, md)
+    except SpecError as exc:
+        reason = "PolicyNotFound" if "does not exist" in exc.problem else "InvalidPolicy"
+        await _refuse_without_ledger(deps, body, reason, str(exc))
+        raise Retry(str(exc), backoff(retry, base=15)) from exc
+
+    started = deps.clock()
+    artifact, ledger = await asyncio.gather(
+        deps.artifacts.check(md.model.uri, md.model.digest, max_size=policy.max_model_size),
+        deps.ledger.evidence(policy.ledger, keys, md.model.digest, md.model.name),
+    )
+    evidence = Evidence(
+        pinned_digest=md.model.digest,
+        model_name=md.model.name,
+        model_version=md.model.version,
+        artifact=artifact.artifact,
+        load=artifact.load,
+        registrations=ledger.registrations,
+        revocations=ledger.revocations,
+        ledger_error=ledger.error,
+        ledger_inconsistent=ledger.inconsistent,
+    )
+    decision = decide(evidence, policy)
+    deps.metrics.decisions.labels(
+        verdict=decision.verdict.value, reason=decision.reason.value
+    ).inc()
+    if ledger.inconsistent:
+        deps.metrics.ledger_inconsistent.labels(ledger=policy.ledger.url).set(1)
+
+    action = "rollout" if decision.allowed else "refuse"
+    key = idempotency_key(md.ref.uid, md.ref.generation, action, decision.reason.value)
+    entry = audit_entry(
+        md,
+        action=action,
+        decision=decision.verdict.value,
+        digest=md.model.digest,
+        reasons=_audit_reasons(decision.reasons, f"{decision.reason.value}: {decision.message}"),
+        key=key,
+        actor=deps.actor,
+        now=deps.clock(),
+    )
+    audit_index: int | None = None
+    audit_error: str | None = None
+    try:
+        audit_index = await deps.ledger.append_audit(policy.ledger, entry)
+        deps.metrics.audits.labels(result="recorded").inc()
+    except (LedgerUnverified, LedgerInconsistent) as exc:
+        audit_error = str(exc)
+        deps.metrics.audits.labels(result="failed").inc()
+
+    now = deps.clock()
+    conditions = list(status.get("conditions") or [])
+    new_status: dict[str, Any] = {"observedGeneration": md.ref.generation}
+    if audit_index is not None:
+        new_status["lastAuditIndex"] = audit_index
+        new_status["lastAuditGeneration"] = md.ref.generation
+
+    if decision.allowed and audit_error is not None:
+        # Verified, but a rollout that is not on the ledger must not happen: wait for it.
+        message = (
+            f"verified, but the audit entry could not be recorded ({audit_error}); "
+            "rollout waits for the ledger"
+        )
+        conditions = set_condition(
+            conditions, VERIFIED, "False", "AuditPending", message, md.ref.generation, now
+        )
+        new_status["conditions"] = conditions
+        await _patch_status(deps, md, new_status)
+        deps.events(body, "Warning", "AuditPending", message)
+        raise Retry(message, backoff(retry))
+
+    if not decision.allowed:
+        conditions = set_condition(
+            conditions,
+            VERIFIED,
+            "False",
+            decision.reason.value,
+            decision.message,
+            md.ref.generation,
+            now,
+        )
+        current = None
+        if status.get("deploymentName"):
+            current = await deps.kube.get_deployment(md.ref.namespace, status["deploymentName"])
+        r = readiness(current, revoked=_revoked(status))
+        if current is not None and status.get("servingDigest"):
+            r = Readiness(
+                r.status,
+                r.reason,
+                f"{r.message}; still serving the previously verified "
+                f"{short_digest(status['servingDigest'])}",
+                r.replicas,
+                r.ready_replicas,
+            )
+        new_status.update(
+            conditions=with_readiness(conditions, r, md.ref.generation, now),
+            replicas=r.replicas,
+            readyReplicas=r.ready_replicas,
+        )
+        await _patch_status(deps, md, new_status)
+        deps.events(
+            body, "Warning", "Refused", f"{decision.reason.value}: {decision.message}"[:1024]
+        )
+        log.warning(
+            "refused %s/%s generation %d: %s",
+            md.ref.namespace,
+            md.ref.name,
+            md.ref.generation,
+            decision.message,
+        )
+        if audit_error is not None:
+            deps.events(
+                body, "Warning", "AuditPending", f"refusal not yet on the ledger: {audit_error}"
+            )
+        raise Retry(decision.message, backoff(retry, base=30))
+
+    # Allowed: roll out the pinned version.
+    assert artifact.artifact.size is not None
+    verified = VerifiedModel(
+        digest=md.model.digest,
+        size=artifact.artifact.size,
+        generation=md.ref.generation,
+        signer_key_ids=decision.signer_key_ids,
+        registration_index=decision.registration_index,
+        checkpoint_size=ledger.checkpoint_size,
+    )
+    deployment = await apply_deployment(
+        deps, md, builders.build_deployment(md, verified, deps.build)
+    )
+    await apply_service(deps, md)
+    verified_reason = decision.reason.value
+    conditions = set_condition(
+        conditions, VERIFIED, "True", verified_reason, decision.message, md.ref.generation, now
+    )
+    conditions = set_condition(
+        conditions, REVOKED, "False", "NotRevoked", "no revocation applies", md.ref.generation, now
+    )
+    r = readiness(deployment)
+    new_status.update(
+        conditions=with_readiness(conditions, r, md.ref.generation, now),
+        verifiedDigest=md.model.digest,
+        shortDigest=short_digest(md.model.digest),
+        servingDigest=md.model.digest,
+        servingGeneration=md.ref.generation,
+        servingSpec=_spec_snapshot(body),
+        modelSize=verified.size,
+        signerKeyIds=list(decision.signer_key_ids),
+        registrationIndex=decision.registration_index,
+        checkpointSize=ledger.checkpoint_size,
+        lastVerifiedTime=rfc3339(now),
+        replicas=r.replicas,
+        readyReplicas=r.ready_replicas,
+        selector=builders.selector_string(md),
+        deploymentName=builders.resource_name(md.ref.name),
+        modelSignature=dict(decision.signature_json),
+    )
+    await _patch_status(deps, md, new_status)
+    deps.metrics.verify_seconds.observe((deps.clock() - started).total_seconds())
+    kind = "Normal" if decision.verdict is Verdict.ALLOWED else "Warning"
+    deps.events(
+        body, kind, "RolledOut", f"{short_digest(md.model.digest)}: {decision.message}"[:1024]
+    )
+    return Outcome(decision, audit_index, decision.message)
+
+
+def _revoked(status: Mapping[str, Any]) -> bool:
+    for c in status.get("conditions") or []:
+        if c.get("type") == REVOKED:
+            return bool(c.get("status") == "True")
+    return False
+
+
+# --- serving state: restore, drift, readiness --------------------------------------------------
+
+
+def serving_model(body: Mapping[str, Any]) -> tuple[ModelDeployment, VerifiedModel] | None:
+    """The ModelDeployment as it was when its serving version was verified, from status."""
+    status = body.get("status") or {}
+    snapshot = status.get("servingSpec")
+    digest = status.get("servingDigest")
+    if not snapshot or not digest:
+        return None
+    served = {"metadata": dict(body.get("metadata") or {}), "spec": snapshot}
+    served["metadata"]["generation"] = status.get("servingGeneration") or 0
+    md = parse_model_deployment(served)
+    verified = VerifiedModel(
+        digest=digest,
+        size=int(status.get("modelSize") or 0),
+        generation=int(status.get("servingGeneration") or 0),
+        signer_key_ids=tuple(status.get("signerKeyIds") or ()),
+        registration_index=status.get("registrationIndex"),
+        checkpoint_size=status.get("checkpointSize"),
+    )
+    return md, verified
+
+
+def expected_deployment(deps: Deps, body: Mapping[str, Any]) -> dict[str, Any] | None:
+    served = serving_model(body)
+    if served is None:
+        return None
+    md, verified = served
+    revoked_scale = _revoked(body.get("status") or {}) and (
+        ((body.get("status") or {}).get("revocationAction")) == RevocationAction.SCALE_TO_ZERO.value
+    )
+    return builders.build_deployment(
+        md, verified, deps.build, replicas=0 if revoked_scale else None
+    )
+
+
+async def ensure_serving(deps: Deps, body: Mapping[str, Any], md: ModelDeployment) -> None:
+    """Recreate the verified Deployment/Service if they are gone (no new verification)."""
+    expected = expected_deployment(deps, body)
+    if expected is None:
+        return
+    current = await deps.kube.get_deployment(md.ref.namespace, expected["metadata"]["name"])
+    if current is None:
+        await apply_deployment(deps, md, expected)
+    await apply_service(deps, md)
+
+
+def projection_hash(template: Mapping[str, Any]) -> str:
+    canon = json.dumps(template_projection(template), sort_keys=True, default=str)
+    return hashlib.sha256(canon.encode()).hexdigest()[:16]
+
+
+async def on_deployment_change(
+    deps: Deps, deployment: Mapping[str, Any] | None, owner: Mapping[str, Any], *, deleted: bool
+) -> None:
+    """An owned Deployment changed (or was deleted): correct drift, refresh readiness."""
+    meta = owner.get("metadata") or {}
+    if meta.get("deletionTimestamp"):
+        return
+    uid = str(meta.get("uid") or "")
+    async with deps.lock(uid):
+        fresh = await deps.kube.get_model_deployment(meta["namespace"], meta["name"])
+        if fresh is None or (fresh.get("metadata") or {}).get("uid") != uid:
+            return
+        expected = expected_deployment(deps, fresh)
+        if expected is None:
+            return
+        served = serving_model(fresh)
+        assert served is not None
+        md, verified = served
+        status = fresh.get("status") or {}
+        diffs: tuple[str, ...] = ()
+        if deleted or deployment is None:
+            diffs = ("the Deployment was deleted",)
+        else:
+            diffs = detect_drift(
+                deployment.get("spec", {}).get("template", {}), expected["spec"]["template"]
+            )
+        if diffs:
+            deployment = await apply_deployment(deps, md, expected)
+            deps.metrics.drift.inc()
+            message = "restored the verified Deployment: " + "; ".join(diffs)
+            deps.events(fresh, "Warning", "DriftCorrected", message[:1024])
+            log.warning("%s/%s: %s", md.ref.namespace, md.ref.name, message)
+            await _audit_best_effort(
+                deps,
+                fresh,
+                md,
+                action="drift",
+                decision="corrected",
+                digest=verified.digest,
+                reasons=diffs,
+                detail=projection_hash(expected["spec"]["template"])
+                + "-"
+                + hashlib.sha256("|".join(diffs).encode()).hexdigest()[:8],
+            )
+        r = readiness(deployment, revoked=_revoked(status))
+        now = deps.clock()
+        conds = with_readiness(
+            status.get("conditions") or [], r, int(status.get("observedGeneration") or 0), now
+        )
+        if (
+            conds != status.get("conditions")
+            or r.replicas != status.get("replicas")
+            or r.ready_replicas != status.get("readyReplicas")
+        ):
+            await deps.kube.patch_model_deployment_status(
+                md.ref.namespace,
+                md.ref.name,
+                {"conditions": conds, "replicas": r.replicas, "readyReplicas": r.ready_replicas},
+            )
+
+
+async def _audit_best_effort(
+    deps: Deps,
+    body: Mapping[str, Any],
+    md: ModelDeployment,
+    *,
+    action: str,
+    decision: str,
+    digest: str,
+    reasons: tuple[str, ...],
+    detail: str = "",
+) -> int | None:
+    policy_body = await deps.kube.get_policy(md.policy)
+    if policy_body is None:
+        deps.events(
+            body, "Warning", "AuditFailed", f"{action} not recorded: policy {md.policy!r} is gone"
+        )
+        return None
+    policy = parse_trust_policy(policy_body)
+    key = idempotency_key(md.ref.uid, md.ref.generation, action, detail)
+    entry = audit_entry(
+        md, action=action, decision=decision, digest=digest,
+        reasons=_audit_reasons(reasons, action), key=key, actor=deps.actor, now=deps.clock(),
+    )  # fmt: skip
+    try:
+        index = await deps.ledger.append_audit(policy.ledger, entry)
+    except (LedgerUnverified, LedgerInconsistent) as exc:
+        deps.metrics.audits.labels(result="failed").inc()
+        deps.events(
+            body, "Warning", "AuditFailed", f"{action} not recorded on the ledger: {exc}"[:1024]
+        )
+        return None
+    deps.metrics.audits.labels(result="recorded").inc()
+    await deps.kube.patch_model_deployment_status(
+        md.ref.namespace, md.ref.name, {"lastAuditIndex": index}
+    )
+    return index
+
+
+# --- periodic revocation check -----------------------------------------------------------------
+
+
+async def reverify(deps: Deps, body: Mapping[str, Any]) -> str:
+    """Re-check the serving digest and its signer keys for revocations, when due."""
+    status = body.get("status") or {}
+    served = serving_model(body)
+    if served is None:
+        return "nothing serving"
+    md, verified = served
+    current = parse_model_deployment(body)
+    async with deps.lock(md.ref.uid):
+        try:
+            policy, keys = await load_policy(deps, current)
+        except SpecError as exc:
+            return f"policy unavailable: {exc}"
+        now = deps.clock()
+        last = status.get("lastVerifiedTime")
+        if last:
+            elapsed = (
+                now - datetime.strptime(last, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+            ).total_seconds()
+            if elapsed < policy.reverify_seconds:
+                return "not due"
+        try:
+            facts = await deps.ledger.revocations(
+                policy.ledger, keys, verified.digest, verified.signer_key_ids
+            )
+        except (LedgerUnverified, LedgerInconsistent) as exc:
+            # An outage never touches verified, running workloads; the next tick retries.
+            deps.metrics.ledger_errors.labels(kind=type(exc).__name__).inc()
+            if isinstance(exc, LedgerInconsistent):
+                deps.metrics.ledger_inconsistent.labels(ledger=policy.ledger.url).set(1)
+                deps.events(body, "Warning", "LedgerInconsistent", str(exc)[:1024])
+            return f"ledger unavailable: {exc}"
+        outcome = check_revocation(
+            verified.digest, verified.signer_key_ids, facts, policy.threshold
+        )
+        patch: dict[str, Any] = {"lastVerifiedTime": rfc3339(now)}
+        if outcome.revoked and not _revoked(status):
+            deps.metrics.revocations.labels(action=policy.revocation_action.value).inc()
+            reasons = tuple(f.message for f in outcome.findings)
+            await _audit_best_effort(
+                deps, body, md, action="revoke", decision=policy.revocation_action.value.lower(),
+                digest=verified.digest, reasons=reasons, detail=short_digest(verified.digest),
+            )  # fmt: skip
+            name = builders.resource_name(md.ref.name)
+            if policy.revocation_action is RevocationAction.SCALE_TO_ZERO:
+                await deps.kube.scale_deployment(md.ref.namespace, name, 0)
+            conds = set_condition(
+                status.get("conditions") or [],
+                REVOKED,
+                "True",
+                Reason.REVOKED.value,
+                outcome.message,
+                int(status.get("observedGeneration") or 0),
+                now,
+            )
+            conds = set_condition(
+                conds,
+                VERIFIED,
+                "False",
+                Reason.REVOKED.value,
+                outcome.message,
+                int(status.get("observedGeneration") or 0),
+                now,
+            )
+            if policy.revocation_action is RevocationAction.SCALE_TO_ZERO:
+                conds = with_readiness(
+                    conds,
+                    readiness({}, revoked=True),
+                    int(status.get("observedGeneration") or 0),
+                    now,
+                )
+            patch.update(conditions=conds, revocationAction=policy.revocation_action.value)
+            deps.events(
+                body,
+                "Warning",
+                "Revoked",
+                f"{policy.revocation_action.value}: {outcome.message}"[:1024],
+            )
+        await deps.kube.patch_model_deployment_status(md.ref.namespace, md.ref.name, patch)
+        return outcome.message
+
+
+async def audit_deletion(deps: Deps, body: Mapping[str, Any]) -> int | None:
+    md = parse_model_deployment(body)
+    status = body.get("status") or {}
+    digest = status.get("servingDigest") or md.model.digest
+    policy_body = await deps.kube.get_policy(md.policy)
+    if policy_body is None:
+        deps.events(
+            body, "Warning", "AuditFailed", f"deletion not recorded: policy {md.policy!r} is gone"
+        )
+        return None
+    policy = parse_trust_policy(policy_body)
+    entry = audit_entry(
+        md, action="delete", decision="deleted", digest=digest,
+        reasons=(f"ModelDeployment deleted while serving {short_digest(digest)}",),
+        key=idempotency_key(md.ref.uid, md.ref.generation, "delete"),
+        actor=deps.actor, now=deps.clock(),
+    )  # fmt: skip
+    index = await deps.ledger.append_audit(policy.ledger, entry)
+    deps.metrics.audits.labels(result="recorded").inc()
+    return index

@@ -1,0 +1,295 @@
+"""The operator end to end: a real API server with kwok nodes, a real ledger process, the
+operator as a process, real ONNX models. What a platform engineer would check: conditions,
+the owned Deployment, and the audit trail on the ledger."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from harness.cluster import Cluster
+
+from .conftest import Ledger, Models, Operator, Publisher, model_deployment, wait_for
+
+pytestmark = pytest.mark.usefixtures("operator")
+
+
+def get_md(cluster: Cluster, ns: str, name: str) -> dict[str, Any]:
+    return cluster.kubectl_json("get", "md", name, "-n", ns)
+
+
+def condition(md: dict[str, Any], type_: str) -> dict[str, Any]:
+    for c in md.get("status", {}).get("conditions", []):
+        if c["type"] == type_:
+            return dict(c)
+    return {}
+
+
+def wait_condition(
+    cluster: Cluster,
+    ns: str,
+    name: str,
+    type_: str,
+    status: str,
+    reason: str | None = None,
+    timeout: float = 120,
+) -> dict[str, Any]:
+    def check() -> dict[str, Any] | None:
+        md = get_md(cluster, ns, name)
+        c = condition(md, type_)
+        if c.get("status") == status and (reason is None or c.get("reason") == reason):
+            return md
+        return None
+
+    result: dict[str, Any] = wait_for(
+        f"{name} {type_}={status} {reason or ''}", check, timeout=timeout
+    )
+    return result
+
+
+def apply(cluster: Cluster, obj: dict[str, Any]) -> None:
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(obj))
+
+
+def deployment(cluster: Cluster, ns: str, name: str) -> dict[str, Any] | None:
+    got = cluster.kubectl("get", "deployment", name, "-n", ns, "-o", "json", check=False)
+    return json.loads(got.stdout) if got.returncode == 0 else None
+
+
+def test_verified_model_rolls_out_and_is_audited(
+    crds: Cluster,
+    namespace: str,
+    ledger: Ledger,
+    publishers: dict[str, Publisher],
+    models: Models,
+    policy: str,
+) -> None:
+    path, digest = models.make("m", seed=1)
+    index = ledger.register(publishers["trusted"], path, "mnist", "1.0.0")
+    apply(crds, model_deployment(namespace, "mnist", policy, str(path), digest, replicas=2))
+
+    md = wait_condition(crds, namespace, "mnist", "Ready", "True")
+    status = md["status"]
+    assert condition(md, "Verified")["reason"] == "Verified"
+    assert status["verifiedDigest"] == status["servingDigest"] == digest
+    assert status["signerKeyIds"] == [publishers["trusted"].key_id]
+    assert status["registrationIndex"] == index
+    assert status["checkpointSize"] > index
+    assert status["readyReplicas"] == 2
+    assert status["modelSignature"]["inputs"][0]["name"] == "input"
+
+    dep = deployment(crds, namespace, "mnist")
+    assert dep is not None
+    template = dep["spec"]["template"]
+    assert template["metadata"]["annotations"]["modeltrust.dev/digest"] == digest
+    init = template["spec"]["initContainers"][0]
+    assert init["args"][init["args"].index("--digest") + 1] == digest
+    assert dep["metadata"]["ownerReferences"][0]["uid"] == md["metadata"]["uid"]
+
+    audits = ledger.audits(md["metadata"]["uid"])
+    assert [(a.action, a.decision, a.digest) for a in audits] == [("rollout", "allowed", digest)]
+    assert status["lastAuditIndex"] >= 0
+    row = crds.kubectl("get", "md", "mnist", "-n", namespace, "--no-headers").stdout.split()
+    assert row[1:6] == ["mnist", "1.0.0", digest[7:19], "True", "2"]
+
+
+@pytest.mark.parametrize("case", ["wrong-digest", "not-registered", "untrusted-key"])
+def test_unverifiable_models_are_refused_and_audited(
+    crds: Cluster,
+    namespace: str,
+    ledger: Ledger,
+    publishers: dict[str, Publisher],
+    models: Models,
+    policy: str,
+    case: str,
+) -> None:
+    path, digest = models.make("m", seed=2)
+    reason = {"wrong-digest": "DigestMismatch", "not-registered": "NotRegistered",
+              "untrusted-key": "UntrustedKey"}[case]  # fmt: skip
+    if case == "wrong-digest":
+        ledger.register(publishers["trusted"], path, "mnist", "1.0.0")
+        _, digest = models.make("other", seed=3)  # pin other bytes than the URI serves
+    elif case == "untrusted-key":
+        ledger.register(publishers["outsider"], path, "mnist", "1.0.0")
+    apply(crds, model_deployment(namespace, "bad", policy, str(path), digest))
+
+    md = wait_condition(crds, namespace, "bad", "Verified", "False", reason)
+    assert condition(md, "Ready")["status"] == "False"
+    assert deployment(crds, namespace, "bad") is None
+    audits = wait_for("the refusal on the ledger", lambda: ledger.audits(md["metadata"]["uid"]))
+    assert [(a.action, a.decision) for a in audits] == [("refuse", "refused")]
+    assert audits[0].reasons[0].startswith(reason)
+
+
+def test_bad_update_keeps_the_verified_version_serving(
+    crds: Cluster,
+    namespace: str,
+    ledger: Ledger,
+    publishers: dict[str, Publisher],
+    models: Models,
+    policy: str,
+) -> None:
+    v1, d1 = models.make("v1", seed=4)
+    v2, d2 = models.make("v2", seed=5)
+    ledger.register(publishers["trusted"], v1, "mnist", "1.0.0")
+    apply(crds, model_deployment(namespace, "m", policy, str(v1), d1))
+    wait_condition(crds, namespace, "m", "Ready", "True")
+    apply(
+        crds, model_deployment(namespace, "m", policy, str(v2), d2, version="2.0.0")
+    )  # unregistered
+
+    md = wait_condition(crds, namespace, "m", "Verified", "False", "NotRegistered")
+    assert md["status"]["servingDigest"] == d1
+    assert condition(md, "Ready")["status"] == "True"
+    dep = deployment(crds, namespace, "m")
+    assert dep is not None
+    assert dep["spec"]["template"]["metadata"]["annotations"]["modeltrust.dev/digest"] == d1
+
+
+def test_revocation_after_rollout_scales_to_zero(
+    crds: Cluster,
+    namespace: str,
+    ledger: Ledger,
+    publishers: dict[str, Publisher],
+    models: Models,
+    policy: str,
+) -> None:
+    path, digest = models.make("m", seed=6)
+    ledger.register(publishers["trusted"], path, "mnist", "1.0.0")
+    apply(crds, model_deployment(namespace, "r", policy, str(path), digest))
+    md = wait_condition(crds, namespace, "r", "Ready", "True")
+    ledger.revoke_digest(publishers["trusted"], digest, "training data poisoned")
+
+    md = wait_condition(crds, namespace, "r", "Revoked", "True", timeout=60)
+    assert "training data poisoned" in condition(md, "Revoked")["message"]
+    wait_for(
+        "scale to zero",
+        lambda: (deployment(crds, namespace, "r") or {}).get("spec", {}).get("replicas") == 0,
+    )
+    actions = [a.action for a in ledger.audits(md["metadata"]["uid"])]
+    assert actions == ["rollout", "revoke"]
+
+
+def test_drift_is_restored_and_audited(
+    crds: Cluster,
+    namespace: str,
+    ledger: Ledger,
+    publishers: dict[str, Publisher],
+    models: Models,
+    policy: str,
+) -> None:
+    path, digest = models.make("m", seed=7)
+    ledger.register(publishers["trusted"], path, "mnist", "1.0.0")
+    apply(crds, model_deployment(namespace, "d", policy, str(path), digest))
+    md = wait_condition(crds, namespace, "d", "Ready", "True")
+    crds.kubectl(
+        "set", "image", "deployment/d", "-n", namespace, "model-server=evil.example/backdoor:1"
+    )
+
+    def restored() -> bool:
+        dep = deployment(crds, namespace, "d") or {}
+        images = [
+            c["image"]
+            for c in dep.get("spec", {}).get("template", {}).get("spec", {}).get("containers", [])
+        ]
+        return images == ["registry.example/modeltrust:e2e"]
+
+    wait_for("the verified template to be restored", restored)
+    audits = wait_for(
+        "a drift audit entry",
+        lambda: [a for a in ledger.audits(md["metadata"]["uid"]) if a.action == "drift"],
+    )
+    assert "image" in audits[0].reasons[0]
+
+
+def test_ledger_outage_fails_closed_then_recovers(
+    crds: Cluster,
+    namespace: str,
+    ledger: Ledger,
+    publishers: dict[str, Publisher],
+    models: Models,
+    policy: str,
+) -> None:
+    path, digest = models.make("m", seed=8)
+    ledger.register(publishers["trusted"], path, "mnist", "1.0.0")
+    ledger.stop()
+    apply(crds, model_deployment(namespace, "o", policy, str(path), digest))
+    wait_condition(crds, namespace, "o", "Verified", "False", "LedgerUnavailable")
+    assert deployment(crds, namespace, "o") is None
+    ledger.start()
+    md = wait_condition(crds, namespace, "o", "Ready", "True", timeout=180)
+    assert [a.action for a in ledger.audits(md["metadata"]["uid"])] == ["rollout"]
+
+
+def test_ledger_rollback_blocks_rollouts(
+    crds: Cluster,
+    namespace: str,
+    ledger: Ledger,
+    publishers: dict[str, Publisher],
+    models: Models,
+    policy: str,
+) -> None:
+    path, digest = models.make("m", seed=9)
+    ledger.register(publishers["trusted"], path, "mnist", "1.0.0")
+    ledger.stop()
+    ledger.snapshot("old")
+    ledger.start()
+    apply(crds, model_deployment(namespace, "first", policy, str(path), digest))
+    wait_condition(crds, namespace, "first", "Ready", "True")  # trusted checkpoint moves on
+    ledger.stop()
+    ledger.restore("old")  # the ledger forgets the audit entry: a rollback
+    ledger.start()
+    apply(crds, model_deployment(namespace, "second", policy, str(path), digest))
+    md = wait_condition(crds, namespace, "second", "Verified", "False", "LedgerInconsistent")
+    assert "rollback" in condition(md, "Verified")["message"]
+    assert deployment(crds, namespace, "second") is None
+    # The already verified workload is untouched.
+    assert condition(get_md(crds, namespace, "first"), "Ready")["status"] == "True"
+
+
+def test_operator_killed_and_restarted_records_one_audit_entry(
+    crds: Cluster,
+    namespace: str,
+    ledger: Ledger,
+    publishers: dict[str, Publisher],
+    models: Models,
+    policy: str,
+    operator: Operator,
+) -> None:
+    path, digest = models.make("m", seed=10)
+    ledger.register(publishers["trusted"], path, "mnist", "1.0.0")
+    apply(crds, model_deployment(namespace, "k", policy, str(path), digest))
+    uid = wait_for("the object's uid", lambda: get_md(crds, namespace, "k")["metadata"].get("uid"))
+    # Kill as soon as the decision is on the ledger: mid-rollout, before or after the
+    # Deployment and status were written.
+    wait_for("the audit entry", lambda: ledger.audits(uid), every=0.05)
+    operator.kill()
+    operator.start()
+    wait_condition(crds, namespace, "k", "Ready", "True")
+    operator.kill()
+    operator.start()
+    md = wait_condition(crds, namespace, "k", "Ready", "True")
+    assert [a.action for a in ledger.audits(uid)] == ["rollout"]
+    assert md["status"]["lastAuditIndex"] >= 0
+
+
+def test_deletion_is_audited_and_owned_objects_collected(
+    crds: Cluster,
+    namespace: str,
+    ledger: Ledger,
+    publishers: dict[str, Publisher],
+    models: Models,
+    policy: str,
+) -> None:
+    path, digest = models.make("m", seed=11)
+    ledger.register(publishers["trusted"], path, "mnist", "1.0.0")
+    apply(crds, model_deployment(namespace, "gone", policy, str(path), digest))
+    md = wait_condition(crds, namespace, "gone", "Ready", "True")
+    crds.kubectl("delete", "md", "gone", "-n", namespace, "--timeout=60s")
+    actions = [a.action for a in ledger.audits(md["metadata"]["uid"])]
+    assert actions == ["rollout", "delete"]
+    wait_for(
+        "garbage collection of the Deployment", lambda: deployment(crds, namespace, "gone") is None
+    )
