@@ -1,0 +1,55 @@
+# syntax=docker/dockerfile:1.7
+# One image for every modeltrust component:
+#   python -m modeltrust.operator  the kopf operator (the chart's Deployment overrides the entry point)
+#   modeltrust ledger serve ...    the ledger (the chart's StatefulSet)
+#   modeltrust fetch ... / serve   the model server pods' init step and server
+#
+# Build (BuildKit, the default since Docker 23):  docker build -t modeltrust:0.1.0 .
+#
+# The base image is pinned by tag here because this repository is built on machines that
+# cannot reach a container registry. Pin it by digest where you build, for example
+#   docker buildx imagetools inspect python:3.11-slim-bookworm   (the "Digest:" line)
+#   docker build --build-arg PYTHON_IMAGE=python:3.11-slim-bookworm@sha256:<digest> .
+# tests/dockerfile/ runs this file's RUN and ENTRYPOINT commands in a clean virtual
+# environment, so keep every command a plain shell line that uses the variables below.
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+
+# ---------------------------------------------------------------------------------------------
+# builder: wheels of the four components and every dependency, pinned by the constraints file
+FROM ${PYTHON_IMAGE} AS builder
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_ROOT_USER_ACTION=ignore \
+    WHEELS=/wheels
+WORKDIR /src
+COPY requirements/constraints.txt requirements/constraints.txt
+COPY chain/ chain/
+COPY serving/ serving/
+COPY operator/ operator/
+COPY cli/ cli/
+RUN --mount=type=cache,target=/root/.cache/pip \
+    python -m pip wheel --wheel-dir "$WHEELS" --constraint requirements/constraints.txt ./chain ./serving ./operator ./cli
+
+# ---------------------------------------------------------------------------------------------
+# runtime: wheels only (no compilers, no sources), a virtual environment, a non-root user
+FROM ${PYTHON_IMAGE} AS runtime
+LABEL org.opencontainers.image.title="modeltrust" \
+      org.opencontainers.image.description="Verified rollout of ONNX models: operator, ledger, model server" \
+      org.opencontainers.image.licenses="Apache-2.0"
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_ROOT_USER_ACTION=ignore \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    WHEELS=/wheels \
+    VENV=/opt/modeltrust
+ENV PATH="${VENV}/bin:${PATH}"
+# Bytecode is compiled at install time, so the root filesystem can be mounted read-only.
+RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
+    python -m venv "$VENV" \
+    && "$VENV/bin/python" -m pip install --no-index --find-links "$WHEELS" --compile modeltrust-cli modeltrust-operator \
+    && "$VENV/bin/python" -m pip uninstall --yes pip
+# A numeric uid/gid, so Kubernetes can check runAsNonRoot without reading /etc/passwd; the
+# chart runs the pods as this user (runAsUser: 65532).
+USER 65532:65532
+WORKDIR /tmp
+ENTRYPOINT ["modeltrust"]
+CMD ["--help"]
