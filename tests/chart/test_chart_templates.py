@@ -200,7 +200,7 @@ def test_operator_runs_one_replica_recreated_with_kopf_liveness(
     assert deploy["spec"]["replicas"] == 1
     assert deploy["spec"]["strategy"] == {"type": "Recreate"}
     (container,) = deploy["spec"]["template"]["spec"]["containers"]
-    assert container["args"][0] == "operator"
+    assert container["command"] == ["python", "-m", "modeltrust.operator"]
     assert "--liveness=http://0.0.0.0:8080/healthz" in container["args"]
     probe = container["livenessProbe"]["httpGet"]
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
@@ -305,18 +305,21 @@ def test_network_policy_admits_only_operator_pods_to_the_ledger(
     assert find(docs, "NetworkPolicy", "-operator")["spec"]["ingress"] == []
 
 
-def test_service_monitor_scrapes_the_client_service_only(
-    tmp_path: Path, values: dict[str, Any]
-) -> None:
+def test_service_monitors_scrape_one_service_each(tmp_path: Path, values: dict[str, Any]) -> None:
     docs = render(tmp_path, merge(values, {"serviceMonitor": {"enabled": True}}))
-    monitor = find(docs, "ServiceMonitor")
-    wanted = monitor["spec"]["selector"]["matchLabels"]
     services = [d for d in docs if d["kind"] == "Service"]
-    selected = [
-        s["metadata"]["name"] for s in services if wanted.items() <= s["metadata"]["labels"].items()
-    ]
-    assert selected == ["rel-modeltrust-ledger"]
-    assert monitor["spec"]["endpoints"][0]["path"] == "/metrics"
+    scraped = {}
+    for monitor in (d for d in docs if d["kind"] == "ServiceMonitor"):
+        wanted = monitor["spec"]["selector"]["matchLabels"].items()
+        (service,) = [s for s in services if wanted <= s["metadata"]["labels"].items()]
+        (endpoint,) = monitor["spec"]["endpoints"]
+        assert endpoint["path"] == "/metrics"
+        assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
+        scraped[monitor["metadata"]["name"]] = service["metadata"]["name"]
+    assert scraped == {
+        "rel-modeltrust-ledger": "rel-modeltrust-ledger",
+        "rel-modeltrust-operator": "rel-modeltrust-operator-metrics",
+    }
 
 
 def test_image_digest_wins_over_the_tag(tmp_path: Path, values: dict[str, Any]) -> None:

@@ -1,0 +1,64 @@
+"""The chart's container arguments are accepted by the real command lines they run.
+
+Pods on the test clusters' fake nodes run nothing, so a misspelt flag in a template would
+only show on a real cluster. Here each container's arguments are parsed by the CLI itself
+(click rejects unknown options while parsing, before `--help` ends the run).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from chart.chartlib import LedgerKey, documents, install_values, pod_specs, template, write_values
+from modeltrust.cli.main import main
+from modeltrust.operator import __main__ as operator_main
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def container_args(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[str]]:
+    values = install_values(LedgerKey.generate("ledger.example"))
+    values["operator"] = {"watchNamespaces": ["ml"], "extraArgs": []}
+    file = write_values(Path(tmp_path_factory.mktemp("values")) / "values.yaml", values)
+    result = template(file)
+    assert result.returncode == 0, result.stderr
+    args = {}
+    for where, spec in pod_specs(documents(result.stdout)):
+        for container in spec["containers"]:
+            args[f"{where}/{container['name']}"] = container["args"]
+            if where.startswith("Deployment/"):
+                assert container["command"] == ["python", "-m", "modeltrust.operator"]
+    return args
+
+
+def parse(args: list[str]) -> tuple[int, str]:
+    result = CliRunner().invoke(main, [*args, "--help"])
+    return result.exit_code, result.output
+
+
+def test_the_check_catches_an_unknown_flag(container_args: dict[str, list[str]]) -> None:
+    ledger = container_args["StatefulSet/rel-modeltrust-ledger/ledger"]
+    code, output = parse([*ledger, "--no-such-flag"])
+    assert code == 2
+    assert "No such option" in output
+
+
+def test_ledger_arguments_parse(container_args: dict[str, list[str]]) -> None:
+    args = container_args["StatefulSet/rel-modeltrust-ledger/ledger"]
+    code, output = parse(args)
+    assert code == 0, f"modeltrust {' '.join(args)} is refused:\n{output}"
+
+
+def test_operator_command_and_arguments_parse(container_args: dict[str, list[str]]) -> None:
+    # The operator container runs `python -m modeltrust.operator ARGS`: parse ARGS with the
+    # module's own parser (argparse exits on an unknown flag).
+    args = container_args["Deployment/rel-modeltrust-operator/operator"]
+    parsed = operator_main.parse_args(args)
+    assert parsed.namespace == ["ml"]
+    assert parsed.liveness == "http://0.0.0.0:8080/healthz"
+    with pytest.raises(SystemExit):
+        operator_main.parse_args([*args, "--no-such-flag"])

@@ -1,0 +1,445 @@
+"""The Helm chart against a real API server: lint, server-side dry run, install, upgrade,
+uninstall in the documented order.
+
+Pods on kwok's fake nodes run nothing, so "Ready" here is what kwok reports once the
+scheduler bound the pod (and, for the ledger, once its PersistentVolumeClaim is bound to a
+PersistentVolume the test creates, as a cluster without a provisioner needs). Everything the
+API server decides is real: schemas, defaults, CEL rules, RBAC objects, Pod Security
+admission (each namespace here enforces the "restricted" standard), PVC binding, and
+garbage collection.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from chart.chartlib import (
+    CHART,
+    LedgerKey,
+    documents,
+    helm,
+    install_values,
+    merge,
+    write_values,
+)
+from harness.cluster import Cluster, ClusterError, LocalControlPlane
+from modeltrust.chain.client import LedgerClient
+from modeltrust.chain.entries import AuditEntry
+
+KEY_SECRET = "modeltrust-ledger-key"
+CRD_NAMES = ("modeldeployments.modeltrust.dev", "modeltrustpolicies.modeltrust.dev")
+
+
+def wait_for(what: str, check: Callable[[], bool], timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def apply_crds(cluster: Cluster) -> None:
+    """What `helm install` does with crds/ on a cluster that has none yet."""
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CHART / "crds"))
+    for name in CRD_NAMES:
+        cluster.kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s")
+
+
+@pytest.fixture(scope="module")
+def crds(cluster: Cluster) -> None:
+    apply_crds(cluster)
+
+
+class Release:
+    """One chart release in a test namespace, with its key Secret and a PV for the ledger."""
+
+    def __init__(self, cluster: Cluster, namespace: str, tmp_path: Path) -> None:
+        self.cluster = cluster
+        self.namespace = namespace
+        self.name = f"r{uuid.uuid4().hex[:8]}"
+        self.fullname = f"{self.name}-modeltrust"
+        self.key = LedgerKey.generate(f"{self.name}.ledger.test")
+        self.tmp_path = tmp_path
+        self.values = merge(
+            install_values(self.key, secret=KEY_SECRET, policy_name=f"{self.name}-policy"),
+            # No provisioner on the test clusters: bind the claim to a PV this test creates.
+            {"ledger": {"persistence": {"storageClassName": "-"}}},
+        )
+        self.pv_name = f"{self.name}-ledger-data"
+
+    @property
+    def claim(self) -> str:
+        return f"data-{self.fullname}-ledger-0"
+
+    def values_file(self, override: dict[str, Any] | None = None) -> Path:
+        return write_values(
+            self.tmp_path / f"values-{uuid.uuid4().hex[:6]}.yaml",
+            merge(self.values, override or {}),
+        )
+
+    def helm(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        return helm(*args, "--namespace", self.namespace, env=self.cluster.env, timeout=timeout)
+
+    def create_key_secret(self, signer_key: str | None = None) -> None:
+        self.cluster.kubectl(
+            "create", "secret", "generic", KEY_SECRET, "-n", self.namespace,
+            f"--from-literal=signing-key={signer_key or self.key.signer_key}",
+        )  # fmt: skip
+
+    def create_volume(self) -> None:
+        # Pre-bound to the StatefulSet's claim, so no other claim can take it.
+        pv = {
+            "apiVersion": "v1",
+            "kind": "PersistentVolume",
+            "metadata": {"name": self.pv_name, "labels": {"modeltrust.dev/test": self.name}},
+            "spec": {
+                "capacity": {"storage": "1Gi"},
+                "accessModes": ["ReadWriteOnce"],
+                "persistentVolumeReclaimPolicy": "Retain",
+                "storageClassName": "",
+                "hostPath": {"path": f"/tmp/modeltrust-e2e/{self.pv_name}"},
+                "claimRef": {"namespace": self.namespace, "name": self.claim},
+            },
+        }
+        self.cluster.kubectl("apply", "-f", "-", input=json.dumps(pv))
+
+    def install(self, *extra: str) -> subprocess.CompletedProcess[str]:
+        return self.helm(
+            "install", self.name, str(CHART), "-f", str(self.values_file()),
+            "--wait", "--timeout", "180s", *extra,
+        )  # fmt: skip
+
+    def cleanup(self) -> None:
+        self.helm("uninstall", self.name, "--wait", "--timeout", "60s")
+        self.cluster.kubectl("delete", "pv", self.pv_name, "--wait=false", check=False)
+
+
+@pytest.fixture
+def release(cluster: Cluster, namespace: str, tmp_path: Path, crds: None) -> Iterator[Release]:
+    # Every pod the chart makes must pass the "restricted" Pod Security Standard.
+    cluster.kubectl(
+        "label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted",
+        "pod-security.kubernetes.io/enforce-version=latest",
+    )  # fmt: skip
+    made = Release(cluster, namespace, tmp_path)
+    try:
+        yield made
+    finally:
+        made.cleanup()
+
+
+def get(cluster: Cluster, *args: str) -> Any:
+    """`kubectl get -o json` as plain JSON (tests index into it freely)."""
+    return cluster.kubectl_json("get", *args)
+
+
+def test_lint_and_server_side_dry_run(cluster: Cluster, release: Release) -> None:
+    lint = helm("lint", "--strict", str(CHART), "-f", str(release.values_file()))
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+
+    rendered = release.helm(
+        "template", release.name, str(CHART), "-f", str(release.values_file()),
+        "--kube-version", cluster.server_version,
+        "--set", "networkPolicy.enabled=true",
+    )  # fmt: skip
+    assert rendered.returncode == 0, rendered.stderr
+    kinds = sorted({d["kind"] for d in documents(rendered.stdout)})
+    assert "ModelTrustPolicy" in kinds
+    assert "NetworkPolicy" in kinds
+    dry = release.cluster.kubectl(
+        "apply", "--dry-run=server", "-n", release.namespace, "-f", "-",
+        input=rendered.stdout, check=False,
+    )  # fmt: skip
+    assert dry.returncode == 0, f"the API server refused the chart's objects:\n{dry.stderr}"
+    assert "created (server dry run)" in dry.stdout
+
+
+def test_install_refuses_a_missing_or_mismatched_key(release: Release) -> None:
+    missing = release.install()
+    assert missing.returncode != 0
+    assert f'Secret "{KEY_SECRET}" (ledger.signingKey.existingSecret) does not exist' in (
+        missing.stderr
+    )
+
+    other = LedgerKey.generate(f"{release.name}.ledger.test")
+    release.create_key_secret(other.signer_key)
+    mismatched = release.install()
+    assert mismatched.returncode != 0
+    assert "is not the public half of the signing key" in mismatched.stderr
+    listed = release.helm("list", "--all", "-q")
+    assert release.name not in listed.stdout.split(), "a refused install left a release behind"
+
+
+def ready_replicas(cluster: Cluster, kind: str, name: str, namespace: str) -> int:
+    return int(get(cluster, kind, name, "-n", namespace).get("status", {}).get("readyReplicas", 0))
+
+
+def test_install_is_ready_and_upgrade_keeps_the_ledger_key_and_volume(
+    cluster: Cluster, release: Release
+) -> None:
+    release.create_key_secret()
+    release.create_volume()
+    installed = release.install()
+    assert installed.returncode == 0, installed.stderr
+    assert "Uninstall in this order" in installed.stdout, "NOTES.txt is shown"
+
+    # Every object of the release exists (helm --wait returned, but check what a user sees).
+    manifest = release.helm("get", "manifest", release.name)
+    assert manifest.returncode == 0, manifest.stderr
+    objects = documents(manifest.stdout)
+    assert objects
+    for obj in objects:
+        scope = ["-n", release.namespace] if obj["metadata"].get("namespace") else []
+        found = cluster.kubectl("get", obj["kind"], obj["metadata"]["name"], *scope, check=False)
+        assert found.returncode == 0, f"{obj['kind']}/{obj['metadata']['name']} is missing"
+
+    ns = release.namespace
+    ledger, operator = f"{release.fullname}-ledger", f"{release.fullname}-operator"
+    assert ready_replicas(cluster, "statefulset", ledger, ns) == 1
+    assert ready_replicas(cluster, "deployment", operator, ns) == 1
+    claim = get(cluster, "pvc", release.claim, "-n", ns)
+    assert claim["status"]["phase"] == "Bound"
+    assert claim["spec"]["volumeName"] == release.pv_name
+    spec = get(cluster, "modeltrustpolicy", f"{release.name}-policy")["spec"]
+    assert spec["ledger"]["verifierKey"] == release.key.verifier_key
+    assert spec["ledger"]["url"] == f"http://{ledger}.{ns}.svc:8080"
+    assert spec["enforcement"] == "Enforce", "the API server applied the CRD's defaults"
+
+    secret_before = get(cluster, "secret", KEY_SECRET, "-n", ns)
+    claim_uid = claim["metadata"]["uid"]
+    revision_before = get(cluster, "statefulset", ledger, "-n", ns)["status"]["updateRevision"]
+
+    upgraded = release.helm(
+        "upgrade", release.name, str(CHART), "-f", str(release.values_file()),
+        "--set", "ledger.resources.requests.cpu=150m", "--wait", "--timeout", "180s",
+    )  # fmt: skip
+    assert upgraded.returncode == 0, upgraded.stderr
+
+    secret_after = get(cluster, "secret", KEY_SECRET, "-n", ns)
+    assert secret_after["data"] == secret_before["data"], "helm upgrade changed the ledger key"
+    assert (
+        secret_after["metadata"]["resourceVersion"] == secret_before["metadata"]["resourceVersion"]
+    )
+    stored = base64.b64decode(secret_after["data"]["signing-key"]).decode()
+    assert stored == release.key.signer_key
+    claim_after = get(cluster, "pvc", release.claim, "-n", ns)
+    assert claim_after["metadata"]["uid"] == claim_uid, "the ledger's volume was replaced"
+    sts = get(cluster, "statefulset", ledger, "-n", ns)
+    assert sts["status"]["updateRevision"] != revision_before, "the upgrade rolled the ledger"
+
+    def rolled() -> bool:
+        status = get(cluster, "statefulset", ledger, "-n", ns)["status"]
+        done = status.get("currentRevision") == status["updateRevision"]
+        return bool(done and status.get("readyReplicas") == 1)
+
+    wait_for("the upgraded ledger to be Ready", rolled)
+    (pod,) = get(
+        cluster,
+        "pods",
+        "-n",
+        ns,
+        "-l",
+        f"app.kubernetes.io/instance={release.name},app.kubernetes.io/component=ledger",
+    )["items"]
+    claims = [
+        v["persistentVolumeClaim"]["claimName"]
+        for v in pod["spec"]["volumes"]
+        if "persistentVolumeClaim" in v
+    ]
+    assert claims == [release.claim], "the new ledger pod mounts the same claim"
+
+
+# --- Uninstall in the documented order ------------------------------------------------------
+# The CRDs are cluster-wide and deleting them removes every ModelDeployment, so this runs on
+# a private control plane of its own when the session's cluster is the local one; on a cluster
+# KUBECONFIG names (kind) it uses that cluster and puts the CRDs back afterwards.
+
+AUDIT_TOKEN = "chart-e2e-audit-token"
+MODELTRUST = Path(sys.executable).with_name("modeltrust")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def uninstall_cluster(cluster: Cluster) -> Iterator[Cluster]:
+    if not cluster.local:
+        yield cluster
+        apply_crds(cluster)  # what the test deleted, for the tests after it
+        return
+    plane = LocalControlPlane(
+        name=f"chart-{os.getpid()}", workdir=Path(tempfile.mkdtemp(prefix="modeltrust-chart-"))
+    )
+    try:
+        started = plane.up()
+    except ClusterError as exc:
+        pytest.fail(f"the private control plane did not start: {exc}", pytrace=False)
+    try:
+        apply_crds(started)
+        yield started
+    finally:
+        plane.down()
+        shutil.rmtree(plane.workdir, ignore_errors=True)
+
+
+class LocalProcess:
+    """A process of ours (ledger, operator) with its log, stopped with SIGTERM then SIGKILL."""
+
+    def __init__(self, args: list[str], log: Path, env: dict[str, str] | None = None) -> None:
+        self.log = log
+        with log.open("ab") as out:
+            self.proc = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def tail(self) -> str:
+        return self.log.read_text(errors="replace")[-3000:]
+
+
+def start_ledger(release: Release, port: int) -> LocalProcess:
+    """`modeltrust ledger serve` with the release's key, as the chart's StatefulSet runs it."""
+    work = release.tmp_path / "ledger"
+    work.mkdir()
+    (work / "signer.key").write_text(release.key.signer_key + "\n")
+    (work / "publishers.pem").write_text(release.values["policy"]["publishers"][0]["publicKey"])
+    (work / "tokens").write_text(AUDIT_TOKEN + "\n")
+    ledger = LocalProcess(
+        [str(MODELTRUST), "ledger", "serve", "--db", str(work / "ledger.db"),
+         "--key", str(work / "signer.key"), "--origin", release.key.verifier_key.split("+")[0],
+         "--publishers", str(work / "publishers.pem"), "--listen", f"127.0.0.1:{port}",
+         "--static-tokens", str(work / "tokens")],
+        work / "ledger.log",
+    )  # fmt: skip
+
+    def serving() -> bool:
+        if ledger.proc.poll() is not None:
+            raise AssertionError(f"the ledger exited:\n{ledger.tail()}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
+                return bool(r.status == 200)
+        except OSError:
+            return False
+
+    wait_for("the ledger to serve", serving, timeout=30)
+    return ledger
+
+
+def test_uninstall_in_the_documented_order_leaves_nothing_stuck(
+    uninstall_cluster: Cluster, tmp_path: Path
+) -> None:
+    cluster = uninstall_cluster
+    namespace = f"mt-{uuid.uuid4().hex[:10]}"
+    cluster.kubectl("create", "namespace", namespace)
+    cluster.kubectl(
+        "label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted"
+    )
+    release = Release(cluster, namespace, tmp_path)
+    port = free_port()
+    # Pods on fake nodes run nothing: the ledger and the operator run here, as local processes
+    # the in-cluster objects stand for, and the policy points at the local ledger.
+    release.values = merge(release.values, {"policy": {"ledgerUrl": f"http://127.0.0.1:{port}"}})
+    release.create_key_secret()
+    release.create_volume()
+    ledger = start_ledger(release, port)
+    operator: LocalProcess | None = None
+    try:
+        installed = release.install()
+        assert installed.returncode == 0, installed.stderr
+        manifest = documents(release.helm("get", "manifest", release.name).stdout)
+
+        operator = LocalProcess(
+            [sys.executable, "-m", "modeltrust.operator", "-n", namespace, "--log-format", "plain"],
+            tmp_path / "operator.log",
+            env={**cluster.env, "MODELTRUST_NAMESPACE": namespace,
+                 "MODELTRUST_LEDGER_TOKEN": AUDIT_TOKEN, "MODELTRUST_DELETE_AUDIT_RETRIES": "2"},
+        )  # fmt: skip
+        model = {
+            "apiVersion": "modeltrust.dev/v1alpha1",
+            "kind": "ModelDeployment",
+            "metadata": {"name": "unsigned-model", "namespace": namespace},
+            "spec": {
+                "model": {"name": "mnist", "version": "1", "digest": "sha256:" + "0" * 64,
+                          "uri": f"http://127.0.0.1:{free_port()}/mnist.onnx"},
+                "policy": f"{release.name}-policy",
+            },
+        }  # fmt: skip
+        cluster.kubectl("apply", "-f", "-", input=json.dumps(model))
+
+        def handled() -> bool:
+            md = get(cluster, "modeldeployment", "unsigned-model", "-n", namespace)
+            conditions = md.get("status", {}).get("conditions", [])
+            return "modeltrust.dev/finalizer" in md["metadata"].get("finalizers", []) and bool(
+                conditions
+            )
+
+        wait_for(f"the operator to take the ModelDeployment\n{operator.tail()}", handled, 90)
+        uid = get(cluster, "modeldeployment", "unsigned-model", "-n", namespace)["metadata"]["uid"]
+
+        # a. ModelDeployments first, while the operator runs: it audits and lets go.
+        deleted = cluster.kubectl(
+            "delete", "modeldeployments", "--all", "-n", namespace, "--wait", "--timeout=90s",
+            check=False, timeout=120,
+        )  # fmt: skip
+        assert deleted.returncode == 0, f"{deleted.stderr}\n{operator.tail()}"
+        with LedgerClient(
+            f"http://127.0.0.1:{port}", verifier_key=release.key.verifier_key
+        ) as client:
+            trail = [e.entry for e in client.audit_trail(uid=uid)]
+        actions = [e.action for e in trail if isinstance(e, AuditEntry)]
+        assert "delete" in actions, f"the deletion was not audited: {actions}"
+
+        # b. The release (in a real cluster this stops the operator; here we stop it).
+        uninstalled = release.helm("uninstall", release.name, "--wait", "--timeout", "120s")
+        assert uninstalled.returncode == 0, uninstalled.stderr
+        operator.stop()
+        for obj in manifest:
+            scope = ["-n", namespace] if obj["metadata"].get("namespace") else []
+            left = cluster.kubectl("get", obj["kind"], obj["metadata"]["name"], *scope, check=False)
+            assert left.returncode != 0, (
+                f"{obj['kind']}/{obj['metadata']['name']} outlived uninstall"
+            )
+        assert get(cluster, "pvc", release.claim, "-n", namespace)["status"]["phase"] == "Bound", (
+            "the ledger's volume (the audit record) is kept"
+        )
+        assert get(cluster, "secret", KEY_SECRET, "-n", namespace)["data"], "the key is kept"
+
+        # c. The CRDs: nothing holds them.
+        crd = cluster.kubectl(
+            "delete", "crd", *CRD_NAMES, "--wait", "--timeout=60s", check=False, timeout=90
+        )
+        assert crd.returncode == 0, crd.stderr
+        assert cluster.kubectl("get", "crd", CRD_NAMES[0], check=False).returncode != 0
+    finally:
+        if operator is not None:
+            operator.stop()
+        ledger.stop()
+        release.cleanup()
+        cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
