@@ -200,3 +200,32 @@ def test_metrics_and_requests_through_the_same_connection(client: RawClient) -> 
     status, _headers, body = client.response()
     assert status == 200
     assert b"modeltrust_serving_requests_total" in body
+
+
+def test_thread_pool_mode_keeps_pipelined_order(mnist_path: Path) -> None:
+    settings = ServerSettings(port=0, inference_threads=2)
+    with running_server(mnist_path, "mnist", settings) as server:
+        client = RawClient(server.port)
+        wire = b""
+        for i in range(12):
+            document = orjson.loads(BODY)
+            document["id"] = f"t{i}"
+            wire += _post(orjson.dumps(document))
+            if i % 4 == 3:  # answered inline, between pool answers
+                wire += b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
+        client.send(wire)
+        seen = []
+        for _ in range(15):
+            status, headers, body = client.response()
+            assert status == 200
+            if headers["content-type"] == "application/json":
+                seen.append(orjson.loads(body)["id"])
+            else:
+                seen.append("metrics")
+        client.close()
+    expected: list[str] = []
+    for i in range(12):
+        expected.append(f"t{i}")
+        if i % 4 == 3:
+            expected.append("metrics")
+    assert seen == expected

@@ -294,7 +294,13 @@ class _Connection(asyncio.Protocol):
     def _dispatch(self, pending: _Pending) -> None:
         self.server.metrics.in_flight += 1
         executor = self.server.executor
-        if pending.ready is not None or executor is None:
+        # Only inference goes to the pool: metadata, health and /metrics are cheap, and
+        # /metrics must read the counters on the loop thread that writes them.
+        if (
+            pending.ready is not None
+            or executor is None
+            or not pending.request.path.endswith("/infer")
+        ):
             response = pending.ready or self.app.handle(pending.request)
             self._send(pending, response)
             return
