@@ -293,3 +293,32 @@ def test_deletion_is_audited_and_owned_objects_collected(
     wait_for(
         "garbage collection of the Deployment", lambda: deployment(crds, namespace, "gone") is None
     )
+
+
+def test_a_hundred_model_deployments_become_ready(
+    crds: Cluster,
+    namespace: str,
+    ledger: Ledger,
+    publishers: dict[str, Publisher],
+    models: Models,
+    policy: str,
+) -> None:
+    count = 100
+    path, digest = models.make("m", seed=12)
+    ledger.register(publishers["trusted"], path, "mnist", "1.0.0")
+    items = [
+        model_deployment(namespace, f"m{i:03d}", policy, str(path), digest) for i in range(count)
+    ]
+    crds.kubectl(
+        "apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": items})
+    )
+
+    def all_ready() -> bool:
+        listed = crds.kubectl_json("get", "md", "-n", namespace)["items"]
+        assert isinstance(listed, list)
+        return sum(condition(md, "Ready").get("status") == "True" for md in listed) == count
+
+    wait_for(f"{count} ModelDeployments to be Ready", all_ready, timeout=600, every=2)
+    with ledger.client() as c:
+        trail = c.audit_trail(namespace=namespace, name="m042")
+    assert [ve.entry.action for ve in trail] == ["rollout"]  # type: ignore[union-attr]
