@@ -15,6 +15,7 @@ loop of the audit, and an independent implementation cross-checks the library's.
 from __future__ import annotations
 
 import hashlib
+import itertools
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
@@ -112,9 +113,11 @@ class _Replay:
         self.last_note = b.checkpoint
 
     def _entries(self, header: BlockHeader, rows: Iterable[EntryRow]) -> None:
+        # The audit's hot loop: locals only, no per-entry allocations beyond the hashes.
         sha = hashlib.sha256
         stack = self.stack
         nodes = self.nodes
+        npos = self.node_pos
         expected = header.first_index
         for index, stored_hash, data in rows:
             if index != expected:
@@ -135,16 +138,23 @@ class _Replay:
                 except ChainError as exc:
                     raise LedgerVerificationError(f"entry {index}: {exc}", index=index) from exc
             if nodes is not None:
-                self._check_node(index, 0, h)
+                stored = next(nodes, None)
+                if stored is None or stored[0] != npos or stored[1] != h:
+                    self._node_failure(index, 0, stored, npos)
+                npos += 1
             pos, level = index, 0
             while pos & 1:
                 h = sha(b"\x01" + stack.pop() + h).digest()
                 pos >>= 1
                 level += 1
                 if nodes is not None:
-                    self._check_node(index, level, h)
+                    stored = next(nodes, None)
+                    if stored is None or stored[0] != npos or stored[1] != h:
+                        self._node_failure(index, level, stored, npos)
+                    npos += 1
             stack.append(h)
             expected += 1
+        self.node_pos = npos
         if expected != header.end_index:
             raise LedgerVerificationError(
                 f"block {header.height}: entry {expected} is missing",
@@ -153,16 +163,13 @@ class _Replay:
             )
         self.size = expected
 
-    def _check_node(self, index: int, level: int, h: bytes) -> None:
-        assert self.nodes is not None
-        stored = next(self.nodes, None)
+    @staticmethod
+    def _node_failure(index: int, level: int, stored: tuple[int, bytes] | None, pos: int) -> None:
         first = (index >> level) << level
         where = f"entry {index}: stored Merkle node over entries [{first}, {first + (1 << level)})"
-        if stored is None or stored[0] != self.node_pos:
+        if stored is None or stored[0] != pos:
             raise LedgerVerificationError(f"{where} is missing", index=index)
-        if stored[1] != h:
-            raise LedgerVerificationError(f"{where} differs from the recomputed hash", index=index)
-        self.node_pos += 1
+        raise LedgerVerificationError(f"{where} differs from the recomputed hash", index=index)
 
     def _root(self) -> bytes:
         stack = self.stack
@@ -200,8 +207,9 @@ def verify_sqlite(
             raise LedgerVerificationError(
                 f"the genesis (empty) checkpoint does not verify: {exc}"
             ) from exc
-        replay = _Replay(verifier, origin, store.iter_nodes(), check_entries)
-        rows = _flatten(store.iter_entry_rows(chunk=chunk))
+        nodes = itertools.chain.from_iterable(store.iter_node_chunks())
+        replay = _Replay(verifier, origin, nodes, check_entries)
+        rows = itertools.chain.from_iterable(store.iter_entry_rows(chunk=chunk))
         height = 0
         while True:
             blocks = store.get_blocks(height, height + 1000)
@@ -215,7 +223,7 @@ def verify_sqlite(
                     raise LedgerVerificationError(
                         f"block {height}: ends before the previous block", height=height
                     )
-                replay.block(b, _take(rows, count))
+                replay.block(b, itertools.islice(rows, count))
                 if progress is not None:
                     progress(count)
                 height += 1
@@ -231,16 +239,3 @@ def verify_sqlite(
         return VerifyReport(replay.size, height, replay.last_note or identity.empty_checkpoint)
     finally:
         store.close()
-
-
-def _flatten(chunks: Iterator[list[EntryRow]]) -> Iterator[EntryRow]:
-    for chunk in chunks:
-        yield from chunk
-
-
-def _take(rows: Iterator[EntryRow], count: int) -> Iterator[EntryRow]:
-    for _ in range(count):
-        row = next(rows, None)
-        if row is None:
-            return
-        yield row

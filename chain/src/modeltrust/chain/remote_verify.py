@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import http.client
+import itertools
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
@@ -25,7 +26,6 @@ from modeltrust.chain.ledger_verify import (
     Progress,
     VerifyReport,
     _Replay,
-    _take,
 )
 from modeltrust.chain.note import NoteVerifier
 from modeltrust.chain.storage import StoredBlock
@@ -96,7 +96,7 @@ def verify_remote(
                 raise LedgerVerificationError(
                     f"block {height}: ends before the previous block", height=height
                 )
-            replay.block(block, _take(rows, count))
+            replay.block(block, itertools.islice(rows, count))
             if progress is not None:
                 progress(count)
             height += 1

@@ -315,8 +315,10 @@ class SQLiteLedgerStore:
             missing = next(i for i, p in zip(ids, positions, strict=True) if p not in found)
             raise MissingNodeError(f"ledger database lacks Merkle node {missing}") from None
 
-    def iter_nodes(self, start_pos: int = 0, chunk: int = 65536) -> Iterator[tuple[int, bytes]]:
-        """Stored nodes in post-order (for audits)."""
+    def iter_node_chunks(
+        self, start_pos: int = 0, chunk: int = 65536
+    ) -> Iterator[list[tuple[int, bytes]]]:
+        """Stored (position, hash) rows in post-order, a chunk at a time (for audits)."""
         pos = start_pos
         while True:
             rows = self._query(
@@ -324,7 +326,7 @@ class SQLiteLedgerStore:
             )
             if not rows:
                 return
-            yield from rows
+            yield rows
             pos = rows[-1][0] + 1
 
     def get_entries(self, start: int, end: int) -> list[StoredEntry]:
