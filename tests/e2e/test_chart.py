@@ -77,11 +77,23 @@ class Release:
         self.fullname = f"{self.name}-modeltrust"
         self.key = LedgerKey.generate(f"{self.name}.ledger.test")
         self.tmp_path = tmp_path
-        self.values = merge(
-            install_values(self.key, secret=KEY_SECRET, policy_name=f"{self.name}-policy"),
-            # No provisioner on the test clusters: bind the claim to a PV this test creates.
-            {"ledger": {"persistence": {"storageClassName": "-"}}},
-        )
+        self.values = install_values(self.key, secret=KEY_SECRET, policy_name=f"{self.name}-policy")
+        if cluster.local:
+            # No provisioner on the local control plane: bind the claim to a PV the test
+            # creates. A real cluster (kind) provisions one from its default StorageClass.
+            self.values = merge(self.values, {"ledger": {"persistence": {"storageClassName": "-"}}})
+        else:
+            # Pods really run there: use the image the kind script built and loaded, and keep
+            # this release's operator from acting on other tests' namespaces.
+            image = os.environ.get("MODELTRUST_E2E_IMAGE", "modeltrust:e2e")
+            repository, _, tag = image.rpartition(":")
+            self.values = merge(
+                self.values,
+                {
+                    "image": {"repository": repository, "tag": tag, "pullPolicy": "IfNotPresent"},
+                    "operator": {"watchNamespaces": [f"{self.name}-inert"]},
+                },
+            )
         self.pv_name = f"{self.name}-ledger-data"
 
     @property
@@ -104,6 +116,8 @@ class Release:
         )  # fmt: skip
 
     def create_volume(self) -> None:
+        if not self.cluster.local:
+            return  # the cluster's provisioner makes it
         # Pre-bound to the StatefulSet's claim, so no other claim can take it.
         pv = {
             "apiVersion": "v1",
@@ -216,7 +230,8 @@ def test_install_is_ready_and_upgrade_keeps_the_ledger_key_and_volume(
     assert ready_replicas(cluster, "deployment", operator, ns) == 1
     claim = get(cluster, "pvc", release.claim, "-n", ns)
     assert claim["status"]["phase"] == "Bound"
-    assert claim["spec"]["volumeName"] == release.pv_name
+    if cluster.local:
+        assert claim["spec"]["volumeName"] == release.pv_name
     spec = get(cluster, "modeltrustpolicy", f"{release.name}-policy")["spec"]
     assert spec["ledger"]["verifierKey"] == release.key.verifier_key
     assert spec["ledger"]["url"] == f"http://{ledger}.{ns}.svc:8080"
