@@ -75,11 +75,17 @@ def test_binary_bytes_round_trip_and_malformed_data() -> None:
     for broken, message in [
         (raw[:-1], "runs past the data"),
         (raw + b"x", "left after 3 elements"),
-        (raw[:2], "ends inside element 0"),
+        (raw[:2], "needs at least 12 bytes"),
+        (raw[:13], "ends inside element 2"),
         (struct.pack("<I", 1) + b"\xff" + raw[4:], "not UTF-8"),
     ]:
         with pytest.raises(RequestError, match=message):
             decode_binary_data(datatype, (3,), memoryview(broken), "x")
+
+
+def test_huge_bytes_shape_is_refused_before_allocating() -> None:
+    with pytest.raises(RequestError, match="needs at least 4000000000000 bytes"):
+        decode_binary_data(DATATYPES["BYTES"], (10**6, 10**6), memoryview(bytes(8)), "x")
 
 
 def test_binary_size_and_bool_values_are_checked() -> None:

@@ -208,6 +208,13 @@ def decode_binary_data(
 def _decode_binary_bytes(
     shape: tuple[int, ...], raw: memoryview, count: int, name: str
 ) -> np.ndarray:
+    # Every element has a 4-byte length: refuse impossible counts before allocating.
+    if count * _LENGTH_PREFIX.size > len(raw):
+        raise RequestError(
+            400,
+            f"input {name!r}: shape {_fmt(shape)} needs at least {count * _LENGTH_PREFIX.size} "
+            f"bytes of BYTES binary data but binary_data_size is {len(raw)}",
+        )
     out = np.empty(count, dtype=object)
     offset = 0
     end = len(raw)
