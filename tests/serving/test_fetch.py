@@ -31,7 +31,8 @@ OTHER_DIGEST = "sha256:" + hashlib.sha256(b"something else").hexdigest()
 
 class _Handler(http.server.BaseHTTPRequestHandler):
     """/files/x: Content-Length; /chunked/x: chunked, no length; /lying/x: claims more
-    bytes than it sends; /redirect/x: 302 to /files/x; /gzip/x: Content-Encoding gzip."""
+    bytes than it sends; /redirect/x: 302 to /files/x; /downgrade/x: 302 to http://.../files/x;
+    /gzip/x: Content-Encoding gzip."""
 
     protocol_version = "HTTP/1.1"
 
@@ -40,12 +41,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         kind, _, name = self.path.strip("/").partition("/")
-        if name != "artifact" or kind not in {"files", "chunked", "lying", "redirect", "gzip"}:
+        kinds = {"files", "chunked", "lying", "redirect", "downgrade", "gzip"}
+        if name != "artifact" or kind not in kinds:
             self.send_error(404)
             return
-        if kind == "redirect":
+        if kind in ("redirect", "downgrade"):
             self.send_response(302)
-            self.send_header("Location", "/files/artifact")
+            host = f"http://127.0.0.1:{self.server.server_address[1]}"
+            self.send_header("Location", f"{host if kind == 'downgrade' else ''}/files/artifact")
             self.send_header("Content-Length", "0")
             self.end_headers()
             return
@@ -252,6 +255,9 @@ def test_https_with_an_extra_ca_file(tmp_path_factory: pytest.TempPathFactory) -
         assert _leftovers(out) == []
         fetch_artifact(uri, DIGEST, out / "m", ca_file=cert)
         assert (out / "m").read_bytes() == ARTIFACT
+        with pytest.raises(FetchError, match=r"refusing redirect from https://.* to non-https"):
+            fetch_artifact(uri.replace("/files/", "/downgrade/"), DIGEST, out / "n", ca_file=cert)
+        assert _leftovers(out) == ["m"]
     finally:
         server.shutdown()
         server.server_close()
