@@ -47,7 +47,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return
         if kind in ("redirect", "downgrade"):
             self.send_response(302)
-            host = f"http://127.0.0.1:{self.server.server_address[1]}"
+            host = f"http://127.0.0.1:{self.server.server_address[1]}"  # type: ignore[index]
             self.send_header("Location", f"{host if kind == 'downgrade' else ''}/files/artifact")
             self.send_header("Content-Length", "0")
             self.end_headers()
