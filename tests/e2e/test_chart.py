@@ -237,6 +237,23 @@ def test_install_is_ready_and_upgrade_keeps_the_ledger_key_and_volume(
     assert spec["ledger"]["url"] == f"http://{ledger}.{ns}.svc:8080"
     assert spec["enforcement"] == "Enforce", "the API server applied the CRD's defaults"
 
+    # The API server's own RBAC decisions for the installed service accounts.
+    operator_sa = f"system:serviceaccount:{ns}:{operator}"
+    ledger_sa = f"system:serviceaccount:{ns}:{ledger}"
+    for who, verb, resource, where, allowed in [
+        (operator_sa, "watch", "modeldeployments.modeltrust.dev", "-A", "yes"),
+        (operator_sa, "patch", "modeldeployments.modeltrust.dev/status", "-A", "yes"),
+        (operator_sa, "create", "deployments.apps", "-A", "yes"),
+        (operator_sa, "update", "configmaps", f"-n={ns}", "yes"),
+        (operator_sa, "update", "configmaps", "-n=default", "no"),
+        (operator_sa, "get", "secrets", f"-n={ns}", "no"),
+        (ledger_sa, "create", "tokenreviews.authentication.k8s.io", "", "yes"),
+        (ledger_sa, "list", "pods", f"-n={ns}", "no"),
+    ]:
+        args = ["auth", "can-i", verb, resource, f"--as={who}", *([where] if where else [])]
+        answer = cluster.kubectl(*args, check=False).stdout.strip()
+        assert answer == allowed, f"kubectl {' '.join(args)} -> {answer!r}, expected {allowed}"
+
     secret_before = get(cluster, "secret", KEY_SECRET, "-n", ns)
     claim_uid = claim["metadata"]["uid"]
     revision_before = get(cluster, "statefulset", ledger, "-n", ns)["status"]["updateRevision"]
