@@ -1,0 +1,23 @@
+"""`modeltrust operator ...`: run the kopf operator (as `python -m modeltrust.operator` does)."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command(
+    name="operator",
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+    add_help_option=False,
+)
+@click.pass_context
+def command(ctx: click.Context) -> None:
+    """Run the operator: -n NAMESPACE (repeatable) or -A, --liveness URL, --log-format.
+
+    Pass --help for the operator's own options.
+    """
+    # Imported here: the operator pulls in kopf and the Kubernetes client, which the
+    # publisher and serving commands never need.
+    from modeltrust.operator.__main__ import main as operator_main
+
+    ctx.exit(operator_main(list(ctx.args)))
