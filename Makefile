@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 TOOLS   := $(shell bash tests/cluster/build-tools.sh --print-bin-dir 2>/dev/null)
 export PATH := $(TOOLS):$(PATH)
 
-.PHONY: install tools lint test test-unit test-integration test-e2e cluster-up cluster-down bench clean
+.PHONY: install tools lint test test-unit test-integration test-e2e cluster-up cluster-down bench image e2e-kind clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -39,6 +39,15 @@ cluster-up: tools  ## a local cluster for poking around; prints how to point kub
 
 cluster-down:
 	$(BIN)/python tests/harness/cluster.py down
+
+bench: install tools  ## every benchmark, full size: tables with ratios against references run alongside
+	@for script in bench/*_bench.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
+
+image:  ## the container image (needs Docker)
+	docker build -t modeltrust:$(shell sed -n 's/^appVersion: "\(.*\)"/\1/p' charts/modeltrust/Chart.yaml) .
+
+e2e-kind:  ## chart + image + e2e suite on a throwaway kind cluster (needs Docker and kind)
+	bash hack/e2e-kind.sh
 
 clean:
 	rm -rf .pytest_cache .mypy_cache .ruff_cache
