@@ -380,7 +380,8 @@ class LedgerAPI:
 
     async def get_metrics(self, request: web.Request) -> web.Response:
         return web.Response(
-            text=self.metrics.render(), content_type="text/plain", headers={"X-Format": "0.0.4"}
+            body=self.metrics.render().encode(),
+            headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
         )
 
     async def get_openapi(self, request: web.Request) -> web.Response:
