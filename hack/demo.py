@@ -243,7 +243,11 @@ class Demo:
             try:
                 self.cluster = connect_existing(kubeconfig)
             except ClusterError as exc:
-                raise StepFailed(str(exc)) from exc
+                raise StepFailed(
+                    f"KUBECONFIG={kubeconfig} names a cluster that does not answer; fix it, "
+                    "or run without --use-current-context to start a local control plane",
+                    tuple(str(exc).splitlines()[:6]),
+                ) from exc
             suffix = secrets.token_hex(3)
             self.namespace = self.policy = f"{CLUSTER_NAME}-{suffix}"
             step.say(f"KUBECONFIG={kubeconfig}, kube-apiserver {self.kube.server_version}")
@@ -361,10 +365,6 @@ class Demo:
             "operator", argv, env=env, cwd=self.work, log=self.work / "operator.log"
         )
         self.cleanup.add("operator", self.operator.stop)
-        if self.use_current_context:
-            # While the operator still runs, so each deletion is audited and the
-            # finalizers are released; then the namespace can go.
-            self.cleanup.add("demo ModelDeployments", self.delete_model_deployments)
 
         def live() -> bool:
             try:
@@ -488,6 +488,11 @@ class Demo:
     # 9
     def deploy_good(self, step: Step) -> None:
         good = self.models[GOOD]
+        if self.use_current_context:
+            # Deleted first on the way out, while the operator, the ledger and the policy
+            # are still there: each deletion is audited and the finalizers are released,
+            # so the namespace can go.
+            self.cleanup.add("ModelDeployments", self.delete_model_deployments)
         self.apply(step, f"{MODEL}.yaml", self._md(MODEL, good), f"{GOOD}, pinned to its digest")
         md = self._wait_verdict(MODEL)
         verified = condition(md, "Verified")
@@ -740,6 +745,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     term = Terminal()
     _tools_on_path()
+    # Ctrl-C raises KeyboardInterrupt even when started from a shell that ignores SIGINT
+    # for background jobs; SIGTERM and SIGHUP clean up the same way.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _interrupt)
     work = Path(tempfile.mkdtemp(prefix="modeltrust-demo-"))
@@ -767,7 +775,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             term.write(term.dim(f"  {line}"))
     done, failed = cleanup.run()
     # Logs and keys stay after a failure (processes and the cluster never do).
-    keep = args.keep_files or code == EXIT_FAILED
+    keep = args.keep_files or (code == EXIT_FAILED and any(work.glob("*.log")))
     if not keep:
         shutil.rmtree(work, ignore_errors=True)
     term.write()
