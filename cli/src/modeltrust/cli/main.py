@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from modeltrust.cli import ledger, operator, publisher, serving
+from modeltrust.cli import audit, ledger, operator, publisher, serving
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -13,5 +13,11 @@ def main() -> None:
     """modeltrust: sign, register, verify and serve ONNX models on a tamper-evident ledger."""
 
 
-for command in (*publisher.COMMANDS, ledger.group, *serving.COMMANDS, operator.command):
+for command in (
+    *publisher.COMMANDS,
+    *audit.COMMANDS,
+    ledger.group,
+    *serving.COMMANDS,
+    operator.command,
+):
     main.add_command(command)
