@@ -61,7 +61,7 @@ from harness.cluster import (  # noqa: E402
 )
 from harness.onnx_models import mnist_mlp  # noqa: E402
 from modeltrust.chain.client import LedgerClient  # noqa: E402
-from modeltrust.chain.entries import AuditEntry  # noqa: E402
+from modeltrust.chain.entries import AuditEntry, entry_from_json  # noqa: E402
 
 CLUSTER_NAME = "modeltrust-demo"
 LEDGER_ORIGIN = "ledger.demo.modeltrust.dev"
@@ -342,19 +342,18 @@ class Demo:
             f"{self.ledger_url}, SQLite ledger.db, checkpoint size {checkpoint.size} "
             f"signed by {self.verifier_key.split('+')[0]}"
         )
-        step.say(f"checkpoint verifier key {self.verifier_key}", wrap=True)
+        step.say("checkpoint verifier key (clients and the trust policy pin it):")
+        step.say(f"  {self.verifier_key}")
 
     # 5
     def start_operator(self, step: Step) -> None:
         port = free_port()
+        args = ["operator", "--namespace", self.namespace]
+        step.command(["modeltrust", *args], "in the background")
         argv = [
-            sys.executable, "-m", "modeltrust.operator", "--namespace", self.namespace,
+            *modeltrust_argv(), *args,
             "--log-format", "plain", "--liveness", f"http://127.0.0.1:{port}/healthz",
         ]  # fmt: skip
-        step.command(
-            ["python", "-m", "modeltrust.operator", "--namespace", self.namespace],
-            "in the background",
-        )
         env = merged_env(
             self.kube.env,
             MODELTRUST_NAMESPACE=self.namespace,
@@ -624,38 +623,52 @@ class Demo:
 
     # 13
     def audit_trail(self, step: Step) -> None:
-        step.note(
-            "read with the verifying client (modeltrust.chain.client.LedgerClient): each entry's "
-            "inclusion proof is checked against a checkpoint signed by the ledger's key"
-        )
-        entries = []
-        with LedgerClient(self.ledger_url, verifier_key=self.verifier_key) as client:
-            for name in (MODEL, PREVIEW):
-                entries += client.audit_trail(namespace=self.namespace, name=name)
-            size = client.checkpoint().size
-        if not entries:
+        trail = self._audit_with_cli(step)
+        if not trail:
             raise StepFailed("the ledger holds no audit entries for the demo's deployments")
-        actions = set()
         width = max(len(MODEL), len(PREVIEW))
-        for found in sorted(entries, key=lambda f: f.index):
-            e = found.entry
-            assert isinstance(e, AuditEntry)
-            actions.add((e.name, e.action))
-            mark = self.term.green(self.term.tick)
-            proven_at = found.checkpoint.size
+        mark = self.term.green(self.term.tick)
+        for index, proven_at, e in sorted(trail, key=lambda t: t[0]):
             step.say(
-                f"#{found.index:<2} {e.action:<8} {e.decision:<8} {e.name:<{width}} "
+                f"#{index:<2} {e.action:<8} {e.decision:<8} {e.name:<{width}} "
                 f"gen {e.generation}  {short(e.digest)}  {mark} proven (size {proven_at})"
             )
             reason = "; ".join(e.reasons)
             step.say(self.term.dim(f"    {reason[:88]}{'…' if len(reason) > 88 else ''}"))
+        actions = {(e.name, e.action) for _, _, e in trail}
         expected = {(MODEL, "rollout"), (MODEL, "refuse"), (PREVIEW, "refuse")}
         if not expected <= actions:
             raise StepFailed(f"audit entries missing: {sorted(expected - actions)}")
+        newest = max(proven_at for _, proven_at, _ in trail)
         step.good(
-            f"{len(entries)} audit entries, each proven against a signed checkpoint "
-            f"(ledger size {size})"
+            f"{len(trail)} audit entries, each proven against a signed checkpoint "
+            f"(newest size {newest})"
         )
+
+    def _audit_with_cli(self, step: Step) -> list[tuple[int, int, AuditEntry]]:
+        """`modeltrust audit --json` per deployment: (index, proven at size, entry).
+
+        It exits 0 only when every entry's inclusion proof verified against a checkpoint
+        signed by the ledger's key, so a nonzero exit fails the step."""
+        trail = []
+        for i, name in enumerate((MODEL, PREVIEW)):
+            out = self.cli(
+                step, "audit", "--namespace", self.namespace, "--name", name,
+                "--ledger", self.ledger_url, "--ledger-key", "ledger.pub", "--json",
+                show=i == 0,
+            )  # fmt: skip
+            doc = json.loads(out)
+            if doc.get("status") != "verified":
+                raise StepFailed(f"modeltrust audit of {name}: {doc.get('message')}")
+            for item in doc["entries"]:
+                entry = entry_from_json(item["entry"])
+                assert isinstance(entry, AuditEntry)
+                trail.append((int(item["index"]), int(item["proven_at_size"]), entry))
+        step.note(
+            "each entry's inclusion proof is checked against a checkpoint signed by the "
+            "ledger's key; modeltrust audit exits 1 if any proof fails"
+        )
+        return trail
 
     # 14
     def verify_ledger(self, step: Step) -> None:
@@ -669,10 +682,7 @@ class Demo:
         step.good(lines[0])
         note = lines[1:]
         if len(note) >= 3:
-            step.note(
-                f"signed checkpoint: origin {note[0]}, size {note[1]}, root {note[2]} "
-                "(C2SP signed note; any verifier of the spec accepts it)"
-            )
+            step.note(f"checkpoint {note[0]} size {note[1]} root {note[2]} (C2SP signed note)")
 
     # --- cleanup in a shared cluster ---------------------------------------------------------
 
