@@ -162,7 +162,11 @@ class Demo:
             raise StepFailed(took) from exc
 
     def get_json(self, *args: str) -> dict[str, Any] | None:
-        result = self.kube.kubectl(*args, "-o", "json", check=False, timeout=self.timeout)
+        try:
+            result = self.kube.kubectl(*args, "-o", "json", check=False, timeout=self.timeout)
+        except subprocess.TimeoutExpired as exc:
+            took = f"kubectl {' '.join(args)} took longer than {self.timeout:.0f}s"
+            raise StepFailed(took) from exc
         if result.returncode != 0:
             return None
         parsed: dict[str, Any] = json.loads(result.stdout)
@@ -732,19 +736,24 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _tools_on_path() -> None:
-    """Our pinned kubectl first on PATH, as `make` does, when the tools were built."""
+TOOLS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "kwok")
+
+
+def _tools_on_path() -> bool:
+    """Our pinned kubectl first on PATH, as `make` does; False if the tools are not built."""
     result = subprocess.run(
         ["bash", str(REPO / "tests" / "cluster" / "build-tools.sh"), "--print-bin-dir"],
         capture_output=True,
         text=True,
         check=False,
     )
-    bin_dir = result.stdout.strip()
-    if result.returncode == 0 and bin_dir and (Path(bin_dir) / "kubectl").exists():
-        path = os.environ.get("PATH", "")
-        if bin_dir not in path.split(os.pathsep):
-            os.environ["PATH"] = f"{bin_dir}{os.pathsep}{path}"
+    bin_dir = Path(result.stdout.strip() or "/nonexistent")
+    if result.returncode != 0 or not all((bin_dir / tool).exists() for tool in TOOLS):
+        return False
+    path = os.environ.get("PATH", "")
+    if str(bin_dir) not in path.split(os.pathsep):
+        os.environ["PATH"] = f"{bin_dir}{os.pathsep}{path}"
+    return True
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -754,7 +763,7 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     term = Terminal()
-    _tools_on_path()
+    built = _tools_on_path()
     # Ctrl-C raises KeyboardInterrupt even when started from a shell that ignores SIGINT
     # for background jobs; SIGTERM and SIGHUP clean up the same way.
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -767,21 +776,29 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     term.write(term.bold("modeltrust demo: only signed, registered models reach production"))
     term.write(term.dim(f"work directory {work}"))
+    if not built and not args.use_current_context:
+        term.write(
+            term.yellow("the control-plane binaries are not built yet: step 1 builds them once ")
+            + term.yellow("(about 6 minutes; `make tools` does the same)")
+        )
     term.write()
     code = 0
+    operator_log: Path | None = work / "operator.log"
     try:
         demo.run()
-    except StepFailed:
+    except StepFailed as exc:
         code = EXIT_FAILED
+        if exc.shows_log == operator_log:
+            operator_log = None  # its end is already on the screen
     except (KeyboardInterrupt, Interrupted):
         code = EXIT_INTERRUPTED
         term.write(term.yellow("interrupted; cleaning up"))
     except Exception:
         code = EXIT_FAILED
         term.write(term.red(traceback.format_exc().rstrip()))
-    if code == EXIT_FAILED and (work / "operator.log").exists():
-        term.write(term.dim(f"operator log: {work / 'operator.log'} (last lines)"))
-        for line in tail(work / "operator.log", 12):
+    if code == EXIT_FAILED and operator_log is not None and operator_log.exists():
+        term.write(term.dim(f"operator log: {operator_log} (last lines)"))
+        for line in tail(operator_log, 12):
             term.write(term.dim(f"  {line}"))
     done, failed = cleanup.run()
     # Logs and keys stay after a failure (processes and the cluster never do).

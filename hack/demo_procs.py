@@ -72,9 +72,11 @@ class Background:
         """Fail the step if the process has died, showing the end of its log."""
         code = self.proc.poll()
         if code is not None:
+            how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited ({code})"
             raise StepFailed(
-                f"the {self.name} exited with code {code}; the end of {self.log}:",
+                f"the {self.name} {how}; the end of {self.log}:",
                 tail(self.log),
+                shows_log=self.log,
             )
 
     def stop(self, grace: float = 15.0) -> None:

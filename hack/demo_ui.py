@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TextIO
 
 WIDTH = 64  # where the timing column starts
@@ -25,9 +26,12 @@ WIDTH = 64  # where the timing column starts
 class StepFailed(Exception):
     """A step could not do its job; the message says what failed and what to do."""
 
-    def __init__(self, message: str, details: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, message: str, details: tuple[str, ...] = (), *, shows_log: Path | None = None
+    ) -> None:
         super().__init__(message)
         self.details = details
+        self.shows_log = shows_log  # a log file whose end `details` already holds
 
 
 def _wants_color(stream: TextIO) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -46,6 +47,7 @@ def processes_in(directory: Path) -> list[str]:
     """Processes whose working directory is `directory` (the demo starts its ledger and
     operator there), as "pid command" strings."""
     found = []
+    directory = directory.resolve()
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
@@ -58,18 +60,22 @@ def processes_in(directory: Path) -> list[str]:
     return found
 
 
-def assert_left_nothing(cluster: Cluster, output: str) -> None:
-    namespace = demo_namespace(output)
+def assert_namespace_gone(cluster: Cluster, namespace: str) -> None:
     # Namespace deletion finishes in the background; it hangs for good if a finalizer
     # (the operator's, on ModelDeployments) was left behind.
     deadline = time.monotonic() + 90
     while True:
         got = cluster.kubectl("get", "namespace", namespace, check=False)
         if got.returncode != 0 and "NotFound" in got.stderr:
-            break
+            return
         left = cluster.kubectl("get", "modeldeployments", "-n", namespace, check=False).stdout
         assert time.monotonic() < deadline, f"namespace {namespace} is not going away: {left}"
         time.sleep(1)
+
+
+def assert_left_nothing(cluster: Cluster, output: str) -> None:
+    namespace = demo_namespace(output)
+    assert_namespace_gone(cluster, namespace)
     policy = cluster.kubectl("get", "modeltrustpolicy", namespace, check=False)
     assert policy.returncode != 0, f"policy {namespace} is still there"
     assert "NotFound" in policy.stderr
@@ -126,26 +132,8 @@ def test_demo_tells_the_whole_story(cluster: Cluster) -> None:
 
 
 def test_ctrl_c_stops_everything_the_demo_started(cluster: Cluster) -> None:
-    proc = subprocess.Popen(
-        [sys.executable, str(DEMO), "--use-current-context"],
-        env=demo_env(cluster.kubeconfig, cluster.env),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    assert proc.stdout is not None
-    lines: list[str] = []
-    deadline = time.monotonic() + 300
-    # Interrupt once the ledger and the operator are both running.
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        lines.append(line)
-        if re.match(r" ✓ +5/14  Start the operator", line):
-            break
-    output = "".join(lines)
-    assert "Start the operator" in output, f"the demo never got to the operator:\n{output}"
+    proc = start_demo(cluster)
+    output = read_until_operator_started(proc)
     work = work_dir(output)
     assert processes_in(work), "the ledger and operator run in the work directory"
     proc.send_signal(signal.SIGINT)
@@ -156,6 +144,56 @@ def test_ctrl_c_stops_everything_the_demo_started(cluster: Cluster) -> None:
     assert re.search(r"cleaned up: .*operator.*ledger", output), output
     assert processes_in(work) == []
     assert_left_nothing(cluster, output)
+
+
+def start_demo(cluster: Cluster) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, str(DEMO), "--use-current-context"],
+        env=demo_env(cluster.kubeconfig, cluster.env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def read_until_operator_started(proc: subprocess.Popen[str]) -> str:
+    """The demo's output up to step 5 (the ledger and the operator both running)."""
+    assert proc.stdout is not None
+    lines: list[str] = []
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if re.match(r" ✓ +5/14  Start the operator", line):
+            break
+    output = "".join(lines)
+    assert "5/14  Start the operator" in output, f"the demo never got to the operator:\n{output}"
+    return output
+
+
+def test_a_crashed_operator_fails_the_step_clearly(cluster: Cluster) -> None:
+    proc = start_demo(cluster)
+    output = read_until_operator_started(proc)
+    work = work_dir(output)
+    operators = [p for p in processes_in(work) if " operator " in p]
+    assert len(operators) == 1, processes_in(work)
+    os.kill(int(operators[0].split()[0]), signal.SIGKILL)
+    rest, _ = proc.communicate(timeout=180)
+    output += rest
+    try:
+        assert proc.returncode == 1, output
+        assert re.search(r"^ ✗ +9/14  Deploy digits 1\.0\.0", output, re.MULTILINE), output
+        assert "error: the operator was killed by SIGKILL; the end of" in output
+        assert "10/14" not in output, "no step runs after a failed one"
+        assert "demo failed" in output
+        assert processes_in(work) == []
+        assert (work / "operator.log").exists(), "logs are kept after a failure"
+        namespace = demo_namespace(output)
+        assert_namespace_gone(cluster, namespace)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def test_demo_fails_with_a_clear_message_and_exit_1(tmp_path: Path) -> None:
