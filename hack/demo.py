@@ -152,9 +152,9 @@ class Demo:
         assert self.cluster is not None, "the cluster step runs first"
         return self.cluster
 
-    def kubectl(self, *args: str, input: str | None = None) -> str:
+    def kubectl(self, *args: str) -> str:
         try:
-            return self.kube.kubectl(*args, input=input, timeout=self.timeout).stdout
+            return self.kube.kubectl(*args, timeout=self.timeout).stdout
         except ClusterError as exc:
             raise StepFailed(str(exc)) from exc
         except subprocess.TimeoutExpired as exc:
