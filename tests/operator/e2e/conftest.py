@@ -266,27 +266,46 @@ def models(tmp_path: Path) -> Models:
     return Models(tmp_path / "models")
 
 
+PolicyFactory = Callable[..., str]
+
+
 @pytest.fixture
-def policy(
+def make_policy(
     crds: Cluster, ledger: Ledger, publishers: dict[str, Publisher], namespace: str
-) -> Iterator[str]:
-    """A cluster-scoped ModelTrustPolicy trusting only the "trusted" publisher."""
-    name = f"policy-{namespace}"
-    body = {
-        "apiVersion": "modeltrust.dev/v1alpha1",
-        "kind": "ModelTrustPolicy",
-        "metadata": {"name": name},
-        "spec": {
-            "ledger": {"url": ledger.url, "verifierKey": ledger.verifier_key},
-            "publishers": [{"name": "trusted", "publicKey": publishers["trusted"].pem}],
-            "reverifyInterval": "10s",
-        },
-    }
-    crds.kubectl("apply", "-f", "-", input=json.dumps(body))
+) -> Iterator[PolicyFactory]:
+    """Apply a cluster-scoped ModelTrustPolicy trusting only the "trusted" publisher;
+    keyword arguments replace spec fields (enforcement, revocationAction, ledger, ...)."""
+    created: list[str] = []
+
+    def make(suffix: str = "", **spec: Any) -> str:
+        name = f"policy-{namespace}" + (f"-{suffix}" if suffix else "")
+        body = {
+            "apiVersion": "modeltrust.dev/v1alpha1",
+            "kind": "ModelTrustPolicy",
+            "metadata": {"name": name},
+            "spec": {
+                "ledger": {"url": ledger.url, "verifierKey": ledger.verifier_key},
+                "publishers": [{"name": "trusted", "publicKey": publishers["trusted"].pem}],
+                "reverifyInterval": "10s",
+                **spec,
+            },
+        }
+        crds.kubectl("apply", "-f", "-", input=json.dumps(body))
+        if name not in created:
+            created.append(name)
+        return name
+
     try:
-        yield name
+        yield make
     finally:
-        crds.kubectl("delete", "mtp", name, "--wait=false", check=False)
+        for name in created:
+            crds.kubectl("delete", "mtp", name, "--wait=false", check=False)
+
+
+@pytest.fixture
+def policy(make_policy: PolicyFactory) -> str:
+    """The default policy of these tests: Enforce, ScaleToZero, no witnesses."""
+    return make_policy()
 
 
 def model_deployment(

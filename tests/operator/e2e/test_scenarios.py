@@ -316,7 +316,7 @@ def test_a_hundred_model_deployments_become_ready(
     def all_ready() -> bool:
         listed = crds.kubectl_json("get", "md", "-n", namespace)["items"]
         assert isinstance(listed, list)
-        return sum(condition(md, "Ready").get("status") == "True" for md in listed) == count
+        return bool(sum(condition(md, "Ready").get("status") == "True" for md in listed) == count)
 
     wait_for(f"{count} ModelDeployments to be Ready", all_ready, timeout=600, every=2)
     with ledger.client() as c:

@@ -18,6 +18,8 @@ from modeltrust.operator.types import API_VERSION, MODEL_DEPLOYMENT_KIND, ModelD
 MODELS_DIR = "/models"
 MODEL_PATH = f"{MODELS_DIR}/model.onnx"
 SOURCE_VOLUME_NAME = "model-source"
+PROVENANCE_VOLUME_NAME = "provenance"
+PROVENANCE_DIR = "/etc/modeltrust/provenance"  # files: see provenance.py
 SERVER_CONTAINER = "model-server"
 FETCH_CONTAINER = "fetch"
 SERVICE_PORT = 80
@@ -53,8 +55,10 @@ class VerifiedModel:
     signer_key_ids: tuple[str, ...] = ()
     registration_index: int | None = None
     checkpoint_size: int | None = None
-    # Extra `modeltrust fetch` arguments carrying offline verification material.
+    # Extra `modeltrust fetch` arguments carrying offline verification material, read from
+    # the ConfigMap `provenance_config_map` mounted read-only at PROVENANCE_DIR.
     fetch_args: tuple[str, ...] = ()
+    provenance_config_map: str | None = None
 
 
 @dataclass(frozen=True)
@@ -163,6 +167,16 @@ def build_pod_template(
                     "claimName": md.runtime.model_volume.claim_name,
                     "readOnly": True,
                 },
+            }
+        )
+    if verified.provenance_config_map is not None:
+        fetch_mounts.append(
+            {"name": PROVENANCE_VOLUME_NAME, "mountPath": PROVENANCE_DIR, "readOnly": True}
+        )
+        volumes.append(
+            {
+                "name": PROVENANCE_VOLUME_NAME,
+                "configMap": {"name": verified.provenance_config_map, "defaultMode": 0o444},
             }
         )
     fetch = {

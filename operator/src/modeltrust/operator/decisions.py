@@ -38,6 +38,7 @@ class Reason(StrEnum):
     DIGEST_MISMATCH = "DigestMismatch"
     LOAD_FAILED = "LoadFailed"
     LEDGER_UNAVAILABLE = "LedgerUnavailable"
+    WITNESS_QUORUM_NOT_MET = "WitnessQuorumNotMet"
     REVOKED = "Revoked"
     NOT_REGISTERED = "NotRegistered"
     INCLUSION_UNPROVEN = "InclusionUnproven"
@@ -131,6 +132,7 @@ class Evidence:
     registrations: Sequence[RegistrationCheck] = ()
     revocations: Sequence[RevocationFact] = ()
     ledger_error: str | None = None  # no verified answer from the ledger
+    ledger_unwitnessed: str | None = None  # checkpoint lacks the policy's witness quorum
     ledger_inconsistent: str | None = None  # rollback or fork against the trusted checkpoint
 
 
@@ -211,6 +213,17 @@ def _trust_findings(
     if ev.ledger_error is not None:
         return (
             [Finding(Reason.LEDGER_UNAVAILABLE, f"no verified ledger answer: {ev.ledger_error}")],
+            (),
+            None,
+        )
+    if ev.ledger_unwitnessed is not None:
+        return (
+            [
+                Finding(
+                    Reason.WITNESS_QUORUM_NOT_MET,
+                    f"the ledger's answer is not witnessed: {ev.ledger_unwitnessed}",
+                )
+            ],
             (),
             None,
         )
@@ -412,6 +425,9 @@ def _project_volume(v: Mapping[str, Any]) -> dict[str, Any]:
     elif "persistentVolumeClaim" in v:
         pvc = v["persistentVolumeClaim"] or {}
         out["source"] = ("persistentVolumeClaim", pvc.get("claimName"), bool(pvc.get("readOnly")))
+    elif "configMap" in v:
+        # Which ConfigMap matters: another one could carry another publisher's key.
+        out["source"] = ("configMap", (v["configMap"] or {}).get("name"))
     else:
         out["source"] = sorted(k for k in v if k != "name")
     return out

@@ -10,22 +10,35 @@ rollout is blocked until a cluster operator acts).
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import aiohttp
 
 from modeltrust.chain.client import AsyncLedgerClient, EntryExistsError
-from modeltrust.chain.client_flows import VerifiedEntry
-from modeltrust.chain.entries import AuditEntry
-from modeltrust.chain.errors import ChainError
+from modeltrust.chain.client_flows import VerifiedCheckpoint, VerifiedEntry
+from modeltrust.chain.entries import AuditEntry, Registration
+from modeltrust.chain.errors import ChainError, ProofError
+from modeltrust.chain.merkle import verify_inclusion
 from modeltrust.chain.trust_state import LedgerForkError, LedgerRollbackError
 from modeltrust.operator.decisions import RegistrationCheck, RevocationFact
 from modeltrust.operator.keys import TrustedKeys
 from modeltrust.operator.kube import Kube
+from modeltrust.operator.provenance import ProvenanceMaterial
 from modeltrust.operator.trust_store import ConfigMapTrustStore
 from modeltrust.operator.types import LedgerSpec
 from modeltrust.operator.verification import check_registrations, check_revocations
+from modeltrust.operator.witness import (
+    WitnessedTrustStore,
+    WitnessQuorumError,
+    WitnessRequirement,
+)
 
 log = logging.getLogger("modeltrust.operator.ledger")
 
@@ -38,9 +51,15 @@ class LedgerUnverified(Exception):
     """No verified answer from the ledger (unreachable, refused, or did not verify)."""
 
 
+class LedgerUnwitnessed(LedgerUnverified):
+    """The ledger's checkpoint lacks the witness cosignatures the policy requires."""
+
+
 def classify(exc: BaseException) -> Exception:
     if isinstance(exc, LedgerRollbackError | LedgerForkError):
         return LedgerInconsistent(str(exc))
+    if isinstance(exc, WitnessQuorumError):
+        return LedgerUnwitnessed(str(exc))
     return LedgerUnverified(str(exc) or type(exc).__name__)
 
 
@@ -51,6 +70,28 @@ class LedgerEvidence:
     checkpoint_size: int | None = None
     error: str | None = None
     inconsistent: str | None = None
+    unwitnessed: str | None = None
+    # The proven registration entries by ledger index (for the pod's offline proof).
+    entries: Mapping[int, VerifiedEntry] = field(default_factory=dict)
+
+
+def parse_inclusion_proof(doc: Any, index: int, size: int) -> list[bytes]:
+    """The hashes of a `/v1/proofs/inclusion` answer, which must be for (index, size)."""
+    if not isinstance(doc, dict) or doc.get("index") != index or doc.get("tree_size") != size:
+        raise LedgerUnverified(f"the ledger answered another proof than index {index} size {size}")
+    raw = doc.get("inclusion_proof")
+    if not isinstance(raw, list):
+        raise LedgerUnverified("the ledger's inclusion proof has no inclusion_proof list")
+    hashes: list[bytes] = []
+    for item in raw:
+        try:
+            h = base64.b64decode(item, validate=True) if isinstance(item, str) else b""
+        except (binascii.Error, ValueError):
+            h = b""
+        if len(h) != 32:
+            raise LedgerUnverified("the ledger's inclusion proof holds a non-32-byte hash")
+        hashes.append(h)
+    return hashes
 
 
 def token_reader(token: str | None, token_file: Path | None) -> Callable[[], str | None]:
@@ -82,19 +123,29 @@ class LedgerAccess:
         self.namespace = namespace
         self.token = token
         self.timeout = timeout
-        self._stores: dict[str, ConfigMapTrustStore] = {}
-        self._clients: dict[tuple[str, str, str, str | None], AsyncLedgerClient] = {}
+        self._stores: dict[str, ConfigMapTrustStore | WitnessedTrustStore] = {}
+        self._clients: dict[tuple[str, str, str, str, str | None], AsyncLedgerClient] = {}
+        self._session: aiohttp.ClientSession | None = None
 
-    def store(self, ledger: LedgerSpec) -> ConfigMapTrustStore:
-        store = self._stores.get(ledger.verifier_key)
+    def store(self, ledger: LedgerSpec) -> ConfigMapTrustStore | WitnessedTrustStore:
+        """The trusted-checkpoint record for this ledger (and witness requirement).
+
+        Raises SpecError for witness keys that do not parse.
+        """
+        requirement = WitnessRequirement.from_ledger(ledger)
+        identity = requirement.identity if requirement is not None else ""
+        cache_key = f"{ledger.verifier_key}\n{identity}"
+        store = self._stores.get(cache_key)
         if store is None:
-            store = ConfigMapTrustStore(self.kube, self.namespace, ledger.verifier_key)
-            self._stores[ledger.verifier_key] = store
+            plain = ConfigMapTrustStore(self.kube, self.namespace, ledger.verifier_key, identity)
+            store = plain if requirement is None else WitnessedTrustStore(plain, requirement)
+            self._stores[cache_key] = store
         return store
 
     def client(self, ledger: LedgerSpec) -> AsyncLedgerClient:
         token = self.token()
-        key = (ledger.url, ledger.verifier_key, ledger.expected_origin, token)
+        witnesses = "\n".join(sorted(ledger.witnesses)) + f"\n{ledger.witness_quorum}"
+        key = (ledger.url, ledger.verifier_key, ledger.expected_origin, witnesses, token)
         client = self._clients.get(key)
         if client is None:
             client = AsyncLedgerClient(
@@ -112,13 +163,23 @@ class LedgerAccess:
         for client in self._clients.values():
             await client.close()
         self._clients.clear()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def checkpoint(self, ledger: LedgerSpec) -> VerifiedCheckpoint:
+        """The ledger's current checkpoint, verified (and witnessed, if the policy says so)."""
+        try:
+            return await self.client(ledger).checkpoint()
+        except (ChainError, ValueError) as exc:
+            raise classify(exc) from exc
 
     async def evidence(
         self, ledger: LedgerSpec, keys: TrustedKeys, digest: str, model_name: str
     ) -> LedgerEvidence:
         """Registrations of `digest` and the revocations that could apply to it."""
-        client = self.client(ledger)
         try:
+            client = self.client(ledger)
             found = await client.find_registrations(digest)
             signer_ids = sorted({getattr(ve.entry, "signer_key_id", "") for ve in found} - {""})
             revocations = await self._revocations(client, digest, signer_ids)
@@ -127,12 +188,75 @@ class LedgerAccess:
             if isinstance(err, LedgerInconsistent):
                 log.error("LEDGER INCONSISTENT (%s): all rollouts are blocked: %s", ledger.url, err)
                 return LedgerEvidence(inconsistent=str(err))
+            if isinstance(err, LedgerUnwitnessed):
+                return LedgerEvidence(unwitnessed=str(err))
             return LedgerEvidence(error=str(err))
         size = max((ve.checkpoint.size for ve in found), default=None)
         return LedgerEvidence(
             registrations=check_registrations(found, keys, model_name),
             revocations=check_revocations(revocations, keys),
             checkpoint_size=size,
+            entries={ve.index: ve for ve in found},
+        )
+
+    async def registration(self, ledger: LedgerSpec, index: int) -> VerifiedEntry:
+        """The registration at `index`, proven at the ledger's current verified checkpoint."""
+        try:
+            found = await self.client(ledger).entry(index)
+        except (ChainError, ValueError) as exc:
+            raise classify(exc) from exc
+        if not isinstance(found.entry, Registration):
+            raise LedgerUnverified(f"ledger entry {index} is not a registration")
+        return found
+
+    async def inclusion_proof(self, ledger: LedgerSpec, found: VerifiedEntry) -> list[bytes]:
+        """The inclusion proof of an already proven entry at its checkpoint's exact size.
+
+        The verifying client checks proofs but does not hand them out; the pod needs them
+        to re-check offline. The proof is checked again here, against the same verified
+        checkpoint, so a ledger cannot slip the pod a proof the operator did not verify.
+        """
+        size = found.checkpoint.size
+        query = urlencode({"index": found.index, "size": size})
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout))
+        try:
+            async with self._session.get(f"{ledger.url}/v1/proofs/inclusion?{query}") as resp:
+                if resp.status != 200:
+                    text = (await resp.text())[:300]
+                    raise LedgerUnverified(f"ledger answered {resp.status} for a proof: {text}")
+                doc = await resp.json(content_type=None)
+        except (OSError, aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            raise LedgerUnverified(f"ledger {ledger.url} unreachable: {exc!r}") from exc
+        hashes = parse_inclusion_proof(doc, found.index, size)
+        try:
+            verify_inclusion(
+                found.leaf_hash, found.index, size, hashes, found.checkpoint.checkpoint.root_hash
+            )
+        except ProofError as exc:
+            raise LedgerUnverified(
+                f"the ledger's inclusion proof of entry {found.index} at size {size} does not "
+                f"verify: {exc}"
+            ) from exc
+        return hashes
+
+    async def provenance(
+        self, ledger: LedgerSpec, found: VerifiedEntry, publisher_key_pem: str
+    ) -> ProvenanceMaterial:
+        """Everything the pod's init step needs to re-verify `found` without the ledger."""
+        if not isinstance(found.entry, Registration):
+            raise LedgerUnverified(f"ledger entry {found.index} is not a registration")
+        proof = await self.inclusion_proof(ledger, found)
+        return ProvenanceMaterial(
+            registration=found.entry,
+            index=found.index,
+            leaf_hash=found.leaf_hash,
+            checkpoint_note=found.checkpoint.note,
+            tree_size=found.checkpoint.size,
+            inclusion_proof=tuple(proof),
+            publisher_key_pem=publisher_key_pem,
+            ledger_key=ledger.verifier_key,
+            origin=found.checkpoint.checkpoint.origin,
         )
 
     async def _revocations(

@@ -43,6 +43,12 @@ from modeltrust.operator.keys import TrustedKeys
 from modeltrust.operator.kube import Conflict, Kube
 from modeltrust.operator.ledger_access import LedgerAccess, LedgerInconsistent, LedgerUnverified
 from modeltrust.operator.metrics import Metrics
+from modeltrust.operator.pod_provenance import (
+    PodProvenance,
+    ProvenanceError,
+    apply_provenance,
+    restore_provenance,
+)
 from modeltrust.operator.status import Readiness, readiness, short_digest, with_readiness
 from modeltrust.operator.types import (
     ModelDeployment,
@@ -52,6 +58,7 @@ from modeltrust.operator.types import (
     parse_model_deployment,
     parse_trust_policy,
 )
+from modeltrust.operator.witness import WitnessRequirement
 
 log = logging.getLogger("modeltrust.operator")
 
@@ -133,7 +140,9 @@ async def load_policy(deps: Deps, md: ModelDeployment) -> tuple[TrustPolicy, Tru
     if body is None:
         raise SpecError("spec.policy", f"ModelTrustPolicy {md.policy!r} does not exist")
     policy = parse_trust_policy(body)
-    return policy, TrustedKeys.from_policy(policy)
+    keys = TrustedKeys.from_policy(policy)
+    WitnessRequirement.from_ledger(policy.ledger)  # refuses witness keys that do not parse
+    return policy, keys
 
 
 def _spec_snapshot(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -267,6 +276,7 @@ async def _reconcile_locked(
         registrations=ledger.registrations,
         revocations=ledger.revocations,
         ledger_error=ledger.error,
+        ledger_unwitnessed=ledger.unwitnessed,
         ledger_inconsistent=ledger.inconsistent,
     )
     decision = decide(evidence, policy)
@@ -331,7 +341,7 @@ async def _reconcile_locked(
         current = None
         if status.get("deploymentName"):
             current = await deps.kube.get_deployment(md.ref.namespace, status["deploymentName"])
-        r = readiness(current, revoked=_revoked(status))
+        r = readiness(current, revoked=scaled_down_for_revocation(status))
         if current is not None and status.get("servingDigest"):
             r = Readiness(
                 r.status,
@@ -363,8 +373,24 @@ async def _reconcile_locked(
             )
         raise Retry(decision.message, backoff(retry, base=30))
 
-    # Allowed: roll out the pinned version.
+    # Allowed: write the pod's offline proof, then roll out the pinned version.
     assert artifact.artifact.size is not None
+    provenance: PodProvenance | None = None
+    index = decision.registration_index
+    found = ledger.entries.get(index) if index is not None else None
+    if found is not None:
+        try:
+            provenance = await apply_provenance(
+                deps.kube, deps.ledger, md, policy.ledger, keys, found
+            )
+        except ProvenanceError as exc:
+            message = f"verified, but {exc}; rollout waits"
+            conditions = set_condition(
+                conditions, VERIFIED, "False", "ProvenancePending", message, md.ref.generation, now
+            )
+            await _patch_status(deps, md, {**new_status, "conditions": conditions})
+            deps.events(body, "Warning", "ProvenancePending", message[:1024])
+            raise Retry(message, backoff(retry)) from exc
     verified = VerifiedModel(
         digest=md.model.digest,
         size=artifact.artifact.size,
@@ -372,6 +398,8 @@ async def _reconcile_locked(
         signer_key_ids=decision.signer_key_ids,
         registration_index=decision.registration_index,
         checkpoint_size=ledger.checkpoint_size,
+        fetch_args=provenance.fetch_args if provenance else (),
+        provenance_config_map=provenance.config_map if provenance else None,
     )
     deployment = await apply_deployment(
         deps, md, builders.build_deployment(md, verified, deps.build)
@@ -402,6 +430,8 @@ async def _reconcile_locked(
         selector=builders.selector_string(md),
         deploymentName=builders.resource_name(md.ref.name),
         modelSignature=dict(decision.signature_json),
+        provenance=provenance.to_status() if provenance else None,
+        revocationAction=None,
     )
     await _patch_status(deps, md, new_status)
     deps.metrics.verify_seconds.observe((deps.clock() - started).total_seconds())
@@ -419,6 +449,14 @@ def _revoked(status: Mapping[str, Any]) -> bool:
     return False
 
 
+def scaled_down_for_revocation(status: Mapping[str, Any]) -> bool:
+    """Revoked and scaled to zero; under KeepAndFlag the model keeps serving (and can be
+    Ready), only flagged."""
+    return _revoked(status) and (
+        status.get("revocationAction") == RevocationAction.SCALE_TO_ZERO.value
+    )
+
+
 # --- serving state: restore, drift, readiness --------------------------------------------------
 
 
@@ -432,6 +470,7 @@ def serving_model(body: Mapping[str, Any]) -> tuple[ModelDeployment, VerifiedMod
     served = {"metadata": dict(body.get("metadata") or {}), "spec": snapshot}
     served["metadata"]["generation"] = status.get("servingGeneration") or 0
     md = parse_model_deployment(served)
+    provenance = PodProvenance.from_status(status)
     verified = VerifiedModel(
         digest=digest,
         size=int(status.get("modelSize") or 0),
@@ -439,6 +478,8 @@ def serving_model(body: Mapping[str, Any]) -> tuple[ModelDeployment, VerifiedMod
         signer_key_ids=tuple(status.get("signerKeyIds") or ()),
         registration_index=status.get("registrationIndex"),
         checkpoint_size=status.get("checkpointSize"),
+        fetch_args=provenance.fetch_args if provenance else (),
+        provenance_config_map=provenance.config_map if provenance else None,
     )
     return md, verified
 
@@ -448,19 +489,41 @@ def expected_deployment(deps: Deps, body: Mapping[str, Any]) -> dict[str, Any] |
     if served is None:
         return None
     md, verified = served
-    revoked_scale = _revoked(body.get("status") or {}) and (
-        ((body.get("status") or {}).get("revocationAction")) == RevocationAction.SCALE_TO_ZERO.value
-    )
+    revoked_scale = scaled_down_for_revocation(body.get("status") or {})
     return builders.build_deployment(
         md, verified, deps.build, replicas=0 if revoked_scale else None
     )
 
 
+async def ensure_provenance(deps: Deps, body: Mapping[str, Any]) -> None:
+    """Re-create the serving version's proof ConfigMap if someone deleted it (its pods
+    could not start their init step without it)."""
+    served = serving_model(body)
+    status = body.get("status") or {}
+    provenance = PodProvenance.from_status(status)
+    if served is None or provenance is None:
+        return
+    md, verified = served
+    index = verified.registration_index
+    if index is None:
+        return
+    try:
+        policy, keys = await load_policy(deps, parse_model_deployment(body))
+        await restore_provenance(
+            deps.kube, deps.ledger, md, policy.ledger, keys, provenance, int(index)
+        )
+    except (SpecError, ProvenanceError) as exc:
+        deps.events(body, "Warning", "ProvenancePending", str(exc)[:1024])
+        log.warning("%s/%s: %s", md.ref.namespace, md.ref.name, exc)
+
+
 async def ensure_serving(deps: Deps, body: Mapping[str, Any], md: ModelDeployment) -> None:
-    """Recreate the verified Deployment/Service if they are gone (no new verification)."""
+    """Recreate the verified Deployment/Service (and proof) if they are gone (no new
+    verification)."""
     expected = expected_deployment(deps, body)
     if expected is None:
         return
+    await ensure_provenance(deps, body)
     current = await deps.kube.get_deployment(md.ref.namespace, expected["metadata"]["name"])
     if current is None:
         await apply_deployment(deps, md, expected)
@@ -516,7 +579,7 @@ async def on_deployment_change(
                 + "-"
                 + hashlib.sha256("|".join(diffs).encode()).hexdigest()[:8],
             )
-        r = readiness(deployment, revoked=_revoked(status))
+        r = readiness(deployment, revoked=scaled_down_for_revocation(status))
         now = deps.clock()
         conds = with_readiness(
             status.get("conditions") or [], r, int(status.get("observedGeneration") or 0), now

@@ -23,17 +23,20 @@ log = logging.getLogger("modeltrust.operator.trust")
 DATA_KEY = "trusted-checkpoint.json"
 
 
-def config_map_name(verifier_key: str) -> str:
-    return "modeltrust-ledger-" + hashlib.sha256(verifier_key.encode()).hexdigest()[:16]
+def config_map_name(verifier_key: str, witnesses: str = "") -> str:
+    """One record per ledger key; a policy requiring witness cosignatures gets its own
+    record (keyed on the witness set and quorum too), holding only witnessed checkpoints."""
+    identity = verifier_key if not witnesses else f"{verifier_key}\n{witnesses}"
+    return "modeltrust-ledger-" + hashlib.sha256(identity.encode()).hexdigest()[:16]
 
 
 class ConfigMapTrustStore:
     """An AsyncTrustStateStore for modeltrust.chain's AsyncLedgerClient."""
 
-    def __init__(self, kube: Kube, namespace: str, verifier_key: str) -> None:
+    def __init__(self, kube: Kube, namespace: str, verifier_key: str, witnesses: str = "") -> None:
         self.kube = kube
         self.namespace = namespace
-        self.name = config_map_name(verifier_key)
+        self.name = config_map_name(verifier_key, witnesses)
         self.verifier_key = verifier_key
         self._high_water: TrustedCheckpoint | None = None
         self._resource_version: str | None = None
