@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 TOOLS   := $(shell bash tests/cluster/build-tools.sh --print-bin-dir 2>/dev/null)
 export PATH := $(TOOLS):$(PATH)
 
-.PHONY: install tools lint test test-unit test-integration test-e2e cluster-up cluster-down bench image e2e-kind clean
+.PHONY: install tools lint test test-unit test-integration test-e2e cluster-up cluster-down demo bench image e2e-kind clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -21,6 +21,7 @@ lint:  ## ruff and mypy --strict over everything we ship and test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy chain/src serving/src operator/src cli/src tests $(wildcard bench/*.py)
+	MYPYPATH=hack $(BIN)/mypy hack
 
 test: install tools  ## unit, integration and e2e tests (e2e on a local control plane or $KUBECONFIG)
 	$(BIN)/pytest
@@ -33,6 +34,9 @@ test-integration:
 
 test-e2e: tools
 	$(BIN)/pytest -m e2e
+
+demo: install tools  ## the whole story on a local cluster: sign, register, roll out, refuse, audit (~15 s)
+	$(BIN)/python hack/demo.py
 
 cluster-up: tools  ## a local cluster for poking around; prints how to point kubectl at it
 	$(BIN)/python tests/harness/cluster.py up

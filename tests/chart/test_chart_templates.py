@@ -199,7 +199,8 @@ def test_operator_runs_one_replica_recreated_with_kopf_liveness(
     assert deploy["spec"]["replicas"] == 1
     assert deploy["spec"]["strategy"] == {"type": "Recreate"}
     (container,) = deploy["spec"]["template"]["spec"]["containers"]
-    assert container["command"] == ["python", "-m", "modeltrust.operator"]
+    assert "command" not in container, "the image's entry point `modeltrust` runs it"
+    assert container["args"][0] == "operator"
     assert "--liveness=http://0.0.0.0:8080/healthz" in container["args"]
     probe = container["livenessProbe"]["httpGet"]
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}

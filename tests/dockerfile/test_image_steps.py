@@ -33,8 +33,6 @@ ENTRYPOINT_COMMANDS: tuple[list[str], ...] = (
     ["serve"],
     ["fetch"],
 )
-# The chart's operator container overrides the entry point with this command.
-OPERATOR_COMMAND = ["python", "-m", "modeltrust.operator"]
 
 
 @dataclass
@@ -223,8 +221,9 @@ def test_image_build_steps_install_a_working_entry_point(
         assert result.returncode == 0, f"{shown} failed (exit {result.returncode}): {result.stderr}"
         assert "Usage:" in result.stdout, f"{shown} printed no usage:\n{result.stdout}"
 
+    # The chart's operator container runs `modeltrust operator ...` (argparse's own help).
     operator = subprocess.run(
-        [str(venv / "bin" / OPERATOR_COMMAND[0]), *OPERATOR_COMMAND[1:], "--help"],
+        [str(executable), *entrypoint[1:], "operator", "--help"],
         env=env, capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert operator.returncode == 0, f"the operator entry point failed: {operator.stderr}"

@@ -20,10 +20,9 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,20 +38,12 @@ from chart.chartlib import (
     write_values,
 )
 from harness.cluster import Cluster, ClusterError, LocalControlPlane
+from harness.waiting import wait_for
 from modeltrust.chain.client import LedgerClient
 from modeltrust.chain.entries import AuditEntry
 
 KEY_SECRET = "modeltrust-ledger-key"
 CRD_NAMES = ("modeldeployments.modeltrust.dev", "modeltrustpolicies.modeltrust.dev")
-
-
-def wait_for(what: str, check: Callable[[], bool], timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def apply_crds(cluster: Cluster) -> None:
@@ -281,7 +272,7 @@ def test_install_is_ready_and_upgrade_keeps_the_ledger_key_and_volume(
         done = status.get("currentRevision") == status["updateRevision"]
         return bool(done and status.get("readyReplicas") == 1)
 
-    wait_for("the upgraded ledger to be Ready", rolled)
+    wait_for("the upgraded ledger to be Ready", rolled, timeout=120)
     (pod,) = get(
         cluster,
         "pods",

@@ -155,31 +155,26 @@ class LocalControlPlane:
         if self._running():
             cluster.server_version = _read_server_version(cluster)
             return cluster
-        self.down()  # clear a half-started leftover
-        created = subprocess.run(
-            [
-                *self._kwokctl,
-                "-c",
-                str(self._config()),
-                "create",
-                "cluster",
-                "--kubeconfig",
-                str(self.kubeconfig),
-                "--wait",
-                f"{int(timeout)}s",
-            ],
-            env=self._env(),
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if created.returncode != 0:
+        # kwokctl picks free ports by probing, so two clusters starting at the same moment
+        # can race for one port; a second attempt gets fresh ports.
+        for attempt in (1, 2):
+            self.down()  # clear a half-started leftover
+            created = subprocess.run(
+                [
+                    *self._kwokctl, "-c", str(self._config()), "create", "cluster",
+                    "--kubeconfig", str(self.kubeconfig), "--wait", f"{int(timeout)}s",
+                ],
+                env=self._env(), capture_output=True, text=True, check=False,
+            )  # fmt: skip
+            if created.returncode == 0:
+                break
             logs = self._tail_logs()
             self.down()
-            raise ClusterError(
-                f"kwokctl could not create the cluster (exit {created.returncode}):\n"
-                f"{created.stderr[-3000:]}\n{logs}"
-            )
+            if attempt == 2:
+                raise ClusterError(
+                    f"kwokctl could not create the cluster (exit {created.returncode}):\n"
+                    f"{created.stderr[-3000:]}\n{logs}"
+                )
         self._add_node(cluster)
         self._wait_node_ready(cluster, deadline=time.monotonic() + timeout)
         cluster.server_version = _read_server_version(cluster)
