@@ -37,7 +37,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     import kopf
 
-    from modeltrust.operator import handlers  # noqa: F401 - registers the handlers
+    from modeltrust.operator import handlers  # registers the handlers
+
+    handlers.WATCHED_NAMESPACES = tuple(args.namespace)
 
     kopf.configure(
         verbose=args.verbose,

@@ -6,6 +6,8 @@ would write it to status, where the structural schema silently prunes it).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 from collections.abc import Callable
@@ -25,6 +27,7 @@ from modeltrust.operator.ledger_access import (
     token_reader,
 )
 from modeltrust.operator.metrics import Metrics
+from modeltrust.operator.policy_reconcile import on_policy_event, refresh_ledger_conditions
 from modeltrust.operator.reconcile import (
     Deps,
     Fatal,
@@ -35,7 +38,7 @@ from modeltrust.operator.reconcile import (
     reconcile,
     reverify,
 )
-from modeltrust.operator.types import GROUP, MODEL_DEPLOYMENT_PLURAL, VERSION
+from modeltrust.operator.types import GROUP, MODEL_DEPLOYMENT_PLURAL, POLICY_PLURAL, VERSION
 
 log = logging.getLogger("modeltrust.operator")
 
@@ -43,8 +46,12 @@ FINALIZER = "modeltrust.dev/finalizer"
 SA_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
 TIMER_INTERVAL = float(os.environ.get("MODELTRUST_TIMER_INTERVAL", "10"))
 DELETE_AUDIT_RETRIES = int(os.environ.get("MODELTRUST_DELETE_AUDIT_RETRIES", "6"))
+POLICY_CHECK_INTERVAL = float(os.environ.get("MODELTRUST_POLICY_CHECK_INTERVAL", "60"))
+# Set by __main__ from --namespace (empty: every namespace).
+WATCHED_NAMESPACES: tuple[str, ...] = ()
 
 _deps: Deps | None = None
+_background: set[asyncio.Task[None]] = set()
 
 
 def deps() -> Deps:
@@ -102,14 +109,42 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
             service_account_name=os.environ.get("MODELTRUST_MODEL_SERVICE_ACCOUNT") or None,
         ),
         actor=os.environ.get("MODELTRUST_ACTOR", "modeltrust-operator"),
+        namespaces=WATCHED_NAMESPACES,
     )
+    task = asyncio.create_task(_refresh_policies(_deps))
+    _background.add(task)
     log.info("modeltrust operator started; trust state in namespace %s", namespace)
+
+
+async def _refresh_policies(d: Deps) -> None:
+    """Keep each policy's LedgerReachable current without a kopf timer (a timer would put a
+    finalizer on every policy and need patch rights on them)."""
+    while True:
+        await asyncio.sleep(POLICY_CHECK_INTERVAL)
+        try:
+            await refresh_ledger_conditions(d)
+        except Exception:  # a failed round is retried at the next interval
+            log.exception("refreshing policy ledger conditions failed")
 
 
 @kopf.on.cleanup()
 async def shutdown(**_: Any) -> None:
+    for task in _background:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    _background.clear()
     if _deps is not None:
         await _deps.ledger.close()
+
+
+@kopf.on.event(GROUP, VERSION, POLICY_PLURAL)
+async def policy_event(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
+    """Policy status and re-verification of its users. A raw event handler: kopf keeps no
+    state on the policy, so the operator needs only its status subresource (docs/rbac.md)."""
+    if _deps is None:  # startup handlers run before watching starts; this is a guard
+        return
+    await on_policy_event(_deps, dict(body), deleted=event.get("type") == "DELETED")
 
 
 async def _reconcile(body: kopf.Body, retry: int) -> None:

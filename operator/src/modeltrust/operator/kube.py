@@ -71,6 +71,23 @@ class Kube:
             GROUP, VERSION, POLICY_PLURAL, name, {"status": dict(status)},
         )  # fmt: skip
 
+    async def list_policies(self) -> list[JSON]:
+        listed = await _call(self.custom.list_cluster_custom_object, GROUP, VERSION, POLICY_PLURAL)
+        return list((listed or {}).get("items") or [])
+
+    async def list_model_deployments(self, namespace: str | None) -> list[JSON]:
+        """ModelDeployments in `namespace`, or in every namespace when None."""
+        if namespace is None:
+            listed = await _call(
+                self.custom.list_cluster_custom_object, GROUP, VERSION, MODEL_DEPLOYMENT_PLURAL
+            )
+        else:
+            listed = await _call(
+                self.custom.list_namespaced_custom_object,
+                GROUP, VERSION, namespace, MODEL_DEPLOYMENT_PLURAL,
+            )  # fmt: skip
+        return list((listed or {}).get("items") or [])
+
     async def get_model_deployment(self, namespace: str, name: str) -> JSON | None:
         return await _call(
             self.custom.get_namespaced_custom_object,

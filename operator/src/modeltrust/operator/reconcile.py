@@ -93,6 +93,9 @@ class Deps:
     actor: str = "modeltrust-operator"
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+    # Namespaces the operator serves (empty: all); policy generations handled by this process.
+    namespaces: tuple[str, ...] = ()
+    policies_seen: dict[str, int] = field(default_factory=dict)
 
     def lock(self, uid: str) -> asyncio.Lock:
         # Change handlers, the timer and the Deployment watcher never act on one object at once.
@@ -432,6 +435,7 @@ async def _reconcile_locked(
         modelSignature=dict(decision.signature_json),
         provenance=provenance.to_status() if provenance else None,
         revocationAction=None,
+        verifiedPolicy=policy_ref(policy),
     )
     await _patch_status(deps, md, new_status)
     deps.metrics.verify_seconds.observe((deps.clock() - started).total_seconds())
@@ -440,6 +444,12 @@ async def _reconcile_locked(
         body, kind, "RolledOut", f"{short_digest(md.model.digest)}: {decision.message}"[:1024]
     )
     return Outcome(decision, audit_index, decision.message)
+
+
+def policy_ref(policy: TrustPolicy) -> dict[str, Any]:
+    """Which policy generation the serving version was last decided under (a policy change
+    re-verifies exactly the ModelDeployments whose record differs)."""
+    return {"name": policy.name, "uid": policy.uid, "generation": policy.generation}
 
 
 def _revoked(status: Mapping[str, Any]) -> bool:
@@ -567,7 +577,7 @@ async def on_deployment_change(
             message = "restored the verified Deployment: " + "; ".join(diffs)
             deps.events(fresh, "Warning", "DriftCorrected", message[:1024])
             log.warning("%s/%s: %s", md.ref.namespace, md.ref.name, message)
-            await _audit_best_effort(
+            await audit_best_effort(
                 deps,
                 fresh,
                 md,
@@ -596,7 +606,7 @@ async def on_deployment_change(
             )
 
 
-async def _audit_best_effort(
+async def audit_best_effort(
     deps: Deps,
     body: Mapping[str, Any],
     md: ModelDeployment,
@@ -676,7 +686,7 @@ async def reverify(deps: Deps, body: Mapping[str, Any]) -> str:
         if outcome.revoked and not _revoked(status):
             deps.metrics.revocations.labels(action=policy.revocation_action.value).inc()
             reasons = tuple(f.message for f in outcome.findings)
-            await _audit_best_effort(
+            await audit_best_effort(
                 deps, body, md, action="revoke", decision=policy.revocation_action.value.lower(),
                 digest=verified.digest, reasons=reasons, detail=short_digest(verified.digest),
             )  # fmt: skip

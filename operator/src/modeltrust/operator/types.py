@@ -367,6 +367,7 @@ class TrustPolicy:
     revocation_action: RevocationAction = RevocationAction.SCALE_TO_ZERO
     max_model_size: int = DEFAULT_MAX_MODEL_SIZE
     reverify_seconds: float = DEFAULT_REVERIFY_SECONDS
+    uid: str = ""
 
 
 def parse_duration(text: str, path: str) -> float:
@@ -476,4 +477,5 @@ def parse_trust_policy(body: Mapping[str, Any]) -> TrustPolicy:
         revocation_action=action,
         max_model_size=max_size,
         reverify_seconds=reverify,
+        uid=str(meta.get("uid") or ""),
     )

@@ -1,0 +1,147 @@
+"""ModelTrustPolicy status, and what a policy change does to the models that use it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from harness.cluster import Cluster
+
+from .conftest import (
+    Ledger,
+    Models,
+    PolicyFactory,
+    Publisher,
+    free_port,
+    model_deployment,
+    wait_for,
+)
+from .test_scenarios import apply, condition, deployment, get_md, wait_condition
+
+pytestmark = pytest.mark.usefixtures("operator")
+
+
+def get_policy(cluster: Cluster, name: str) -> dict[str, Any]:
+    return cluster.kubectl_json("get", "mtp", name)
+
+
+def wait_policy(
+    cluster: Cluster, name: str, type_: str, status: str, reason: str | None = None
+) -> dict[str, Any]:
+    def check() -> dict[str, Any] | None:
+        mtp = get_policy(cluster, name)
+        c = condition(mtp, type_)
+        ok = c.get("status") == status and (reason is None or c.get("reason") == reason)
+        current = mtp.get("status", {}).get("observedGeneration") == mtp["metadata"]["generation"]
+        return mtp if ok and current else None
+
+    result: dict[str, Any] = wait_for(f"policy {name} {type_}={status} {reason or ''}", check)
+    return result
+
+
+def publisher_entry(p: Publisher) -> dict[str, str]:
+    return {"name": p.name, "publicKey": p.pem}
+
+
+def test_policy_status_reports_validity_and_ledger(
+    crds: Cluster,
+    ledger: Ledger,
+    publishers: dict[str, Publisher],
+    make_policy: PolicyFactory,
+) -> None:
+    good = make_policy()
+    mtp = wait_policy(crds, good, "LedgerReachable", "True", "CheckpointVerified")
+    assert condition(mtp, "Valid")["status"] == "True"
+    assert mtp["status"]["publisherKeyIds"] == [publishers["trusted"].key_id]
+    assert mtp["status"]["checkpointSize"] >= 0
+    row = crds.kubectl("get", "mtp", good, "--no-headers").stdout.split()
+    assert row[-3:-1] == ["True", "CheckpointVerified"]
+
+    wrong_id = make_policy(
+        "badkey",
+        publishers=[{**publisher_entry(publishers["trusted"]), "keyId": "0" * 64}],
+    )
+    mtp = wait_policy(crds, wrong_id, "Valid", "False", "InvalidPolicy")
+    assert "spec.publishers[0].keyId" in condition(mtp, "Valid")["message"]
+    assert condition(mtp, "LedgerReachable")["status"] == "Unknown"
+
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    down = make_policy("down", ledger={"url": nowhere, "verifierKey": ledger.verifier_key})
+    mtp = wait_policy(crds, down, "LedgerReachable", "False", "LedgerUnavailable")
+    assert "unreachable" in condition(mtp, "LedgerReachable")["message"]
+    assert condition(mtp, "Valid")["status"] == "True"
+
+
+@pytest.mark.parametrize("action", ["ScaleToZero", "KeepAndFlag"])
+def test_removing_a_publisher_from_the_policy_acts_on_its_models(
+    crds: Cluster,
+    namespace: str,
+    ledger: Ledger,
+    publishers: dict[str, Publisher],
+    models: Models,
+    make_policy: PolicyFactory,
+    action: str,
+) -> None:
+    both = [publisher_entry(publishers["trusted"]), publisher_entry(publishers["outsider"])]
+    policy = make_policy(publishers=both, revocationAction=action)
+    path, digest = models.make("m", seed=41)
+    ledger.register(publishers["outsider"], path, "mnist", "1.0.0")
+    apply(crds, model_deployment(namespace, "pub", policy, str(path), digest, replicas=2))
+    md = wait_condition(crds, namespace, "pub", "Ready", "True")
+    uid = md["metadata"]["uid"]
+
+    make_policy(publishers=[publisher_entry(publishers["trusted"])], revocationAction=action)
+    md = wait_condition(crds, namespace, "pub", "Revoked", "True", "UntrustedKey")
+    assert "no longer trusts the serving model" in condition(md, "Revoked")["message"]
+    assert condition(md, "Verified")["status"] == "False"
+    assert md["status"]["revocationAction"] == action
+    revoke = [a for a in ledger.audits(uid) if a.action == "revoke"]
+    assert [a.decision for a in revoke] == [action.lower()]
+    assert any(r.startswith("UntrustedKey") for r in revoke[0].reasons)
+    replicas = 0 if action == "ScaleToZero" else 2
+    wait_for(
+        f"the Deployment at {replicas} replicas",
+        lambda: (
+            (deployment(crds, namespace, "pub") or {}).get("spec", {}).get("replicas") == replicas
+        ),
+    )
+    mtp = wait_policy(crds, policy, "Valid", "True")
+    assert mtp["status"]["publisherKeyIds"] == [publishers["trusted"].key_id]
+
+    # Trusting the publisher again restores the model (nothing on the ledger revokes it).
+    make_policy(publishers=both, revocationAction=action)
+    md = wait_condition(crds, namespace, "pub", "Revoked", "False", "Reverified")
+    assert condition(md, "Verified")["status"] == "True"
+    wait_for(
+        "the Deployment back at 2 replicas",
+        lambda: (deployment(crds, namespace, "pub") or {}).get("spec", {}).get("replicas") == 2,
+    )
+    wait_condition(crds, namespace, "pub", "Ready", "True")
+    assert [a.action for a in ledger.audits(uid)] == ["rollout", "revoke", "reverify"]
+
+
+def test_a_policy_change_that_keeps_trust_leaves_models_serving(
+    crds: Cluster,
+    namespace: str,
+    ledger: Ledger,
+    publishers: dict[str, Publisher],
+    models: Models,
+    make_policy: PolicyFactory,
+) -> None:
+    policy = make_policy()
+    path, digest = models.make("m", seed=42)
+    ledger.register(publishers["trusted"], path, "mnist", "1.0.0")
+    apply(crds, model_deployment(namespace, "keep", policy, str(path), digest))
+    md = wait_condition(crds, namespace, "keep", "Ready", "True")
+    make_policy(maxModelSize="1Gi")  # a new generation that still trusts the model
+
+    audits = wait_for(
+        "the re-verification on the ledger",
+        lambda: [a for a in ledger.audits(md["metadata"]["uid"]) if a.action == "reverify"],
+    )
+    assert audits[0].decision == "allowed"
+    md = get_md(crds, namespace, "keep")
+    assert condition(md, "Revoked")["status"] == "False"
+    assert condition(md, "Ready")["status"] == "True"
+    assert "re-verified under policy" in condition(md, "Verified")["message"]
