@@ -26,6 +26,7 @@ from modeltrust.chain.service import LedgerService
 pytestmark = pytest.mark.integration
 LEDGER_SA_TOKEN = "ledger-own-credential"
 OPERATOR = "system:serviceaccount:modeltrust:operator"
+API_AUDIENCE = "https://kubernetes.default.svc.cluster.local"
 
 
 class FakeApiServer:
@@ -33,6 +34,11 @@ class FakeApiServer:
 
     def __init__(self) -> None:
         self.users = {"operator-token": OPERATOR, "other-token": "system:serviceaccount:x:y"}
+        # Audiences a token was issued for (kube-apiserver's own audience unless listed).
+        self.token_audiences = {"ledger-bound-token": ["modeltrust-ledger"]}
+        self.users["ledger-bound-token"] = OPERATOR
+        # False: an authenticator that ignores spec.audiences (answers without status.audiences).
+        self.audience_aware = True
         self.reviews: list[dict[str, Any]] = []
         self.down = False
 
@@ -45,8 +51,15 @@ class FakeApiServer:
         assert body["kind"] == "TokenReview"
         assert body["apiVersion"] == "authentication.k8s.io/v1"
         self.reviews.append(body)
-        user = self.users.get(body["spec"]["token"])
+        token = body["spec"]["token"]
+        user = self.users.get(token)
         status: dict[str, Any] = {"authenticated": user is not None}
+        if user and self.audience_aware:
+            issued = self.token_audiences.get(token, [API_AUDIENCE])
+            wanted = body["spec"].get("audiences") or [API_AUDIENCE]
+            status["audiences"] = [a for a in wanted if a in issued]
+            if not status["audiences"]:
+                user, status = None, {"authenticated": False}
         if user:
             status["user"] = {"username": user, "groups": ["system:serviceaccounts"]}
         else:
@@ -68,13 +81,16 @@ async def apiserver(tmp_path: Path) -> AsyncIterator[tuple[FakeApiServer, str]]:
     await runner.cleanup()
 
 
-def _config(tmp_path: Path, url: str, cache: float = 30.0) -> TokenReviewConfig:
+def _config(
+    tmp_path: Path, url: str, cache: float = 30.0, audiences: tuple[str, ...] = ()
+) -> TokenReviewConfig:
     cred = tmp_path / "sa-token"
     cred.write_text(LEDGER_SA_TOKEN + "\n")
     return TokenReviewConfig(
         api_url=url,
         credentials_file=cred,
         allowed_usernames=frozenset({OPERATOR}),
+        audiences=audiences,
         cache_seconds=cache,
     )
 
@@ -99,6 +115,28 @@ async def test_tokenreview_allows_only_configured_users(
         with pytest.raises(AuthError):
             await auth.authenticate("stolen")
         assert [r["spec"]["token"] for r in fake.reviews].count("stolen") == 2
+    finally:
+        await auth.close()
+
+
+async def test_an_audience_bound_ledger_accepts_only_tokens_issued_for_it(
+    tmp_path: Path, apiserver: tuple[FakeApiServer, str]
+) -> None:
+    fake, url = apiserver
+    auth = TokenReviewAuthenticator(_config(tmp_path, url, audiences=("modeltrust-ledger",)))
+    try:
+        assert await auth.authenticate("ledger-bound-token") == OPERATOR
+        assert fake.reviews[-1]["spec"]["audiences"] == ["modeltrust-ledger"]
+        # The same service account's API-server token is refused: it is not for this ledger.
+        with pytest.raises(AuthError, match="invalid bearer token") as api_token:
+            await auth.authenticate("operator-token")
+        assert api_token.value.status == 401
+        # An authenticator that ignores spec.audiences says "authenticated" without naming the
+        # audience: the ledger cannot tell an API-server token from its own, so it refuses.
+        fake.audience_aware = False
+        with pytest.raises(AuthError, match="not bound to this ledger's audience") as unaware:
+            await auth.authenticate("operator-token")
+        assert unaware.value.status == 401
     finally:
         await auth.close()
 

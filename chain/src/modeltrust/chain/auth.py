@@ -218,6 +218,16 @@ class TokenReviewAuthenticator:
         if status.get("authenticated") is not True:
             reason = status.get("error") or "not authenticated"
             raise AuthError(f"bearer token rejected by token review: {reason}", 401)
+        if cfg.audiences:
+            # An authenticator that ignores spec.audiences answers with no (or other)
+            # status.audiences: the token may then be an API-server token, never accepted here.
+            granted = status.get("audiences")
+            if not isinstance(granted, list) or not any(a in cfg.audiences for a in granted):
+                raise AuthError(
+                    "bearer token is not bound to this ledger's audience "
+                    f"({', '.join(cfg.audiences)}); the token review granted {granted or 'none'}",
+                    401,
+                )
         user = status.get("user")
         username = user.get("username") if isinstance(user, dict) else None
         if not isinstance(username, str) or not username:
