@@ -22,8 +22,7 @@ from dataclasses import dataclass
 from modeltrust.chain.checkpoint import verify_checkpoint
 from modeltrust.chain.errors import ChainError
 from modeltrust.chain.note import NoteVerifier
-from modeltrust.chain.trust_state import LedgerTrustError, TrustedCheckpoint
-from modeltrust.operator.trust_store import ConfigMapTrustStore
+from modeltrust.chain.trust_state import AsyncTrustStateStore, LedgerTrustError, TrustedCheckpoint
 from modeltrust.operator.types import LedgerSpec, SpecError
 
 
@@ -90,7 +89,7 @@ class WitnessRequirement:
 class WitnessedTrustStore:
     """An AsyncTrustStateStore that holds only checkpoints meeting the witness quorum."""
 
-    def __init__(self, inner: ConfigMapTrustStore, requirement: WitnessRequirement) -> None:
+    def __init__(self, inner: AsyncTrustStateStore, requirement: WitnessRequirement) -> None:
         self.inner = inner
         self.requirement = requirement
 
