@@ -2,17 +2,36 @@
 
 from __future__ import annotations
 
+import http.server
+import json
 import shutil
 import sqlite3
 import subprocess
 import sys
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import orjson
 import pytest
 from click.testing import CliRunner
 
-from harness.ledger import TOKEN, LedgerThread, audit, ledger_subprocess, make_keys, service_config
+from harness.ledger import (
+    TOKEN,
+    LedgerThread,
+    audit,
+    free_port,
+    ledger_subprocess,
+    make_keys,
+    service_config,
+    wait_ready,
+    write_signer_key,
+)
 from modeltrust.chain.client import LedgerClient
+from modeltrust.chain.entries import entry_to_json
 from modeltrust.cli.main import main
 
 pytestmark = pytest.mark.integration
@@ -172,3 +191,128 @@ def test_serve_verify_url_checkpoint_and_single_writer(tmp_path: Path) -> None:
         )
         assert rolled.returncode == 1
         assert "rollback" in rolled.stderr
+
+
+# --- TokenReview audiences -------------------------------------------------------------------
+
+OPERATOR_SA = "system:serviceaccount:modeltrust-system:operator"
+LEDGER_OWN_TOKEN = "ledger-sa-api-token"
+# The operator's two tokens: its API-server token and a projected one bound to the ledger.
+API_TOKEN, LEDGER_TOKEN = "operator-api-token", "operator-ledger-token"
+
+
+class TokenReviewServer(http.server.ThreadingHTTPServer):
+    """Answers POST .../tokenreviews as kube-apiserver does: a token is authenticated only for
+    an audience it was issued for, and status.audiences names the audiences that matched."""
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _TokenReviewHandler)
+        self.issued = {
+            API_TOKEN: ["https://kubernetes.default.svc"],
+            LEDGER_TOKEN: ["modeltrust-ledger"],
+        }
+        self.reviews: list[dict[str, Any]] = []
+
+
+class _TokenReviewHandler(http.server.BaseHTTPRequestHandler):
+    server: TokenReviewServer
+
+    def do_POST(self) -> None:
+        ok = self.path == "/apis/authentication.k8s.io/v1/tokenreviews" and (
+            self.headers.get("Authorization") == f"Bearer {LEDGER_OWN_TOKEN}"
+        )
+        if not ok:
+            self._answer(401, {"kind": "Status", "code": 401})
+            return
+        review = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.server.reviews.append(review)
+        spec = review["spec"]
+        wanted = spec.get("audiences") or ["https://kubernetes.default.svc"]
+        matched = [a for a in wanted if a in self.server.issued.get(spec["token"], [])]
+        status: dict[str, Any] = {"authenticated": False, "error": "invalid bearer token"}
+        if matched:
+            status = {
+                "authenticated": True,
+                "audiences": matched,
+                "user": {"username": OPERATOR_SA},
+            }
+        self._answer(201, {**review, "status": status})
+
+    def _answer(self, code: int, body: dict[str, Any]) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def tokenreview() -> Iterator[TokenReviewServer]:
+    server = TokenReviewServer()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _post_audit(url: str, token: str, i: int) -> int:
+    request = urllib.request.Request(  # noqa: S310 -- loopback
+        url + "/v1/entries",
+        data=orjson.dumps(entry_to_json(audit(i))),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as resp:  # noqa: S310 -- loopback
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+
+
+def test_serve_with_an_audience_accepts_only_tokens_issued_for_the_ledger(
+    tmp_path: Path, tokenreview: TokenReviewServer
+) -> None:
+    keys = make_keys(tmp_path / "k")
+    credentials = tmp_path / "ledger-sa-token"
+    credentials.write_text(LEDGER_OWN_TOKEN + "\n")
+    port = free_port()
+    cmd = [
+        sys.executable, "-c", "from modeltrust.cli.main import main; main()",
+        "ledger", "serve", "--db", str(tmp_path / "l.db"),
+        "--key", str(write_signer_key(keys, tmp_path)), "--origin", keys.signer.name,
+        "--publishers", str(keys.publishers_dir), "--listen", f"127.0.0.1:{port}",
+        "--tokenreview-allow", OPERATOR_SA, "--tokenreview-audience", "modeltrust-ledger",
+        "--tokenreview-url", f"http://127.0.0.1:{tokenreview.server_address[1]}",
+        "--tokenreview-credentials", str(credentials),
+    ]  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    with (tmp_path / "ledger.log").open("wb") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            wait_ready(url, proc)
+            # The operator's API-server token is refused, though the account is allowed.
+            assert _post_audit(url, API_TOKEN, 1) == 401
+            assert _post_audit(url, LEDGER_TOKEN, 2) == 201
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+    assert [r["spec"]["audiences"] for r in tokenreview.reviews] == [["modeltrust-ledger"]] * 2
+
+
+def test_an_audience_without_tokenreview_is_a_usage_error(tmp_path: Path) -> None:
+    keys = make_keys(tmp_path / "k")
+    args = [
+        "ledger", "serve", "--db", str(tmp_path / "l.db"),
+        "--key", str(write_signer_key(keys, tmp_path)), "--origin", keys.signer.name,
+        "--publishers", str(keys.publishers_dir),
+    ]  # fmt: skip
+    lone = CliRunner().invoke(main, [*args, "--tokenreview-audience", "modeltrust-ledger"])
+    assert lone.exit_code == 2
+    assert "--tokenreview-audience needs --tokenreview-allow" in lone.output

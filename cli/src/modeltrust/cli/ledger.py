@@ -7,6 +7,7 @@ Exit codes: 0 success; 1 the ledger failed verification (or the server failed);
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import sys
@@ -25,6 +26,8 @@ from modeltrust.chain.errors import ChainError
 from modeltrust.chain.note import NoteSigner, NoteVerifier
 from modeltrust.chain.service import LedgerService, ServiceConfig
 from modeltrust.chain.storage import StorageError
+
+log = logging.getLogger("modeltrust.cli.ledger")
 
 
 def _verifier_key(value: str) -> str:
@@ -93,6 +96,14 @@ def keygen(origin: str, out: Path) -> None:
     multiple=True,
     help="Service-account username allowed to append audit entries (TokenReview mode).",
 )
+@click.option(
+    "--tokenreview-audience",
+    "audiences",
+    multiple=True,
+    help="Accept only tokens issued for this audience (repeatable), e.g. a projected "
+    "service-account token with `audience: modeltrust-ledger`; the API server's own tokens "
+    "are then refused.",
+)
 @click.option("--tokenreview-url", help="Kubernetes API URL (default: in-cluster).")
 @click.option("--tokenreview-ca", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option(
@@ -110,6 +121,7 @@ def serve(
     listen: str,
     static_tokens: Path | None,
     allowed: tuple[str, ...],
+    audiences: tuple[str, ...],
     tokenreview_url: str | None,
     tokenreview_ca: Path | None,
     tokenreview_credentials: Path | None,
@@ -126,7 +138,12 @@ def serve(
     try:
         signer = NoteSigner.from_signer_key(key_file.read_text().strip())
         tokens = _tokens(
-            static_tokens, allowed, tokenreview_url, tokenreview_ca, tokenreview_credentials
+            static_tokens,
+            allowed,
+            audiences,
+            tokenreview_url,
+            tokenreview_ca,
+            tokenreview_credentials,
         )
         config = ServiceConfig(
             db=db,
@@ -152,12 +169,17 @@ def serve(
 def _tokens(
     static_tokens: Path | None,
     allowed: tuple[str, ...],
+    audiences: tuple[str, ...],
     url: str | None,
     ca: Path | None,
     credentials: Path | None,
 ) -> TokenAuthenticator | None:
     if static_tokens is not None and allowed:
         raise click.UsageError("choose --static-tokens or --tokenreview-allow, not both")
+    if audiences and not allowed:
+        raise click.UsageError(
+            "--tokenreview-audience needs --tokenreview-allow (TokenReview mode)"
+        )
     if static_tokens is not None:
         return StaticTokens.load(static_tokens)
     env = os.environ.get("MODELTRUST_LEDGER_TOKENS")
@@ -174,6 +196,13 @@ def _tokens(
             or Path("/var/run/secrets/kubernetes.io/serviceaccount/token"),
             allowed_usernames=frozenset(allowed),
             ca_file=ca,
+        )
+    if audiences:
+        cfg = dataclasses.replace(cfg, audiences=audiences)
+    else:
+        log.warning(
+            "no --tokenreview-audience: the ledger accepts the allowed accounts' Kubernetes API "
+            "tokens; give writers a projected token bound to an audience and name it here"
         )
     return TokenReviewAuthenticator(cfg)
 
