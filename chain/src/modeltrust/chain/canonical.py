@@ -10,6 +10,13 @@ to the range every JSON implementation represents exactly (+-(2**53 - 1)).
 
 Python's json module escapes strings exactly that way with ``ensure_ascii=False``,
 so the encoder validates and re-orders the value, then lets the C encoder write it.
+
+Parsing is on every append's hot path, so ``parse_json_strict`` first tries orjson
+(a C parser that already refuses NaN/Infinity, lone surrogates and invalid UTF-8)
+plus cheap checks for what orjson accepts and we do not (floats, unsafe integers,
+duplicate keys, depth). Anything the fast path is unsure about goes to the
+reference parser, which gives the verdict and the error message, so both paths
+accept exactly the same documents with the same values (tests/chain/test_fast_paths.py).
 """
 
 from __future__ import annotations
@@ -17,6 +24,8 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from typing import Any
+
+import orjson
 
 from modeltrust.chain.errors import CanonicalJSONError
 
@@ -38,6 +47,62 @@ def canonical_json(value: object) -> bytes:
 def parse_json_strict(data: bytes, *, max_depth: int = 32) -> Any:
     """Parse UTF-8 JSON, refusing floats, NaN/Infinity, duplicate keys, unsafe integers,
     lone surrogates and nesting deeper than ``max_depth``."""
+    if type(data) is bytes:
+        try:
+            value = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            pass  # the reference parser names what is wrong (or accepts what orjson refused)
+        else:
+            if _fast_parse_acceptable(data, value, max_depth):
+                return value
+    return parse_json_strict_reference(data, max_depth=max_depth)
+
+
+def _fast_parse_acceptable(data: bytes, value: Any, max_depth: int) -> bool:
+    """Whether orjson's ``value`` of ``data`` is what the reference parser returns.
+
+    orjson keeps the last of duplicate keys silently. A 0x3A byte (``:``) in valid
+    JSON is either a member separator or a colon inside a string (UTF-8 never uses
+    0x3A inside a multi-byte character), and orjson writes one separator per member
+    and string colons verbatim. So unless a colon hides in a ``\\u003a`` escape, the
+    input has as many colons as orjson's re-encoding exactly when no member was
+    dropped. A false alarm only costs a trip through the reference parser.
+    """
+    if b"\\u003" in data and (b"\\u003a" in data or b"\\u003A" in data):
+        return False
+    try:
+        if data.count(b":") != orjson.dumps(value).count(b":"):
+            return False
+    except orjson.JSONEncodeError:  # e.g. nesting beyond orjson's encoder limit
+        return False
+    try:
+        return _plain(value, 0, max_depth)
+    except RecursionError:  # only with a huge max_depth; the reference parser decides
+        return False
+
+
+def _plain(value: Any, depth: int, max_depth: int) -> bool:
+    """No floats (orjson's reading of 1.0, 1e3 and integers beyond 64 bits), only safe
+    integers, nesting within ``max_depth`` (strings are already valid Unicode)."""
+    if depth > max_depth:
+        return False
+    kind = type(value)
+    if kind is dict or kind is list:
+        children = value.values() if kind is dict else value
+        if children and depth == max_depth:
+            return False  # the children (strings included) would nest too deep
+        for child in children:
+            if type(child) is not str and not _plain(child, depth + 1, max_depth):
+                return False
+        return True
+    if kind is int:
+        return bool(-MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER)
+    return kind is str or kind is bool or value is None
+
+
+def parse_json_strict_reference(data: bytes, *, max_depth: int = 32) -> Any:
+    """``parse_json_strict`` on Python's json module alone: the definition the fast path
+    must agree with, and what names the problem when input is refused."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
