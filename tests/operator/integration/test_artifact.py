@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import http.server
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +16,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from harness.onnx_models import mnist_mlp
 from modeltrust.operator.artifact import ArtifactChecker
-from modeltrust.operator.onnx_check import external_data_problem
+from modeltrust.operator.onnx_check import CheckFailed, external_data_problem, structural_check
 
 pytestmark = pytest.mark.integration
 
@@ -156,3 +156,108 @@ async def test_successes_are_cached_failures_are_not(model: Path, tmp_path: Path
     capped = await checker.check(str(model), digest, max_size=10)
     assert capped.artifact.error is not None
     assert checker.fetches == 4
+
+
+# --- external data anywhere in the model (review finding 11) --------------------------------
+
+
+def external_tensor(name: str, location: str) -> onnx.TensorProto:
+    t = onnx.TensorProto(name=name, data_type=TensorProto.FLOAT, dims=[4])
+    t.data_location = TensorProto.EXTERNAL
+    for key, value in (("location", location), ("offset", "0"), ("length", "16")):
+        entry = t.external_data.add()
+        entry.key, entry.value = key, value
+    return t
+
+
+def add_model(nodes: list[onnx.NodeProto], **extra: object) -> onnx.ModelProto:
+    graph = helper.make_graph(
+        [*nodes, helper.make_node("Add", ["x", "y0"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])],
+    )
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], **extra)
+    m.ir_version = 8
+    return m
+
+
+def sparse_constant_model(path: Path, location: str) -> Path:
+    """A Constant whose sparse_value keeps its values in a file beside the model: onnxruntime
+    reads that file relative to its working directory."""
+    sparse = onnx.SparseTensorProto(dims=[4])
+    sparse.values.CopyFrom(external_tensor("c", location))
+    sparse.indices.CopyFrom(helper.make_tensor("i", TensorProto.INT64, [4], [0, 1, 2, 3]))
+    const = helper.make_node("Constant", [], ["y0"], sparse_value=sparse)
+    path.write_bytes(add_model([const]).SerializeToString())
+    return path
+
+
+def function_model(path: Path, location: str) -> Path:
+    """A model-local function whose Constant holds external data."""
+    body = helper.make_node("Constant", [], ["out"], value=external_tensor("c", location))
+    fn = helper.make_function("local", "Const4", [], ["out"], [body], [helper.make_opsetid("", 17)])
+    call = helper.make_node("Const4", [], ["y0"], domain="local")
+    m = add_model(
+        [call],
+        functions=[fn],
+    )
+    m.opset_import.append(helper.make_opsetid("local", 1))
+    path.write_bytes(m.SerializeToString())
+    return path
+
+
+def training_info_model(path: Path, location: str) -> Path:
+    """training_info's initialization graph with an externally stored initializer."""
+    const = helper.make_node(
+        "Constant", [], ["y0"], value=helper.make_tensor("k", TensorProto.FLOAT, [4], [1] * 4)
+    )
+    m = add_model([const])
+    init = helper.make_graph(
+        [helper.make_node("Identity", ["w"], ["w2"])],
+        "init",
+        [],
+        [helper.make_tensor_value_info("w2", TensorProto.FLOAT, [4])],
+        initializer=[external_tensor("w", location)],
+    )
+    info = m.training_info.add()
+    info.initialization.CopyFrom(init)
+    path.write_bytes(m.SerializeToString())
+    return path
+
+
+async def test_sparse_constant_with_external_data_is_refused(tmp_path: Path) -> None:
+    # The review's proof of concept: with w.bin beside the model (and in the checker's
+    # working directory), onnxruntime would load it; the check must refuse first.
+    (tmp_path / "w.bin").write_bytes(np.arange(4, dtype=np.float32).tobytes())
+    path = sparse_constant_model(tmp_path / "sparse.onnx", "w.bin")
+    ev = await ArtifactChecker().check(str(path), digest_of(path), max_size=MAX)
+    assert ev.load is not None
+    assert not ev.load.ok
+    assert "not covered by the pinned digest" in (ev.load.error or "")
+
+
+@pytest.mark.parametrize("build", [sparse_constant_model, function_model, training_info_model])
+@pytest.mark.parametrize(
+    ("location", "words"),
+    [("w.bin", "not covered by the pinned digest"), ("../../etc/passwd", "escapes")],
+)
+def test_external_data_is_found_everywhere_in_the_model(
+    tmp_path: Path, build: Callable[[Path, str], Path], location: str, words: str
+) -> None:
+    path = build(tmp_path / "m.onnx", location)
+    with pytest.raises(CheckFailed, match=words):
+        structural_check(str(path))
+
+
+def test_a_model_with_functions_and_sparse_constants_inline_passes(tmp_path: Path) -> None:
+    sparse = onnx.SparseTensorProto(dims=[4])
+    sparse.values.CopyFrom(helper.make_tensor("c", TensorProto.FLOAT, [4], [1, 2, 3, 4]))
+    sparse.indices.CopyFrom(helper.make_tensor("i", TensorProto.INT64, [4], [0, 1, 2, 3]))
+    path = tmp_path / "inline.onnx"
+    path.write_bytes(
+        add_model(
+            [helper.make_node("Constant", [], ["y0"], sparse_value=sparse)]
+        ).SerializeToString()
+    )
+    structural_check(str(path))  # inline data is covered by the digest: no objection

@@ -33,24 +33,60 @@ def _graphs(graph: Any) -> Iterator[Any]:
     """A graph and every subgraph nested in its nodes' attributes (If/Loop/Scan bodies)."""
     yield graph
     for node in graph.node:
-        for attr in node.attribute:
-            if attr.HasField("g"):
-                yield from _graphs(attr.g)
-            for sub in attr.graphs:
-                yield from _graphs(sub)
+        for sub in _subgraphs(node):
+            yield from _graphs(sub)
 
 
-def _tensors(graph: Any) -> Iterator[Any]:
+def _subgraphs(node: Any) -> Iterator[Any]:
+    """The graphs held directly in a node's attributes."""
+    for attr in node.attribute:
+        if attr.HasField("g"):
+            yield attr.g
+        yield from attr.graphs
+
+
+def _sparse(sparse: Any) -> Iterator[Any]:
+    yield sparse.values
+    yield sparse.indices
+
+
+def _node_tensors(node: Any) -> Iterator[Any]:
+    """Tensors held directly in a node's attributes, sparse ones included (a Constant's
+    sparse_value can point at external data just like an initializer)."""
+    for attr in node.attribute:
+        if attr.HasField("t"):
+            yield attr.t
+        yield from attr.tensors
+        if attr.HasField("sparse_tensor"):
+            yield from _sparse(attr.sparse_tensor)
+        for sparse in attr.sparse_tensors:
+            yield from _sparse(sparse)
+
+
+def _graph_tensors(graph: Any) -> Iterator[Any]:
     for g in _graphs(graph):
         yield from g.initializer
         for sparse in g.sparse_initializer:
-            yield sparse.values
-            yield sparse.indices
+            yield from _sparse(sparse)
         for node in g.node:
-            for attr in node.attribute:
-                if attr.HasField("t"):
-                    yield attr.t
-                yield from attr.tensors
+            yield from _node_tensors(node)
+
+
+def _tensors(model: Any) -> Iterator[Any]:
+    """Every tensor a model can carry: the main graph and its subgraphs, local functions
+    (their nodes and nested graphs), and training_info's initialization and algorithm
+    graphs. onnxruntime resolves external data in all of them, relative to its CWD."""
+    yield from _graph_tensors(model.graph)
+    for function in model.functions:
+        for node in function.node:
+            yield from _node_tensors(node)
+            for sub in _subgraphs(node):
+                yield from _graph_tensors(sub)
+    for info in model.training_info:
+        if info.HasField("initialization"):
+            yield from _graph_tensors(info.initialization)
+        if info.HasField("algorithm"):
+            yield from _graph_tensors(info.algorithm)
 
 
 def external_data_problem(location: str) -> str:
@@ -72,8 +108,8 @@ def structural_check(path: str) -> None:
         raise CheckFailed(f"not an ONNX model: {exc}") from None
     if model.ir_version <= 0 or not model.HasField("graph") or not model.graph.node:
         raise CheckFailed("not an ONNX model: no IR version or empty graph")
-    for tensor in _tensors(model.graph):
-        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+    for tensor in _tensors(model):
+        if tensor.data_location == onnx.TensorProto.EXTERNAL or len(tensor.external_data):
             entries = {e.key: e.value for e in tensor.external_data}
             raise CheckFailed(external_data_problem(entries.get("location", "")))
 
