@@ -1,0 +1,64 @@
+"""The benchmark scripts still run: each with --quick, as a user would start it. They must
+exit 0 and print their markdown tables with a target and a result for every goal.
+Speed is not checked here (goals live in the scripts' output, not in tests)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+BENCH = REPO / "bench"
+RESULT = re.compile(r"\| (pass|\*\*miss\*\*|quick run \(\d+\); target is for \d+) \|$")
+
+
+def run_quick(script: str, timeout: float) -> str:
+    result = subprocess.run(
+        [sys.executable, str(BENCH / script), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert result.returncode == 0, (
+        f"{script} --quick exited {result.returncode}\n{result.stdout}\n{result.stderr[-4000:]}"
+    )
+    return result.stdout
+
+
+def result_rows(table: str) -> list[str]:
+    return [line for line in table.splitlines() if RESULT.search(line)]
+
+
+@pytest.mark.integration
+def test_hashing_bench_quick_prints_its_tables() -> None:
+    out = run_quick("hashing_bench.py", timeout=300)
+
+    assert "### SHA-256 throughput, 256 MiB file" in out
+    assert "| `sha256sum` (coreutils, reference) |" in out
+    assert "### Peak RSS of the hashing process by file size (VmHWM)" in out
+    assert "### OMS bundle verification" in out
+    rows = result_rows(out)
+    # Throughput: sha256_file and the fetch path; memory: both again; OMS: two files.
+    assert len(rows) == 6, out
+    assert any(r.startswith("| `sha256_file`") for r in rows)
+    assert any("fetch_artifact" in r for r in rows)
+    assert any(r.startswith("| 10 MB ONNX model") for r in rows)
+
+
+@pytest.mark.e2e
+def test_operator_bench_quick_prints_its_table() -> None:
+    # Starts its own private control plane, ledger and operator, and stops them again.
+    out = run_quick("operator_bench.py", timeout=600)
+
+    assert "## Operator benchmarks" in out
+    rows = result_rows(out)
+    assert any(r.startswith("| `kubectl apply` -> Ready, 10 MB model, p50 of 3 |") for r in rows)
+    assert any(r.startswith("| 30 ModelDeployments -> all Ready") for r in rows)
+    assert any(r.startswith("| operator peak RSS (VmHWM) at 30 |") for r in rows)
+    assert "| Ready=True (Deployment available on the kwok node) |" in out
+    assert "| modeltrust ledger serve |" in out
