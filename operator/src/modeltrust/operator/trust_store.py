@@ -2,10 +2,20 @@
 compare-and-swap on its resourceVersion (DESIGN section 3).
 
 One ConfigMap per ledger (named after a hash of its verifier key) in the operator's
-namespace. The process also keeps a high-water mark: if the ConfigMap is deleted or set
-back while the operator runs, it keeps trusting the newer checkpoint it already verified,
-so resetting trust after a rollback takes a deliberate act (edit the ConfigMap AND restart
-the operator), documented in docs/operator.md.
+namespace. The ConfigMap is not trusted as such (anyone with write access to it could
+name a forked ledger's checkpoint):
+
+- every record read is checked: its note must verify with the ledger's key and parse to
+  exactly the record's origin, size and root (the witness wrapper checks cosignatures on
+  that same note), else it is refused;
+- the process keeps a high-water mark, the newest checkpoint it verified itself. A
+  record that differs from it (older, missing, newer, or another root at the same size)
+  is ignored with a warning: trust moves on only through the verifying client, which
+  proves every newer checkpoint consistent with the high-water mark, and then replaces
+  the record (logged at ERROR with what it replaced). So resetting trust takes a
+  deliberate act: repair or delete the ConfigMap AND restart the operator
+  (docs/operator.md); at start the process adopts the stored record after checking its
+  note.
 """
 
 from __future__ import annotations
@@ -15,6 +25,9 @@ import json
 import logging
 from typing import Any
 
+from modeltrust.chain.checkpoint import verify_checkpoint
+from modeltrust.chain.errors import ChainError
+from modeltrust.chain.note import NoteVerifier
 from modeltrust.chain.trust_state import LedgerTrustError, TrustedCheckpoint
 from modeltrust.operator.kube import Conflict, Kube
 
@@ -40,8 +53,15 @@ class ConfigMapTrustStore:
         self.verifier_key = verifier_key
         self._high_water: TrustedCheckpoint | None = None
         self._resource_version: str | None = None
+        self._warned: tuple[int, bytes] | None = None  # the ignored record last logged
+
+    @property
+    def where(self) -> str:
+        return f"ConfigMap {self.namespace}/{self.name}"
 
     async def _read(self) -> TrustedCheckpoint | None:
+        """The stored record, checked against its own signed note; LedgerTrustError if it
+        is unreadable or does not verify."""
         cm = await self.kube.get_config_map(self.namespace, self.name)
         if cm is None:
             self._resource_version = None
@@ -51,43 +71,100 @@ class ConfigMapTrustStore:
         if raw is None:
             return None
         try:
-            return TrustedCheckpoint.from_json(json.loads(raw))
+            record = TrustedCheckpoint.from_json(json.loads(raw))
         except ValueError as exc:
             # A damaged record must not silently reset trust to "first use".
             raise LedgerTrustError(
-                f"ConfigMap {self.namespace}/{self.name} holds an unreadable trusted checkpoint: "
-                f"{exc}; repair or delete it and restart the operator"
+                f"{self.where} holds an unreadable trusted checkpoint: {exc}; repair or "
+                "delete it and restart the operator"
             ) from exc
+        return self._check_note(record)
+
+    def _check_note(self, record: TrustedCheckpoint) -> TrustedCheckpoint:
+        try:
+            verifier = NoteVerifier.from_verifier_key(self.verifier_key)
+            signed = verify_checkpoint(record.note, verifier)
+        except (ChainError, ValueError) as exc:
+            raise LedgerTrustError(
+                f"{self.where} holds a trusted checkpoint (size {record.size}) whose note "
+                f"does not verify with the ledger key: {exc}; it was not written by the "
+                "operator: investigate, then delete it and restart the operator"
+            ) from None
+        if (signed.origin, signed.size, signed.root_hash) != (
+            record.origin,
+            record.size,
+            record.root_hash,
+        ):
+            raise LedgerTrustError(
+                f"{self.where} records origin {record.origin!r} size {record.size}, but its "
+                f"signed note is for origin {signed.origin!r} size {signed.size} (or another "
+                "root); it was edited: investigate, then delete it and restart the operator"
+            )
+        return record
+
+    async def _read_usable(self) -> TrustedCheckpoint | None:
+        """The stored record; a bad one is fatal only when this process has nothing
+        verified of its own to fall back on (at start)."""
+        try:
+            return await self._read()
+        except LedgerTrustError as exc:
+            if self._high_water is None:
+                raise
+            log.error("%s; keeping the checkpoint of size %d verified by this process",
+                      exc, self._high_water.size)  # fmt: skip
+            return None
 
     def _view(self, stored: TrustedCheckpoint | None) -> TrustedCheckpoint | None:
+        """What this process trusts: the high-water mark, or at start the stored record."""
         high = self._high_water
-        if high is None or (stored is not None and stored.size > high.size):
-            # What the ConfigMap holds is what this process trusts from now on.
+        if high is None:
+            # First use in this process: the persisted record (its note checked) is trusted.
             self._high_water = stored
             return stored
+        if stored is not None and stored.same_tree(high):
+            return high
+        seen = (-1, b"") if stored is None else (stored.size, stored.root_hash)
+        if seen == self._warned:
+            return high  # logged once per record, not on every ledger call
+        self._warned = seen
         if stored is None or stored.size < high.size:
             log.warning(
-                "trusted checkpoint in ConfigMap %s/%s is %s, older than size %d verified by "
-                "this process; keeping the newer one",
-                self.namespace, self.name,
-                "missing" if stored is None else f"size {stored.size}", high.size,
+                "trusted checkpoint in %s is %s, older than size %d verified by this "
+                "process; keeping the newer one",
+                self.where, "missing or unusable" if stored is None else f"size {stored.size}", high.size,
             )  # fmt: skip
-            return high
-        return stored
+        else:
+            log.warning(
+                "trusted checkpoint in %s (size %d) was not written by this process and is not "
+                "proven consistent with the checkpoint of size %d it verified; ignoring it "
+                "(trust moves on only by a consistency proof from size %d)",
+                self.where, stored.size, high.size, high.size,
+            )  # fmt: skip
+        return high
 
     async def load(self) -> TrustedCheckpoint | None:
-        return self._view(await self._read())
+        return self._view(await self._read_usable())
 
     async def compare_and_swap(
         self, expected: TrustedCheckpoint | None, new: TrustedCheckpoint
     ) -> bool:
-        current = self._view(await self._read())
+        stored = await self._read_usable()
+        current = self._view(stored)
         if not (
             current is expected is None or (expected is not None and expected.same_tree(current))
         ):
             return False
         if current is not None and new.size < current.size:
             return False
+        if stored is not None and not stored.same_tree(current):
+            # Someone else wrote a record this process never verified; the new checkpoint
+            # is proven consistent with what it did verify, so it replaces that record.
+            log.error(
+                "replacing the unverified trusted checkpoint in %s (size %d, root %s) with "
+                "the ledger's size %d, proven consistent with size %s verified by this process",
+                self.where, stored.size, stored.root_hash.hex(), new.size,
+                "none" if current is None else current.size,
+            )  # fmt: skip
         body: dict[str, Any] = {
             "apiVersion": "v1",
             "kind": "ConfigMap",
