@@ -329,3 +329,57 @@ def test_image_digest_wins_over_the_tag(tmp_path: Path, values: dict[str, Any]) 
     )
     for _, spec in pod_specs(docs):
         assert spec["containers"][0]["image"] == f"registry.example/mt@{digest}"
+
+
+def _operator_ledger_token(docs: list[dict[str, Any]]) -> tuple[dict[str, Any], str]:
+    """The projected token source of the operator pod and the file its env var names."""
+    pod = find(docs, "Deployment", "-operator")["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    token_file = env["MODELTRUST_LEDGER_TOKEN_FILE"]
+    mounts = container["volumeMounts"]
+    mount = next(m for m in mounts if token_file.startswith(m["mountPath"] + "/"))
+    assert mount.get("readOnly") is True
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    (source,) = volume["projected"]["sources"]
+    token = source["serviceAccountToken"]
+    assert token_file == f"{mount['mountPath']}/{token['path']}"
+    return token, token_file
+
+
+def test_operator_presents_a_ledger_audience_token_never_its_api_token(
+    tmp_path: Path, values: dict[str, Any]
+) -> None:
+    docs = render(tmp_path, values)
+    token, token_file = _operator_ledger_token(docs)
+    assert token == {"audience": "modeltrust-ledger", "expirationSeconds": 3600, "path": "token"}
+    assert not token_file.startswith("/var/run/secrets/kubernetes.io/"), "the API token's path"
+    operator_pod = find(docs, "Deployment", "-operator")["spec"]["template"]["spec"]
+    assert operator_pod["automountServiceAccountToken"] is True, "kopf needs its API token"
+    # The ledger reviews tokens for that audience only.
+    ledger_args = find(docs, "StatefulSet", "-ledger")["spec"]["template"]["spec"]["containers"][0][
+        "args"
+    ]
+    audiences = [a for a in ledger_args if a.startswith("--tokenreview-audience=")]
+    assert audiences == ["--tokenreview-audience=modeltrust-ledger"]
+
+
+def test_the_ledger_audience_is_one_value_for_both_sides(
+    tmp_path: Path, values: dict[str, Any]
+) -> None:
+    auth = {"audience": "ledger.acme.example", "tokenExpirationSeconds": 900}
+    custom = {"ledger": {"auth": auth}}
+    docs = render(tmp_path, merge(values, custom))
+    token, _ = _operator_ledger_token(docs)
+    assert (token["audience"], token["expirationSeconds"]) == ("ledger.acme.example", 900)
+    args = find(docs, "StatefulSet", "-ledger")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--tokenreview-audience=ledger.acme.example" in args
+    # The API server's own audience would let the API token through again; too long or too
+    # short lifetimes are refused too (the kubelet's minimum is 600 s).
+    for bad in (
+        {"audience": "https://kubernetes.default.svc.cluster.local"},
+        {"audience": ""},
+        {"tokenExpirationSeconds": 60},
+    ):
+        stderr = render_error(tmp_path, merge(values, {"ledger": {"auth": bad}}))
+        assert "values don't meet the specifications of the schema" in stderr

@@ -20,6 +20,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -38,9 +39,10 @@ from chart.chartlib import (
     write_values,
 )
 from harness.cluster import Cluster, ClusterError, LocalControlPlane
+from harness.ledger import audit
 from harness.waiting import wait_for
 from modeltrust.chain.client import LedgerClient
-from modeltrust.chain.entries import AuditEntry
+from modeltrust.chain.entries import AuditEntry, entry_to_json
 
 KEY_SECRET = "modeltrust-ledger-key"
 CRD_NAMES = ("modeldeployments.modeltrust.dev", "modeltrustpolicies.modeltrust.dev")
@@ -347,8 +349,9 @@ class LocalProcess:
         return self.log.read_text(errors="replace")[-3000:]
 
 
-def start_ledger(release: Release, port: int) -> LocalProcess:
-    """`modeltrust ledger serve` with the release's key, as the chart's StatefulSet runs it."""
+def start_ledger(release: Release, port: int, auth: list[str] | None = None) -> LocalProcess:
+    """`modeltrust ledger serve` with the release's key, as the chart's StatefulSet runs it;
+    audit writers authenticate with `auth` arguments, else with a static token."""
     work = release.tmp_path / "ledger"
     work.mkdir()
     (work / "signer.key").write_text(release.key.signer_key + "\n")
@@ -358,7 +361,7 @@ def start_ledger(release: Release, port: int) -> LocalProcess:
         [str(MODELTRUST), "ledger", "serve", "--db", str(work / "ledger.db"),
          "--key", str(work / "signer.key"), "--origin", release.key.verifier_key.split("+")[0],
          "--publishers", str(work / "publishers.pem"), "--listen", f"127.0.0.1:{port}",
-         "--static-tokens", str(work / "tokens")],
+         *(auth if auth is not None else ["--static-tokens", str(work / "tokens")])],
         work / "ledger.log",
     )  # fmt: skip
 
@@ -466,3 +469,112 @@ def test_uninstall_in_the_documented_order_leaves_nothing_stuck(
         ledger.stop()
         release.cleanup()
         cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+# --- The operator's ledger token, reviewed by the real API server ---------------------------
+
+
+def rendered(release: Release, kind: str, suffix: str) -> dict[str, Any]:
+    """One object of the installed release's manifest (what helm sent to the API server)."""
+    manifest = release.helm("get", "manifest", release.name)
+    assert manifest.returncode == 0, manifest.stderr
+    (found,) = [
+        d
+        for d in documents(manifest.stdout)
+        if d["kind"] == kind and d["metadata"]["name"].endswith(suffix)
+    ]
+    return found
+
+
+def service_account_token(cluster: Cluster, namespace: str, account: str, *args: str) -> str:
+    """A token the API server issues for `account` (`kubectl create token`), as a pod gets."""
+    return cluster.kubectl("create", "token", account, "-n", namespace, *args).stdout.strip()
+
+
+def api_endpoint(cluster: Cluster, workdir: Path) -> tuple[str, Path]:
+    """The API server's URL and a file with its CA bundle, from the current kubeconfig."""
+    config: Any = cluster.kubectl_json("config", "view", "--raw", "--minify")
+    (entry,) = config["clusters"]
+    server: dict[str, str] = entry["cluster"]
+    ca = workdir / "apiserver-ca.crt"
+    if "certificate-authority-data" in server:
+        ca.write_bytes(base64.b64decode(server["certificate-authority-data"]))
+    else:
+        shutil.copy(server["certificate-authority"], ca)
+    return server["server"], ca
+
+
+def tokenreview_args(release: Release, cluster: Cluster) -> list[str]:
+    """The chart's own TokenReview arguments for the ledger, plus what a pod would have
+    in-cluster (API URL, CA, the ledger service account's token) for a local process."""
+    (container,) = rendered(release, "StatefulSet", "-ledger")["spec"]["template"]["spec"][
+        "containers"
+    ]
+    chart_args = [a for a in container["args"] if a.startswith("--tokenreview-")]
+    url, ca = api_endpoint(cluster, release.tmp_path)
+    credentials = release.tmp_path / "ledger-sa-token"
+    ledger_sa = f"{release.fullname}-ledger"
+    credentials.write_text(service_account_token(cluster, release.namespace, ledger_sa))
+    return [
+        *chart_args,
+        f"--tokenreview-url={url}",
+        f"--tokenreview-ca={ca}",
+        f"--tokenreview-credentials={credentials}",
+    ]
+
+
+def operator_ledger_token(release: Release) -> str:
+    """What the kubelet projects into the operator pod for the ledger (audience, lifetime)."""
+    pod = rendered(release, "Deployment", "-operator")["spec"]["template"]["spec"]
+    (source,) = next(v for v in pod["volumes"] if v["name"] == "ledger-token")["projected"][
+        "sources"
+    ]
+    projected = source["serviceAccountToken"]
+    return service_account_token(
+        release.cluster, release.namespace, f"{release.fullname}-operator",
+        "--audience", projected["audience"], "--duration", f"{projected['expirationSeconds']}s",
+    )  # fmt: skip
+
+
+def post_audit(url: str, token: str, uid: str) -> tuple[int, str]:
+    entry = audit(1, uid=uid, key=uid)
+    request = urllib.request.Request(  # noqa: S310 -- loopback
+        url + "/v1/entries",
+        data=json.dumps(entry_to_json(entry)).encode(),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as resp:  # noqa: S310 -- loopback
+            return int(resp.status), resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), exc.read().decode()
+
+
+def test_ledger_accepts_the_operators_ledger_token_and_never_its_api_token(
+    cluster: Cluster, release: Release
+) -> None:
+    port = free_port()
+    release.values = merge(release.values, {"policy": {"ledgerUrl": f"http://127.0.0.1:{port}"}})
+    release.create_key_secret()
+    release.create_volume()
+    installed = release.install()
+    assert installed.returncode == 0, installed.stderr
+    ledger = start_ledger(release, port, tokenreview_args(release, cluster))
+    try:
+        url = f"http://127.0.0.1:{port}"
+        operator_sa = f"{release.fullname}-operator"
+        api_token = service_account_token(cluster, release.namespace, operator_sa)
+        status, body = post_audit(url, api_token, "api-token")
+        assert status == 401, f"the operator's API token was accepted: {status} {body}"
+        status, body = post_audit(url, operator_ledger_token(release), "ledger-token")
+        assert status == 201, f"{status} {body}\n{ledger.tail()}"
+        # Another account's token for the same audience authenticates but may not write.
+        ledger_sa_token = service_account_token(
+            cluster, release.namespace, f"{release.fullname}-ledger",
+            "--audience", "modeltrust-ledger",
+        )  # fmt: skip
+        status, body = post_audit(url, ledger_sa_token, "other-account")
+        assert status == 403, f"{status} {body}"
+    finally:
+        ledger.stop()

@@ -100,6 +100,11 @@ app.kubernetes.io/component: ledger
 {{- default (printf "http://%s.%s.svc:%d" (include "modeltrust.ledger.fullname" .) .Release.Namespace (int .Values.ledger.service.port)) .Values.policy.ledgerUrl -}}
 {{- end -}}
 
+{{/* Where the operator's ledger-audience token is mounted. */}}
+{{- define "modeltrust.operator.ledgerTokenDir" -}}
+/var/run/secrets/modeltrust.dev/ledger-token
+{{- end -}}
+
 {{- define "modeltrust.operator.serviceAccountSubject" -}}
 {{- printf "system:serviceaccount:%s:%s" .Release.Namespace (include "modeltrust.operator.serviceAccountName" .) -}}
 {{- end -}}
