@@ -2,13 +2,21 @@
 
 The builders in provenance.py decide what the ConfigMap holds; this module does the two
 API calls and the one ledger read around them. A ConfigMap that already exists under the
-derived name and is controlled by the same ModelDeployment is reused as it is: its proof
-is for the same registration on the same ledger, and a proof at an older checkpoint still
-proves inclusion (the init step checks it against the ledger key, not against "newest").
+derived name is never trusted by its name or its ownerReference (anyone who may create
+ConfigMaps in the namespace can forge both): it is reused only if its content is exactly
+what the operator would write for a registration that verifies with the policy's keys:
+the policy's ledger key and the trusted publisher's key byte for byte, a registration of
+the pinned digest at the expected index signed by that publisher, and a checkpoint signed
+by the ledger key (and the policy's witnesses) that proves its inclusion. A proof at an
+older checkpoint than the current one is fine (the init step checks it against the ledger
+key, not against "newest"). Anything else is refused (ProvenancePending): delete it.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -17,16 +25,26 @@ from kubernetes.client.exceptions import ApiException
 
 from modeltrust.chain.client_flows import VerifiedEntry
 from modeltrust.chain.entries import Registration
+from modeltrust.chain.errors import ChainError
 from modeltrust.operator.keys import TrustedKeys
 from modeltrust.operator.kube import Conflict, Kube
 from modeltrust.operator.ledger_access import LedgerAccess, LedgerUnverified
 from modeltrust.operator.provenance import (
+    CHECKPOINT_FILE,
+    FILES,
+    PROOF_FILE,
+    REGISTRATION_FILE,
+    ProvenanceMaterial,
     build_config_map,
+    config_map_data,
     config_map_name,
     fetch_args,
     has_all_files,
 )
-from modeltrust.operator.types import LedgerSpec, ModelDeployment
+from modeltrust.operator.types import LedgerSpec, ModelDeployment, SpecError
+from modeltrust.operator.witness import WitnessRequirement
+from modeltrust.serving.errors import ProvenanceError as OfflineCheckFailed
+from modeltrust.serving.provenance import verify_provenance
 
 
 class ProvenanceError(Exception):
@@ -61,15 +79,100 @@ def _controlled_by(obj: Mapping[str, Any], uid: str) -> bool:
     return any(r.get("uid") == uid and r.get("controller") for r in refs)
 
 
-async def _usable(kube: Kube, md: ModelDeployment, name: str) -> bool:
-    """True if our ConfigMap `name` exists with every file; ProvenanceError if it is not ours."""
+def _json(data: Mapping[str, Any], file: str) -> Any:
+    try:
+        return json.loads(data[file])
+    except ValueError as exc:
+        raise OfflineCheckFailed(f"{file} is not JSON: {exc}") from None
+
+
+def _hash(value: object, what: str) -> bytes:
+    try:
+        raw = base64.b64decode(value, validate=True) if isinstance(value, str) else b""
+    except (binascii.Error, ValueError):
+        raw = b""
+    if len(raw) != 32:
+        raise OfflineCheckFailed(f"{what} is not a base64 32-byte hash")
+    return raw
+
+
+def proof_problem(
+    config_map: Mapping[str, Any],
+    md: ModelDeployment,
+    spec: LedgerSpec,
+    keys: TrustedKeys,
+    index: int,
+) -> str | None:
+    """Why an existing proof ConfigMap is not one the operator would have written for the
+    registration at `index` of the pinned digest (None: it is)."""
+    if not _controlled_by(config_map, md.ref.uid):
+        return "it is not controlled by this ModelDeployment"
+    if not has_all_files(config_map) or config_map.get("binaryData"):
+        return "it does not hold exactly the proof files"
+    data = config_map.get("data") or {}
+    try:
+        reg_doc = _json(data, REGISTRATION_FILE)
+        proof = _json(data, PROOF_FILE)
+        entry = reg_doc.get("entry") if isinstance(reg_doc, dict) else None
+        signer = entry.get("signer_key_id") if isinstance(entry, dict) else None
+        trusted = keys.get(signer) if isinstance(signer, str) else None
+        if trusted is None:
+            return "its registration is not signed by a publisher of the policy"
+        proven = verify_provenance(
+            digest=md.model.digest,
+            registration=reg_doc,
+            publisher_key_pem=trusted.publisher.public_key_pem.encode(),
+            checkpoint_note=data[CHECKPOINT_FILE],
+            ledger_verifier_key=spec.verifier_key,
+            proof=proof,
+            origin=spec.expected_origin,
+        )
+        requirement = WitnessRequirement.from_ledger(spec)
+        if requirement is not None:
+            requirement.check(data[CHECKPOINT_FILE], what="its checkpoint")
+        if proven.index != index or reg_doc.get("index") != index:
+            return f"it proves ledger entry {proven.index}, not registration {index}"
+        material = ProvenanceMaterial(
+            registration=proven.registration,
+            index=index,
+            leaf_hash=_hash(reg_doc.get("leaf_hash"), "registration.json leaf_hash"),
+            checkpoint_note=data[CHECKPOINT_FILE],
+            tree_size=proven.tree_size,
+            inclusion_proof=tuple(
+                _hash(h, "inclusion proof hash") for h in proof.get("inclusion_proof") or []
+            ),
+            publisher_key_pem=trusted.publisher.public_key_pem,
+            ledger_key=spec.verifier_key,
+            origin=proven.origin,
+        )
+    except (OfflineCheckFailed, ChainError, SpecError, ValueError, TypeError) as exc:
+        return f"its proof does not verify with the policy's keys ({exc})"
+    # Byte for byte what the operator writes for this registration and checkpoint: no
+    # other key, no extra file, no different encoding for the init step to stumble on.
+    if dict(data) != config_map_data(material) or set(data) != set(FILES):
+        return "its files differ from what the operator writes"
+    return None
+
+
+async def _usable(
+    kube: Kube,
+    md: ModelDeployment,
+    name: str,
+    spec: LedgerSpec,
+    keys: TrustedKeys,
+    index: int,
+) -> bool:
+    """True if the ConfigMap `name` exists and holds our proof of registration `index`;
+    ProvenanceError if it exists with anything else."""
     current = await kube.get_config_map(md.ref.namespace, name)
     if current is None:
         return False
-    if not _controlled_by(current, md.ref.uid) or not has_all_files(current):
+    problem = proof_problem(current, md, spec, keys, index)
+    if problem is not None:
         raise ProvenanceError(
-            f"ConfigMap {md.ref.namespace}/{name} exists but is not a complete proof written "
-            "for this ModelDeployment; delete it so the operator can write its own"
+            f"ConfigMap {md.ref.namespace}/{name} exists but {problem}; it was not written by "
+            "the operator for this ModelDeployment and is not used as the pod's proof: "
+            "delete it so the operator can write its own"
         )
     return True
 
@@ -95,7 +198,7 @@ async def apply_provenance(
     name = config_map_name(md.ref.name, reg.digest, spec.verifier_key, found.index)
     result = PodProvenance(name, found.checkpoint.checkpoint.origin)
     try:
-        if await _usable(kube, md, name):
+        if await _usable(kube, md, name, spec, keys, found.index):
             return result
         material = await ledger.provenance(spec, found, trusted.publisher.public_key_pem)
         body = build_config_map(md, material)
@@ -104,7 +207,7 @@ async def apply_provenance(
             await kube.create_config_map(md.ref.namespace, body)
         except Conflict:
             # Created concurrently (a retry after a crash): fine if it is ours and complete.
-            if not await _usable(kube, md, name):
+            if not await _usable(kube, md, name, spec, keys, found.index):
                 raise ProvenanceError(f"ConfigMap {md.ref.namespace}/{name} vanished") from None
     except LedgerUnverified as exc:
         raise ProvenanceError(f"could not fetch the inclusion proof for the pod: {exc}") from exc
@@ -126,7 +229,7 @@ async def restore_provenance(
     registration_index: int,
 ) -> None:
     """Re-create a deleted proof ConfigMap for the serving version (same name, fresh proof)."""
-    if await _usable(kube, md, provenance.config_map):
+    if await _usable(kube, md, provenance.config_map, spec, keys, registration_index):
         return
     expected = config_map_name(md.ref.name, md.model.digest, spec.verifier_key, registration_index)
     if expected != provenance.config_map:
