@@ -62,9 +62,10 @@ def reg(
 
 
 def revocation(kind: str, target: str, *, valid: bool = True) -> RevocationFact:
+    # Signed with authority: a key revokes itself, a digest is revoked by its registrant.
     return RevocationFact(
         ledger_index=11, target_kind=kind, target=target, reason="key leaked",
-        signer_key_id=KEY_A, signature_valid=valid,
+        signer_key_id=target if kind == "key" else KEY_A, signature_valid=valid,
     )  # fmt: skip
 
 

@@ -188,10 +188,15 @@ def _short(digest: str) -> str:
 def applicable_revocations(
     digest: str, key_ids: Sequence[str], revocations: Sequence[RevocationFact]
 ) -> list[RevocationFact]:
-    """Validly signed revocations that name `digest` or one of `key_ids`.
+    """The revocations that count against `digest` vouched for by `key_ids` (the signer
+    keys whose registrations of `digest` counted).
 
-    A revocation counts only when a publisher in the policy signed it; an unsigned or
-    foreign "revocation" must not let anyone outside the policy take models down.
+    Authority rule: a revocation counts only when a publisher in the policy signed it
+    (an unsigned or foreign "revocation" must not let anyone outside the policy take
+    models down), and only
+    - for a key: when signed by that key itself (one publisher cannot revoke another's);
+    - for a digest: when signed by one of `key_ids`, i.e. a publisher who vouched for
+      these bytes (a publisher cannot take down models it never registered).
     """
     keys = set(key_ids)
     return [
@@ -199,8 +204,8 @@ def applicable_revocations(
         for r in revocations
         if r.signature_valid
         and (
-            (r.target_kind == "digest" and r.target == digest)
-            or (r.target_kind == "key" and r.target in keys)
+            (r.target_kind == "digest" and r.target == digest and r.signer_key_id in keys)
+            or (r.target_kind == "key" and r.target in keys and r.signer_key_id == r.target)
         )
     ]
 
