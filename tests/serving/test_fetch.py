@@ -208,6 +208,31 @@ def test_unreachable_and_unsupported_sources(tmp_path: Path) -> None:
     assert _leftovers(tmp_path) == []
 
 
+def test_local_sources_must_be_regular_files(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo.onnx"
+    os.mkfifo(fifo)  # no writer: a blocking open would hang the fetch forever
+    with pytest.raises(FetchError, match="not a regular file"):
+        fetch_artifact(str(fifo), DIGEST, tmp_path / "out" / "m")
+    with pytest.raises(FetchError, match="not a regular file"):
+        fetch_artifact("/dev/zero", DIGEST, tmp_path / "out" / "m", max_size=10)
+
+
+def test_a_local_root_confines_paths_and_refuses_symlinks(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (root / "sub").mkdir(parents=True)
+    (root / "sub" / "a.onnx").write_bytes(ARTIFACT)
+    (root / "link.onnx").symlink_to(root / "sub" / "a.onnx")
+    (tmp_path / "outside.onnx").write_bytes(ARTIFACT)
+    out = tmp_path / "out"
+    fetch_artifact(str(root / "sub" / "a.onnx"), DIGEST, out / "ok", local_root=root)
+    with pytest.raises(FetchError, match="symlink"):
+        fetch_artifact(str(root / "link.onnx"), DIGEST, out / "l", local_root=root)
+    with pytest.raises(FetchError, match="not under the local model root"):
+        fetch_artifact(str(tmp_path / "outside.onnx"), DIGEST, out / "o", local_root=root)
+    # Without a root (the pod's init step reading its mounted volume) a symlink is followed.
+    assert fetch_artifact(str(root / "link.onnx"), DIGEST, out / "p").digest == DIGEST
+
+
 def _self_signed(directory: Path) -> tuple[Path, Path]:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "modeltrust test")])

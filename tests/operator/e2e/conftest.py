@@ -211,6 +211,8 @@ class Operator:
             "MODELTRUST_TIMER_INTERVAL": "1",
             "MODELTRUST_IMAGE": "registry.example/modeltrust:e2e",
             "MODELTRUST_ACTOR": "e2e-operator",
+            # The tests' models are files under the test's directory (Models.root).
+            "MODELTRUST_LOCAL_MODEL_ROOT": str(self.workdir),
         }
         log = (self.workdir / "operator.log").open("ab")
         self.proc = subprocess.Popen(

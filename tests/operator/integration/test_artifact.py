@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import http.server
+import os
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -75,7 +76,9 @@ def external_data_model(path: Path, location: str) -> Path:
 
 
 async def test_local_model_is_hashed_and_loaded(model: Path) -> None:
-    ev = await ArtifactChecker().check(str(model), digest_of(model), max_size=MAX)
+    ev = await ArtifactChecker(local_root=model.parent).check(
+        str(model), digest_of(model), max_size=MAX
+    )
     assert ev.artifact.digest == digest_of(model)
     assert ev.artifact.size == len(model.read_bytes())  # noqa: ASYNC240
     assert ev.load is not None
@@ -93,7 +96,9 @@ async def test_http_model_is_fetched(model: Path, http_root: tuple[str, Path]) -
 
 async def test_wrong_bytes_report_their_actual_digest_and_are_not_loaded(model: Path) -> None:
     pinned = "sha256:" + "00" * 32
-    ev = await ArtifactChecker().check(f"file://{model}", pinned, max_size=MAX)
+    ev = await ArtifactChecker(local_root=model.parent).check(
+        f"file://{model}", pinned, max_size=MAX
+    )
     assert ev.artifact.digest == digest_of(model)
     assert ev.load is None
 
@@ -115,7 +120,7 @@ async def test_size_cap_stops_the_download(model: Path, http_root: tuple[str, Pa
 async def test_non_onnx_bytes_are_refused_by_the_load_check(tmp_path: Path) -> None:
     junk = tmp_path / "junk.onnx"
     junk.write_bytes(b"\x08\x07this is not a model" * 100)
-    ev = await ArtifactChecker().check(str(junk), digest_of(junk), max_size=MAX)
+    ev = await ArtifactChecker(local_root=tmp_path).check(str(junk), digest_of(junk), max_size=MAX)
     assert ev.artifact.digest == digest_of(junk)
     assert ev.load is not None
     assert not ev.load.ok
@@ -130,7 +135,7 @@ async def test_non_onnx_bytes_are_refused_by_the_load_check(tmp_path: Path) -> N
 async def test_external_data_is_refused(tmp_path: Path, location: str, words: str) -> None:
     path = external_data_model(tmp_path / "ext.onnx", location)
     onnx.load(str(path), load_external_data=False)  # it is a well-formed ModelProto
-    ev = await ArtifactChecker().check(str(path), digest_of(path), max_size=MAX)
+    ev = await ArtifactChecker(local_root=tmp_path).check(str(path), digest_of(path), max_size=MAX)
     assert ev.load is not None
     assert not ev.load.ok
     assert words in (ev.load.error or "")
@@ -142,7 +147,7 @@ def test_external_data_messages() -> None:
 
 
 async def test_successes_are_cached_failures_are_not(model: Path, tmp_path: Path) -> None:
-    checker = ArtifactChecker()
+    checker = ArtifactChecker(local_root=tmp_path)
     digest = digest_of(model)
     missing = str(tmp_path / "not-yet.onnx")
     assert (await checker.check(missing, digest, max_size=MAX)).artifact.error is not None
@@ -231,7 +236,7 @@ async def test_sparse_constant_with_external_data_is_refused(tmp_path: Path) -> 
     # working directory), onnxruntime would load it; the check must refuse first.
     (tmp_path / "w.bin").write_bytes(np.arange(4, dtype=np.float32).tobytes())
     path = sparse_constant_model(tmp_path / "sparse.onnx", "w.bin")
-    ev = await ArtifactChecker().check(str(path), digest_of(path), max_size=MAX)
+    ev = await ArtifactChecker(local_root=tmp_path).check(str(path), digest_of(path), max_size=MAX)
     assert ev.load is not None
     assert not ev.load.ok
     assert "not covered by the pinned digest" in (ev.load.error or "")
@@ -261,3 +266,55 @@ def test_a_model_with_functions_and_sparse_constants_inline_passes(tmp_path: Pat
         ).SerializeToString()
     )
     structural_check(str(path))  # inline data is covered by the digest: no objection
+
+
+# --- local files only under the configured root (review finding 13) --------------------------
+
+
+async def test_local_paths_are_refused_without_a_root(model: Path) -> None:
+    checker = ArtifactChecker()
+    for uri in (str(model), f"file://{model}", "/etc/hostname"):
+        ev = await checker.check(uri, digest_of(model), max_size=MAX)
+        assert ev.artifact.digest is None  # not even hashed: no digest leaks into status
+        assert "MODELTRUST_LOCAL_MODEL_ROOT" in (ev.artifact.error or "")
+    assert checker.fetches == 0
+
+
+async def test_local_paths_outside_the_root_are_refused(model: Path, tmp_path: Path) -> None:
+    root = tmp_path / "models"
+    root.mkdir()
+    checker = ArtifactChecker(local_root=root)
+    ev = await checker.check(str(model), digest_of(model), max_size=MAX)
+    assert "not under the local model root" in (ev.artifact.error or "")
+    ev = await checker.check(f"{root}/../served/mnist.onnx", digest_of(model), max_size=MAX)
+    assert "not under the local model root" in (ev.artifact.error or "")
+
+
+async def test_symlinks_below_the_root_are_refused(model: Path, tmp_path: Path) -> None:
+    root = tmp_path / "models"
+    root.mkdir()
+    (root / "link.onnx").symlink_to(model)
+    (root / "dir").symlink_to(model.parent, target_is_directory=True)
+    checker = ArtifactChecker(local_root=root)
+    ev = await checker.check(str(root / "link.onnx"), digest_of(model), max_size=MAX)
+    assert "symlink" in (ev.artifact.error or "")
+    ev = await checker.check(str(root / "dir" / "mnist.onnx"), digest_of(model), max_size=MAX)
+    assert ev.artifact.error is not None
+    assert ev.artifact.digest is None
+
+
+async def test_a_fifo_is_refused_without_blocking(tmp_path: Path) -> None:
+    fifo = tmp_path / "model.onnx"
+    os.mkfifo(fifo)  # nobody writes: opening it for reading would block forever
+    ev = await ArtifactChecker(local_root=tmp_path).check(
+        str(fifo), "sha256:" + "00" * 32, max_size=MAX
+    )
+    assert "not a regular file" in (ev.artifact.error or "")
+
+
+async def test_a_root_of_slash_allows_every_local_path(model: Path) -> None:
+    ev = await ArtifactChecker(local_root=Path("/")).check(
+        str(model), digest_of(model), max_size=MAX
+    )
+    assert ev.load is not None
+    assert ev.load.ok

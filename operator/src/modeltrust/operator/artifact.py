@@ -5,6 +5,12 @@ SHA-256 while downloading, nothing kept on mismatch), so the operator and the po
 step accept exactly the same bytes. Loading runs in a child process (onnx_check) with an
 address-space limit and a timeout.
 
+Local paths (file:// or absolute) are read only under a configured root
+(MODELTRUST_LOCAL_MODEL_ROOT, `local_root` here), regular files only, no symlink below
+the root: otherwise anyone who may create a ModelDeployment could make the operator hash
+(and report the digest of) any file it can read, or block a worker on a FIFO. Without a
+root, local paths are refused; "/" allows them all, deliberately.
+
 Only successes are cached, keyed on (uri, digest): a digest is content-addressed, so "the
 bytes with this digest load in onnxruntime" never goes stale, while a failure (network,
 404, crash) might be transient and must be retried (Ratify #92 / Kyverno #5289 lessons).
@@ -21,6 +27,7 @@ import tempfile
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from modeltrust.operator.decisions import ArtifactResult, LoadResult, TensorInfo
 from modeltrust.serving.errors import DigestMismatchError, FetchError, ServingError
@@ -103,8 +110,10 @@ class ArtifactChecker:
         fetch_timeout: float = 60.0,
         load_timeout: float = 120.0,
         ca_file: Path | None = None,
+        local_root: Path | None = None,
     ) -> None:
         self.workdir = workdir
+        self.local_root = local_root
         self.fetch_timeout = fetch_timeout
         self.load_timeout = load_timeout
         self.ca_file = ca_file
@@ -147,7 +156,19 @@ class ArtifactChecker:
                 del self._locks[stale]
         return evidence
 
+    def _local_refusal(self, uri: str) -> str | None:
+        if urlsplit(uri).scheme in ("http", "https") or self.local_root is not None:
+            return None
+        return (
+            f"local model path {uri} refused: the operator reads local files only under "
+            "MODELTRUST_LOCAL_MODEL_ROOT, which is not set; serve the model over https, or "
+            "set that variable to the directory holding the models"
+        )
+
     async def _check_uncached(self, uri: str, digest: str, *, max_size: int) -> ArtifactEvidence:
+        refusal = self._local_refusal(uri)
+        if refusal is not None:
+            return ArtifactEvidence(ArtifactResult(error=refusal), None)
         tmp = Path(tempfile.mkdtemp(prefix="modeltrust-artifact-", dir=self.workdir))
         try:
             dest = tmp / MODEL_FILE
@@ -161,6 +182,7 @@ class ArtifactChecker:
                     max_size=max_size,
                     ca_file=self.ca_file,
                     timeout=self.fetch_timeout,
+                    local_root=self.local_root,
                 )
             except DigestMismatchError as exc:
                 return ArtifactEvidence(ArtifactResult(digest=exc.actual), None)

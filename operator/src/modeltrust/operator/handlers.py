@@ -74,6 +74,17 @@ def _token_source() -> Callable[[], str | None]:
     return token_reader(os.environ.get("MODELTRUST_LEDGER_TOKEN"), path)
 
 
+def _local_model_root() -> Path | None:
+    """MODELTRUST_LOCAL_MODEL_ROOT: the only directory local model paths may name (unset:
+    local paths are refused; "/" allows every path, deliberately)."""
+    root = os.environ.get("MODELTRUST_LOCAL_MODEL_ROOT", "").strip()
+    if not root:
+        return None
+    if not Path(root).is_absolute():
+        raise SystemExit(f"MODELTRUST_LOCAL_MODEL_ROOT must be an absolute path, got {root!r}")
+    return Path(root)
+
+
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     global _deps
@@ -101,7 +112,7 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     _deps = Deps(
         kube=k,
         ledger=LedgerAccess(k, namespace, token),
-        artifacts=ArtifactChecker(),
+        artifacts=ArtifactChecker(local_root=_local_model_root()),
         metrics=metrics,
         events=_post_event,
         build=BuildSettings(

@@ -7,16 +7,21 @@ place, so a reader of the destination path sees either nothing or verified bytes
 On any failure the temporary file is removed.
 
 Sources: https:// (system CAs plus an optional extra CA file), http://, file:// and
-plain local paths (for volumes mounted into the pod).
+plain local paths (for volumes mounted into the pod). A local source must be a regular
+file (a FIFO or device would block or never end). With `local_root`, a local path must
+lie under that directory and is opened without following any symlink below it (the
+operator uses this so a ModelDeployment cannot make it read its own filesystem).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import http.client
 import os
 import ssl
+import stat
 import tempfile
 import time
 import urllib.error
@@ -108,16 +113,45 @@ def _open_http(uri: str, ca_file: Path | None, timeout: float) -> _Opened:
     return _Opened(response, length, uri, response)
 
 
-def _open_file(path: Path, description: str) -> _Opened:
+def _open_under(root: Path, path: Path, flags: int) -> int:
+    """Open `path` below `root` one component at a time, never following a symlink."""
+    base = os.path.abspath(root)
+    relative = os.path.relpath(os.path.abspath(path), base)
+    parts = Path(relative).parts
+    if not parts or parts[0] == ".." or relative == ".":
+        raise FetchError(f"{path} is not under the local model root {root}")
+    dir_fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        handle = open(path, "rb", buffering=0)  # noqa: SIM115 - closed by fetch_artifact
+        for part in parts[:-1]:
+            inner = os.open(
+                part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd
+            )
+            os.close(dir_fd)
+            dir_fd = inner
+        return os.open(parts[-1], flags | os.O_NOFOLLOW, dir_fd=dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _open_file(path: Path, description: str, local_root: Path | None = None) -> _Opened:
+    # O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused below anyway.
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags) if local_root is None else _open_under(local_root, path, flags)
     except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise FetchError(f"cannot open {description}: it is a symlink") from None
         raise FetchError(f"cannot open {description}: {error.strerror}") from None
     try:
-        length = os.fstat(handle.fileno()).st_size
-    except OSError:
-        length = None
-    return _Opened(handle, length, description, handle)
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise FetchError(f"cannot open {description}: not a regular file")
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    handle = os.fdopen(fd, "rb", buffering=0)
+    return _Opened(handle, info.st_size, description, handle)
 
 
 def _local_path(uri: str) -> Path | None:
@@ -136,11 +170,17 @@ def _local_path(uri: str) -> Path | None:
     return Path(uri)
 
 
-def open_source(uri: str, *, ca_file: Path | None = None, timeout: float = 60.0) -> _Opened:
+def open_source(
+    uri: str,
+    *,
+    ca_file: Path | None = None,
+    timeout: float = 60.0,
+    local_root: Path | None = None,
+) -> _Opened:
     local = _local_path(uri)
     if local is None:
         return _open_http(uri, ca_file, timeout)
-    return _open_file(local, str(local))
+    return _open_file(local, str(local), local_root)
 
 
 def fetch_artifact(
@@ -154,12 +194,14 @@ def fetch_artifact(
     timeout: float = 60.0,
     progress: Callable[[int, int | None], None] | None = None,
     chunk_size: int = CHUNK_SIZE,
+    local_root: Path | None = None,
 ) -> FetchResult:
     """Download `uri` to `dest` if and only if its SHA-256 is `expected_digest`.
 
     `max_size` caps the bytes read (checked against Content-Length before reading
     and while streaming); `expected_size`, when known (e.g. from a registration),
-    must match exactly. `progress(done, total)` is called after every chunk.
+    must match exactly. `progress(done, total)` is called after every chunk. `local_root`
+    confines local paths to that directory, symlinks below it refused.
     Raises DigestMismatchError, SizeLimitError or FetchError; on any of them nothing
     is left at `dest` or beside it.
     """
@@ -173,7 +215,7 @@ def fetch_artifact(
     if expected_size is not None:
         limit = expected_size if limit is None else min(limit, expected_size)
 
-    source = open_source(uri, ca_file=ca_file, timeout=timeout)
+    source = open_source(uri, ca_file=ca_file, timeout=timeout, local_root=local_root)
     try:
         if limit is not None and source.length is not None and source.length > limit:
             raise SizeLimitError(
