@@ -155,19 +155,55 @@ def test_rbac_is_least_privilege(tmp_path: Path, values: dict[str, Any]) -> None
         ("ClusterRole/rel-modeltrust-ledger", "authentication.k8s.io", "tokenreviews", "create")
     }
     operator = {g[1:] for g in granted if g[0] == "ClusterRole/rel-modeltrust-operator"}
-    for needed in [
-        ("modeltrust.dev", "modeldeployments", "watch"),
-        ("modeltrust.dev", "modeldeployments/status", "patch"),
-        ("modeltrust.dev", "modeltrustpolicies", "list"),
-        ("apps", "deployments", "create"),
-        ("", "services", "create"),
-        ("", "events", "create"),
-    ]:
-        assert needed in operator, f"the operator cannot {needed[2]} {needed[1]}"
+    documented = documented_operator_rbac()
+    assert operator == documented["ClusterRole"], "the ClusterRole differs from docs/rbac.md"
+    # The proof ConfigMap the operator writes into each ModelDeployment's namespace: without
+    # create there, every Enforce rollout waits forever.
+    assert ("", "configmaps", "create") in operator
+    assert not {("", "configmaps", v) for v in ("update", "delete", "list", "watch")} & operator
     state = {g[1:] for g in granted if g[0] == "Role/rel-modeltrust-operator"}
-    assert state == {("", "configmaps", v) for v in ("get", "create", "update")}
+    assert state == documented["Role"], "the operator namespace's Role differs from docs/rbac.md"
     state_role = find(docs, "Role", "-operator")
     assert state_role["metadata"]["namespace"] == NAMESPACE, "checkpoint state is namespaced"
+    # kopf lists namespaces only when it serves a list of them.
+    assert not {g for g in operator if g[1] == "namespaces"}
+    docs = render(tmp_path, merge(values, {"operator": {"watchNamespaces": ["ml"]}}))
+    (cluster_role,) = [
+        d for d in docs if d["kind"] == "ClusterRole" and d["metadata"]["name"].endswith("operator")
+    ]
+    narrowed = {
+        (group, resource, verb)
+        for rule in cluster_role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+    assert narrowed == documented["ClusterRole"] | documented["watchNamespaces"]
+
+
+def documented_operator_rbac() -> dict[str, set[tuple[str, str, str]]]:
+    """docs/rbac.md's table of the operator's permissions, by where the chart grants them."""
+    rows: dict[str, set[tuple[str, str, str]]] = {"ClusterRole": set(), "Role": set()}
+    rows["watchNamespaces"] = set()
+    text = (CHART.parents[1] / "docs" / "rbac.md").read_text()
+    section = text.split("## The operator's service account", 1)[1].split("\n## ", 1)[0]
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) != 5 or not cells[0].startswith("`"):
+            continue
+        group, resource = (c.strip("`") for c in cells[:2])
+        where = cells[3]
+        key = (
+            "watchNamespaces"
+            if "watchNamespaces" in where
+            else "Role"
+            if where.startswith("Role")
+            else "ClusterRole"
+        )
+        for verb in cells[2].split(","):
+            rows[key].add(("" if group == "core" else group, resource, verb.strip()))
+    assert all(rows.values()), f"docs/rbac.md's table was not found or changed shape: {rows}"
+    return rows
 
 
 def test_cluster_scoped_objects_of_two_releases_do_not_collide(

@@ -12,6 +12,9 @@ garbage collection.
 from __future__ import annotations
 
 import base64
+import functools
+import hashlib
+import http.server
 import json
 import os
 import shutil
@@ -20,6 +23,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import urllib.error
 import urllib.request
 import uuid
@@ -28,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from chart.chartlib import (
     CHART,
@@ -40,9 +45,11 @@ from chart.chartlib import (
 )
 from harness.cluster import Cluster, ClusterError, LocalControlPlane
 from harness.ledger import audit
+from harness.onnx_models import mnist_mlp
 from harness.waiting import wait_for
 from modeltrust.chain.client import LedgerClient
 from modeltrust.chain.entries import AuditEntry, entry_to_json
+from modeltrust.chain.signatures import public_key_pem, sign_registration
 
 KEY_SECRET = "modeltrust-ledger-key"
 CRD_NAMES = ("modeldeployments.modeltrust.dev", "modeltrustpolicies.modeltrust.dev")
@@ -238,7 +245,11 @@ def test_install_is_ready_and_upgrade_keeps_the_ledger_key_and_volume(
         (operator_sa, "patch", "modeldeployments.modeltrust.dev/status", "-A", "yes"),
         (operator_sa, "create", "deployments.apps", "-A", "yes"),
         (operator_sa, "update", "configmaps", f"-n={ns}", "yes"),
+        # The pods' proof ConfigMap, written into each ModelDeployment's namespace.
+        (operator_sa, "create", "configmaps", "-n=default", "yes"),
         (operator_sa, "update", "configmaps", "-n=default", "no"),
+        (operator_sa, "delete", "configmaps", "-n=default", "no"),
+        (operator_sa, "delete", "deployments.apps", "-A", "no"),
         (operator_sa, "get", "secrets", f"-n={ns}", "no"),
         (ledger_sa, "create", "tokenreviews.authentication.k8s.io", "", "yes"),
         (ledger_sa, "list", "pods", f"-n={ns}", "no"),
@@ -578,3 +589,147 @@ def test_ledger_accepts_the_operators_ledger_token_and_never_its_api_token(
         assert status == 403, f"{status} {body}"
     finally:
         ledger.stop()
+
+
+# --- The operator with the chart's own account, through a verified rollout ------------------
+
+
+def service_account_kubeconfig(cluster: Cluster, token: str, workdir: Path) -> Path:
+    """A kubeconfig that authenticates as a service account, as the pod's automounted token."""
+    server, ca = api_endpoint(cluster, workdir)
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {"name": "c", "cluster": {"server": server, "certificate-authority": str(ca)}}
+        ],
+        "users": [{"name": "sa", "user": {"token": token}}],
+        "contexts": [{"name": "sa", "context": {"cluster": "c", "user": "sa"}}],
+        "current-context": "sa",
+    }
+    path = workdir / "operator-sa.kubeconfig"
+    path.write_text(json.dumps(config))
+    path.chmod(0o600)
+    return path
+
+
+@pytest.fixture
+def model_files(tmp_path: Path) -> Iterator[tuple[Path, str]]:
+    """A directory served over loopback HTTP (the model store) and its URL."""
+    root = tmp_path / "models"
+    root.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def condition(md: dict[str, Any], kind: str) -> dict[str, Any]:
+    found = [c for c in md.get("status", {}).get("conditions", []) if c.get("type") == kind]
+    return found[0] if found else {}
+
+
+def test_operator_with_the_charts_account_rolls_out_a_verified_model(
+    cluster: Cluster, release: Release, model_files: tuple[Path, str]
+) -> None:
+    """The chart's RBAC and ledger token, exercised by the real operator: an Enforce rollout
+    into another namespace writes the pods' proof ConfigMap there, and the audit entries
+    reach the ledger only through the audience-bound token."""
+    publisher = Ed25519PrivateKey.generate()
+    port = free_port()
+    models_ns = f"{release.namespace}-models"
+    release.values = merge(
+        release.values,
+        {
+            "policy": {
+                "ledgerUrl": f"http://127.0.0.1:{port}",
+                "publishers": [{"name": "acme-ml", "publicKey": public_key_pem(
+                    publisher.public_key()).decode()}],
+            },
+            # On kind the chart's own operator pod runs: keep it on a namespace of its own.
+            "operator": {"watchNamespaces": [f"{release.name}-inert"]},
+        },
+    )  # fmt: skip
+    release.create_key_secret()
+    release.create_volume()
+    installed = release.install()
+    assert installed.returncode == 0, installed.stderr
+    cluster.kubectl("create", "namespace", models_ns)
+    ledger = start_ledger(release, port, tokenreview_args(release, cluster))
+    operator: LocalProcess | None = None
+    try:
+        root, base_url = model_files
+        model = mnist_mlp(root / "mnist.onnx", seed=7)
+        data = model.read_bytes()
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        ledger_url = f"http://127.0.0.1:{port}"
+        with LedgerClient(ledger_url, verifier_key=release.key.verifier_key) as client:
+            client.append(
+                sign_registration(publisher, name="mnist", version="1", digest=digest,
+                                  size=len(data))
+            )  # fmt: skip
+
+        operator_sa = f"{release.fullname}-operator"
+        api_token = service_account_token(cluster, release.namespace, operator_sa)
+        ledger_token = release.tmp_path / "ledger-token"
+        ledger_token.write_text(operator_ledger_token(release))
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MODELTRUST_LEDGER_TOKEN")}
+        env.update(
+            KUBECONFIG=str(service_account_kubeconfig(cluster, api_token, release.tmp_path)),
+            MODELTRUST_NAMESPACE=release.namespace,
+            MODELTRUST_LEDGER_TOKEN_FILE=str(ledger_token),
+            MODELTRUST_IMAGE="registry.example/modeltrust:e2e",
+        )
+        operator = LocalProcess(
+            [sys.executable, "-m", "modeltrust.operator", "-n", models_ns, "--log-format",
+             "plain"],
+            release.tmp_path / "operator.log",
+            env=env,
+        )  # fmt: skip
+        body = {
+            "apiVersion": "modeltrust.dev/v1alpha1",
+            "kind": "ModelDeployment",
+            "metadata": {"name": "mnist", "namespace": models_ns},
+            "spec": {
+                "model": {"name": "mnist", "version": "1", "digest": digest,
+                          "uri": f"{base_url}/mnist.onnx"},
+                "policy": f"{release.name}-policy",
+            },
+        }  # fmt: skip
+        cluster.kubectl("apply", "-f", "-", input=json.dumps(body))
+        assert operator is not None
+        running = operator
+
+        def verified() -> dict[str, Any] | None:
+            md: dict[str, Any] = get(cluster, "modeldeployment", "mnist", "-n", models_ns)
+            return md if condition(md, "Verified").get("status") == "True" else None
+
+        try:
+            md = wait_for("the rollout to be verified", verified, timeout=120)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\noperator log:\n{running.tail()}") from None
+        assert md is not None
+        proof = md["status"]["provenance"]["configMap"]
+        config_map = get(cluster, "configmap", proof, "-n", models_ns)
+        assert config_map["immutable"] is True
+        assert config_map["metadata"]["ownerReferences"][0]["uid"] == md["metadata"]["uid"]
+        deployment = get(cluster, "deployment", "mnist", "-n", models_ns)
+        assert deployment["metadata"]["ownerReferences"][0]["uid"] == md["metadata"]["uid"]
+
+        with LedgerClient(ledger_url, verifier_key=release.key.verifier_key) as client:
+            trail = [e.entry for e in client.audit_trail(uid=md["metadata"]["uid"])]
+        assert [e.action for e in trail if isinstance(e, AuditEntry)], "no audit entry"
+        # Nothing the operator tried was forbidden (kopf only warns about some of it).
+        operator_log = running.log.read_text()
+        for denied in ("Forbidden", "Not enough permissions", "403"):
+            assert denied not in operator_log, operator_log[-3000:]
+    finally:
+        if operator is not None:
+            operator.stop()
+        ledger.stop()
+        cluster.kubectl("delete", "namespace", models_ns, "--wait=false", check=False)
