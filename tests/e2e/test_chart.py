@@ -724,6 +724,15 @@ def test_operator_with_the_charts_account_rolls_out_a_verified_model(
         with LedgerClient(ledger_url, verifier_key=release.key.verifier_key) as client:
             trail = [e.entry for e in client.audit_trail(uid=md["metadata"]["uid"])]
         assert [e.action for e in trail if isinstance(e, AuditEntry)], "no audit entry"
+        # Deletion: the operator audits it and removes its finalizer (a JSON patch).
+        deleted = cluster.kubectl(
+            "delete", "modeldeployment", "mnist", "-n", models_ns, "--wait", "--timeout=90s",
+            check=False, timeout=120,
+        )  # fmt: skip
+        assert deleted.returncode == 0, f"{deleted.stderr}\n{running.tail()}"
+        with LedgerClient(ledger_url, verifier_key=release.key.verifier_key) as client:
+            trail = [e.entry for e in client.audit_trail(uid=md["metadata"]["uid"])]
+        assert "delete" in [e.action for e in trail if isinstance(e, AuditEntry)]
         # Nothing the operator tried was forbidden (kopf only warns about some of it).
         operator_log = running.log.read_text()
         for denied in ("Forbidden", "Not enough permissions", "403"):
