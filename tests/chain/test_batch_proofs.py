@@ -32,6 +32,22 @@ def test_batch_proofs_equal_rfc9162_audit_paths(size: int, data: st.DataObject) 
         assert list(prover.proof(index)) == inclusion_proof(index, size, store)
 
 
+@settings(max_examples=80, deadline=None)
+@given(st.integers(min_value=1, max_value=300), st.data())
+def test_range_proofs_equal_rfc9162_audit_paths(size: int, data: st.DataObject) -> None:
+    store, rng = MemoryNodeStore(), CompactRange.empty()
+    for i in range(size):
+        store.put_all(rng.append(leaf_hash(b"%d" % i)))
+    prover = BatchProver(size, lambda level, index: store.get_nodes([NodeID(level, index)])[0])
+    first = data.draw(st.integers(0, size))
+    end = data.draw(st.integers(first, size))
+    assert prover.proofs(first, end) == [
+        tuple(inclusion_proof(i, size, store)) for i in range(first, end)
+    ]
+    with pytest.raises(ValueError, match="not inside a tree"):
+        prover.proofs(first, size + 1)
+
+
 texts = st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc")), min_size=1, max_size=30)
 
 

@@ -111,6 +111,19 @@ async def test_audit_idempotency_returns_the_existing_entry(
     assert sequencer.latest.size == 1
 
 
+async def test_replays_and_new_entries_in_one_block_are_proven_at_its_size(
+    sequencer: Sequencer, signer: NoteSigner
+) -> None:
+    olds = [Submission.of(audit(i, key=f"k-{i}")) for i in range(5)]
+    await sequencer.submit(olds)
+    mixed = [olds[3], Submission.of(audit(10, key="k-10")), olds[0], Submission.of(audit(11))]
+    outcome = await sequencer.submit(mixed)
+    assert [r.index for r in outcome.receipts] == [3, 5, 0, 6]
+    assert [r.existing for r in outcome.receipts] == [True, False, True, False]
+    assert outcome.checkpoint.size == 7
+    _check_receipt(outcome, mixed, signer)
+
+
 async def test_same_idempotency_key_for_another_entry_conflicts(sequencer: Sequencer) -> None:
     await sequencer.submit([Submission.of(audit(1, key="k-1"))])
     with pytest.raises(IdempotencyConflictError, match="already names a different"):

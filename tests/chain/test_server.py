@@ -232,6 +232,24 @@ async def test_bad_entries_are_refused_and_nothing_is_stored(api: Api) -> None:
     assert (await api.checkpoint()).size == 0
 
 
+async def test_large_signed_batch_names_its_first_bad_entry_and_stores_nothing(
+    api: Api,
+) -> None:
+    # Over the offload threshold, signature checks run on several threads: the answer
+    # must still name the lowest bad index, and the batch must stay all-or-nothing.
+    docs = [_signed_json(api, i) for i in range(40)]
+    for bad in (13, 31):
+        docs[bad] = {**docs[bad], "signature": docs[bad + 1]["signature"]}
+    status, answer = await api.post("/v1/entries", orjson.dumps(docs))
+    assert status == 403, answer
+    assert answer["error"].startswith("entry 13: publisher signature check failed"), answer
+    assert (await api.checkpoint()).size == 0
+    docs[13], docs[31] = _signed_json(api, 98), _signed_json(api, 99)  # fresh, valid
+    status, answer = await api.post("/v1/entries", orjson.dumps(docs))
+    assert status == 201, answer
+    assert [r["index"] for r in answer["receipts"]] == list(range(40))
+
+
 async def test_replay_is_409_naming_the_index(api: Api) -> None:
     body = orjson.dumps(_signed_json(api, 1))
     assert (await api.post("/v1/entries", body))[0] == 201

@@ -379,6 +379,14 @@ class Sequencer:
             return h
 
         prover = BatchProver(latest.size, perfect)
+        # The block's own leaves are consecutive: prove them in one walk down the tree.
+        first_new = new_entries[0].index if new_entries else latest.size
+        new_proofs = prover.proofs(first_new, latest.size)
+
+        def proof(index: int) -> tuple[bytes, ...]:
+            if first_new <= index:
+                return new_proofs[index - first_new]
+            return prover.proof(index)  # an idempotent replay of an older entry
 
         outcomes: list[GroupReceipt | AppendRejectedError] = []
         for g, plan_or_error in zip(groups, plans, strict=True):
@@ -387,7 +395,7 @@ class Sequencer:
                 outcomes.append(plan_or_error)
                 continue
             receipts = tuple(
-                Receipt(index, s.leaf_hash, prover.proof(index), existing)
+                Receipt(index, s.leaf_hash, proof(index), existing)
                 for s, (index, existing) in zip(g.items, plan_or_error, strict=True)
             )
             outcomes.append(GroupReceipt(latest, receipts))
