@@ -8,16 +8,21 @@ from pathlib import Path
 import pytest
 
 from harness.ledger import TOKEN, LedgerThread, audit, make_keys, registration, service_config
+from harness.tampering_proxy import TamperingProxy, edit_json
 from modeltrust.chain.client import (
     AsyncLedgerClient,
     EntryExistsError,
     LedgerClient,
+    LedgerClientError,
     LedgerForkError,
+    LedgerHTTPError,
+    LedgerResponseError,
     LedgerRollbackError,
     LedgerTrustError,
     LedgerUnavailableError,
 )
 from modeltrust.chain.entries import AuditEntry, Registration
+from modeltrust.chain.merkle import verify_inclusion
 from modeltrust.chain.note import NoteSigner
 from modeltrust.chain.service import LedgerService
 from modeltrust.chain.signatures import sign_revocation
@@ -165,5 +170,138 @@ async def test_async_client_with_async_trust_store(tmp_path: Path) -> None:
             assert store.value is not None
             assert store.value.size == 2
             assert (await c.entry(1)).index == 1
+    finally:
+        await service.stop()
+
+
+# -- review findings 1 and 15: kept proofs, stale answers, answer and page caps, tokens -----
+
+
+def test_verified_entries_keep_the_inclusion_proof_they_were_proven_with(tmp_path: Path) -> None:
+    keys = make_keys(tmp_path / "k")
+    with (
+        LedgerThread(service_config(keys, tmp_path / "l.db")) as ledger,
+        LedgerClient(ledger.url, verifier_key=keys.verifier_key, token=TOKEN) as c,
+    ):
+        reg = registration(keys, 1)
+        c.append_many([audit(i) for i in range(5)])
+        c.append(reg)
+        for found in (c.find_registrations(reg.digest)[0], c.entry(5)):
+            assert len(found.inclusion_proof) == 2  # leaf 5 of 6: leaf 4, then [0, 4)
+            verify_inclusion(
+                found.leaf_hash,
+                found.index,
+                found.checkpoint.size,
+                found.inclusion_proof,
+                found.checkpoint.checkpoint.root_hash,
+            )
+
+
+def test_a_stale_checkpoint_is_accepted_only_with_a_consistency_proof(tmp_path: Path) -> None:
+    keys = make_keys(tmp_path / "k")
+    with LedgerThread(service_config(keys, tmp_path / "l.db")) as ledger:
+        with LedgerClient(ledger.url, verifier_key=keys.verifier_key, token=TOKEN) as c:
+            c.append_many([audit(i) for i in range(3)])
+            old_note = c.checkpoint().note
+        refuse_proofs = False
+
+        def stale(method: str, path_qs: str, status: int, body: bytes) -> tuple[int, bytes] | None:
+            if path_qs == "/v1/checkpoint":
+                return 200, old_note.encode()
+            if refuse_proofs and path_qs.startswith("/v1/proofs/consistency"):
+                return 400, b'{"error": "tree size 4 is not between 1 and the current size 3"}'
+            return None
+
+        trust = FileTrustStateStore(tmp_path / "trust.json")
+        with (
+            TamperingProxy(ledger.url, stale) as proxy,
+            LedgerClient(proxy.url, verifier_key=keys.verifier_key, trust_store=trust) as c,
+        ):
+            fresh = LedgerClient(
+                ledger.url, verifier_key=keys.verifier_key, trust_store=trust, token=TOKEN
+            )
+            fresh.append(audit(10, key="moves-trust-to-4"))
+            fresh.close()
+            # An answer older than the trusted checkpoint, provably a prefix of it: stale
+            # (another request moved trust on meanwhile), not a rollback. "The latest
+            # checkpoint" is then the trusted one: a stale answer never holds a caller back.
+            latest = c.checkpoint()
+            stored = trust.load()
+            assert stored is not None
+            assert latest.size == stored.size == 4
+            assert latest.note == stored.note
+            assert c.audit_trail(uid="uid-1")[0].checkpoint.size == 4  # lookups carry their own
+            refuse_proofs = True  # a ledger that was rolled back cannot prove it
+            with pytest.raises(LedgerRollbackError, match="older than the verified checkpoint"):
+                c.checkpoint()
+
+
+def test_answers_larger_than_the_cap_are_refused(tmp_path: Path) -> None:
+    keys = make_keys(tmp_path / "k")
+    with LedgerThread(service_config(keys, tmp_path / "l.db")) as ledger:
+        with LedgerClient(ledger.url, verifier_key=keys.verifier_key, token=TOKEN) as c:
+            c.append_many([audit(i) for i in range(50)])
+        with LedgerClient(ledger.url, verifier_key=keys.verifier_key, max_response_bytes=4096) as c:
+            assert c.checkpoint().size == 50  # small answers still pass
+            with pytest.raises(LedgerResponseError, match="larger than 4096 bytes"):
+                c.audit_trail(uid="uid-1")
+            assert c.checkpoint().size == 50  # the connection was dropped, not left dirty
+
+
+async def test_the_async_client_refuses_answers_larger_than_the_cap(tmp_path: Path) -> None:
+    keys = make_keys(tmp_path / "k")
+    service = LedgerService(service_config(keys, tmp_path / "l.db"))
+    await service.start()
+    try:
+        async with AsyncLedgerClient(service.url, verifier_key=keys.verifier_key, token=TOKEN) as w:
+            await w.append_many([audit(i) for i in range(50)])
+        async with AsyncLedgerClient(
+            service.url, verifier_key=keys.verifier_key, max_response_bytes=4096
+        ) as c:
+            with pytest.raises(LedgerResponseError, match="larger than 4096 bytes"):
+                await c.audit_trail(uid="uid-1")
+            assert (await c.checkpoint()).size == 50
+    finally:
+        await service.stop()
+
+
+def test_lookups_stop_at_the_page_cap(tmp_path: Path) -> None:
+    keys = make_keys(tmp_path / "k")
+    with LedgerThread(service_config(keys, tmp_path / "l.db")) as ledger:
+        with LedgerClient(ledger.url, verifier_key=keys.verifier_key, token=TOKEN) as c:
+            c.append_many([audit(i) for i in range(1001)])
+            assert len(c.audit_trail(uid="uid-1")) == 1001  # two pages
+        with (
+            LedgerClient(ledger.url, verifier_key=keys.verifier_key, max_lookup_pages=1) as c,
+            pytest.raises(LedgerClientError, match="more than 1 pages"),
+        ):
+            c.audit_trail(uid="uid-1")
+
+        def loop(method: str, path_qs: str, status: int, body: bytes) -> tuple[int, bytes] | None:
+            if path_qs.startswith("/v1/audit"):
+                return status, edit_json(body, lambda doc: doc.update(next_after=0))
+            return None
+
+        with (
+            TamperingProxy(ledger.url, loop) as proxy,
+            LedgerClient(proxy.url, verifier_key=keys.verifier_key) as c,
+            pytest.raises(LedgerResponseError, match="next_after is not an index past"),
+        ):
+            c.audit_trail(uid="uid-1")
+
+
+async def test_the_token_is_read_for_every_write(tmp_path: Path) -> None:
+    keys = make_keys(tmp_path / "k")
+    service = LedgerService(service_config(keys, tmp_path / "l.db"))
+    await service.start()
+    current = ["rotated-away"]
+    try:
+        async with AsyncLedgerClient(
+            service.url, verifier_key=keys.verifier_key, token=lambda: current[0]
+        ) as c:
+            with pytest.raises(LedgerHTTPError, match="401"):
+                await c.append(audit(1))
+            current[0] = TOKEN  # the token file was rotated: the same client picks it up
+            assert (await c.append(audit(1))).index == 0
     finally:
         await service.stop()

@@ -8,6 +8,9 @@ itself lives in ``client_flows`` and is shared by both.
                           trust_store=FileTrustStateStore("~/.modeltrust/trusted.json"))
     for found in client.find_registrations("sha256:..."):
         ...  # found.entry is a Registration proven at found.checkpoint
+
+Answers are read into memory only up to ``max_response_bytes`` (16 MiB by default): an
+untrusted ledger must not be able to exhaust the caller's memory with one answer.
 """
 
 from __future__ import annotations
@@ -15,13 +18,14 @@ from __future__ import annotations
 import http.client
 import inspect
 import socket
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
 
 from modeltrust.chain.client_flows import (
+    MAX_LOOKUP_PAGES,
     EntryExistsError,
     Flow,
     Flows,
@@ -33,12 +37,15 @@ from modeltrust.chain.client_flows import (
     LedgerUnavailableError,
     LoadTrust,
     SwapTrust,
+    TokenSource,
     VerifiedCheckpoint,
     VerifiedEntry,
     VerifiedReceipt,
 )
 from modeltrust.chain.digest import parse_digest
 from modeltrust.chain.entries import AuditEntry, Entry, Registration, Revocation
+from modeltrust.chain.log_tail import PAGE_SIZE, LoggedEntry, LogTailError, TailResult, tail_flow
+from modeltrust.chain.merkle import CompactRange
 from modeltrust.chain.note import NoteVerifier
 from modeltrust.chain.trust_state import (
     AsyncTrustStateStore,
@@ -60,15 +67,29 @@ __all__ = [
     "LedgerRollbackError",
     "LedgerTrustError",
     "LedgerUnavailableError",
+    "LogTailError",
+    "LoggedEntry",
+    "TailResult",
     "VerifiedCheckpoint",
     "VerifiedEntry",
     "VerifiedReceipt",
 ]
 
 
-def _flows(verifier_key: str, origin: str | None, bearer: str | None) -> Flows:
+MAX_RESPONSE_BYTES = 16 * 1024 * 1024
+
+
+def _flows(
+    verifier_key: str, origin: str | None, bearer: TokenSource, max_lookup_pages: int
+) -> Flows:
     verifier = NoteVerifier.from_verifier_key(verifier_key)
-    return Flows(verifier, origin or verifier.name, bearer)
+    return Flows(verifier, origin or verifier.name, bearer, max_lookup_pages=max_lookup_pages)
+
+
+def _too_large(limit: int) -> LedgerResponseError:
+    return LedgerResponseError(
+        f"the ledger's answer is larger than {limit} bytes; refusing to read it"
+    )
 
 
 def _revocation_matches(digest: str | None, key_id: str | None) -> Any:
@@ -106,7 +127,11 @@ def _revocation_query(digest: str | None, key_id: str | None) -> dict[str, str]:
 
 
 class LedgerClient:
-    """Blocking verifying client over one keep-alive HTTP connection (not thread-safe)."""
+    """Blocking verifying client over one keep-alive HTTP connection (not thread-safe).
+
+    ``token`` is the bearer token for audit appends: a string, or a function called for
+    every write (so a rotated token is picked up without a new client).
+    """
 
     def __init__(
         self,
@@ -115,10 +140,13 @@ class LedgerClient:
         verifier_key: str,
         origin: str | None = None,
         trust_store: TrustStateStore | None = None,
-        token: str | None = None,
+        token: TokenSource = None,
         timeout: float = 30.0,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
+        max_lookup_pages: int = MAX_LOOKUP_PAGES,
     ) -> None:
-        self._flows = _flows(verifier_key, origin, token)
+        self._flows = _flows(verifier_key, origin, token, max_lookup_pages)
+        self._max_bytes = max_response_bytes
         self._trust: TrustStateStore = trust_store or MemoryTrustStateStore()
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -169,7 +197,17 @@ class LedgerClient:
                 conn = self._connection()
                 conn.request(req.method, self._prefix + req.path, body=req.body, headers=headers)
                 resp = conn.getresponse()
-                return HttpResponse(resp.status, resp.read())
+                declared = resp.getheader("Content-Length")
+                if declared is not None and declared.isdigit() and int(declared) > self._max_bytes:
+                    self.close()
+                    raise _too_large(self._max_bytes)
+                body = resp.read(self._max_bytes + 1)
+                if len(body) > self._max_bytes:
+                    self.close()  # the rest of the answer is still on the connection
+                    raise _too_large(self._max_bytes)
+                if not resp.isclosed():
+                    resp.read()  # an empty tail: lets the connection be reused
+                return HttpResponse(resp.status, body)
             except (OSError, http.client.HTTPException) as exc:
                 self.close()
                 stale = isinstance(exc, http.client.RemoteDisconnected | ConnectionResetError)
@@ -238,9 +276,25 @@ class LedgerClient:
         result: list[VerifiedEntry] = self._run(self._flows.lookup("/v1/audit", params, accept))
         return result
 
+    def tail(
+        self,
+        start: CompactRange,
+        to: VerifiedCheckpoint,
+        *,
+        keep: Collection[str] = ("revocation",),
+        page_size: int = PAGE_SIZE,
+    ) -> TailResult:
+        """Every entry of ``[start.size, to.size)``, proven complete against ``to``'s root
+        (see ``log_tail.tail_flow``); entries of the kinds in ``keep`` are returned."""
+        result: TailResult = self._run(tail_flow(start, to, keep=keep, page_size=page_size))
+        return result
+
 
 class AsyncLedgerClient:
-    """The asyncio verifying client (for the operator); accepts sync or async trust stores."""
+    """The asyncio verifying client (for the operator); accepts sync or async trust stores.
+
+    ``token`` as for LedgerClient: a string or a function read on every write.
+    """
 
     def __init__(
         self,
@@ -249,11 +303,14 @@ class AsyncLedgerClient:
         verifier_key: str,
         origin: str | None = None,
         trust_store: TrustStateStore | AsyncTrustStateStore | None = None,
-        token: str | None = None,
+        token: TokenSource = None,
         timeout: float = 30.0,
         session: aiohttp.ClientSession | None = None,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
+        max_lookup_pages: int = MAX_LOOKUP_PAGES,
     ) -> None:
-        self._flows = _flows(verifier_key, origin, token)
+        self._flows = _flows(verifier_key, origin, token, max_lookup_pages)
+        self._max_bytes = max_response_bytes
         self._trust: TrustStateStore | AsyncTrustStateStore = trust_store or MemoryTrustStateStore()
         self._base = url.rstrip("/")
         self._timeout = aiohttp.ClientTimeout(total=timeout)
@@ -301,9 +358,21 @@ class AsyncLedgerClient:
             async with self._session.request(
                 req.method, self._base + req.path, data=req.body, headers=headers
             ) as resp:
-                return HttpResponse(resp.status, await resp.read())
+                return HttpResponse(resp.status, await self._read_capped(resp))
         except (OSError, aiohttp.ClientError, TimeoutError) as exc:
             raise LedgerUnavailableError(f"ledger {self._base} unreachable: {exc!r}") from exc
+
+    async def _read_capped(self, resp: aiohttp.ClientResponse) -> bytes:
+        limit = self._max_bytes
+        if resp.content_length is not None and resp.content_length > limit:
+            raise _too_large(limit)
+        body = bytearray()
+        async for chunk in resp.content.iter_chunked(1 << 16):
+            body += chunk
+            if len(body) > limit:
+                resp.close()  # drop the connection rather than drain the rest
+                raise _too_large(limit)
+        return bytes(body)
 
     async def checkpoint(self) -> VerifiedCheckpoint:
         result: VerifiedCheckpoint = await self._run(self._flows.checkpoint())
@@ -324,13 +393,21 @@ class AsyncLedgerClient:
         return result
 
     async def find_registrations(self, digest: str) -> list[VerifiedEntry]:
+        found, _ = await self.find_registrations_at(digest)
+        return found
+
+    async def find_registrations_at(
+        self, digest: str
+    ) -> tuple[list[VerifiedEntry], VerifiedCheckpoint]:
+        """Registrations of ``digest``, and the (oldest) checkpoint the lookup was answered
+        at: the ledger claims these are all of them in that tree."""
         parse_digest(digest)
-        flow = self._flows.lookup(
+        flow = self._flows.lookup_at(
             "/v1/registrations",
             {"digest": digest},
             lambda e: isinstance(e, Registration) and e.digest == digest,
         )
-        result: list[VerifiedEntry] = await self._run(flow)
+        result: tuple[list[VerifiedEntry], VerifiedCheckpoint] = await self._run(flow)
         return result
 
     async def revocations_for(
@@ -349,4 +426,17 @@ class AsyncLedgerClient:
         result: list[VerifiedEntry] = await self._run(
             self._flows.lookup("/v1/audit", params, accept)
         )
+        return result
+
+    async def tail(
+        self,
+        start: CompactRange,
+        to: VerifiedCheckpoint,
+        *,
+        keep: Collection[str] = ("revocation",),
+        page_size: int = PAGE_SIZE,
+    ) -> TailResult:
+        """Every entry of ``[start.size, to.size)``, proven complete against ``to``'s root
+        (see ``log_tail.tail_flow``); entries of the kinds in ``keep`` are returned."""
+        result: TailResult = await self._run(tail_flow(start, to, keep=keep, page_size=page_size))
         return result

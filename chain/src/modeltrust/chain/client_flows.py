@@ -36,6 +36,11 @@ from modeltrust.chain.trust_state import (
 )
 
 MAX_LOOKUP_PAGES = 100
+LOOKUP_PAGE_LIMIT = 1000
+
+# Where the bearer token for writes comes from: a fixed string, or a function read on every
+# request (projected service-account tokens rotate; a client must not outlive its token).
+TokenSource = str | Callable[[], str | None] | None
 
 
 class LedgerClientError(ChainError):
@@ -115,6 +120,10 @@ class VerifiedEntry:
     entry: Entry
     leaf_hash: bytes
     checkpoint: VerifiedCheckpoint
+    # The audit path that proved the entry at exactly ``checkpoint.size`` (leaf upwards):
+    # kept so a caller can hand the proof on (e.g. to an offline verifier) without asking
+    # the ledger again.
+    inclusion_proof: tuple[bytes, ...] = ()
 
 
 def _hashes(value: object, what: str) -> list[bytes]:
@@ -142,10 +151,28 @@ def _field(doc: object, name: str, kind: type) -> Any:
 class Flows:
     """The verification logic; ``verifier`` and ``origin`` are pinned by the caller."""
 
-    def __init__(self, verifier: NoteVerifier, origin: str, bearer: str | None = None) -> None:
+    def __init__(
+        self,
+        verifier: NoteVerifier,
+        origin: str,
+        bearer: TokenSource = None,
+        *,
+        lookup_page_limit: int = LOOKUP_PAGE_LIMIT,
+        max_lookup_pages: int = MAX_LOOKUP_PAGES,
+    ) -> None:
+        if not 1 <= lookup_page_limit <= LOOKUP_PAGE_LIMIT:
+            raise ValueError(f"lookup_page_limit must be 1..{LOOKUP_PAGE_LIMIT}")
+        if max_lookup_pages < 1:
+            raise ValueError("max_lookup_pages must be at least 1")
         self.verifier = verifier
         self.origin = origin
         self.bearer = bearer
+        self.lookup_page_limit = lookup_page_limit
+        self.max_lookup_pages = max_lookup_pages
+
+    def token(self) -> str | None:
+        """The bearer token for this request (re-read each time when it is a function)."""
+        return self.bearer() if callable(self.bearer) else self.bearer
 
     # -- plumbing ------------------------------------------------------------------------
 
@@ -169,14 +196,20 @@ class Flows:
             note = resp.body.decode("utf-8")
         except UnicodeDecodeError:
             raise LedgerResponseError("checkpoint is not UTF-8") from None
-        return (yield from self.reconcile(note))
+        # The newest verified checkpoint, never an older one: a caller asking "what does the
+        # log hold now" must not be held back by a stale (or replayed) answer.
+        return (yield from self.reconcile(note, newest=True))
 
-    def reconcile(self, note: str) -> Flow:
-        """Verify ``note`` and bring it into agreement with the trusted checkpoint."""
+    def reconcile(self, note: str, *, newest: bool = False) -> Flow:
+        """Verify ``note`` and bring it into agreement with the trusted checkpoint.
+
+        Returns ``note`` verified; with ``newest``, the trusted checkpoint instead when
+        ``note`` is an older (proven consistent) one.
+        """
         cp = self._open(note)
         verified = VerifiedCheckpoint(cp, note)
         new = TrustedCheckpoint(cp.origin, cp.size, cp.root_hash, note)
-        for attempt in range(5):
+        for _ in range(5):
             trusted = yield LoadTrust()
             if trusted is not None and trusted.origin != self.origin:
                 raise LedgerTrustError(
@@ -187,15 +220,14 @@ class Flows:
                     return verified
                 continue
             if cp.size < trusted.size:
-                if attempt == 0:
-                    raise LedgerRollbackError(
-                        f"ledger rollback: it presents a checkpoint of size {cp.size}, older than "
-                        f"the verified checkpoint of size {trusted.size}; refusing to trust it"
-                    )
-                # Another verifier sharing the trust store moved it on meanwhile.
-                yield from self._prove_consistent(
-                    cp.size, cp.root_hash, trusted.size, trusted.root_hash
-                )
+                # Older than what we trust. Concurrent requests make this normal: another
+                # answer (an append's receipt) may have moved trust on while this one was on
+                # its way. A stale answer is a prefix of the trusted tree and the ledger can
+                # prove it; a ledger that was rolled back no longer holds the trusted tree
+                # and cannot.
+                yield from self._prove_older(cp, trusted)
+                if newest:
+                    return self._open_trusted(trusted)
                 return verified
             if cp.size == trusted.size:
                 if cp.root_hash != trusted.root_hash:
@@ -211,6 +243,39 @@ class Flows:
             if (yield SwapTrust(trusted, new)):
                 return verified
         raise LedgerTrustError("the trusted checkpoint kept changing during verification; retry")
+
+    def _open_trusted(self, trusted: TrustedCheckpoint) -> VerifiedCheckpoint:
+        cp = self._open(trusted.note)
+        if (cp.size, cp.root_hash) != (trusted.size, trusted.root_hash):
+            raise LedgerTrustError(
+                f"the trusted checkpoint record of size {trusted.size} holds a note of another "
+                "tree; repair the trust store"
+            )
+        return VerifiedCheckpoint(cp, trusted.note)
+
+    def _prove_older(self, cp: Checkpoint, trusted: TrustedCheckpoint) -> Flow:
+        rollback = (
+            f"ledger rollback: it presents a checkpoint of size {cp.size}, older than the "
+            f"verified checkpoint of size {trusted.size}"
+        )
+        if cp.size == 0:
+            raise LedgerRollbackError(f"{rollback}; refusing to trust it")
+        resp = yield HttpRequest(
+            "GET", "/v1/proofs/consistency?" + urlencode({"from": cp.size, "to": trusted.size})
+        )
+        if resp.status != 200:
+            raise LedgerRollbackError(
+                f"{rollback}, and cannot prove it a prefix of that one "
+                f"({_http_error(resp)}); refusing to trust it"
+            )
+        proof = _hashes(_field(_decode(resp), "consistency_proof", list), "consistency proof")
+        try:
+            verify_consistency(cp.size, trusted.size, proof, cp.root_hash, trusted.root_hash)
+        except ConsistencyProofError as exc:
+            raise LedgerForkError(
+                f"ledger fork: checkpoint {cp.size} is not a prefix of the verified checkpoint "
+                f"{trusted.size}: {exc}"
+            ) from exc
 
     def _prove_consistent(self, size1: int, root1: bytes, size2: int, root2: bytes) -> Flow:
         resp = yield HttpRequest(
@@ -235,7 +300,7 @@ class Flows:
     def append(self, entries: Sequence[Entry], single: bool) -> Flow:
         docs = [entry_to_json(e) for e in entries]
         body = orjson.dumps(docs[0] if single else docs)
-        resp = yield HttpRequest("POST", "/v1/entries", body, self.bearer)
+        resp = yield HttpRequest("POST", "/v1/entries", body, self.token())
         if resp.status not in (200, 201):
             raise _http_error(resp)
         doc = _decode(resp)
@@ -269,14 +334,25 @@ class Flows:
 
     def lookup(self, path: str, params: dict[str, str], accept: Callable[[Entry], bool]) -> Flow:
         """Follow a lookup's pages; every entry is proven and must match what was asked."""
+        found, _ = yield from self.lookup_at(path, params, accept)
+        return found
+
+    def lookup_at(self, path: str, params: dict[str, str], accept: Callable[[Entry], bool]) -> Flow:
+        """Like ``lookup``, also returning the oldest checkpoint a page was answered at: the
+        answer claims to list every match in that tree (a claim only the whole log can
+        check, see log_tail)."""
         found: list[VerifiedEntry] = []
+        oldest: VerifiedCheckpoint | None = None
         after: int | None = None
-        for _ in range(MAX_LOOKUP_PAGES):
-            query = dict(
-                params, limit="1000", **({"after": str(after)} if after is not None else {})
-            )
+        limit = str(self.lookup_page_limit)
+        for _ in range(self.max_lookup_pages):
+            query = dict(params, limit=limit)
+            if after is not None:
+                query["after"] = str(after)
             doc = yield from self._get_json(f"{path}?{urlencode(query)}")
             vcp = yield from self.reconcile(_field(doc, "checkpoint", str))
+            if oldest is None or vcp.size < oldest.size:
+                oldest = vcp
             for item in _field(doc, "entries", list):
                 index = _field(item, "index", int)
                 proof = _hashes(_field(item, "inclusion_proof", list), "inclusion proof")
@@ -286,12 +362,16 @@ class Flows:
                         f"ledger answered {path} with unrelated entry {index}"
                     )
                 found.append(ve)
-            after = doc.get("next_after")
-            if after is None:
-                return found
-            if not isinstance(after, int):
-                raise LedgerResponseError("next_after is not an index")
-        raise LedgerClientError(f"{path} has more than {MAX_LOOKUP_PAGES} pages of results")
+            next_after = doc.get("next_after")
+            if next_after is None:
+                return found, oldest
+            if type(next_after) is not int or (after is not None and next_after <= after):
+                # A cursor that does not advance would page forever.
+                raise LedgerResponseError("next_after is not an index past the previous page")
+            after = next_after
+        raise LedgerClientError(
+            f"{path} has more than {self.max_lookup_pages} pages of results; refusing to read more"
+        )
 
     def _verified_entry(
         self, doc: object, index: int, proof: list[bytes], vcp: VerifiedCheckpoint
@@ -304,7 +384,7 @@ class Flows:
             raise LedgerResponseError(f"entry {index} is malformed: {exc}") from exc
         lh = leaf_hash(leaf_data(entry))
         self._check_inclusion(lh, index, proof, vcp)
-        return VerifiedEntry(index, entry, lh, vcp)
+        return VerifiedEntry(index, entry, lh, vcp, tuple(proof))
 
     @staticmethod
     def _check_inclusion(
