@@ -40,7 +40,7 @@ def test_audit_mode_rolls_out_a_failing_model_and_records_the_failure(
 
     md = wait_condition(crds, namespace, "a", "Ready", "True")
     verified = condition(md, "Verified")
-    assert verified["status"] == "True"
+    assert verified["status"] == "False"  # serving (Ready) but not verified
     assert verified["reason"] == "AuditOnly"
     assert "rolled out under Audit enforcement despite" in verified["message"]
     assert f"no registration for {digest}" in verified["message"]

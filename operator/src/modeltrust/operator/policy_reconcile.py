@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from modeltrust.operator import builders
-from modeltrust.operator.conditions import REVOKED, VERIFIED, set_condition
+from modeltrust.operator.conditions import REVOKED, VERIFIED, ConditionStatus, set_condition
 from modeltrust.operator.decisions import Decision, Evidence, Reason, Verdict, decide
 from modeltrust.operator.keys import TrustedKeys
 from modeltrust.operator.ledger_access import (
@@ -289,8 +289,11 @@ async def _act(deps: Deps, body: Mapping[str, Any], policy: TrustPolicy, decisio
             deps, body, md, action="reverify", decision=decision.verdict.value,
             digest=verified.digest, reasons=decision.reasons or (message,), detail=detail,
         )  # fmt: skip
+        verified_status: ConditionStatus = (
+            "True" if decision.verdict is Verdict.ALLOWED else "False"
+        )
         conditions = set_condition(
-            conditions, VERIFIED, "True", decision.reason.value, message, generation, now
+            conditions, VERIFIED, verified_status, decision.reason.value, message, generation, now
         )
         patch: dict[str, Any] = {"conditions": conditions, "verifiedPolicy": policy_ref(policy)}
         if decision.verdict is Verdict.ALLOWED and is_revoked(status):

@@ -27,7 +27,13 @@ from modeltrust.chain.entries import AuditEntry
 from modeltrust.operator import builders
 from modeltrust.operator.artifact import ArtifactChecker
 from modeltrust.operator.builders import BuildSettings, VerifiedModel
-from modeltrust.operator.conditions import REVOKED, VERIFIED, rfc3339, set_condition
+from modeltrust.operator.conditions import (
+    REVOKED,
+    VERIFIED,
+    ConditionStatus,
+    rfc3339,
+    set_condition,
+)
 from modeltrust.operator.decisions import (
     Decision,
     Evidence,
@@ -408,10 +414,13 @@ async def _reconcile_locked(
         deps, md, builders.build_deployment(md, verified, deps.build)
     )
     await apply_service(deps, md)
-    verified_reason = decision.reason.value
+    # Under Audit a model that failed trust checks is rolled out, but it is not verified:
+    # Verified=False/AuditOnly says so; Ready says whether it serves.
+    verified_status: ConditionStatus = "True" if decision.verdict is Verdict.ALLOWED else "False"
     conditions = set_condition(
-        conditions, VERIFIED, "True", verified_reason, decision.message, md.ref.generation, now
-    )
+        conditions, VERIFIED, verified_status, decision.reason.value, decision.message,
+        md.ref.generation, now,
+    )  # fmt: skip
     conditions = set_condition(
         conditions, REVOKED, "False", "NotRevoked", "no revocation applies", md.ref.generation, now
     )

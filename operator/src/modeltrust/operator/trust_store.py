@@ -131,8 +131,10 @@ class ConfigMapTrustStore:
             log.warning(
                 "trusted checkpoint in %s is %s, older than size %d verified by this "
                 "process; keeping the newer one",
-                self.where, "missing or unusable" if stored is None else f"size {stored.size}", high.size,
-            )  # fmt: skip
+                self.where,
+                "missing or unusable" if stored is None else f"size {stored.size}",
+                high.size,
+            )
         else:
             log.warning(
                 "trusted checkpoint in %s (size %d) was not written by this process and is not "
