@@ -37,6 +37,7 @@ class Reason(StrEnum):
     FETCH_FAILED = "FetchFailed"
     DIGEST_MISMATCH = "DigestMismatch"
     LOAD_FAILED = "LoadFailed"
+    MODEL_TOO_LARGE = "ModelTooLarge"
     LEDGER_UNAVAILABLE = "LedgerUnavailable"
     WITNESS_QUORUM_NOT_MET = "WitnessQuorumNotMet"
     REVOKED = "Revoked"
@@ -364,6 +365,69 @@ def decide(ev: Evidence, policy: TrustPolicy) -> Decision:
     else:
         verdict = Verdict.REFUSED
     return Decision(verdict, findings, key_ids, reg_index, signature)
+
+
+# No verified answer from the ledger: a re-check that finds only these cannot decide
+# anything, so a running model is left running (flagged), never judged on them.
+LEDGER_UNDECIDED = frozenset(
+    {Reason.LEDGER_UNAVAILABLE, Reason.WITNESS_QUORUM_NOT_MET, Reason.LEDGER_INCONSISTENT}
+)
+
+
+def decide_serving(ev: Evidence, policy: TrustPolicy, model_size: int | None) -> Decision:
+    """Decide again whether the serving version may keep running under `policy` (a policy
+    change, or the periodic re-check), from the ledger and the policy alone.
+
+    The bytes are pinned by digest; they were fetched, hashed and loaded when the version
+    was rolled out, and the pod re-checks them. They are not fetched again: an unreachable
+    or vanished URL must not keep a model the policy no longer trusts running. Their size,
+    recorded at rollout (`model_size`, None when unknown), is held to `maxModelSize`.
+
+    Refused means "no longer trusted": act on it (revocationAction). Under Audit, trust
+    failures are flagged, except a revocation on the ledger, which is acted on in every
+    mode. `undecided(decision)` says the ledger gave no verified answer: nothing to act on.
+    """
+    hard: list[Finding] = []
+    if model_size is not None and model_size > policy.max_model_size:
+        hard.append(
+            Finding(
+                Reason.MODEL_TOO_LARGE,
+                f"the model is {model_size} bytes, over the policy's maxModelSize of "
+                f"{policy.max_model_size} bytes",
+            )
+        )
+    if ev.ledger_inconsistent is not None:
+        trust: list[Finding] = [
+            Finding(
+                Reason.LEDGER_INCONSISTENT,
+                f"ledger is inconsistent with the last trusted checkpoint "
+                f"({ev.ledger_inconsistent})",
+            )
+        ]
+        key_ids: tuple[str, ...] = ()
+        reg_index: int | None = None
+    else:
+        trust, key_ids, reg_index = _trust_findings(ev, policy)
+    findings = tuple(sorted([*hard, *trust], key=lambda f: _SEVERITY[f.reason]))
+    revoked = any(f.reason is Reason.REVOKED for f in trust)
+    if hard:
+        verdict = Verdict.REFUSED
+    elif not trust:
+        verdict = Verdict.ALLOWED
+    elif policy.enforcement is Enforcement.AUDIT and not revoked:
+        verdict = Verdict.ALLOWED_AUDIT_ONLY
+    else:
+        verdict = Verdict.REFUSED
+    return Decision(verdict, findings, key_ids, reg_index)
+
+
+def undecided(decision: Decision) -> bool:
+    """Refused only for want of a verified ledger answer (nothing is known to be wrong)."""
+    return (
+        decision.verdict is Verdict.REFUSED
+        and bool(decision.findings)
+        and all(f.reason in LEDGER_UNDECIDED for f in decision.findings)
+    )
 
 
 @dataclass(frozen=True)
