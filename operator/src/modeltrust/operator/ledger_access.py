@@ -5,21 +5,19 @@ consistent with the trusted one (kept in a ConfigMap, see trust_store). Errors a
 sorted into the two kinds `decide` distinguishes: "no verified answer" (fail closed,
 retry) and "the ledger contradicts a checkpoint we trusted" (rollback or fork: every
 rollout is blocked until a cluster operator acts).
+
+Revocations are never taken from the ledger's lookups, which cannot prove that nothing
+was left out: they come from a RevocationIndex per ledger, built by reading every entry
+of the log and checking it against the verified root (revocation_index.py). The
+registration lookup is checked against the same index, so it cannot omit one either.
 """
 
 from __future__ import annotations
 
-import asyncio
-import base64
-import binascii
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-from urllib.parse import urlencode
-
-import aiohttp
 
 from modeltrust.chain.client import AsyncLedgerClient, EntryExistsError
 from modeltrust.chain.client_flows import VerifiedCheckpoint, VerifiedEntry
@@ -31,6 +29,7 @@ from modeltrust.operator.decisions import RegistrationCheck, RevocationFact
 from modeltrust.operator.keys import TrustedKeys
 from modeltrust.operator.kube import Kube
 from modeltrust.operator.provenance import ProvenanceMaterial
+from modeltrust.operator.revocation_index import RevocationIndex
 from modeltrust.operator.trust_store import ConfigMapTrustStore
 from modeltrust.operator.types import LedgerSpec
 from modeltrust.operator.verification import check_registrations, check_revocations
@@ -39,6 +38,10 @@ from modeltrust.operator.witness import (
     WitnessQuorumError,
     WitnessRequirement,
 )
+
+# A digest with more registrations than this many lookup pages (x1000) is refused rather
+# than read: each page is up to 16 MiB (the client's answer cap), all held in memory.
+MAX_LOOKUP_PAGES = 10
 
 log = logging.getLogger("modeltrust.operator.ledger")
 
@@ -75,25 +78,6 @@ class LedgerEvidence:
     entries: Mapping[int, VerifiedEntry] = field(default_factory=dict)
 
 
-def parse_inclusion_proof(doc: Any, index: int, size: int) -> list[bytes]:
-    """The hashes of a `/v1/proofs/inclusion` answer, which must be for (index, size)."""
-    if not isinstance(doc, dict) or doc.get("index") != index or doc.get("tree_size") != size:
-        raise LedgerUnverified(f"the ledger answered another proof than index {index} size {size}")
-    raw = doc.get("inclusion_proof")
-    if not isinstance(raw, list):
-        raise LedgerUnverified("the ledger's inclusion proof has no inclusion_proof list")
-    hashes: list[bytes] = []
-    for item in raw:
-        try:
-            h = base64.b64decode(item, validate=True) if isinstance(item, str) else b""
-        except (binascii.Error, ValueError):
-            h = b""
-        if len(h) != 32:
-            raise LedgerUnverified("the ledger's inclusion proof holds a non-32-byte hash")
-        hashes.append(h)
-    return hashes
-
-
 def token_reader(token: str | None, token_file: Path | None) -> Callable[[], str | None]:
     """A fixed token, or a file re-read on every use (projected service-account tokens rotate)."""
 
@@ -124,8 +108,10 @@ class LedgerAccess:
         self.token = token
         self.timeout = timeout
         self._stores: dict[str, ConfigMapTrustStore | WitnessedTrustStore] = {}
-        self._clients: dict[tuple[str, str, str, str, str | None], AsyncLedgerClient] = {}
-        self._session: aiohttp.ClientSession | None = None
+        # Keyed on what decides what the client trusts, never on the token: the token is
+        # read on every write, so its rotation neither leaks clients nor breaks appends.
+        self._clients: dict[tuple[str, str, str, str], AsyncLedgerClient] = {}
+        self._indexes: dict[tuple[str, str, str, str], RevocationIndex] = {}
 
     def store(self, ledger: LedgerSpec) -> ConfigMapTrustStore | WitnessedTrustStore:
         """The trusted-checkpoint record for this ledger (and witness requirement).
@@ -142,10 +128,13 @@ class LedgerAccess:
             self._stores[cache_key] = store
         return store
 
-    def client(self, ledger: LedgerSpec) -> AsyncLedgerClient:
-        token = self.token()
+    @staticmethod
+    def _key(ledger: LedgerSpec) -> tuple[str, str, str, str]:
         witnesses = "\n".join(sorted(ledger.witnesses)) + f"\n{ledger.witness_quorum}"
-        key = (ledger.url, ledger.verifier_key, ledger.expected_origin, witnesses, token)
+        return (ledger.url, ledger.verifier_key, ledger.expected_origin, witnesses)
+
+    def client(self, ledger: LedgerSpec) -> AsyncLedgerClient:
+        key = self._key(ledger)
         client = self._clients.get(key)
         if client is None:
             client = AsyncLedgerClient(
@@ -153,19 +142,32 @@ class LedgerAccess:
                 verifier_key=ledger.verifier_key,
                 origin=ledger.expected_origin,
                 trust_store=self.store(ledger),
-                token=token,
+                token=self.token,
                 timeout=self.timeout,
+                max_lookup_pages=MAX_LOOKUP_PAGES,
             )
             self._clients[key] = client
         return client
+
+    def index(self, ledger: LedgerSpec) -> RevocationIndex:
+        """The revocations read from this ledger's log (one per client: same trust)."""
+        key = self._key(ledger)
+        index = self._indexes.get(key)
+        if index is None:
+            index = self._indexes[key] = RevocationIndex(ledger.url)
+        return index
 
     async def close(self) -> None:
         for client in self._clients.values():
             await client.close()
         self._clients.clear()
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+
+    async def _read_log(self, ledger: LedgerSpec) -> AsyncLedgerClient:
+        """Verify the ledger's current checkpoint (moving trust forward) and read the log
+        up to it into the ledger's revocation index."""
+        client = self.client(ledger)
+        await self.index(ledger).advance(client, await client.checkpoint())
+        return client
 
     async def checkpoint(self, ledger: LedgerSpec) -> VerifiedCheckpoint:
         """The ledger's current checkpoint, verified (and witnessed, if the policy says so)."""
@@ -179,10 +181,12 @@ class LedgerAccess:
     ) -> LedgerEvidence:
         """Registrations of `digest` and the revocations that could apply to it."""
         try:
-            client = self.client(ledger)
-            found = await client.find_registrations(digest)
+            client = await self._read_log(ledger)
+            index = self.index(ledger)
+            found, answered_at = await client.find_registrations_at(digest)
+            index.require_all_registrations(digest, found, below=answered_at.size)
             signer_ids = sorted({getattr(ve.entry, "signer_key_id", "") for ve in found} - {""})
-            revocations = await self._revocations(client, digest, signer_ids)
+            revocations = index.revocations(digest, signer_ids)
         except (ChainError, ValueError) as exc:
             err = classify(exc)
             if isinstance(err, LedgerInconsistent):
@@ -212,33 +216,24 @@ class LedgerAccess:
     async def inclusion_proof(self, ledger: LedgerSpec, found: VerifiedEntry) -> list[bytes]:
         """The inclusion proof of an already proven entry at its checkpoint's exact size.
 
-        The verifying client checks proofs but does not hand them out; the pod needs them
-        to re-check offline. The proof is checked again here, against the same verified
-        checkpoint, so a ledger cannot slip the pod a proof the operator did not verify.
+        The client keeps the proof it verified (VerifiedEntry.inclusion_proof), so the
+        ledger is not asked again; it is checked once more here against the same verified
+        checkpoint, so the pod is never handed a proof the operator did not verify.
         """
         size = found.checkpoint.size
-        query = urlencode({"index": found.index, "size": size})
-        if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout))
-        try:
-            async with self._session.get(f"{ledger.url}/v1/proofs/inclusion?{query}") as resp:
-                if resp.status != 200:
-                    text = (await resp.text())[:300]
-                    raise LedgerUnverified(f"ledger answered {resp.status} for a proof: {text}")
-                doc = await resp.json(content_type=None)
-        except (OSError, aiohttp.ClientError, TimeoutError, ValueError) as exc:
-            raise LedgerUnverified(f"ledger {ledger.url} unreachable: {exc!r}") from exc
-        hashes = parse_inclusion_proof(doc, found.index, size)
         try:
             verify_inclusion(
-                found.leaf_hash, found.index, size, hashes, found.checkpoint.checkpoint.root_hash
+                found.leaf_hash,
+                found.index,
+                size,
+                found.inclusion_proof,
+                found.checkpoint.checkpoint.root_hash,
             )
         except ProofError as exc:
             raise LedgerUnverified(
-                f"the ledger's inclusion proof of entry {found.index} at size {size} does not "
-                f"verify: {exc}"
+                f"the inclusion proof of entry {found.index} at size {size} does not verify: {exc}"
             ) from exc
-        return hashes
+        return list(found.inclusion_proof)
 
     async def provenance(
         self, ledger: LedgerSpec, found: VerifiedEntry, publisher_key_pem: str
@@ -259,23 +254,17 @@ class LedgerAccess:
             origin=found.checkpoint.checkpoint.origin,
         )
 
-    async def _revocations(
-        self, client: AsyncLedgerClient, digest: str, key_ids: Sequence[str]
-    ) -> list[VerifiedEntry]:
-        queries = [client.revocations_for(digest=digest)]
-        queries += [client.revocations_for(key_id=k) for k in key_ids]
-        results = await asyncio.gather(*queries)
-        return [ve for batch in results for ve in batch]
-
     async def revocations(
         self, ledger: LedgerSpec, keys: TrustedKeys, digest: str, key_ids: Sequence[str]
     ) -> list[RevocationFact]:
-        """For the periodic re-check; raises LedgerInconsistent or LedgerUnverified."""
+        """For the periodic re-check: every revocation of `digest` or of `key_ids` in the
+        log up to the ledger's current verified checkpoint. Raises LedgerInconsistent or
+        LedgerUnverified."""
         try:
-            found = await self._revocations(self.client(ledger), digest, key_ids)
+            await self._read_log(ledger)
         except (ChainError, ValueError) as exc:
             raise classify(exc) from exc
-        return check_revocations(found, keys)
+        return check_revocations(self.index(ledger).revocations(digest, key_ids), keys)
 
     async def append_audit(self, ledger: LedgerSpec, entry: AuditEntry) -> int:
         """Append `entry`; returns its ledger index. A retry of the same decision (same

@@ -1,17 +1,20 @@
 """Turn what the verifying ledger client returned into evidence for `decide`.
 
-The client has already checked each entry's inclusion proof at a verified checkpoint
-consistent with the last trusted one. Here the operator checks what it does not take
-from the ledger: that the signer is one of the policy's publishers, and that the
-signature verifies with that publisher's key (DESIGN section 3).
+The client has already proven each entry against a verified checkpoint consistent with
+the last trusted one (registrations by inclusion proof; revocations by reading the whole
+log up to the checkpoint, see revocation_index). Here the operator checks what it does
+not take from the ledger: that the signer is one of the policy's publishers, and that
+the signature verifies with that publisher's key (DESIGN section 3). Whose revocation
+counts for which model is decided in decisions.applicable_revocations.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Protocol
 
 from modeltrust.chain.client_flows import VerifiedEntry
-from modeltrust.chain.entries import Registration, Revocation
+from modeltrust.chain.entries import Entry, Registration, Revocation
 from modeltrust.chain.errors import ChainError
 from modeltrust.chain.signatures import verify_registration, verify_revocation
 from modeltrust.operator.decisions import RegistrationCheck, RevocationFact
@@ -51,7 +54,17 @@ def check_registrations(
     return checks
 
 
-def check_revocations(found: Iterable[VerifiedEntry], keys: TrustedKeys) -> list[RevocationFact]:
+class ProvenEntry(Protocol):
+    """A ledger entry at a known index, proven by the caller (VerifiedEntry, LoggedEntry)."""
+
+    @property
+    def index(self) -> int: ...
+
+    @property
+    def entry(self) -> Entry: ...
+
+
+def check_revocations(found: Iterable[ProvenEntry], keys: TrustedKeys) -> list[RevocationFact]:
     facts: dict[int, RevocationFact] = {}
     for ve in found:
         rev = ve.entry

@@ -9,8 +9,13 @@ the signed note the verifying client already checked with the ledger key:
   witness cosignatures (C2SP tlog-cosignature, via modeltrust.chain.checkpoint);
 - `WitnessedTrustStore` wraps the trusted-checkpoint store so that trust only ever moves to
   a witnessed checkpoint. The client accepts an answer only at the trusted checkpoint or at
-  a newer one it moved trust to, so every answer, including an empty lookup ("no revocation
-  of this digest"), is then covered by a witnessed checkpoint.
+  a newer one it moved trust to, so every entry it returns is proven in a witnessed tree.
+
+What a witnessed checkpoint does NOT give: completeness of a lookup. An inclusion proof
+shows that a returned entry is in the tree, never that the ledger returned all matching
+ones, so an empty lookup ("no revocation of this digest") proves nothing, witnessed or
+not. Revocations are therefore read from the log itself up to a witnessed checkpoint
+(revocation_index.py), where a dropped entry changes the root.
 
 The client (modeltrust.chain.client) has no witness option; this wrapper is the hook.
 """
