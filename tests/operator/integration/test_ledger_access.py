@@ -2,7 +2,8 @@
 
 Review finding 1: a proxy that empties the revocation lookups no longer hides a
 revocation (revocations come from reading the log), and one that drops revocations from
-the log itself makes the answer unverified (fail closed). Finding 15: one client
+the log itself makes the answer unverified (fail closed). Finding 5: a 409 is believed
+only when the verified entry it names records the same decision. Finding 15: one client
 per ledger however often the token rotates.
 
 The trusted checkpoint's ConfigMap lives in a dict here (the ConfigMap API is the only
@@ -222,6 +223,42 @@ def rollout_entry(uid: str = "uid-7", decision: str = "allowed", time: str = "")
         decision=decision, reasons=("Verified",), actor="op",
         time=time or "2025-01-01T00:00:00Z", idempotency_key=f"{uid}/1/rollout/Verified",
     )  # fmt: skip
+
+
+async def test_a_409_counts_as_recorded_only_with_a_matching_verified_entry(
+    keys: LedgerKeys, ledger: LedgerThread
+) -> None:
+    spec = LedgerSpec(ledger.url, keys.verifier_key)
+    la = access()
+    try:
+        first = await la.append_audit(spec, rollout_entry())
+        # A retry after a crash: same idempotency key, a later time -> the ledger answers 409
+        # naming the first entry, which is read back and checked.
+        again = await la.append_audit(spec, rollout_entry(time="2025-01-01T00:05:00Z"))
+        assert again == first
+    finally:
+        await la.close()
+
+    def fake_409(index: int) -> Any:
+        def rewrite(method: str, path_qs: str, status: int, body: bytes) -> Any:
+            if method == "POST":
+                return 409, b'{"error": "replay", "index": %d}' % index
+            return None
+
+        return rewrite
+
+    for index, words in ((424242, "could not be verified"), (first, "records something else")):
+        with TamperingProxy(ledger.url, fake_409(index)) as proxy:
+            la = access()
+            try:
+                # Another decision (refused) for the same object: index `first` does not record it.
+                with pytest.raises(LedgerUnverified, match=words):
+                    await la.append_audit(
+                        LedgerSpec(proxy.url, keys.verifier_key),
+                        rollout_entry(decision="refused"),
+                    )
+            finally:
+                await la.close()
 
 
 async def test_one_client_per_ledger_however_often_the_token_rotates(

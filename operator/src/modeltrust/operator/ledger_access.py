@@ -269,12 +269,40 @@ class LedgerAccess:
     async def append_audit(self, ledger: LedgerSpec, entry: AuditEntry) -> int:
         """Append `entry`; returns its ledger index. A retry of the same decision (same
         idempotency key) returns the index recorded the first time."""
+        client = self.client(ledger)
         try:
-            receipt = await self.client(ledger).append(entry)
+            receipt = await client.append(entry)
         except EntryExistsError as exc:
-            if exc.index is not None:
-                return exc.index
-            raise LedgerUnverified(str(exc)) from exc
+            if exc.index is None:
+                raise LedgerUnverified(str(exc)) from exc
+            return await self._recorded_earlier(client, entry, exc.index)
         except (ChainError, ValueError) as exc:
             raise classify(exc) from exc
         return receipt.index
+
+    async def _recorded_earlier(
+        self, client: AsyncLedgerClient, entry: AuditEntry, index: int
+    ) -> int:
+        """A 409 names the entry recorded for this idempotency key earlier; the answer is
+        not proof, so read that entry through the verifying client and require that it
+        records the same decision (the time and reason texts of a retry may differ)."""
+        try:
+            found = await client.entry(index)
+        except (ChainError, ValueError) as exc:
+            if isinstance(exc, LedgerRollbackError | LedgerForkError):
+                raise classify(exc) from exc
+            raise LedgerUnverified(
+                f"the ledger says the audit entry was recorded at index {index}, "
+                f"but that entry could not be verified: {exc}"
+            ) from exc
+        earlier = found.entry
+        same = isinstance(earlier, AuditEntry) and (
+            (earlier.idempotency_key, earlier.uid, earlier.action, earlier.decision)
+            == (entry.idempotency_key, entry.uid, entry.action, entry.decision)
+        )
+        if not same:
+            raise LedgerUnverified(
+                f"the ledger says audit entry {entry.idempotency_key!r} was recorded at index "
+                f"{index}, but the verified entry there records something else"
+            )
+        return index
