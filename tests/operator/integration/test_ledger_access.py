@@ -324,3 +324,42 @@ async def test_the_index_reads_only_new_entries_after_the_first_read(
             f"GET /v1/entries?start=0&end={size}",
             f"GET /v1/entries?start={size}&end={size + 1}",
         ]
+
+
+async def test_another_publisher_cannot_revoke_what_it_never_vouched_for(
+    keys: LedgerKeys, tmp_path: Path
+) -> None:
+    # Review finding 7: the ledger accepts B's revocations of A's key and of A's digest
+    # (both are in its publisher set); the operator ignores them. A's own revocation counts.
+    b = Ed25519PrivateKey.generate()
+    (keys.publishers_dir / "b.pem").write_bytes(public_key_pem(b.public_key()))
+    a_id = key_id(keys.publisher.public_key())
+    with LedgerThread(service_config(keys, tmp_path / "ab.db")) as ab:
+        with LedgerClient(ab.url, verifier_key=keys.verifier_key, token=TOKEN) as c:
+            c.append(
+                sign_registration(
+                    keys.publisher, name="resnet", version="v1", digest=DIGEST, size=10
+                )
+            )
+            c.append(sign_revocation(b, target_kind="key", target=a_id, reason="B says so"))
+            c.append(sign_revocation(b, target_kind="digest", target=DIGEST, reason="B says so"))
+        policy = policy_for(ab.url, keys, keys.publisher, b)
+        tkeys = TrustedKeys.from_policy(policy)
+        la = access()
+        try:
+            ev = await la.evidence(policy.ledger, tkeys, DIGEST, "resnet")
+            assert len(ev.revocations) == 2  # found and validly signed, but without authority
+            assert decide_on(ev, policy).verdict is Verdict.ALLOWED
+            facts = await la.revocations(policy.ledger, tkeys, DIGEST, [a_id])
+            assert not check_revocation(DIGEST, [a_id], facts, 1).revoked
+            with LedgerClient(ab.url, verifier_key=keys.verifier_key) as c:
+                c.append(
+                    sign_revocation(keys.publisher, target_kind="key", target=a_id, reason="lost")
+                )
+            ev = await la.evidence(policy.ledger, tkeys, DIGEST, "resnet")
+            decision = decide_on(ev, policy)
+            assert decision.verdict is Verdict.REFUSED
+            assert "lost" in decision.message
+            assert "B says so" not in decision.message
+        finally:
+            await la.close()
