@@ -23,6 +23,7 @@ from chart.chartlib import (
     template,
     write_values,
 )
+from modeltrust.operator import builders
 
 pytestmark = pytest.mark.integration
 
@@ -419,3 +420,49 @@ def test_the_ledger_audience_is_one_value_for_both_sides(
     ):
         stderr = render_error(tmp_path, merge(values, {"ledger": {"auth": bad}}))
         assert "values don't meet the specifications of the schema" in stderr
+
+
+def test_model_pod_admission_policy_is_optional_and_admits_only_the_replicaset_controller(
+    tmp_path: Path, values: dict[str, Any]
+) -> None:
+    kinds = {"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}
+    assert not [d for d in render(tmp_path, values) if d["kind"] in kinds], "off by default"
+    docs = render(tmp_path, merge(values, {"modelPodAdmission": {"enabled": True}}))
+    policy = find(docs, "ValidatingAdmissionPolicy")
+    binding = find(docs, "ValidatingAdmissionPolicyBinding")
+    assert binding["spec"]["policyName"] == policy["metadata"]["name"]
+    assert binding["spec"]["validationActions"] == ["Deny"]
+    assert "matchResources" not in binding["spec"], "every namespace unless a selector is given"
+    assert policy["metadata"]["name"].startswith("rel-"), "cluster scoped: carries the release"
+    spec = policy["spec"]
+    assert spec["failurePolicy"] == "Fail"
+    (rule,) = spec["matchConstraints"]["resourceRules"]
+    assert (rule["apiGroups"], rule["resources"]) == ([""], ["pods"])
+    assert sorted(rule["operations"]) == ["CREATE", "UPDATE"]
+    # The label the operator's model server pods carry (and their Services select on).
+    selected = spec["matchConstraints"]["objectSelector"]["matchLabels"]
+    assert selected == {builders.LABEL_NAME: builders.APP_NAME}
+    (validation,) = spec["validations"]
+    assert validation["expression"] == (
+        'request.userInfo.username in ["system:serviceaccount:kube-system:replicaset-controller"]'
+    )
+    scoped = merge(
+        values,
+        {
+            "modelPodAdmission": {
+                "enabled": True,
+                "namespaceSelector": {"matchLabels": {"modeltrust.dev/models": "true"}},
+            }
+        },
+    )
+    binding = find(render(tmp_path, scoped), "ValidatingAdmissionPolicyBinding")
+    assert binding["spec"]["matchResources"]["namespaceSelector"] == {
+        "matchLabels": {"modeltrust.dev/models": "true"}
+    }
+    # ValidatingAdmissionPolicy v1 is GA from Kubernetes 1.30; the chart still supports 1.29.
+    file = write_values(
+        tmp_path / "old.yaml", merge(values, {"modelPodAdmission": {"enabled": True}})
+    )
+    old = template(file, kube_version="1.29.5")
+    assert old.returncode != 0
+    assert "modelPodAdmission.enabled needs Kubernetes 1.30" in old.stderr
