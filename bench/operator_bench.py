@@ -31,6 +31,7 @@ import importlib.util
 import json
 import os
 import platform
+import re
 import shutil
 import signal
 import statistics
@@ -39,6 +40,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -131,6 +133,28 @@ def cpu_by_process(pids: dict[str, int]) -> dict[str, float]:
         except (OSError, IndexError, ValueError):
             continue
     return found
+
+
+_LABEL = re.compile(r'(\w+)="([^"]*)"')
+
+
+def api_request_counts(cluster: Cluster) -> Counter[str]:
+    """apiserver_request_total from the API server's /metrics, summed by verb and resource
+    (every client together: operator, controllers, kwok, this script)."""
+    text = cluster.kubectl("get", "--raw", "/metrics", timeout=60).stdout
+    counts: Counter[str] = Counter()
+    for line in text.splitlines():
+        if not line.startswith("apiserver_request_total{"):
+            continue
+        labels_text, _, value = line.rpartition(" ")
+        labels = dict(_LABEL.findall(labels_text))
+        resource = labels.get("resource", "")
+        if labels.get("subresource"):
+            resource += "/" + labels["subresource"]
+        if labels.get("code", "").startswith("4") or labels.get("code", "").startswith("5"):
+            resource += f" ({labels['code']})"
+        counts[f"{labels.get('verb', '?')} {resource}"] += int(float(value))
+    return counts
 
 
 def conditions_true(obj: dict[str, Any]) -> set[str]:
@@ -384,6 +408,32 @@ def measure_rollouts(
     return results
 
 
+@contextmanager
+def sampling_profiler(pid: int, output: Path | None) -> Iterator[None]:
+    """py-spy on the operator (idle threads included: where does the wall time go?),
+    writing collapsed stacks to `output`. Nothing when `output` is None."""
+    if output is None:
+        yield
+        return
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    if not Path(py_spy).exists():
+        raise BenchError("--profile needs py-spy: pip install py-spy")
+    recorder = subprocess.Popen(
+        [py_spy, "record", "--pid", str(pid), "--idle", "--threads", "--rate", "20",
+         "--format", "raw", "--output", str(output), "--nonblocking"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        yield
+    finally:
+        recorder.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+        try:
+            recorder.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            recorder.kill()
+            recorder.wait()
+
+
 @dataclass
 class ScaleRun:
     count: int
@@ -396,6 +446,7 @@ class ScaleRun:
     rss_at_end_kib: int
     operator_cpu: float
     cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds by process, this run
+    requests: Counter[str] = field(default_factory=Counter)  # API requests in this run
     samples: list[tuple[float, int]] = field(default_factory=list)
 
 
@@ -409,6 +460,7 @@ def measure_scale(
     count: int,
     timeout: float,
     others: dict[str, int],
+    profile: Path | None = None,
 ) -> ScaleRun:
     prefix = "scale"
     names = [f"{prefix}-{i:04d}" for i in range(count)]
@@ -424,6 +476,7 @@ def measure_scale(
     cpu_before = cpu_seconds(pid)
     watched = {"operator (+ its onnx_check children)": pid, **others}
     all_before = cpu_by_process(watched)
+    requests_before = api_request_counts(cluster)
     samples: list[tuple[float, int]] = []
     max_rss = 0
     last_progress = 0.0
@@ -448,12 +501,16 @@ def measure_scale(
                 flush=True,
             )
 
-    cluster.kubectl("apply", "-f", "-", input=document, timeout=600)
-    kubectl_seconds = time.monotonic() - started
-    completed = watch.wait(lambda: all(n in watch.ready for n in names), timeout=timeout, tick=tick)
+    with sampling_profiler(pid, profile):
+        cluster.kubectl("apply", "-f", "-", input=document, timeout=600)
+        kubectl_seconds = time.monotonic() - started
+        completed = watch.wait(
+            lambda: all(n in watch.ready for n in names), timeout=timeout, tick=tick
+        )
     seconds = time.monotonic() - started
     tick()
     all_after = cpu_by_process(watched)
+    requests = api_request_counts(cluster) - requests_before
     ready_times = sorted(watch.ready[n] - started for n in names if n in watch.ready)
     return ScaleRun(
         count=count,
@@ -466,6 +523,7 @@ def measure_scale(
         rss_at_end_kib=proc_status_kib(pid, "VmRSS"),
         operator_cpu=cpu_seconds(pid) - cpu_before,
         cpu={n: all_after[n] - all_before[n] for n in all_after if n in all_before},
+        requests=requests,
         samples=samples,
     )
 
@@ -566,6 +624,18 @@ def report(
         for name, used in sorted(scale.cpu.items(), key=lambda kv: -kv[1]):
             lines.append(f"| {name} | {used:.1f} | {used / capacity:.0%} |")
         lines.append(f"| all of the above | {total:.1f} | {total / capacity:.0%} |")
+    if scale.requests:
+        total_requests = sum(scale.requests.values())
+        lines += [
+            "",
+            f"API server requests during the scale run (all clients): {total_requests:,} "
+            f"({total_requests / scale.count:.1f} per ModelDeployment); the most frequent:",
+            "",
+            "| verb resource | requests | per ModelDeployment |",
+            "|---|---:|---:|",
+        ]
+        for name, n in scale.requests.most_common(12):
+            lines.append(f"| {name} | {n:,} | {n / scale.count:.1f} |")
     if quick:
         lines += ["", "(--quick: small counts; run without --quick for the figures in docs.)"]
     return "\n".join(lines)
@@ -631,6 +701,7 @@ def run(args: argparse.Namespace) -> str:
             args.scale,
             args.timeout,
             others,
+            args.profile,
         )
         if args.keep_log:
             shutil.copy2(work / "operator.log", args.keep_log)
@@ -652,6 +723,9 @@ def main() -> int:
     parser.add_argument("--model-bytes", type=int, default=MODEL_BYTES)
     parser.add_argument("--timeout", type=float, default=600, help="scale run limit, seconds")
     parser.add_argument("--keep-log", type=Path, help="copy the operator's log here")
+    parser.add_argument(
+        "--profile", type=Path, help="py-spy the operator during the scale run (collapsed stacks)"
+    )
     args = parser.parse_args()
     args.rollouts = args.rollouts or (3 if args.quick else 20)
     args.scale = args.scale or (30 if args.quick else TARGET_SCALE_COUNT)
