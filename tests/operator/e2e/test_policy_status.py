@@ -145,3 +145,85 @@ def test_a_policy_change_that_keeps_trust_leaves_models_serving(
     assert condition(md, "Revoked")["status"] == "False"
     assert condition(md, "Ready")["status"] == "True"
     assert "re-verified under policy" in condition(md, "Verified")["message"]
+
+
+# --- narrowing trust never leaves a model running unjudged (review finding 3) ------------------
+
+
+def test_a_removed_publisher_is_acted_on_even_when_the_artifact_is_gone(
+    crds: Cluster,
+    namespace: str,
+    ledger: Ledger,
+    publishers: dict[str, Publisher],
+    models: Models,
+    make_policy: PolicyFactory,
+) -> None:
+    both = [publisher_entry(publishers["trusted"]), publisher_entry(publishers["outsider"])]
+    policy = make_policy(publishers=both)
+    path, digest = models.make("m", seed=43)
+    ledger.register(publishers["outsider"], path, "mnist", "1.0.0")
+    apply(crds, model_deployment(namespace, "gone", policy, str(path), digest))
+    md = wait_condition(crds, namespace, "gone", "Ready", "True")
+    path.unlink()  # the artifact's URL now fails: the re-check must not need it
+
+    make_policy(publishers=[publisher_entry(publishers["trusted"])])
+    md = wait_condition(crds, namespace, "gone", "Revoked", "True", "UntrustedKey")
+    wait_for(
+        "the Deployment at 0 replicas",
+        lambda: (deployment(crds, namespace, "gone") or {}).get("spec", {}).get("replicas") == 0,
+    )
+    assert [a.action for a in ledger.audits(md["metadata"]["uid"])] == ["rollout", "revoke"]
+
+
+def test_a_lower_max_model_size_is_acted_on(
+    crds: Cluster,
+    namespace: str,
+    ledger: Ledger,
+    publishers: dict[str, Publisher],
+    models: Models,
+    make_policy: PolicyFactory,
+) -> None:
+    policy = make_policy()
+    path, digest = models.make("m", seed=44)
+    ledger.register(publishers["trusted"], path, "mnist", "1.0.0")
+    apply(crds, model_deployment(namespace, "big", policy, str(path), digest))
+    wait_condition(crds, namespace, "big", "Ready", "True")
+    make_policy(maxModelSize="1Ki")  # the model is larger than that
+    md = wait_condition(crds, namespace, "big", "Revoked", "True", "ModelTooLarge")
+    assert "over the policy's maxModelSize of 1024 bytes" in condition(md, "Revoked")["message"]
+
+
+def test_a_policy_change_during_a_ledger_outage_is_flagged_then_decided(
+    crds: Cluster,
+    namespace: str,
+    ledger: Ledger,
+    publishers: dict[str, Publisher],
+    models: Models,
+    make_policy: PolicyFactory,
+) -> None:
+    both = [publisher_entry(publishers["trusted"]), publisher_entry(publishers["outsider"])]
+    policy = make_policy(publishers=both)
+    path, digest = models.make("m", seed=45)
+    ledger.register(publishers["outsider"], path, "mnist", "1.0.0")
+    apply(crds, model_deployment(namespace, "out", policy, str(path), digest, replicas=2))
+    md = wait_condition(crds, namespace, "out", "Ready", "True")
+    verified_at = md["status"]["lastVerifiedTime"]
+
+    ledger.stop()
+    make_policy(publishers=[publisher_entry(publishers["trusted"])])
+    md = wait_condition(crds, namespace, "out", "Verified", "Unknown", "ReverifyPending")
+    assert (
+        "could not re-verify the serving model, left running"
+        in (condition(md, "Verified")["message"])
+    )
+    assert condition(md, "Ready")["status"] == "True"  # an outage takes nothing down
+    assert md["status"]["lastVerifiedTime"] == verified_at  # nothing was verified
+    assert (deployment(crds, namespace, "out") or {})["spec"]["replicas"] == 2
+
+    ledger.start()  # the timer retries and decides
+    md = wait_condition(crds, namespace, "out", "Revoked", "True", "UntrustedKey")
+    assert md["status"]["lastVerifiedTime"] != verified_at
+    wait_for(
+        "the Deployment at 0 replicas",
+        lambda: (deployment(crds, namespace, "out") or {}).get("spec", {}).get("replicas") == 0,
+    )

@@ -21,8 +21,10 @@ from modeltrust.operator.decisions import (
     Verdict,
     check_revocation,
     decide,
+    decide_serving,
     detect_drift,
     idempotency_key,
+    undecided,
 )
 from modeltrust.operator.types import (
     Enforcement,
@@ -356,3 +358,85 @@ def test_edits_that_change_what_runs_are_drift(
     edit(actual)
     diffs = detect_drift(actual, template)
     assert any(words in d for d in diffs), diffs
+
+
+# --- re-deciding a serving version (review finding 3) ----------------------------------------
+
+
+def serving_evidence(**kw: Any) -> Evidence:
+    """What a re-check has: the ledger's answer only (no artifact, no load)."""
+    base: dict[str, Any] = {
+        "pinned_digest": DIGEST,
+        "model_name": "resnet50",
+        "model_version": "1.2.0",
+        "registrations": (reg(),),
+    }
+    base.update(kw)
+    return Evidence(**base)
+
+
+def test_a_serving_model_is_re_decided_without_its_bytes(policy: TrustPolicy) -> None:
+    d = decide_serving(serving_evidence(), policy, model_size=123)
+    assert d.verdict is Verdict.ALLOWED
+    assert d.signer_key_ids == (KEY_A,)
+    assert not undecided(d)
+
+
+@pytest.mark.parametrize("mode", [Enforcement.ENFORCE, Enforcement.AUDIT])
+def test_a_lower_max_model_size_is_a_decision_not_a_fetch_failure(
+    policy: TrustPolicy, mode: Enforcement
+) -> None:
+    small = dataclasses.replace(policy, max_model_size=100, enforcement=mode)
+    d = decide_serving(serving_evidence(), small, model_size=123)
+    assert d.verdict is Verdict.REFUSED
+    assert d.reason is Reason.MODEL_TOO_LARGE
+    assert "123 bytes, over the policy's maxModelSize of 100" in d.message
+    assert not undecided(d)
+    # Even with the ledger down: the size alone decides.
+    down = decide_serving(serving_evidence(ledger_error="refused"), small, model_size=123)
+    assert down.reason is Reason.MODEL_TOO_LARGE
+    assert not undecided(down)
+
+
+@pytest.mark.parametrize(
+    ("ev", "reason"),
+    [
+        (serving_evidence(registrations=(reg(publisher=None),)), Reason.UNTRUSTED_KEY),
+        (
+            serving_evidence(registrations=(reg(publisher_may_vouch=False),)),
+            Reason.PUBLISHER_NOT_ALLOWED,
+        ),
+        (serving_evidence(registrations=()), Reason.NOT_REGISTERED),
+    ],
+)
+def test_trust_the_policy_no_longer_gives_is_a_decision(
+    policy: TrustPolicy, ev: Evidence, reason: Reason
+) -> None:
+    d = decide_serving(ev, policy, model_size=123)
+    assert d.verdict is Verdict.REFUSED
+    assert d.reason is reason
+    assert not undecided(d)
+    assert decide_serving(ev, audit_mode(policy), 123).verdict is Verdict.ALLOWED_AUDIT_ONLY
+
+
+def test_a_revocation_is_acted_on_even_under_audit(policy: TrustPolicy) -> None:
+    ev = serving_evidence(revocations=(revocation("digest", DIGEST),))
+    for p in (policy, audit_mode(policy)):
+        d = decide_serving(ev, p, model_size=123)
+        assert d.verdict is Verdict.REFUSED
+        assert Reason.REVOKED in [f.reason for f in d.findings]
+
+
+@pytest.mark.parametrize(
+    "ev",
+    [
+        serving_evidence(ledger_error="connection refused"),
+        serving_evidence(ledger_unwitnessed="0 of 1 witnesses"),
+        serving_evidence(ledger_inconsistent="fork at 7"),
+    ],
+)
+def test_no_verified_ledger_answer_decides_nothing(policy: TrustPolicy, ev: Evidence) -> None:
+    d = decide_serving(ev, policy, model_size=123)
+    assert d.verdict is Verdict.REFUSED
+    assert undecided(d)
+    assert not undecided(decide(evidence(), policy))

@@ -27,7 +27,11 @@ from modeltrust.operator.ledger_access import (
     token_reader,
 )
 from modeltrust.operator.metrics import Metrics
-from modeltrust.operator.policy_reconcile import on_policy_event, refresh_ledger_conditions
+from modeltrust.operator.policy_reconcile import (
+    on_policy_event,
+    recheck,
+    refresh_ledger_conditions,
+)
 from modeltrust.operator.reconcile import (
     Deps,
     Fatal,
@@ -36,7 +40,6 @@ from modeltrust.operator.reconcile import (
     backoff,
     on_deployment_change,
     reconcile,
-    reverify,
 )
 from modeltrust.operator.types import GROUP, MODEL_DEPLOYMENT_PLURAL, POLICY_PLURAL, VERSION
 
@@ -47,6 +50,7 @@ SA_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
 TIMER_INTERVAL = float(os.environ.get("MODELTRUST_TIMER_INTERVAL", "10"))
 DELETE_AUDIT_RETRIES = int(os.environ.get("MODELTRUST_DELETE_AUDIT_RETRIES", "6"))
 POLICY_CHECK_INTERVAL = float(os.environ.get("MODELTRUST_POLICY_CHECK_INTERVAL", "60"))
+DRIFT_CHECK_INTERVAL = float(os.environ.get("MODELTRUST_DRIFT_CHECK_INTERVAL", "60"))
 # Set by __main__ from --namespace (empty: every namespace).
 WATCHED_NAMESPACES: tuple[str, ...] = ()
 
@@ -121,6 +125,7 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         ),
         actor=os.environ.get("MODELTRUST_ACTOR", "modeltrust-operator"),
         namespaces=WATCHED_NAMESPACES,
+        drift_check_seconds=DRIFT_CHECK_INTERVAL,
     )
     task = asyncio.create_task(_refresh_policies(_deps))
     _background.add(task)
@@ -178,7 +183,7 @@ async def model_deployment_changed(body: kopf.Body, retry: int, **_: Any) -> Non
     GROUP, VERSION, MODEL_DEPLOYMENT_PLURAL, interval=TIMER_INTERVAL, initial_delay=TIMER_INTERVAL
 )
 async def periodic_reverify(body: kopf.Body, **_: Any) -> None:
-    await reverify(deps(), body)
+    await recheck(deps(), body)
 
 
 @kopf.on.delete(GROUP, VERSION, MODEL_DEPLOYMENT_PLURAL)

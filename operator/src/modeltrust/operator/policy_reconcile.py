@@ -1,29 +1,51 @@
-"""What the operator does when a ModelTrustPolicy appears or changes.
+"""Re-verifying what serves: when a ModelTrustPolicy appears or changes, and periodically.
 
-1. Evaluate it (pure policy_status + one verified checkpoint read) and write its status:
-   observedGeneration, Valid, LedgerReachable, publisher key ids.
-2. If its spec changed since the operator last handled it (status.observedGeneration !=
-   metadata.generation), re-verify every ModelDeployment that uses it:
-   - the serving version is decided again under the new policy. Still trusted: Verified is
-     refreshed (and a model the policy had stopped trusting is restored). No longer trusted
-     (a publisher removed, a threshold raised, a pattern narrowed): handled like a
-     revocation, per revocationAction (ScaleToZero or KeepAndFlag), and audited. When the
-     decision cannot be made (ledger down, artifact unreachable) the running model is left
-     alone, as for any outage;
-   - a generation that is not serving yet (refused, or waiting for this policy) is
-     reconciled now instead of at its next back-off retry.
+1. Policy events: evaluate the policy (pure policy_status + one verified checkpoint read)
+   and write its status: observedGeneration, Valid, LedgerReachable, publisher key ids.
+2. Every ModelDeployment using it whose serving version was decided under another policy
+   generation (status.verifiedPolicy) is decided again with `decide_serving`: from the
+   ledger and the policy only (the bytes are pinned by digest and are not fetched again;
+   their recorded size is held to maxModelSize).
+   - still trusted: Verified is refreshed (a model the policy had stopped trusting is
+     restored);
+   - no longer trusted (a publisher removed or no longer allowed by its modelNamePatterns,
+     a threshold raised, a lower maxModelSize, a revocation on the ledger): handled like a
+     revocation, per revocationAction (ScaleToZero or KeepAndFlag), and audited;
+   - no verified ledger answer: left running, flagged Verified=Unknown/ReverifyPending,
+     and retried; lastVerifiedTime and verifiedPolicy are not refreshed by a check that
+     decided nothing.
+   A generation that is not serving yet (refused, or waiting for this policy) is
+   reconciled now instead of at its next back-off retry.
+3. The timer (`recheck`) does the same, level-triggered: whenever verifiedPolicy is not
+   the current policy generation (a missed event, an undecided try, a restart) and every
+   reverifyInterval otherwise; it also checks the owned Deployment for drift.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from modeltrust.operator import builders
-from modeltrust.operator.conditions import REVOKED, VERIFIED, ConditionStatus, set_condition
-from modeltrust.operator.decisions import Decision, Evidence, Reason, Verdict, decide
+from modeltrust.operator.conditions import (
+    REVOKED,
+    VERIFIED,
+    ConditionStatus,
+    get_condition,
+    rfc3339,
+    set_condition,
+)
+from modeltrust.operator.decisions import (
+    Decision,
+    Evidence,
+    Verdict,
+    decide_serving,
+    undecided,
+)
 from modeltrust.operator.keys import TrustedKeys
 from modeltrust.operator.ledger_access import (
     LedgerInconsistent,
@@ -46,6 +68,8 @@ from modeltrust.operator.reconcile import (
     Retry,
     apply_deployment,
     audit_best_effort,
+    check_owned_deployment,
+    load_policy,
     policy_ref,
     reconcile,
     serving_model,
@@ -56,22 +80,13 @@ from modeltrust.operator.types import (
     RevocationAction,
     SpecError,
     TrustPolicy,
+    parse_model_deployment,
     parse_trust_policy,
 )
 from modeltrust.operator.witness import WitnessRequirement
 
 log = logging.getLogger("modeltrust.operator.policy")
 
-# Findings that mean "cannot decide now", not "no longer trusted": a running model is never
-# taken down by an outage (DESIGN section 3).
-UNDECIDABLE = frozenset(
-    {
-        Reason.FETCH_FAILED,
-        Reason.LEDGER_UNAVAILABLE,
-        Reason.LEDGER_INCONSISTENT,
-        Reason.WITNESS_QUORUM_NOT_MET,
-    }
-)
 REVERIFY_CONCURRENCY = 8
 
 
@@ -231,10 +246,82 @@ async def reverify_users(
                  policy.name, policy.generation, len(mds))  # fmt: skip
 
 
+def due(status: Mapping[str, Any], policy: TrustPolicy, now: datetime) -> bool:
+    """Whether the periodic re-check of the serving version is due (reverifyInterval)."""
+    last = status.get("lastVerifiedTime")
+    if not last:
+        return True
+    try:
+        when = datetime.strptime(str(last), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    except ValueError:
+        return True
+    return (now - when).total_seconds() >= policy.reverify_seconds
+
+
+async def recheck(deps: Deps, body: Mapping[str, Any]) -> str:
+    """The timer: level-triggered re-verification of the serving version.
+
+    Re-decided whenever it was last decided under another policy generation (whatever
+    happened to the policy event: a missed event, an undecidable first try, a restart),
+    and otherwise every reverifyInterval. Also checks the owned Deployment for drift, so
+    a change the Deployment watch cannot see (its label removed) is still corrected.
+    """
+    status = body.get("status") or {}
+    if not status.get("servingDigest"):
+        return "nothing serving"
+    try:
+        md = parse_model_deployment(body)
+        policy, keys = await load_policy(deps, md)
+    except SpecError as exc:
+        await _flag_unjudged(deps, body, exc)
+        return f"policy unavailable: {exc}"
+    result = "not due"
+    if not decided_under(status, policy) or due(status, policy, deps.clock()):
+        result = await reverify_serving(deps, body, policy, keys, periodic=True)
+    await check_owned_deployment(deps, body)
+    return result
+
+
+async def _flag_unjudged(deps: Deps, body: Mapping[str, Any], exc: SpecError) -> None:
+    """The serving model's policy is gone or invalid: nothing can judge it. It keeps running
+    (a policy edit must not take models down by accident) but says so."""
+    status = body.get("status") or {}
+    meta = body.get("metadata") or {}
+    reason = "PolicyNotFound" if "does not exist" in exc.problem else "InvalidPolicy"
+    message = f"the serving model cannot be re-verified, left running: {exc}"
+    generation = int(status.get("observedGeneration") or 0)
+    conditions = list(status.get("conditions") or [])
+    flagged = set_condition(
+        conditions, VERIFIED, "Unknown", reason, message, generation, deps.clock()
+    )
+    if is_revoked(status) or _same_condition(conditions, flagged, VERIFIED):
+        return
+    await deps.kube.patch_model_deployment_status(
+        meta["namespace"], meta["name"], {"conditions": flagged}
+    )
+    deps.events(body, "Warning", "ReverifyPending", message[:1024])
+
+
+def _same_condition(before: list[dict[str, Any]], after: list[dict[str, Any]], type_: str) -> bool:
+    def pick(conds: list[dict[str, Any]]) -> tuple[Any, ...] | None:
+        c = get_condition(conds, type_)
+        return None if c is None else (c.get("status"), c.get("reason"), c.get("message"))
+
+    return pick(before) == pick(after)
+
+
 async def reverify_serving(
-    deps: Deps, body: Mapping[str, Any], policy: TrustPolicy, keys: TrustedKeys
+    deps: Deps,
+    body: Mapping[str, Any],
+    policy: TrustPolicy,
+    keys: TrustedKeys,
+    *,
+    periodic: bool = False,
 ) -> str:
-    """Decide the serving version again under `policy` and act on the decision."""
+    """Decide the serving version again under `policy` and act on the decision.
+
+    From the ledger and the policy only (decide_serving): the pinned bytes are not fetched
+    again, so an unreachable artifact never leaves an untrusted model running."""
     meta = body.get("metadata") or {}
     async with deps.lock(str(meta.get("uid") or "")):
         fresh = await deps.kube.get_model_deployment(meta["namespace"], meta["name"])
@@ -243,20 +330,17 @@ async def reverify_serving(
         served = serving_model(fresh)
         if served is None:
             return "nothing serving"
-        if decided_under(fresh.get("status") or {}, policy):
+        status = fresh.get("status") or {}
+        if decided_under(status, policy) and not (periodic and due(status, policy, deps.clock())):
             return "already decided under this policy generation"
         md, verified = served
-        artifact, ledger = await asyncio.gather(
-            deps.artifacts.check(md.model.uri, verified.digest, max_size=policy.max_model_size),
-            deps.ledger.evidence(policy.ledger, keys, verified.digest, md.model.name),
-        )
-        decision = decide(
+        ledger = await deps.ledger.evidence(policy.ledger, keys, verified.digest, md.model.name)
+        size = status.get("modelSize")
+        decision = decide_serving(
             Evidence(
                 pinned_digest=verified.digest,
                 model_name=md.model.name,
                 model_version=md.model.version,
-                artifact=artifact.artifact,
-                load=artifact.load,
                 registrations=ledger.registrations,
                 revocations=ledger.revocations,
                 ledger_error=ledger.error,
@@ -264,8 +348,18 @@ async def reverify_serving(
                 ledger_inconsistent=ledger.inconsistent,
             ),
             policy,
+            int(size) if isinstance(size, int) and size > 0 else None,
         )
+        if ledger.inconsistent:
+            deps.metrics.ledger_inconsistent.labels(ledger=policy.ledger.url).set(1)
         return await _act(deps, fresh, policy, decision)
+
+
+def _detail(policy: TrustPolicy, decision: Decision, *extra: str) -> str:
+    """Idempotency detail: a crash and retry of the same decision lands on the same ledger
+    entry; a different decision (another revocation, another policy) gets its own."""
+    what = hashlib.sha256("\n".join((*decision.reasons, *extra)).encode()).hexdigest()[:8]
+    return f"{policy.name}-{policy.generation}-{decision.reason.value}-{what}"
 
 
 async def _act(deps: Deps, body: Mapping[str, Any], policy: TrustPolicy, decision: Decision) -> str:
@@ -277,26 +371,43 @@ async def _act(deps: Deps, body: Mapping[str, Any], policy: TrustPolicy, decisio
     now = deps.clock()
     why = f"policy {policy.name!r} generation {policy.generation}"
     conditions = list(status.get("conditions") or [])
-    detail = f"{policy.name}-{policy.generation}-{decision.reason.value}"
-    if not decision.allowed and any(f.reason in UNDECIDABLE for f in decision.findings):
+    policy_changed = not decided_under(status, policy)
+
+    if undecided(decision):
+        # No verified ledger answer: leave it running, say so, retry at the next tick. Not
+        # decided means not re-verified: lastVerifiedTime and verifiedPolicy stay as they are.
+        for f in decision.findings:
+            deps.metrics.ledger_errors.labels(kind=f.reason.value).inc()
         message = f"{why}: could not re-verify the serving model, left running: {decision.message}"
-        deps.events(body, "Warning", "ReverifyPending", message[:1024])
+        flagged = set_condition(
+            conditions, VERIFIED, "Unknown", "ReverifyPending", message, generation, now
+        )
+        if not is_revoked(status) and not _same_condition(conditions, flagged, VERIFIED):
+            await deps.kube.patch_model_deployment_status(
+                md.ref.namespace, md.ref.name, {"conditions": flagged}
+            )
+            deps.events(body, "Warning", "ReverifyPending", message[:1024])
         return message
 
+    patch: dict[str, Any] = {"verifiedPolicy": policy_ref(policy), "lastVerifiedTime": rfc3339(now)}
     if decision.allowed:
         message = f"re-verified under {why}: {decision.message}"
-        await audit_best_effort(
-            deps, body, md, action="reverify", decision=decision.verdict.value,
-            digest=verified.digest, reasons=decision.reasons or (message,), detail=detail,
-        )  # fmt: skip
+        restore = decision.verdict is Verdict.ALLOWED and is_revoked(status)
+        if policy_changed or restore:
+            await audit_best_effort(
+                deps, body, md, action="reverify", decision=decision.verdict.value,
+                digest=verified.digest, reasons=decision.reasons or (message,),
+                detail=_detail(policy, decision, "restore" if restore else ""),
+            )  # fmt: skip
         verified_status: ConditionStatus = (
             "True" if decision.verdict is Verdict.ALLOWED else "False"
         )
         conditions = set_condition(
             conditions, VERIFIED, verified_status, decision.reason.value, message, generation, now
         )
-        patch: dict[str, Any] = {"conditions": conditions, "verifiedPolicy": policy_ref(policy)}
-        if decision.verdict is Verdict.ALLOWED and is_revoked(status):
+        changed = not _same_condition(list(status.get("conditions") or []), conditions, VERIFIED)
+        patch["conditions"] = conditions
+        if restore:
             # The policy trusts it again and the ledger revokes nothing: serve it again.
             conditions = set_condition(
                 conditions, REVOKED, "False", "Reverified", message, generation, now
@@ -312,21 +423,23 @@ async def _act(deps: Deps, body: Mapping[str, Any], policy: TrustPolicy, decisio
                 readyReplicas=r.ready_replicas,
             )
         await deps.kube.patch_model_deployment_status(md.ref.namespace, md.ref.name, patch)
-        kind = "Normal" if decision.verdict is Verdict.ALLOWED else "Warning"
-        deps.events(body, kind, "Reverified", message[:1024])
+        if policy_changed or restore or changed:
+            kind = "Normal" if decision.verdict is Verdict.ALLOWED else "Warning"
+            deps.events(body, kind, "Reverified", message[:1024])
         return message
 
     if is_revoked(status):
-        await deps.kube.patch_model_deployment_status(
-            md.ref.namespace, md.ref.name, {"verifiedPolicy": policy_ref(policy)}
-        )
+        await deps.kube.patch_model_deployment_status(md.ref.namespace, md.ref.name, patch)
         return "already revoked"
     action = policy.revocation_action
-    message = f"{why} no longer trusts the serving model: {decision.message}"
+    if policy_changed:
+        message = f"{why} no longer trusts the serving model: {decision.message}"
+    else:
+        message = f"the serving model is no longer trusted under {why}: {decision.message}"
     deps.metrics.revocations.labels(action=action.value).inc()
     await audit_best_effort(
         deps, body, md, action="revoke", decision=action.value.lower(), digest=verified.digest,
-        reasons=(*decision.reasons, message)[-32:], detail=detail,
+        reasons=(*decision.reasons, message)[-32:], detail=_detail(policy, decision),
     )  # fmt: skip
     if action is RevocationAction.SCALE_TO_ZERO:
         await deps.kube.scale_deployment(md.ref.namespace, builders.resource_name(md.ref.name), 0)
@@ -335,15 +448,8 @@ async def _act(deps: Deps, body: Mapping[str, Any], policy: TrustPolicy, decisio
     conditions = set_condition(conditions, VERIFIED, "False", reason, message, generation, now)
     if action is RevocationAction.SCALE_TO_ZERO:
         conditions = with_readiness(conditions, readiness({}, revoked=True), generation, now)
-    await deps.kube.patch_model_deployment_status(
-        md.ref.namespace,
-        md.ref.name,
-        {
-            "conditions": conditions,
-            "revocationAction": action.value,
-            "verifiedPolicy": policy_ref(policy),
-        },
-    )
+    patch.update(conditions=conditions, revocationAction=action.value)
+    await deps.kube.patch_model_deployment_status(md.ref.namespace, md.ref.name, patch)
     event = f"{action.value} {short_digest(verified.digest)}: {message}"
     deps.events(body, "Warning", "Revoked", event[:1024])
     log.warning("%s/%s: %s (%s)", md.ref.namespace, md.ref.name, message, action.value)

@@ -18,6 +18,8 @@ import copy
 import hashlib
 import json
 import logging
+import math
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -37,9 +39,7 @@ from modeltrust.operator.conditions import (
 from modeltrust.operator.decisions import (
     Decision,
     Evidence,
-    Reason,
     Verdict,
-    check_revocation,
     decide,
     detect_drift,
     idempotency_key,
@@ -102,6 +102,9 @@ class Deps:
     # Namespaces the operator serves (empty: all); policy generations handled by this process.
     namespaces: tuple[str, ...] = ()
     policies_seen: dict[str, int] = field(default_factory=dict)
+    # The timer looks at each owned Deployment at most this often (monotonic time by uid).
+    drift_check_seconds: float = 60.0
+    drift_checked: dict[str, float] = field(default_factory=dict)
 
     def lock(self, uid: str) -> asyncio.Lock:
         # Change handlers, the timer and the Deployment watcher never act on one object at once.
@@ -615,6 +618,28 @@ async def on_deployment_change(
             )
 
 
+async def check_owned_deployment(deps: Deps, body: Mapping[str, Any]) -> None:
+    """The timer's look at the owned Deployment, at most every `drift_check_seconds`: the
+    Deployment watch selects by a label anyone who can edit the Deployment can remove, so
+    drift must also be found from the ModelDeployment's side."""
+    uid = str((body.get("metadata") or {}).get("uid") or "")
+    now = time.monotonic()
+    if now - deps.drift_checked.get(uid, -math.inf) < deps.drift_check_seconds:
+        return
+    deps.drift_checked[uid] = now
+    served = serving_model(body)
+    if served is None:
+        return
+    md, _ = served
+    name = builders.resource_name(md.ref.name)
+    current = await deps.kube.get_deployment(md.ref.namespace, name)
+    try:
+        await on_deployment_change(deps, current, body, deleted=current is None)
+    except (Retry, Fatal, Conflict) as exc:
+        deps.events(body, "Warning", "DriftNotCorrected", f"Deployment {name}: {exc}"[:1024])
+        log.warning("%s/%s: drift not corrected: %s", md.ref.namespace, md.ref.name, exc)
+
+
 async def audit_best_effort(
     deps: Deps,
     body: Mapping[str, Any],
@@ -651,91 +676,6 @@ async def audit_best_effort(
         md.ref.namespace, md.ref.name, {"lastAuditIndex": index}
     )
     return index
-
-
-# --- periodic revocation check -----------------------------------------------------------------
-
-
-async def reverify(deps: Deps, body: Mapping[str, Any]) -> str:
-    """Re-check the serving digest and its signer keys for revocations, when due."""
-    status = body.get("status") or {}
-    served = serving_model(body)
-    if served is None:
-        return "nothing serving"
-    md, verified = served
-    current = parse_model_deployment(body)
-    async with deps.lock(md.ref.uid):
-        try:
-            policy, keys = await load_policy(deps, current)
-        except SpecError as exc:
-            return f"policy unavailable: {exc}"
-        now = deps.clock()
-        last = status.get("lastVerifiedTime")
-        if last:
-            elapsed = (
-                now - datetime.strptime(last, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
-            ).total_seconds()
-            if elapsed < policy.reverify_seconds:
-                return "not due"
-        try:
-            facts = await deps.ledger.revocations(
-                policy.ledger, keys, verified.digest, verified.signer_key_ids
-            )
-        except (LedgerUnverified, LedgerInconsistent) as exc:
-            # An outage never touches verified, running workloads; the next tick retries.
-            deps.metrics.ledger_errors.labels(kind=type(exc).__name__).inc()
-            if isinstance(exc, LedgerInconsistent):
-                deps.metrics.ledger_inconsistent.labels(ledger=policy.ledger.url).set(1)
-                deps.events(body, "Warning", "LedgerInconsistent", str(exc)[:1024])
-            return f"ledger unavailable: {exc}"
-        outcome = check_revocation(
-            verified.digest, verified.signer_key_ids, facts, policy.threshold
-        )
-        patch: dict[str, Any] = {"lastVerifiedTime": rfc3339(now)}
-        if outcome.revoked and not _revoked(status):
-            deps.metrics.revocations.labels(action=policy.revocation_action.value).inc()
-            reasons = tuple(f.message for f in outcome.findings)
-            await audit_best_effort(
-                deps, body, md, action="revoke", decision=policy.revocation_action.value.lower(),
-                digest=verified.digest, reasons=reasons, detail=short_digest(verified.digest),
-            )  # fmt: skip
-            name = builders.resource_name(md.ref.name)
-            if policy.revocation_action is RevocationAction.SCALE_TO_ZERO:
-                await deps.kube.scale_deployment(md.ref.namespace, name, 0)
-            conds = set_condition(
-                status.get("conditions") or [],
-                REVOKED,
-                "True",
-                Reason.REVOKED.value,
-                outcome.message,
-                int(status.get("observedGeneration") or 0),
-                now,
-            )
-            conds = set_condition(
-                conds,
-                VERIFIED,
-                "False",
-                Reason.REVOKED.value,
-                outcome.message,
-                int(status.get("observedGeneration") or 0),
-                now,
-            )
-            if policy.revocation_action is RevocationAction.SCALE_TO_ZERO:
-                conds = with_readiness(
-                    conds,
-                    readiness({}, revoked=True),
-                    int(status.get("observedGeneration") or 0),
-                    now,
-                )
-            patch.update(conditions=conds, revocationAction=policy.revocation_action.value)
-            deps.events(
-                body,
-                "Warning",
-                "Revoked",
-                f"{policy.revocation_action.value}: {outcome.message}"[:1024],
-            )
-        await deps.kube.patch_model_deployment_status(md.ref.namespace, md.ref.name, patch)
-        return outcome.message
 
 
 async def audit_deletion(deps: Deps, body: Mapping[str, Any]) -> int | None:
