@@ -146,6 +146,12 @@ class LocalControlPlane:
             f"  etcdBinary: {b / 'etcd'}\n"
             f"  kwokControllerBinary: {b / 'kwok'}\n"
             "  disableQPSLimits: true\n"
+            # kwokctl's default Service range is a /24: the 255th Service would fail.
+            "componentsPatches:\n"
+            "- name: kube-apiserver\n"
+            "  extraArgs:\n"
+            "  - key: service-cluster-ip-range\n"
+            "    value: 10.96.0.0/16\n"
         )
         return config
 
