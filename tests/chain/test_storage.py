@@ -5,6 +5,8 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -137,3 +139,37 @@ def test_garbage_file_is_reported_not_crashed(tmp_path: Path) -> None:
     path.write_bytes(b"this is not a database" * 100)
     with pytest.raises(StorageCorruptError, match="cannot open ledger database"):
         SQLiteLedgerStore(path, writer=True)
+
+
+def test_background_checkpoints_copy_the_wal_while_the_writer_keeps_writing(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "ledger.db"
+    store = SQLiteLedgerStore(path, writer=True, background_checkpoints=True)
+    store.initialize(LedgerIdentity("origin", "vkey", "empty\n"))
+    rng = CompactRange.empty()
+    for height in range(5):
+        store.append(_batch(rng, height, [b"h%d-%d" % (height, i) for i in range(20)]))
+
+    def rows_in_main_file() -> int:
+        # immutable=1 reads the database file alone, ignoring the WAL.
+        uri = f"{path.resolve().as_uri()}?mode=ro&immutable=1"
+        with sqlite3.connect(uri, uri=True) as db:
+            try:
+                return int(db.execute("SELECT COUNT(*) FROM entries").fetchone()[0])
+            except sqlite3.OperationalError:  # the schema itself is not copied yet
+                return 0
+
+    deadline = time.monotonic() + 10
+    while rows_in_main_file() < 100 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert rows_in_main_file() == 100
+    # The writer goes on appending after checkpoints, and everything reads back.
+    store.append(_batch(rng, 5, [b"last"]))
+    assert store.tree_size() == 101
+    store.close()
+    assert not [t for t in threading.enumerate() if t.name == "ledger-wal-checkpoint"]
+    reader = SQLiteLedgerStore(path, writer=False)
+    assert reader.tree_size() == 101
+    assert CompactRange.load(101, reader).root() == rng.root()
+    reader.close()

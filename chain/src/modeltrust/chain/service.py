@@ -58,7 +58,7 @@ class LedgerService:
 
     async def start(self) -> None:
         cfg = self.config
-        self._writer = SQLiteLedgerStore(cfg.db, writer=True)
+        self._writer = SQLiteLedgerStore(cfg.db, writer=True, background_checkpoints=True)
         try:
             self.sequencer = Sequencer(
                 self._writer,

@@ -29,6 +29,7 @@ from typing import Any, Protocol
 
 from modeltrust.chain.errors import ChainError, MissingNodeError
 from modeltrust.chain.merkle import NodeID
+from modeltrust.chain.wal_checkpoint import WRITER_AUTOCHECKPOINT_PAGES, WalCheckpointer
 
 
 class StorageError(ChainError):
@@ -171,20 +172,33 @@ class SQLiteLedgerStore:
 
     Open with ``writer=True`` for the sequencer (takes the writer lock) and with
     ``writer=False`` for readers such as HTTP handlers and audits (read-only connection).
+    A long-running writer should pass ``background_checkpoints=True``: WAL checkpoints
+    then run on their own thread (see ``wal_checkpoint.py``) instead of inside commits.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, writer: bool) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        writer: bool,
+        background_checkpoints: bool = False,
+    ) -> None:
         self.path = Path(path)
         self.writer = writer
         self._lock_fd: int | None = None
         self._epoch = 0
+        self._checkpointer: WalCheckpointer | None = None
         if writer:
             self._lock_fd = _take_writer_lock(self.path)
         try:
             self._db = self._connect()
             if writer:
                 self._epoch = self._claim_writer_epoch()
+                if background_checkpoints:
+                    self._db.execute(f"PRAGMA wal_autocheckpoint={WRITER_AUTOCHECKPOINT_PAGES}")
+                    self._checkpointer = WalCheckpointer(self.path)
         except BaseException:
+            self._db_close_quietly()
             self._release_lock()
             raise
 
@@ -280,6 +294,8 @@ class SQLiteLedgerStore:
         except sqlite3.IntegrityError as exc:
             # The sequencer checks duplicates first; reaching this means state diverged.
             raise StorageError(f"append rejected by the database: {exc}") from exc
+        if self._checkpointer is not None:
+            self._checkpointer.notify()
 
     def _check_epoch(self) -> None:
         row = self._db.execute("SELECT value FROM meta WHERE key='writer_epoch'").fetchone()
@@ -391,9 +407,17 @@ class SQLiteLedgerStore:
 
     def close(self) -> None:
         try:
+            if self._checkpointer is not None:
+                self._checkpointer.close()
+                self._checkpointer = None
             self._db.close()
         finally:
             self._release_lock()
+
+    def _db_close_quietly(self) -> None:
+        db = getattr(self, "_db", None)
+        if db is not None:
+            db.close()
 
     # -- helpers ----------------------------------------------------------------------------
 
