@@ -213,6 +213,8 @@ class Operator:
             "MODELTRUST_ACTOR": "e2e-operator",
             # The tests' models are files under the test's directory (Models.root).
             "MODELTRUST_LOCAL_MODEL_ROOT": str(self.workdir),
+            # The timer also looks at each owned Deployment (drift the watch cannot see).
+            "MODELTRUST_DRIFT_CHECK_INTERVAL": "2",
         }
         log = (self.workdir / "operator.log").open("ab")
         self.proc = subprocess.Popen(

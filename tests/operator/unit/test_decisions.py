@@ -332,18 +332,18 @@ def test_api_server_defaults_are_not_drift(template: dict[str, Any]) -> None:
             lambda t: t["spec"]["initContainers"][0]["args"].__setitem__(3, "sha256:" + "00" * 32),
             "initContainers[fetch].args",
         ),
-        (lambda t: t["spec"].update(initContainers=[]), "lacks container 'fetch'"),
+        (lambda t: t["spec"].update(initContainers=[]), "template.spec.initContainers was removed"),
         (
             lambda t: t["spec"]["containers"].append({"name": "sidecar", "image": "x"}),
-            "unexpected container 'sidecar'",
+            "template.spec.containers[sidecar] was added",
         ),
         (
             lambda t: t["metadata"]["annotations"].update({"modeltrust.dev/digest": "sha256:00"}),
-            "annotation modeltrust.dev/digest",
+            "template.metadata.annotations.modeltrust.dev/digest differs",
         ),
         (
             lambda t: t["spec"]["volumes"].append({"name": "host", "hostPath": {"path": "/"}}),
-            "volumes differ",
+            "template.spec.volumes[host] was added",
         ),
         (
             lambda t: t["spec"]["containers"][0]["securityContext"].update(privileged=True),

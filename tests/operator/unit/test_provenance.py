@@ -161,5 +161,5 @@ def test_swapping_the_proof_config_map_is_drift(md: ModelDeployment) -> None:
 
     assert detect_drift(template("mine"), template("mine")) == ()
     assert detect_drift(template("attacker-keys"), template("mine")) == (
-        "volumes differ from the verified template",
+        "template.spec.volumes[provenance].configMap.name differs from the verified template",
     )

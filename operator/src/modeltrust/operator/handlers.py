@@ -216,12 +216,11 @@ def _owner(body: kopf.Body) -> dict[str, Any] | None:
 
 
 @kopf.on.event("apps", "v1", "deployments", labels={builders.LABEL_MANAGED_BY: builders.MANAGED_BY})
-async def owned_deployment_event(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
+async def owned_deployment_event(body: kopf.Body, **_: Any) -> None:
     owner = _owner(body)
     if owner is None or _deps is None:
         return
-    deleted = event.get("type") == "DELETED"
     try:
-        await on_deployment_change(_deps, None if deleted else dict(body), owner, deleted=deleted)
+        await on_deployment_change(_deps, owner)
     except (Retry, Fatal, kube.Conflict) as exc:
         log.warning("owned Deployment %s/%s: %s", body.meta.namespace, body.meta.name, exc)

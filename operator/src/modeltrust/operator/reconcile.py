@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import copy
 import hashlib
-import json
 import logging
 import math
 import time
@@ -41,9 +40,9 @@ from modeltrust.operator.decisions import (
     Evidence,
     Verdict,
     decide,
-    detect_drift,
+    detect_deployment_drift,
+    drift_fingerprint,
     idempotency_key,
-    template_projection,
 )
 from modeltrust.operator.keys import TrustedKeys
 from modeltrust.operator.kube import Conflict, Kube
@@ -552,15 +551,17 @@ async def ensure_serving(deps: Deps, body: Mapping[str, Any], md: ModelDeploymen
     await apply_service(deps, md)
 
 
-def projection_hash(template: Mapping[str, Any]) -> str:
-    canon = json.dumps(template_projection(template), sort_keys=True, default=str)
-    return hashlib.sha256(canon.encode()).hexdigest()[:16]
+def _resource_version(obj: Mapping[str, Any] | None) -> str:
+    return str(((obj or {}).get("metadata") or {}).get("resourceVersion") or "")
 
 
-async def on_deployment_change(
-    deps: Deps, deployment: Mapping[str, Any] | None, owner: Mapping[str, Any], *, deleted: bool
-) -> None:
-    """An owned Deployment changed (or was deleted): correct drift, refresh readiness."""
+async def on_deployment_change(deps: Deps, owner: Mapping[str, Any]) -> None:
+    """An owned Deployment changed (or was deleted): correct drift, refresh readiness.
+
+    The Deployment is read again under the object's lock: a watch event's body can be older
+    than a change the operator itself made meanwhile (a revocation's scale to zero, a new
+    version), and comparing that with the new verified state would "correct" nothing and
+    audit drift that never happened."""
     meta = owner.get("metadata") or {}
     if meta.get("deletionTimestamp"):
         return
@@ -576,14 +577,14 @@ async def on_deployment_change(
         assert served is not None
         md, verified = served
         status = fresh.get("status") or {}
+        deployment = await deps.kube.get_deployment(md.ref.namespace, expected["metadata"]["name"])
         diffs: tuple[str, ...] = ()
-        if deleted or deployment is None:
+        if deployment is None:
             diffs = ("the Deployment was deleted",)
         else:
-            diffs = detect_drift(
-                deployment.get("spec", {}).get("template", {}), expected["spec"]["template"]
-            )
+            diffs = detect_deployment_drift(deployment, expected)
         if diffs:
+            deployment_seen = deployment
             deployment = await apply_deployment(deps, md, expected)
             deps.metrics.drift.inc()
             message = "restored the verified Deployment: " + "; ".join(diffs)
@@ -597,9 +598,13 @@ async def on_deployment_change(
                 decision="corrected",
                 digest=verified.digest,
                 reasons=diffs,
-                detail=projection_hash(expected["spec"]["template"])
+                # The live object's resourceVersion: a retry of this correction lands on
+                # the same entry, the same edit made again later gets its own.
+                detail=drift_fingerprint(expected)
                 + "-"
-                + hashlib.sha256("|".join(diffs).encode()).hexdigest()[:8],
+                + hashlib.sha256(
+                    "|".join((*diffs, _resource_version(deployment_seen))).encode()
+                ).hexdigest()[:8],
             )
         r = readiness(deployment, revoked=scaled_down_for_revocation(status))
         now = deps.clock()
@@ -632,9 +637,8 @@ async def check_owned_deployment(deps: Deps, body: Mapping[str, Any]) -> None:
         return
     md, _ = served
     name = builders.resource_name(md.ref.name)
-    current = await deps.kube.get_deployment(md.ref.namespace, name)
     try:
-        await on_deployment_change(deps, current, body, deleted=current is None)
+        await on_deployment_change(deps, body)
     except (Retry, Fatal, Conflict) as exc:
         deps.events(body, "Warning", "DriftNotCorrected", f"Deployment {name}: {exc}"[:1024])
         log.warning("%s/%s: drift not corrected: %s", md.ref.namespace, md.ref.name, exc)
