@@ -11,9 +11,10 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
+from operator import itemgetter
 from typing import Any, Final
 
 import orjson
@@ -161,16 +162,14 @@ def entry_from_json(obj: Mapping[str, Any]) -> Entry:
         if missing:
             raise EntryError(f"{kind} entry lacks field(s): {', '.join(missing)}")
     spec = _SPECS[kind]
-    if not (
-        all(type(obj[name]) is str for name in spec.strings)
-        and all(type(obj[name]) is int for name in spec.integers)
-        and all(_is_string_list(obj[name]) for name in spec.lists)
+    values = list(spec.values_of(obj))  # in field order
+    if tuple(map(type, values)) != spec.types or not all(
+        _is_plain_string_list(values[i]) for i in spec.list_positions
     ):
         _refuse_wrong_types(kind, obj)  # or str subclasses only: acceptable, as before
-    values = {name: obj[name] for name in expected}
-    for name in spec.lists:
-        values[name] = tuple(values[name])
-    return spec.cls(**values)
+    for i in spec.list_positions:
+        values[i] = tuple(values[i])
+    return spec.cls(*values)
 
 
 def _refuse_wrong_types(kind: str, obj: Mapping[str, Any]) -> None:
@@ -191,23 +190,30 @@ def _is_string_list(value: object) -> bool:
     return isinstance(value, list | tuple) and all(isinstance(v, str) for v in value)
 
 
+def _is_plain_string_list(value: list[Any]) -> bool:
+    return all(type(v) is str for v in value)
+
+
 @dataclass(frozen=True, slots=True)
 class _KindSpec:
-    """Which fields of an entry kind are strings, integers and lists of strings."""
+    """An entry kind's fields in order: how to read them and the JSON types they take."""
 
     cls: type[Registration] | type[Revocation] | type[AuditEntry]
-    strings: tuple[str, ...]
-    integers: tuple[str, ...]
-    lists: tuple[str, ...]
+    values_of: Callable[[Mapping[str, Any]], tuple[Any, ...]]
+    types: tuple[type, ...]  # str, int, or list (a list of strings)
+    list_positions: tuple[int, ...]
 
 
 _KEYS_WITH_KIND: Final = {kind: {"kind", *names} for kind, names in _FIELDS.items()}
+_JSON_TYPES: Final[dict[str, type]] = {"str": str, "int": int, "tuple[str, ...]": list}
 _SPECS: Final = {
     kind: _KindSpec(
         cls,
-        strings=tuple(n for n, a in _FIELDS[kind].items() if a == "str"),
-        integers=tuple(n for n, a in _FIELDS[kind].items() if a == "int"),
-        lists=tuple(n for n, a in _FIELDS[kind].items() if a == "tuple[str, ...]"),
+        values_of=itemgetter(*_FIELDS[kind]),
+        types=tuple(_JSON_TYPES[str(a)] for a in _FIELDS[kind].values()),
+        list_positions=tuple(
+            i for i, a in enumerate(_FIELDS[kind].values()) if a == "tuple[str, ...]"
+        ),
     )
     for kind, cls in _KINDS.items()
 }
