@@ -294,3 +294,20 @@ async def test_a_model_whose_policy_is_gone_is_flagged(
     assert w.condition("Verified")["status"] == "Unknown"
     assert w.condition("Verified")["reason"] == reason
     assert w.replicas == 2
+
+
+async def test_a_refused_newer_generation_keeps_its_verified_condition() -> None:
+    # Generation 2 was refused; generation 1 keeps serving and is re-checked. Verified is
+    # about generation 2 and must keep saying why it was refused.
+    w = world(policy_body(A), LedgerEvidence(registrations=[registration("p0")]))
+    w.kube.md["metadata"]["generation"] = 2
+    refused = {"type": "Verified", "status": "False", "reason": "NotRegistered", "message": "x"}
+    w.kube.md["status"]["conditions"][0] = refused
+    w.kube.md["status"]["lastVerifiedTime"] = "2026-01-01T11:00:00Z"
+    await recheck(w.deps, w.kube.md)
+    assert w.condition("Verified") == refused
+    assert w.status["lastVerifiedTime"] == "2026-01-01T12:00:00Z"
+    w.ledger.answer = LEDGER_DOWN
+    w.kube.md["status"]["lastVerifiedTime"] = "2026-01-01T11:00:00Z"
+    await recheck(w.deps, w.kube.md)
+    assert w.condition("Verified") == refused

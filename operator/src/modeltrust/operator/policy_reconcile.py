@@ -294,12 +294,23 @@ async def _flag_unjudged(deps: Deps, body: Mapping[str, Any], exc: SpecError) ->
     flagged = set_condition(
         conditions, VERIFIED, "Unknown", reason, message, generation, deps.clock()
     )
-    if is_revoked(status) or _same_condition(conditions, flagged, VERIFIED):
+    if (
+        not serving_is_current(body)
+        or is_revoked(status)
+        or _same_condition(conditions, flagged, VERIFIED)
+    ):
         return
     await deps.kube.patch_model_deployment_status(
         meta["namespace"], meta["name"], {"conditions": flagged}
     )
     deps.events(body, "Warning", "ReverifyPending", message[:1024])
+
+
+def serving_is_current(body: Mapping[str, Any]) -> bool:
+    """Whether the serving version is the spec's current generation (not an older one kept
+    serving while a newer one is refused or pending)."""
+    status = body.get("status") or {}
+    return bool(status.get("servingGeneration") == (body.get("metadata") or {}).get("generation"))
 
 
 def _same_condition(before: list[dict[str, Any]], after: list[dict[str, Any]], type_: str) -> bool:
@@ -372,6 +383,9 @@ async def _act(deps: Deps, body: Mapping[str, Any], policy: TrustPolicy, decisio
     why = f"policy {policy.name!r} generation {policy.generation}"
     conditions = list(status.get("conditions") or [])
     policy_changed = not decided_under(status, policy)
+    # Verified describes the spec's current generation; while a newer one is refused (and
+    # the previous version keeps serving), its refusal must stay what Verified says.
+    current = serving_is_current(body)
 
     if undecided(decision):
         # No verified ledger answer: leave it running, say so, retry at the next tick. Not
@@ -382,7 +396,11 @@ async def _act(deps: Deps, body: Mapping[str, Any], policy: TrustPolicy, decisio
         flagged = set_condition(
             conditions, VERIFIED, "Unknown", "ReverifyPending", message, generation, now
         )
-        if not is_revoked(status) and not _same_condition(conditions, flagged, VERIFIED):
+        if (
+            current
+            and not is_revoked(status)
+            and not _same_condition(conditions, flagged, VERIFIED)
+        ):
             await deps.kube.patch_model_deployment_status(
                 md.ref.namespace, md.ref.name, {"conditions": flagged}
             )
@@ -402,9 +420,11 @@ async def _act(deps: Deps, body: Mapping[str, Any], policy: TrustPolicy, decisio
         verified_status: ConditionStatus = (
             "True" if decision.verdict is Verdict.ALLOWED else "False"
         )
-        conditions = set_condition(
-            conditions, VERIFIED, verified_status, decision.reason.value, message, generation, now
-        )
+        if current:
+            conditions = set_condition(
+                conditions, VERIFIED, verified_status, decision.reason.value, message,
+                generation, now,
+            )  # fmt: skip
         changed = not _same_condition(list(status.get("conditions") or []), conditions, VERIFIED)
         patch["conditions"] = conditions
         if restore:
