@@ -21,6 +21,7 @@ from modeltrust.operator import builders, kube
 from modeltrust.operator.artifact import ArtifactChecker
 from modeltrust.operator.builders import BuildSettings
 from modeltrust.operator.ledger_access import (
+    APPENDS_UNCONFIGURED,
     LedgerAccess,
     LedgerInconsistent,
     LedgerUnverified,
@@ -46,7 +47,6 @@ from modeltrust.operator.types import GROUP, MODEL_DEPLOYMENT_PLURAL, POLICY_PLU
 log = logging.getLogger("modeltrust.operator")
 
 FINALIZER = "modeltrust.dev/finalizer"
-SA_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
 TIMER_INTERVAL = float(os.environ.get("MODELTRUST_TIMER_INTERVAL", "10"))
 DELETE_AUDIT_RETRIES = int(os.environ.get("MODELTRUST_DELETE_AUDIT_RETRIES", "6"))
 POLICY_CHECK_INTERVAL = float(os.environ.get("MODELTRUST_POLICY_CHECK_INTERVAL", "60"))
@@ -71,11 +71,15 @@ def _post_event(body: Any, type_: str, reason: str, message: str) -> None:
         log.exception("could not post event %s", reason)
 
 
-def _token_source() -> Callable[[], str | None]:
-    """A static token (local use), a token file, or the pod's service-account token."""
-    token_file = os.environ.get("MODELTRUST_LEDGER_TOKEN_FILE")
-    path = Path(token_file) if token_file else (SA_TOKEN if SA_TOKEN.exists() else None)
-    return token_reader(os.environ.get("MODELTRUST_LEDGER_TOKEN"), path)
+def _token_source() -> Callable[[], str]:
+    """MODELTRUST_LEDGER_TOKEN (local use) or the file MODELTRUST_LEDGER_TOKEN_FILE names,
+    re-read on use. Nothing else: the pod's service-account token is a credential for the
+    API server and is never sent to the ledger. With neither set, audit appends fail."""
+    token = os.environ.get("MODELTRUST_LEDGER_TOKEN", "").strip() or None
+    token_file = os.environ.get("MODELTRUST_LEDGER_TOKEN_FILE", "").strip() or None
+    if token is None and token_file is None:
+        log.warning("%s; every audit append will fail until one is set", APPENDS_UNCONFIGURED)
+    return token_reader(token, Path(token_file) if token_file else None)
 
 
 def _local_model_root() -> Path | None:

@@ -78,18 +78,42 @@ class LedgerEvidence:
     entries: Mapping[int, VerifiedEntry] = field(default_factory=dict)
 
 
-def token_reader(token: str | None, token_file: Path | None) -> Callable[[], str | None]:
-    """A fixed token, or a file re-read on every use (projected service-account tokens rotate)."""
+class LedgerTokenMissing(LedgerUnverified):
+    """No bearer token for audit appends. The operator never falls back to another
+    credential (such as the pod's service-account token, which the API server accepts and
+    so must never be handed to the ledger): without one, appends fail closed."""
 
-    def read() -> str | None:
+
+APPENDS_UNCONFIGURED = (
+    "no ledger token for audit appends: set MODELTRUST_LEDGER_TOKEN, or "
+    "MODELTRUST_LEDGER_TOKEN_FILE to a token file (the chart mounts an audience-bound "
+    "projected token there); the pod's service-account token is never sent to the ledger"
+)
+
+
+def token_reader(token: str | None, token_file: Path | None) -> Callable[[], str]:
+    """A fixed token, or a file re-read on every use (projected tokens rotate).
+
+    The returned function raises LedgerTokenMissing when there is no token to send: none
+    configured, or the file unreadable or empty."""
+
+    def read() -> str:
         if token:
             return token
-        if token_file is not None:
-            try:
-                return token_file.read_text().strip() or None
-            except OSError:
-                return None
-        return None
+        if token_file is None:
+            raise LedgerTokenMissing(APPENDS_UNCONFIGURED)
+        try:
+            text = token_file.read_text().strip()
+        except OSError as exc:
+            raise LedgerTokenMissing(
+                f"cannot read the ledger token file {token_file} "
+                f"(MODELTRUST_LEDGER_TOKEN_FILE): {exc.strerror or exc}"
+            ) from None
+        if not text:
+            raise LedgerTokenMissing(
+                f"the ledger token file {token_file} (MODELTRUST_LEDGER_TOKEN_FILE) is empty"
+            )
+        return text
 
     return read
 
@@ -268,7 +292,10 @@ class LedgerAccess:
 
     async def append_audit(self, ledger: LedgerSpec, entry: AuditEntry) -> int:
         """Append `entry`; returns its ledger index. A retry of the same decision (same
-        idempotency key) returns the index recorded the first time."""
+        idempotency key) returns the index recorded the first time. Raises
+        LedgerTokenMissing (a LedgerUnverified) before sending anything without a token."""
+        if not self.token():
+            raise LedgerTokenMissing(APPENDS_UNCONFIGURED)
         client = self.client(ledger)
         try:
             receipt = await client.append(entry)
