@@ -295,7 +295,8 @@ class SQLiteLedgerStore:
             # The sequencer checks duplicates first; reaching this means state diverged.
             raise StorageError(f"append rejected by the database: {exc}") from exc
         if self._checkpointer is not None:
-            self._checkpointer.notify()
+            nodes, keys = len(batch.nodes), sum(len(e.lookup_keys) for e in batch.entries)
+            self._checkpointer.notify(len(batch.entries) + nodes + keys + 1)
 
     def _check_epoch(self) -> None:
         row = self._db.execute("SELECT value FROM meta WHERE key='writer_epoch'").fetchone()

@@ -4,9 +4,9 @@ By default SQLite copies the write-ahead log back into the database file inside 
 commit that pushes the WAL past 1000 pages: that commit then also writes and fsyncs
 up to 4 MiB of random pages, and every append waiting on its block waits for that
 too (the latency tail of appends under load). This checkpointer does that copying on
-its own thread and connection instead, shortly after commits, while the sequencer
-goes on committing: SQLite lets a PASSIVE checkpoint run beside a writer, and the
-sqlite3 module releases the GIL while it works.
+its own thread and connection instead, once commits have written about as much, while
+the sequencer goes on committing: SQLite lets a PASSIVE checkpoint run beside a
+writer, and the sqlite3 module releases the GIL while it works.
 
 A checkpoint never decides durability (a commit is durable once its WAL frames are
 synced), so a failed or skipped checkpoint loses nothing: the frames stay in the WAL,
@@ -28,20 +28,29 @@ WRITER_AUTOCHECKPOINT_PAGES = 16384
 
 
 class WalCheckpointer:
-    """Runs ``PRAGMA wal_checkpoint(PASSIVE)`` after commits, at most every ``min_gap`` s."""
+    """Runs ``PRAGMA wal_checkpoint(PASSIVE)`` once commits have written about
+    ``rows_per_checkpoint`` rows, or ``idle`` seconds after the last commit.
 
-    def __init__(self, path: Path, *, min_gap: float = 0.02) -> None:
+    Waiting for SQLite's usual amount of WAL (1000 pages; a row dirties at most about
+    one page) lets a page that many small commits touch be copied once, not per commit.
+    """
+
+    def __init__(self, path: Path, *, rows_per_checkpoint: int = 1000, idle: float = 1.0) -> None:
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._min_gap = min_gap
+        self._rows_per_checkpoint = rows_per_checkpoint
+        self._idle = idle
+        self._pending_rows = 0  # updated under the GIL; a lost increment only delays a run
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self.checkpoints = 0  # completed runs, for tests and curiosity
         self._thread = threading.Thread(target=self._run, name="ledger-wal-checkpoint", daemon=True)
         self._thread.start()
 
-    def notify(self) -> None:
-        """A commit happened: checkpoint soon."""
-        self._wake.set()
+    def notify(self, rows: int) -> None:
+        """A commit wrote ``rows`` rows."""
+        self._pending_rows += rows
+        if self._pending_rows >= self._rows_per_checkpoint:
+            self._wake.set()
 
     def close(self) -> None:
         self._stopping.set()
@@ -51,15 +60,15 @@ class WalCheckpointer:
 
     def _run(self) -> None:
         while True:
-            self._wake.wait()
+            self._wake.wait(self._idle)
             if self._stopping.is_set():
                 return
             self._wake.clear()
+            if not self._pending_rows:
+                continue
+            self._pending_rows = 0
             try:
                 self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
                 self.checkpoints += 1
-            except sqlite3.Error as exc:  # nothing is lost; the next commit tries again
+            except sqlite3.Error as exc:  # nothing is lost; a later run tries again
                 log.warning("background WAL checkpoint failed (will retry): %s", exc)
-            # Let a few commits gather, so a hot page is copied once for all of them.
-            if self._stopping.wait(self._min_gap):
-                return
