@@ -316,6 +316,7 @@ def main() -> None:
     def add(name: str, measured: str, target: str = "-", ok: bool | None = None) -> None:
         rows.append(Row(name, measured, target, "-" if ok is None else verdict(ok)))
 
+    load_before = os.getloadavg()
     tmp = Path(tempfile.mkdtemp(prefix="ledger-bench-"))
     signer = NoteSigner.generate(ORIGIN)
     try:
@@ -370,7 +371,11 @@ def main() -> None:
     add("anchor: Tessera (POSIX)", "~10,000 appends/s, seconds to integrate", "reference")
     add("anchor: Rekor v2", "up to ~20 s until a checkpoint", "reference")
     mode = "quick" if quick else "full"
-    print(f"\nLedger benchmark ({mode}; {os.cpu_count()} CPUs, SQLite synchronous=FULL)\n")
+    load_after = os.getloadavg()
+    print(f"\nLedger benchmark ({mode}; {os.cpu_count()} CPUs, SQLite synchronous=FULL)")
+    # The machine is shared: say how busy it was, the figures scale with the CPU we got.
+    load_start, load_end = (", ".join(f"{a:.2f}" for a in la) for la in (load_before, load_after))
+    print(f"load average (1, 5, 15 min) at start {load_start}; at end {load_end}\n")
     print("| benchmark | measured | target | verdict |")
     print("|---|---|---|---|")
     for r in rows:
