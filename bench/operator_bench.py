@@ -27,7 +27,7 @@ operator's log tail.
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import hashlib
 import json
 import os
 import platform
@@ -46,7 +46,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType, ModuleType
+from types import FrameType
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
@@ -59,6 +59,16 @@ from harness.cluster import (  # noqa: E402
     temporary_control_plane,
 )
 from harness.file_server import serve_files  # noqa: E402
+from harness.ledger import LedgerProcess  # noqa: E402
+from harness.modeltrust_objects import (  # noqa: E402
+    TOKEN,
+    Publisher,
+    apply,
+    install_crds,
+    model_deployment,
+    trust_policy,
+)
+from harness.operator_process import OperatorExited, OperatorProcess  # noqa: E402
 from harness.sized_models import sized_mlp  # noqa: E402
 
 GROUP, VERSION, PLURAL = "modeltrust.dev", "v1alpha1", "modeldeployments"
@@ -68,25 +78,10 @@ TARGET_ROLLOUT_P50 = 2.0
 TARGET_SCALE_SECONDS = 120.0
 TARGET_SCALE_COUNT = 500
 TARGET_RSS_BYTES = 300 * 1000 * 1000
-
-
-def _load_e2e_helpers() -> ModuleType:
-    """The operator e2e suite's process helpers (Ledger, Publisher, model_deployment).
-
-    They live in tests/operator/e2e/conftest.py; a module named `operator` cannot be
-    imported by package path (it would be the standard library's), so load it by file.
-    """
-    path = REPO / "tests" / "operator" / "e2e" / "conftest.py"
-    spec = importlib.util.spec_from_file_location("modeltrust_operator_e2e_helpers", path)
-    if spec is None or spec.loader is None:
-        raise RuntimeError(f"cannot load the e2e helpers from {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-E2E = _load_e2e_helpers()
+OPERATOR_SETTINGS = {
+    "MODELTRUST_IMAGE": "registry.example/modeltrust:bench",
+    "MODELTRUST_ACTOR": "bench-operator",
+}
 
 
 class BenchError(RuntimeError):
@@ -233,56 +228,6 @@ class ReadyWatch:
 # --- the processes --------------------------------------------------------------------------------
 
 
-@dataclass
-class OperatorProcess:
-    """`python -m modeltrust.operator` with production defaults (the e2e suite's Operator
-    fixture runs the revocation timer every second, which is right for tests and wrong
-    for a measurement of steady-state cost)."""
-
-    cluster: Cluster
-    namespace: str
-    workdir: Path
-    token: str
-    proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        env = {
-            **self.cluster.env,
-            "MODELTRUST_NAMESPACE": self.namespace,
-            "MODELTRUST_LEDGER_TOKEN": self.token,
-            "MODELTRUST_IMAGE": "registry.example/modeltrust:bench",
-            "MODELTRUST_ACTOR": "bench-operator",
-        }
-        log = (self.workdir / "operator.log").open("ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "modeltrust.operator", "-n", self.namespace,
-             "--log-format", "plain"],
-            env=env, stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        log.close()
-
-    @property
-    def pid(self) -> int:
-        if self.proc is None or self.proc.poll() is not None:
-            raise BenchError(f"the operator is not running; log tail:\n{self.log_tail()}")
-        return self.proc.pid
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
-
-    def log_tail(self, lines: int = 40) -> str:
-        path = self.workdir / "operator.log"
-        text = path.read_text(errors="replace") if path.exists() else ""
-        return "\n".join(text.splitlines()[-lines:])
-
-
 @contextmanager
 def private_cluster(attempts: int = 2) -> Iterator[tuple[LocalControlPlane, Cluster]]:
     """A control plane of our own. A start can fail on a busy shared machine (an API
@@ -306,42 +251,6 @@ def private_cluster(attempts: int = 2) -> Iterator[tuple[LocalControlPlane, Clus
         return
 
 
-def install_crds(cluster: Cluster) -> None:
-    cluster.kubectl("apply", "-f", str(E2E.CRDS))
-    cluster.kubectl(
-        "wait", "--for=condition=Established", "--timeout=60s",
-        "crd/modeldeployments.modeltrust.dev", "crd/modeltrustpolicies.modeltrust.dev",
-    )  # fmt: skip
-
-
-def widen_service_range(cluster: Cluster) -> None:
-    """Room for hundreds of Services: kwokctl's control plane allocates ClusterIPs from
-    10.0.0.0/24 (254 addresses), so the 255th Service fails with "range is full". A
-    ServiceCIDR object (networking.k8s.io/v1, Kubernetes 1.33+) adds a /16 at run time."""
-    body = {
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "ServiceCIDR",
-        "metadata": {"name": "modeltrust-bench"},
-        "spec": {"cidrs": ["10.96.0.0/16"]},
-    }
-    cluster.kubectl("apply", "-f", "-", input=json.dumps(body))
-
-
-def apply_policy(cluster: Cluster, ledger: Any, publisher: Any) -> str:
-    name = "bench"
-    body = {
-        "apiVersion": "modeltrust.dev/v1alpha1",
-        "kind": "ModelTrustPolicy",
-        "metadata": {"name": name},
-        "spec": {
-            "ledger": {"url": ledger.url, "verifierKey": ledger.verifier_key},
-            "publishers": [{"name": publisher.name, "publicKey": publisher.pem}],
-        },
-    }
-    cluster.kubectl("apply", "-f", "-", input=json.dumps(body))
-    return name
-
-
 @dataclass(frozen=True)
 class Model:
     path: Path
@@ -350,8 +259,6 @@ class Model:
 
 
 def build_models(root: Path, count: int, size: int, first_seed: int) -> list[Model]:
-    import hashlib
-
     models = []
     for i in range(count):
         seed = first_seed + i
@@ -384,9 +291,7 @@ def measure_rollouts(
     for i, model in enumerate(models):
         name = f"{prefix}-{i:03d}"
         uri = f"{base_url}/{model.path.name}"
-        body = E2E.model_deployment(
-            NAMESPACE, name, policy, uri, model.digest, version=model.version
-        )
+        body = model_deployment(NAMESPACE, name, policy, uri, model.digest, version=model.version)
         started = time.monotonic()
         cluster.kubectl("apply", "-f", "-", input=json.dumps(body))
         applied = time.monotonic()
@@ -469,7 +374,7 @@ def measure_scale(
         model = models[i % len(models)]
         uri = f"{base_url}/scale/{model.path.name}"  # a URI the operator has not fetched yet
         items.append(
-            E2E.model_deployment(NAMESPACE, name, policy, uri, model.digest, version=model.version)
+            model_deployment(NAMESPACE, name, policy, uri, model.digest, version=model.version)
         )
     document = json.dumps({"apiVersion": "v1", "kind": "List", "items": items})
     pid = operator.pid
@@ -655,7 +560,6 @@ def run(args: argparse.Namespace) -> str:
         print("starting a private local control plane ...", file=sys.stderr, flush=True)
         plane, cluster = stack.enter_context(private_cluster())
         install_crds(cluster)
-        widen_service_range(cluster)
         cluster.kubectl("create", "namespace", NAMESPACE)
 
         served = work / "served"
@@ -668,15 +572,18 @@ def run(args: argparse.Namespace) -> str:
             os.link(model.path, served / "scale" / model.path.name)
         base_url = stack.enter_context(serve_files(served))
 
-        publisher = E2E.Publisher("bench-publisher")
-        ledger = E2E.Ledger(work / "ledger", [publisher])
+        publisher = Publisher("bench-publisher")
+        ledger = LedgerProcess(work / "ledger", [publisher])
         stack.callback(ledger.stop)
         ledger.start()
         for model in warmup + models:
             ledger.register(publisher, model.path, "mnist", model.version)
-        policy = apply_policy(cluster, ledger, publisher)
+        policy = "bench"
+        apply(cluster, trust_policy(policy, ledger.url, ledger.verifier_key, [publisher]))
 
-        operator = OperatorProcess(cluster, NAMESPACE, work, E2E.TOKEN)
+        # Production defaults (10 s timer, ...): the e2e tests' 1 s timer would distort a
+        # measurement of steady-state cost.
+        operator = OperatorProcess(cluster.env, NAMESPACE, work, TOKEN, OPERATOR_SETTINGS)
         stack.callback(operator.stop)
         operator.start()
         watch = ReadyWatch(cluster, NAMESPACE)
@@ -734,7 +641,7 @@ def main() -> int:
         signal.signal(signum, _exit_on_signal)
     try:
         table = run(args)
-    except (BenchError, ClusterError) as exc:
+    except (BenchError, ClusterError, OperatorExited) as exc:
         print(f"operator benchmark failed: {exc}", file=sys.stderr)
         return 1
     print(table, flush=True)

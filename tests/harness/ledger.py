@@ -3,12 +3,16 @@
 ``LedgerThread`` runs the real ``LedgerService`` (SQLite file, sequencer, aiohttp)
 in a background thread with its own event loop, so blocking clients can talk to it.
 ``ledger_subprocess`` runs `modeltrust ledger serve` as a real process (for SIGKILL tests).
+``LedgerProcess`` is that process with the keys and token of the e2e tests and benchmarks
+(publishers registered by name, restartable on the same database and port).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -17,17 +21,23 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from harness.modeltrust_objects import TOKEN as E2E_TOKEN
+from harness.modeltrust_objects import Publisher
+from harness.processes import stop_process
+from harness.waiting import wait_for
 from modeltrust.chain.auth import PublisherSet, StaticTokens, TokenAuthenticator
+from modeltrust.chain.client import LedgerClient
+from modeltrust.chain.client_flows import VerifiedEntry
 from modeltrust.chain.entries import AuditEntry, Registration
 from modeltrust.chain.note import NoteSigner
 from modeltrust.chain.service import LedgerService, ServiceConfig
-from modeltrust.chain.signatures import sign_registration
+from modeltrust.chain.signatures import sign_registration, sign_revocation
 
 ORIGIN = "ledger.test/modeltrust"
 TOKEN = "test-audit-token"
@@ -168,13 +178,7 @@ def ledger_subprocess(
         wait_ready(url, proc)
         yield proc, url
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc, timeout=10)
         log.close()
 
 
@@ -191,3 +195,101 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes] | None = None, timeout: f
             pass
         time.sleep(0.05)
     raise TimeoutError(f"ledger at {url} not ready after {timeout}s")
+
+
+# The `modeltrust` console script of this interpreter's environment.
+MODELTRUST = Path(sys.executable).with_name("modeltrust")
+
+
+@dataclass
+class LedgerProcess:
+    """`modeltrust ledger serve` as a real process with its own signer key, the given
+    publishers' keys and the audit token e2e operators present; stop()/start() keep its
+    database and port, snapshot()/restore() copy the database while it is stopped."""
+
+    workdir: Path
+    publishers: list[Publisher]
+    origin: str = "ledger.e2e.modeltrust.dev"
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+
+    def __post_init__(self) -> None:
+        self.signer = NoteSigner.generate(self.origin)
+        (self.workdir / "publishers").mkdir(parents=True, exist_ok=True)
+        for p in self.publishers:
+            (self.workdir / "publishers" / f"{p.name}.pem").write_text(p.pem)
+        (self.workdir / "signer.key").write_text(self.signer.signer_key() + "\n")
+        (self.workdir / "tokens").write_text(E2E_TOKEN + "\n")
+        self.db = self.workdir / "ledger.db"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def verifier_key(self) -> str:
+        return self.signer.verifier_key()
+
+    def start(self) -> None:
+        log = (self.workdir / "ledger.log").open("ab")
+        self.proc = subprocess.Popen(
+            [str(MODELTRUST), "ledger", "serve", "--db", str(self.db),
+             "--key", str(self.workdir / "signer.key"), "--origin", self.origin,
+             "--publishers", str(self.workdir / "publishers"),
+             "--listen", f"127.0.0.1:{self.port}", "--static-tokens", str(self.workdir / "tokens"),
+             "--max-batch", "256"],
+            stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        log.close()  # the child has its own copy
+
+        def up() -> bool:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError(
+                    f"ledger exited: {(self.workdir / 'ledger.log').read_text()[-2000:]}"
+                )
+            try:
+                with urllib.request.urlopen(f"{self.url}/v1/checkpoint", timeout=2) as r:  # noqa: S310
+                    return bool(r.status == 200)
+            except OSError:
+                return False
+
+        wait_for("the ledger to serve", up, timeout=30)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc, timeout=20)
+        self.proc = None
+
+    def snapshot(self, name: str) -> None:
+        """Copy the database files (call while stopped)."""
+        for f in self.workdir.glob("ledger.db*"):
+            shutil.copy2(f, self.workdir / f"{name}.{f.name}")
+
+    def restore(self, name: str) -> None:
+        for f in self.workdir.glob("ledger.db*"):
+            f.unlink()
+        for f in self.workdir.glob(f"{name}.ledger.db*"):
+            shutil.copy2(f, self.workdir / f.name.removeprefix(f"{name}."))
+
+    def client(self) -> LedgerClient:
+        return LedgerClient(self.url, verifier_key=self.verifier_key, token=E2E_TOKEN)
+
+    def register(self, publisher: Publisher, model: Path, name: str, version: str) -> int:
+        data = model.read_bytes()
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        reg = sign_registration(
+            publisher.key, name=name, version=version, digest=digest, size=len(data)
+        )
+        with self.client() as c:
+            return c.append(reg).index
+
+    def revoke_digest(self, publisher: Publisher, digest: str, reason: str) -> int:
+        rev = sign_revocation(publisher.key, target_kind="digest", target=digest, reason=reason)
+        with self.client() as c:
+            return c.append(rev).index
+
+    def audits(self, uid: str) -> list[AuditEntry]:
+        with self.client() as c:
+            found: list[VerifiedEntry] = c.audit_trail(uid=uid)
+        return [ve.entry for ve in found if isinstance(ve.entry, AuditEntry)]

@@ -9,7 +9,9 @@ test can pin their digest. Datatype names are the Open Inference Protocol ones
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -50,7 +52,9 @@ _ADDABLE = frozenset(ALL_DATATYPES) - {"BOOL", "BYTES"}
 Dim = int | str  # an int is a fixed size; a str names a dynamic (symbolic) dimension
 
 
-def _save(model: onnx.ModelProto, path: Path) -> Path:
+def save_model(model: onnx.ModelProto, path: Path) -> Path:
+    """Check `model` fully (a test model onnxruntime would refuse is a harness bug) and
+    write it to `path`, creating its directory; returns `path`."""
     onnx.checker.check_model(model, full_check=True)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -58,7 +62,8 @@ def _save(model: onnx.ModelProto, path: Path) -> Path:
     return path
 
 
-def _model(graph: onnx.GraphProto) -> onnx.ModelProto:
+def build_model(graph: onnx.GraphProto) -> onnx.ModelProto:
+    """`graph` as a model at the opset and IR version every supported onnxruntime loads."""
     model = helper.make_model(
         graph,
         opset_imports=[helper.make_opsetid("", OPSET)],
@@ -87,13 +92,9 @@ def mnist_mlp_reference(x: np.ndarray, seed: int = 0) -> np.ndarray:
     return result
 
 
-def mnist_mlp(path: Path, *, seed: int = 0) -> Path:
-    """An MNIST-size MLP: input "input" FP32 [batch, 784] -> "logits" FP32 [batch, 10].
-
-    The batch dimension is dynamic (symbolic "batch", shown as -1 in OIP metadata).
-    """
-    w = mnist_mlp_weights(seed)
-    initializers = [numpy_helper.from_array(array, name) for name, array in w.items()]
+def mlp_graph(weights: dict[str, np.ndarray], name: str) -> onnx.GraphProto:
+    """relu(input @ w1 + b1) @ w2 + b2 over `weights` (w1, b1, w2, b2): "input" FP32
+    [batch, 784] -> "logits" FP32 [batch, 10], whatever the hidden width."""
     nodes = [
         helper.make_node("MatMul", [MNIST_INPUT, "w1"], ["h_mm"]),
         helper.make_node("Add", ["h_mm", "b1"], ["h_add"]),
@@ -101,14 +102,22 @@ def mnist_mlp(path: Path, *, seed: int = 0) -> Path:
         helper.make_node("MatMul", ["hidden", "w2"], ["o_mm"]),
         helper.make_node("Add", ["o_mm", "b2"], [MNIST_OUTPUT]),
     ]
-    graph = helper.make_graph(
+    return helper.make_graph(
         nodes,
-        "mnist_mlp",
+        name,
         [helper.make_tensor_value_info(MNIST_INPUT, TensorProto.FLOAT, ["batch", MNIST_FEATURES])],
         [helper.make_tensor_value_info(MNIST_OUTPUT, TensorProto.FLOAT, ["batch", MNIST_CLASSES])],
-        initializer=initializers,
+        initializer=[numpy_helper.from_array(array, key) for key, array in weights.items()],
     )
-    return _save(_model(graph), path)
+
+
+def mnist_mlp(path: Path, *, seed: int = 0) -> Path:
+    """An MNIST-size MLP: input "input" FP32 [batch, 784] -> "logits" FP32 [batch, 10].
+
+    The batch dimension is dynamic (symbolic "batch", shown as -1 in OIP metadata).
+    """
+    graph = mlp_graph(mnist_mlp_weights(seed), "mnist_mlp")
+    return save_model(build_model(graph), path)
 
 
 def _element_type(datatype: str) -> int:
@@ -136,7 +145,7 @@ def identity_model(
         [helper.make_tensor_value_info(input_name, element, list(shape))],
         [helper.make_tensor_value_info(output_name, element, list(shape))],
     )
-    return _save(_model(graph), path)
+    return save_model(build_model(graph), path)
 
 
 def elementwise_model(
@@ -165,7 +174,7 @@ def elementwise_model(
         [helper.make_tensor_value_info(input_name, element, list(shape))],
         [helper.make_tensor_value_info(output_name, element, list(shape))],
     )
-    return _save(_model(graph), path)
+    return save_model(build_model(graph), path)
 
 
 def elementwise_reference(datatype: str, x: np.ndarray) -> np.ndarray:
@@ -211,7 +220,7 @@ def multi_io_model(path: Path) -> Path:
         ],
         initializer=[axes, zero],
     )
-    return _save(_model(graph), path)
+    return save_model(build_model(graph), path)
 
 
 def multi_io_reference(a: np.ndarray, b: np.ndarray, scale: np.ndarray) -> dict[str, np.ndarray]:
@@ -244,3 +253,15 @@ def numpy_dtype(datatype: str) -> type:
     """The numpy scalar type onnxruntime uses for an OIP datatype (BYTES: object, of str)."""
     _element_type(datatype)
     return _NUMPY_DTYPES[datatype]
+
+
+@dataclass
+class MnistModels:
+    """A directory of distinct mnist_mlp files: make(name, seed) writes root/name.onnx
+    and returns its path and "sha256:<hex>" digest (each seed its own weights)."""
+
+    root: Path
+
+    def make(self, name: str, seed: int) -> tuple[Path, str]:
+        path = mnist_mlp(self.root / f"{name}.onnx", seed=seed)
+        return path, "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()

@@ -11,11 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from onnx import TensorProto, helper, numpy_helper
 
-from harness.onnx_models import MNIST_CLASSES, MNIST_FEATURES, MNIST_INPUT, MNIST_OUTPUT
-from harness.onnx_models import _model as onnx_model
-from harness.onnx_models import _save as save_checked
+from harness.onnx_models import MNIST_CLASSES, MNIST_FEATURES, build_model, mlp_graph, save_model
 
 _FLOAT_BYTES = 4
 # Per hidden unit: a column of w1, its bias, and a row of w2.
@@ -39,18 +36,4 @@ def sized_mlp(path: Path, *, size_bytes: int = 10 << 20, seed: int = 0) -> Path:
         "w2": rng.standard_normal((hidden, MNIST_CLASSES), dtype=np.float32) * 0.05,
         "b2": rng.standard_normal(MNIST_CLASSES, dtype=np.float32) * 0.01,
     }
-    nodes = [
-        helper.make_node("MatMul", [MNIST_INPUT, "w1"], ["h_mm"]),
-        helper.make_node("Add", ["h_mm", "b1"], ["h_add"]),
-        helper.make_node("Relu", ["h_add"], ["hidden"]),
-        helper.make_node("MatMul", ["hidden", "w2"], ["o_mm"]),
-        helper.make_node("Add", ["o_mm", "b2"], [MNIST_OUTPUT]),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        f"sized_mlp_{hidden}",
-        [helper.make_tensor_value_info(MNIST_INPUT, TensorProto.FLOAT, ["batch", MNIST_FEATURES])],
-        [helper.make_tensor_value_info(MNIST_OUTPUT, TensorProto.FLOAT, ["batch", MNIST_CLASSES])],
-        initializer=[numpy_helper.from_array(array, name) for name, array in weights.items()],
-    )
-    return save_checked(onnx_model(graph), path)
+    return save_model(build_model(mlp_graph(weights, f"sized_mlp_{hidden}")), path)
