@@ -8,6 +8,7 @@ import asyncio
 import base64
 import copy
 import json
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,7 @@ class ConfigMaps:
     def __init__(self) -> None:
         self.items: dict[tuple[str, str], dict[str, Any]] = {}
         self.version = 0
+        self.calls: Counter[str] = Counter()
 
     def _stamp(self, body: dict[str, Any]) -> dict[str, Any]:
         self.version += 1
@@ -45,10 +47,12 @@ class ConfigMaps:
         return body
 
     async def get_config_map(self, namespace: str, name: str) -> dict[str, Any] | None:
+        self.calls["get"] += 1
         found = self.items.get((namespace, name))
         return copy.deepcopy(found) if found is not None else None
 
     async def create_config_map(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        self.calls["create"] += 1
         key = (namespace, body["metadata"]["name"])
         if key in self.items:
             raise Conflict("already exists")
@@ -58,10 +62,12 @@ class ConfigMaps:
     async def replace_config_map(
         self, namespace: str, name: str, body: dict[str, Any]
     ) -> dict[str, Any] | None:
+        self.calls["replace"] += 1
         current = self.items.get((namespace, name))
         if current is None:
             return None
         if current["metadata"]["resourceVersion"] != body["metadata"].get("resourceVersion"):
+            self.calls["conflict"] += 1
             raise Conflict("resourceVersion changed")
         self.items[(namespace, name)] = self._stamp(body)
         return copy.deepcopy(self.items[(namespace, name)])
@@ -195,3 +201,38 @@ async def test_a_genuine_record_is_adopted_at_start_and_moved_forward(fork: Fork
             await restarted.checkpoint(fork.spec(fork.b))
     finally:
         await restarted.close()
+
+
+async def test_reads_come_from_memory_and_only_a_forward_move_is_written(fork: Fork) -> None:
+    # Every ledger call loads the trusted checkpoint; only the first reads the ConfigMap.
+    # Concurrent calls that all verified the same newer checkpoint write it once.
+    kube = ConfigMaps()
+    access = LedgerAccess(kube, "ns", lambda: None)  # type: ignore[arg-type]
+    spec = fork.spec(fork.a)
+    try:
+        assert (await access.checkpoint(spec)).size == 3
+        assert kube.calls == Counter(get=1, create=1)
+        await asyncio.gather(*(access.checkpoint(spec) for _ in range(8)))
+        assert kube.calls == Counter(get=1, create=1)
+        await asyncio.to_thread(fork.append, fork.a, 3, 2)
+        moved = await asyncio.gather(*(access.checkpoint(spec) for _ in range(8)))
+        assert {vcp.size for vcp in moved} == {5}
+        assert kube.calls == Counter(get=1, create=1, replace=1)
+        assert kube.record() == record_of(moved[0])
+    finally:
+        await access.close()
+
+
+async def test_a_record_written_by_someone_else_costs_one_re_read(fork: Fork) -> None:
+    kube = ConfigMaps()
+    access = LedgerAccess(kube, "ns", lambda: None)  # type: ignore[arg-type]
+    spec = fork.spec(fork.a)
+    try:
+        first = await access.checkpoint(spec)
+        kube.edit_record(record_of(first))  # same content, new resourceVersion
+        await asyncio.to_thread(fork.append, fork.a, 3, 1)
+        assert (await access.checkpoint(spec)).size == 4
+        assert kube.calls == Counter(get=2, create=1, replace=2, conflict=1)
+        assert kube.record()["size"] == 4
+    finally:
+        await access.close()

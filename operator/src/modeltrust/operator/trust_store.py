@@ -8,11 +8,12 @@ name a forked ledger's checkpoint):
 - every record read is checked: its note must verify with the ledger's key and parse to
   exactly the record's origin, size and root (the witness wrapper checks cosignatures on
   that same note), else it is refused;
-- the process keeps a high-water mark, the newest checkpoint it verified itself. A
-  record that differs from it (older, missing, newer, or another root at the same size)
-  is ignored with a warning: trust moves on only through the verifying client, which
-  proves every newer checkpoint consistent with the high-water mark, and then replaces
-  the record (logged at ERROR with what it replaced). So resetting trust takes a
+- the process keeps a high-water mark, the newest checkpoint it verified itself, and
+  answers every read from it (the record is read once, at first use, and again only when
+  a write answers 409). A record that differs from it (older, missing, newer, or another
+  root at the same size) is ignored: trust moves on only through the verifying client,
+  which proves every newer checkpoint consistent with the high-water mark, and then
+  replaces the record (logged at ERROR with what it replaced). So resetting trust takes a
   deliberate act: repair or delete the ConfigMap AND restart the operator
   (docs/operator.md); at start the process adopts the stored record after checking its
   note.
@@ -20,6 +21,7 @@ name a forked ledger's checkpoint):
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -34,6 +36,8 @@ from modeltrust.operator.kube import Conflict, Kube
 log = logging.getLogger("modeltrust.operator.trust")
 
 DATA_KEY = "trusted-checkpoint.json"
+# Writes of one checkpoint that keep answering 409 before the client is told to retry.
+WRITE_ATTEMPTS = 4
 
 
 def config_map_name(verifier_key: str, witnesses: str = "") -> str:
@@ -44,7 +48,11 @@ def config_map_name(verifier_key: str, witnesses: str = "") -> str:
 
 
 class ConfigMapTrustStore:
-    """An AsyncTrustStateStore for modeltrust.chain's AsyncLedgerClient."""
+    """An AsyncTrustStateStore for modeltrust.chain's AsyncLedgerClient.
+
+    Reads are answered from the process's high-water mark (the ConfigMap is read once, at
+    first use); the ConfigMap is written only when a verified checkpoint moves trust
+    forward, one write at a time, and re-read only when a write answers 409."""
 
     def __init__(self, kube: Kube, namespace: str, verifier_key: str, witnesses: str = "") -> None:
         self.kube = kube
@@ -53,7 +61,10 @@ class ConfigMapTrustStore:
         self.verifier_key = verifier_key
         self._high_water: TrustedCheckpoint | None = None
         self._resource_version: str | None = None
-        self._warned: tuple[int, bytes] | None = None  # the ignored record last logged
+        self._adopted = False  # the record was read (and its note checked) at first use
+        # Concurrent ledger calls that each verified a newer checkpoint write one at a time:
+        # the ones that lose see the moved high-water mark and need no write of their own.
+        self._writer = asyncio.Lock()
 
     @property
     def where(self) -> str:
@@ -114,59 +125,40 @@ class ConfigMapTrustStore:
                       exc, self._high_water.size)  # fmt: skip
             return None
 
-    def _view(self, stored: TrustedCheckpoint | None) -> TrustedCheckpoint | None:
-        """What this process trusts: the high-water mark, or at start the stored record."""
-        high = self._high_water
-        if high is None:
-            # First use in this process: the persisted record (its note checked) is trusted.
-            self._high_water = stored
-            return stored
-        if stored is not None and stored.same_tree(high):
-            return high
-        seen = (-1, b"") if stored is None else (stored.size, stored.root_hash)
-        if seen == self._warned:
-            return high  # logged once per record, not on every ledger call
-        self._warned = seen
-        if stored is None or stored.size < high.size:
-            log.warning(
-                "trusted checkpoint in %s is %s, older than size %d verified by this "
-                "process; keeping the newer one",
-                self.where,
-                "missing or unusable" if stored is None else f"size {stored.size}",
-                high.size,
-            )
-        else:
-            log.warning(
-                "trusted checkpoint in %s (size %d) was not written by this process and is not "
-                "proven consistent with the checkpoint of size %d it verified; ignoring it "
-                "(trust moves on only by a consistency proof from size %d)",
-                self.where, stored.size, high.size, high.size,
-            )  # fmt: skip
-        return high
-
     async def load(self) -> TrustedCheckpoint | None:
-        return self._view(await self._read_usable())
+        if self._adopted:
+            return self._high_water
+        async with self._writer:
+            return await self._adopt_stored()
+
+    async def _adopt_stored(self) -> TrustedCheckpoint | None:
+        """First use in this process: the persisted record (its note checked) is trusted."""
+        if not self._adopted:
+            self._high_water = await self._read()
+            self._adopted = True
+        return self._high_water
 
     async def compare_and_swap(
         self, expected: TrustedCheckpoint | None, new: TrustedCheckpoint
     ) -> bool:
-        stored = await self._read_usable()
-        current = self._view(stored)
-        if not (
-            current is expected is None or (expected is not None and expected.same_tree(current))
-        ):
-            return False
-        if current is not None and new.size < current.size:
-            return False
-        if stored is not None and not stored.same_tree(current):
-            # Someone else wrote a record this process never verified; the new checkpoint
-            # is proven consistent with what it did verify, so it replaces that record.
-            log.error(
-                "replacing the unverified trusted checkpoint in %s (size %d, root %s) with "
-                "the ledger's size %d, proven consistent with size %s verified by this process",
-                self.where, stored.size, stored.root_hash.hex(), new.size,
-                "none" if current is None else current.size,
-            )  # fmt: skip
+        async with self._writer:
+            current = await self._adopt_stored()
+            if not (
+                current is expected is None
+                or (expected is not None and expected.same_tree(current))
+            ):
+                return False  # trust moved meanwhile: the client reloads and re-proves
+            if current is not None and new.size < current.size:
+                return False
+            if current is not None and new.same_tree(current):
+                return True
+            if not await self._write(current, new):
+                return False
+            self._high_water = new
+            return True
+
+    async def _write(self, current: TrustedCheckpoint | None, new: TrustedCheckpoint) -> bool:
+        """Store `new` over the record last seen; on 409 re-read once per attempt."""
         body: dict[str, Any] = {
             "apiVersion": "v1",
             "kind": "ConfigMap",
@@ -178,15 +170,39 @@ class ConfigMapTrustStore:
             },
             "data": {DATA_KEY: json.dumps(new.to_json(), indent=1)},
         }
-        try:
-            if self._resource_version is None:
-                await self.kube.create_config_map(self.namespace, body)
-            else:
-                body["metadata"]["resourceVersion"] = self._resource_version
-                if await self.kube.replace_config_map(self.namespace, self.name, body) is None:
-                    return False  # deleted meanwhile: reload and retry
-        except Conflict:
-            return False
-        if self._high_water is None or new.size >= self._high_water.size:
-            self._high_water = new
-        return True
+        for _ in range(WRITE_ATTEMPTS):
+            try:
+                if self._resource_version is None:
+                    written = await self.kube.create_config_map(self.namespace, body)
+                else:
+                    body["metadata"]["resourceVersion"] = self._resource_version
+                    replaced = await self.kube.replace_config_map(self.namespace, self.name, body)
+                    if replaced is None:  # deleted meanwhile: create it again
+                        self._resource_version = None
+                        body["metadata"].pop("resourceVersion", None)
+                        continue
+                    written = replaced
+            except Conflict:
+                # Someone else wrote the record: re-read it (its resourceVersion) and decide.
+                stored = await self._read_usable()
+                if current is None and stored is not None:
+                    # It appeared before this process trusted anything: adopt it as at
+                    # start (note checked) and let the client prove `new` against it.
+                    self._high_water = stored
+                    return False
+                if stored is not None and not stored.same_tree(current):
+                    # A record this process never verified; `new` is proven consistent
+                    # with what it did verify, so it replaces that record.
+                    log.error(
+                        "replacing the unverified trusted checkpoint in %s (size %d, root %s) "
+                        "with the ledger's size %d, proven consistent with size %s verified "
+                        "by this process",
+                        self.where, stored.size, stored.root_hash.hex(), new.size,
+                        "none" if current is None else current.size,
+                    )  # fmt: skip
+                body["metadata"].pop("resourceVersion", None)
+                continue
+            self._resource_version = (written.get("metadata") or {}).get("resourceVersion")
+            return True
+        log.warning("%s kept changing during %d writes; retrying later", self.where, WRITE_ATTEMPTS)
+        return False

@@ -97,17 +97,24 @@ class WitnessedTrustStore:
     def __init__(self, inner: AsyncTrustStateStore, requirement: WitnessRequirement) -> None:
         self.inner = inner
         self.requirement = requirement
+        # The note last found witnessed: every ledger call loads the same high-water mark,
+        # and its cosignatures need checking once, not on every call.
+        self._witnessed: str | None = None
 
     async def load(self) -> TrustedCheckpoint | None:
         stored = await self.inner.load()
-        if stored is not None:
+        if stored is not None and stored.note != self._witnessed:
             # Only this wrapper writes the record; an unwitnessed one was edited by hand.
             what = f"the trusted checkpoint of size {stored.size}"
             self.requirement.check(stored.note, what=what)
+            self._witnessed = stored.note
         return stored
 
     async def compare_and_swap(
         self, expected: TrustedCheckpoint | None, new: TrustedCheckpoint
     ) -> bool:
         self.requirement.check(new.note, what=f"the ledger's checkpoint of size {new.size}")
-        return await self.inner.compare_and_swap(expected, new)
+        swapped = await self.inner.compare_and_swap(expected, new)
+        if swapped:
+            self._witnessed = new.note
+        return swapped
