@@ -20,7 +20,7 @@ from modeltrust.operator.decisions import RegistrationCheck, RevocationFact
 from modeltrust.operator.keys import TrustedKeys
 from modeltrust.operator.ledger_access import LedgerEvidence
 from modeltrust.operator.metrics import Metrics
-from modeltrust.operator.policy_reconcile import recheck, reverify_serving
+from modeltrust.operator.policy_reconcile import on_policy_event, recheck, reverify_serving
 from modeltrust.operator.reconcile import Deps, policy_ref
 from modeltrust.operator.types import parse_model_deployment, parse_trust_policy
 
@@ -76,11 +76,13 @@ class FakeKube:
     policy: dict[str, Any]
     deployments: dict[str, dict[str, Any]] = field(default_factory=dict)
     status_patches: list[dict[str, Any]] = field(default_factory=list)
+    policy_reads: int = 0
 
     async def get_model_deployment(self, ns: str, name: str) -> dict[str, Any]:
         return copy.deepcopy(self.md)
 
     async def get_policy(self, name: str) -> dict[str, Any]:
+        self.policy_reads += 1
         return copy.deepcopy(self.policy)
 
     async def patch_model_deployment_status(
@@ -311,3 +313,24 @@ async def test_a_refused_newer_generation_keeps_its_verified_condition() -> None
     w.kube.md["status"]["lastVerifiedTime"] = "2026-01-01T11:00:00Z"
     await recheck(w.deps, w.kube.md)
     assert w.condition("Verified") == refused
+
+
+async def test_the_timer_takes_the_policy_from_the_watch_and_reads_it_only_when_missing() -> None:
+    w = world(policy_body(A), LEDGER_OK)
+    w.deps.policies["default"] = policy_body(A)  # as the policy watch delivered it
+    assert await recheck(w.deps, w.kube.md) == "not due"
+    assert (w.kube.policy_reads, w.kube.status_patches) == (0, [])
+    # The watch delivers generation 2 (A removed): the next tick decides under it, unread.
+    w.deps.policies["default"] = REMOVED_A
+    await recheck(w.deps, w.kube.md)
+    assert w.kube.policy_reads == 0
+    assert w.condition("Revoked")["status"] == "True"
+    assert w.status["verifiedPolicy"]["generation"] == 2
+    # Deleted (the watch says so): the tick asks the API server, which has no such policy.
+    await on_policy_event(w.deps, REMOVED_A, deleted=True)
+    w.kube.policy = None  # type: ignore[assignment]
+    w.kube.md["status"]["conditions"][0]["status"] = "True"  # so the flag is visible
+    w.kube.md["status"]["conditions"][1]["status"] = "False"
+    await recheck(w.deps, w.kube.md)
+    assert w.kube.policy_reads == 1
+    assert w.condition("Verified")["reason"] == "PolicyNotFound"

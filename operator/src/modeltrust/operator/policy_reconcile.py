@@ -148,7 +148,10 @@ async def on_policy_event(deps: Deps, body: Mapping[str, Any], *, deleted: bool 
     generation = int(meta.get("generation") or 0)
     if deleted:
         deps.policies_seen.pop(name, None)
+        deps.policies.pop(name, None)
         return
+    if name:
+        deps.policies[name] = dict(body)  # every event, status writes included
     if not name or deps.policies_seen.get(name) == generation:
         return  # our own status write, or a generation this process already handled
     changed = (body.get("status") or {}).get("observedGeneration") != generation
@@ -271,7 +274,7 @@ async def recheck(deps: Deps, body: Mapping[str, Any]) -> str:
         return "nothing serving"
     try:
         md = parse_model_deployment(body)
-        policy, keys = await load_policy(deps, md)
+        policy, keys = await load_policy(deps, md, from_watch=True)
     except SpecError as exc:
         await _flag_unjudged(deps, body, exc)
         return f"policy unavailable: {exc}"
@@ -415,7 +418,7 @@ async def _act(deps: Deps, body: Mapping[str, Any], policy: TrustPolicy, decisio
             await audit_best_effort(
                 deps, body, md, action="reverify", decision=decision.verdict.value,
                 digest=verified.digest, reasons=decision.reasons or (message,),
-                detail=_detail(policy, decision, "restore" if restore else ""),
+                detail=_detail(policy, decision, "restore" if restore else ""), policy=policy,
             )  # fmt: skip
         verified_status: ConditionStatus = (
             "True" if decision.verdict is Verdict.ALLOWED else "False"
@@ -460,6 +463,7 @@ async def _act(deps: Deps, body: Mapping[str, Any], policy: TrustPolicy, decisio
     await audit_best_effort(
         deps, body, md, action="revoke", decision=action.value.lower(), digest=verified.digest,
         reasons=(*decision.reasons, message)[-32:], detail=_detail(policy, decision),
+        policy=policy,
     )  # fmt: skip
     if action is RevocationAction.SCALE_TO_ZERO:
         await deps.kube.scale_deployment(md.ref.namespace, builders.resource_name(md.ref.name), 0)

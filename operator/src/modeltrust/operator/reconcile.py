@@ -101,6 +101,9 @@ class Deps:
     # Namespaces the operator serves (empty: all); policy generations handled by this process.
     namespaces: tuple[str, ...] = ()
     policies_seen: dict[str, int] = field(default_factory=dict)
+    # ModelTrustPolicy bodies as the policy watch last delivered them (by name), so the
+    # timer's tick reads no policy from the API server.
+    policies: dict[str, dict[str, Any]] = field(default_factory=dict)
     # The timer looks at each owned Deployment at most this often (monotonic time by uid).
     drift_check_seconds: float = 60.0
     drift_checked: dict[str, float] = field(default_factory=dict)
@@ -146,8 +149,15 @@ def audit_entry(
     )
 
 
-async def load_policy(deps: Deps, md: ModelDeployment) -> tuple[TrustPolicy, TrustedKeys]:
-    body = await deps.kube.get_policy(md.policy)
+async def load_policy(
+    deps: Deps, md: ModelDeployment, *, from_watch: bool = False
+) -> tuple[TrustPolicy, TrustedKeys]:
+    """The policy `md` names, parsed with every key in it. Decisions on a new generation
+    read it from the API server; `from_watch` (the timer) takes the copy the policy watch
+    delivered, reading it only when the watch has not delivered that policy (yet)."""
+    body = deps.policies.get(md.policy) if from_watch else None
+    if body is None:
+        body = await deps.kube.get_policy(md.policy)
     if body is None:
         raise SpecError("spec.policy", f"ModelTrustPolicy {md.policy!r} does not exist")
     policy = parse_trust_policy(body)
@@ -654,14 +664,19 @@ async def audit_best_effort(
     digest: str,
     reasons: tuple[str, ...],
     detail: str = "",
+    policy: TrustPolicy | None = None,
 ) -> int | None:
-    policy_body = await deps.kube.get_policy(md.policy)
-    if policy_body is None:
-        deps.events(
-            body, "Warning", "AuditFailed", f"{action} not recorded: policy {md.policy!r} is gone"
-        )
-        return None
-    policy = parse_trust_policy(policy_body)
+    """Record a decision on the ledger of `policy` (the one that decided; read from the
+    API server when not given); a failure is an event and a metric, never an exception."""
+    if policy is None:
+        policy_body = await deps.kube.get_policy(md.policy)
+        if policy_body is None:
+            deps.events(
+                body, "Warning", "AuditFailed",
+                f"{action} not recorded: policy {md.policy!r} is gone",
+            )  # fmt: skip
+            return None
+        policy = parse_trust_policy(policy_body)
     key = idempotency_key(md.ref.uid, md.ref.generation, action, detail)
     entry = audit_entry(
         md, action=action, decision=decision, digest=digest,
