@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 
-from harness import waiting
 from harness.cluster import Cluster
 from harness.ledger import MODELTRUST, free_port
 from harness.ledger import LedgerProcess as Ledger
@@ -28,6 +27,7 @@ from harness.modeltrust_objects import (
 )
 from harness.onnx_models import MnistModels as Models
 from harness.operator_process import OperatorProcess as Operator
+from harness.waiting import wait_for
 
 __all__ = [
     "MODELTRUST",
@@ -40,10 +40,6 @@ __all__ = [
     "model_deployment",
     "wait_for",
 ]
-
-# harness.waiting.wait_for returns the type its check returns; these tests' checks return
-# "the object, or None until it is there", which that type cannot express without a cast.
-wait_for: Callable[..., Any] = waiting.wait_for
 
 # The timer every second and the drift check every 2 s: the tests wait on them.
 OPERATOR_SETTINGS = {

@@ -4,12 +4,16 @@ the owned Deployment, and the audit trail on the ledger."""
 
 from __future__ import annotations
 
+import base64
+import dataclasses
 import json
 from typing import Any
 
 import pytest
 
 from harness.cluster import Cluster
+from modeltrust.chain.client import LedgerHTTPError
+from modeltrust.chain.signatures import sign_registration
 
 from .conftest import Ledger, Models, Operator, Publisher, model_deployment, wait_for
 
@@ -95,7 +99,7 @@ def test_verified_model_rolls_out_and_is_audited(
     assert row[1:6] == ["mnist", "1.0.0", digest[7:19], "True", "2"]
 
 
-@pytest.mark.parametrize("case", ["wrong-digest", "not-registered", "untrusted-key"])
+@pytest.mark.parametrize("case", ["wrong-digest", "unsigned", "not-registered", "untrusted-key"])
 def test_unverifiable_models_are_refused_and_audited(
     crds: Cluster,
     namespace: str,
@@ -106,13 +110,23 @@ def test_unverifiable_models_are_refused_and_audited(
     case: str,
 ) -> None:
     path, digest = models.make("m", seed=2)
-    reason = {"wrong-digest": "DigestMismatch", "not-registered": "NotRegistered",
-              "untrusted-key": "UntrustedKey"}[case]  # fmt: skip
+    reason = {"wrong-digest": "DigestMismatch", "unsigned": "NotRegistered",
+              "not-registered": "NotRegistered", "untrusted-key": "UntrustedKey"}[case]  # fmt: skip
     if case == "wrong-digest":
         ledger.register(publishers["trusted"], path, "mnist", "1.0.0")
         _, digest = models.make("other", seed=3)  # pin other bytes than the URI serves
     elif case == "untrusted-key":
         ledger.register(publishers["outsider"], path, "mnist", "1.0.0")
+    elif case == "unsigned":
+        # A registration naming the trusted key but carrying no valid signature: the ledger
+        # refuses it, so the model has no registration for the operator to find.
+        signed = sign_registration(
+            publishers["trusted"].key, name="mnist", version="1.0.0", digest=digest,
+            size=path.stat().st_size,
+        )  # fmt: skip
+        unsigned = dataclasses.replace(signed, signature=base64.b64encode(bytes(64)).decode())
+        with ledger.client() as c, pytest.raises(LedgerHTTPError, match="signature"):
+            c.append(unsigned)
     apply(crds, model_deployment(namespace, "bad", policy, str(path), digest))
 
     md = wait_condition(crds, namespace, "bad", "Verified", "False", reason)
