@@ -116,7 +116,7 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
             addr=os.environ.get("MODELTRUST_METRICS_ADDR", "0.0.0.0"),  # noqa: S104
             registry=metrics.registry,
         )
-    k = kube.Kube()
+    k = kube.Kube(threads=settings.batching.worker_limit)
     _deps = Deps(
         kube=k,
         ledger=LedgerAccess(k, namespace, token),
@@ -156,6 +156,7 @@ async def shutdown(**_: Any) -> None:
     _background.clear()
     if _deps is not None:
         await _deps.ledger.close()
+        _deps.kube.close()
 
 
 @kopf.on.event(GROUP, VERSION, POLICY_PLURAL)
