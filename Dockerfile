@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1.7
 # One image for every modeltrust component:
-#   python -m modeltrust.operator  the kopf operator (the chart's Deployment overrides the entry point)
+#   modeltrust operator ...        the kopf operator (the chart's Deployment)
 #   modeltrust ledger serve ...    the ledger (the chart's StatefulSet)
 #   modeltrust fetch ... / serve   the model server pods' init step and server
 #
