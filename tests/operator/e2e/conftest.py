@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pytest
 
@@ -36,10 +37,49 @@ __all__ = [
     "Operator",
     "PolicyFactory",
     "Publisher",
+    "RolledOut",
+    "RolloutFactory",
+    "condition",
     "free_port",
+    "get_md",
     "model_deployment",
+    "wait_condition",
     "wait_for",
 ]
+
+
+def get_md(cluster: Cluster, ns: str, name: str) -> dict[str, Any]:
+    return cluster.kubectl_json("get", "md", name, "-n", ns)
+
+
+def condition(md: dict[str, Any], type_: str) -> dict[str, Any]:
+    for c in md.get("status", {}).get("conditions", []):
+        if c["type"] == type_:
+            return dict(c)
+    return {}
+
+
+def wait_condition(
+    cluster: Cluster,
+    ns: str,
+    name: str,
+    type_: str,
+    status: str,
+    reason: str | None = None,
+    timeout: float = 120,
+) -> dict[str, Any]:
+    def check() -> dict[str, Any] | None:
+        md = get_md(cluster, ns, name)
+        c = condition(md, type_)
+        if c.get("status") == status and (reason is None or c.get("reason") == reason):
+            return md
+        return None
+
+    result: dict[str, Any] = wait_for(
+        f"{name} {type_}={status} {reason or ''}", check, timeout=timeout
+    )
+    return result
+
 
 # The timer every second and the drift check every 2 s: the tests wait on them.
 OPERATOR_SETTINGS = {
@@ -123,3 +163,64 @@ def make_policy(
 def policy(make_policy: PolicyFactory) -> str:
     """The default policy of these tests: Enforce, ScaleToZero, no witnesses."""
     return make_policy()
+
+
+@dataclass(frozen=True)
+class RolledOut:
+    """A ModelDeployment that became Ready: the object as read then, its model file,
+    the model's pinned digest and the ledger index of its registration."""
+
+    md: dict[str, Any]
+    path: Path
+    digest: str
+    index: int
+
+    @property
+    def uid(self) -> str:
+        return str(self.md["metadata"]["uid"])
+
+
+class RolloutFactory(Protocol):
+    def __call__(
+        self,
+        name: str,
+        policy: str,
+        *,
+        seed: int,
+        publisher: str = "trusted",
+        version: str = "1.0.0",
+        replicas: int = 1,
+    ) -> RolledOut: ...
+
+
+@pytest.fixture
+def rolled_out(
+    crds: Cluster,
+    namespace: str,
+    ledger: Ledger,
+    publishers: dict[str, Publisher],
+    models: Models,
+) -> RolloutFactory:
+    """Roll out a registered model the ordinary way: write models/<name>.onnx, register it
+    on the ledger signed by `publisher`, apply the ModelDeployment <name> pinning it under
+    `policy`, and wait for Ready=True."""
+
+    def roll_out(
+        name: str,
+        policy: str,
+        *,
+        seed: int,
+        publisher: str = "trusted",
+        version: str = "1.0.0",
+        replicas: int = 1,
+    ) -> RolledOut:
+        path, digest = models.make(name, seed=seed)
+        index = ledger.register(publishers[publisher], path, "mnist", version)
+        body = model_deployment(
+            namespace, name, policy, str(path), digest, version=version, replicas=replicas
+        )
+        apply(crds, body)
+        md = wait_condition(crds, namespace, name, "Ready", "True")
+        return RolledOut(md, path, digest, index)
+
+    return roll_out

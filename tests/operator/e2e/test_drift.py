@@ -11,8 +11,8 @@ import pytest
 
 from harness.cluster import Cluster
 
-from .conftest import Ledger, Models, Publisher, model_deployment, wait_for
-from .test_scenarios import apply, deployment, wait_condition
+from .conftest import Ledger, Models, Publisher, RolloutFactory, wait_condition, wait_for
+from .test_scenarios import deployment
 
 pytestmark = pytest.mark.usefixtures("operator")
 
@@ -29,17 +29,6 @@ def server(dep: dict[str, Any]) -> dict[str, Any]:
 
 def drift_audits(ledger: Ledger, uid: str) -> list[str]:
     return [r for a in ledger.audits(uid) if a.action == "drift" for r in a.reasons]
-
-
-def rolled_out(
-    crds: Cluster, namespace: str, ledger: Ledger, publishers: dict[str, Publisher],
-    models: Models, policy: str, name: str, seed: int,
-) -> tuple[str, str]:  # fmt: skip
-    path, digest = models.make(name, seed=seed)
-    ledger.register(publishers["trusted"], path, "mnist", "1.0.0")
-    apply(crds, model_deployment(namespace, name, policy, str(path), digest))
-    md = wait_condition(crds, namespace, name, "Ready", "True")
-    return str(md["metadata"]["uid"]), digest
 
 
 EDITS: list[tuple[str, dict[str, Any], str]] = [
@@ -68,8 +57,9 @@ def test_changes_anywhere_in_the_pod_template_are_reverted_and_audited(
     publishers: dict[str, Publisher],
     models: Models,
     policy: str,
+    rolled_out: RolloutFactory,
 ) -> None:
-    uid, _ = rolled_out(crds, namespace, ledger, publishers, models, policy, "d", seed=51)
+    uid = rolled_out("d", policy, seed=51).uid
     verified = deployment(crds, namespace, "d")
     assert verified is not None
     assert drift_audits(ledger, uid) == []  # the API server's defaults are not drift
@@ -95,8 +85,9 @@ def test_a_deployment_without_its_label_is_still_checked(
     publishers: dict[str, Publisher],
     models: Models,
     policy: str,
+    rolled_out: RolloutFactory,
 ) -> None:
-    uid, _ = rolled_out(crds, namespace, ledger, publishers, models, policy, "l", seed=52)
+    uid = rolled_out("l", policy, seed=52).uid
     # First the label the operator's Deployment watch selects on, then the image: no watch
     # event reaches the operator for the second change; its timer finds it.
     crds.kubectl("label", "deployment", "l", "-n", namespace, "app.kubernetes.io/managed-by-")
@@ -125,8 +116,10 @@ def test_replicas_of_a_revoked_model_stay_at_zero(
     publishers: dict[str, Publisher],
     models: Models,
     policy: str,
+    rolled_out: RolloutFactory,
 ) -> None:
-    uid, digest = rolled_out(crds, namespace, ledger, publishers, models, policy, "r", seed=53)
+    r = rolled_out("r", policy, seed=53)
+    uid, digest = r.uid, r.digest
     ledger.revoke_digest(publishers["trusted"], digest, "poisoned")
     wait_condition(crds, namespace, "r", "Revoked", "True", timeout=60)
     wait_for(

@@ -16,8 +16,18 @@ from harness.tampering_proxy import (
     empty_revocation_lookups,
 )
 
-from .conftest import Ledger, Models, PolicyFactory, Publisher, model_deployment, wait_for
-from .test_scenarios import apply, condition, deployment, wait_condition
+from .conftest import (
+    Ledger,
+    Models,
+    PolicyFactory,
+    Publisher,
+    RolloutFactory,
+    condition,
+    model_deployment,
+    wait_condition,
+    wait_for,
+)
+from .test_scenarios import apply, deployment
 
 pytestmark = pytest.mark.usefixtures("operator")
 
@@ -36,6 +46,7 @@ def test_a_proxy_hiding_revocations_cannot_get_a_revoked_model_served(
     models: Models,
     make_policy: PolicyFactory,
     proxy: TamperingProxy,
+    rolled_out: RolloutFactory,
 ) -> None:
     policy = make_policy(ledger={"url": proxy.url, "verifierKey": ledger.verifier_key})
     trusted = publishers["trusted"]
@@ -50,10 +61,7 @@ def test_a_proxy_hiding_revocations_cannot_get_a_revoked_model_served(
     assert deployment(crds, namespace, "pre") is None
 
     # Revoked while serving: the periodic re-check still finds it and scales to zero.
-    post_path, post_digest = models.make("post", seed=62)
-    ledger.register(trusted, post_path, "mnist", "1.0.0")
-    apply(crds, model_deployment(namespace, "post", policy, str(post_path), post_digest))
-    wait_condition(crds, namespace, "post", "Ready", "True")
+    post_digest = rolled_out("post", policy, seed=62).digest
     ledger.revoke_digest(trusted, post_digest, "training data poisoned")
     md = wait_condition(crds, namespace, "post", "Revoked", "True", timeout=90)
     assert "training data poisoned" in condition(md, "Revoked")["message"]

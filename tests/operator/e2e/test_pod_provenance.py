@@ -21,8 +21,16 @@ import pytest
 
 from harness.cluster import Cluster
 
-from .conftest import MODELTRUST, Ledger, Models, Publisher, model_deployment, wait_for
-from .test_scenarios import apply, deployment, wait_condition
+from .conftest import (
+    MODELTRUST,
+    Ledger,
+    Models,
+    Publisher,
+    model_deployment,
+    wait_condition,
+    wait_for,
+)
+from .test_scenarios import apply, deployment
 
 pytestmark = pytest.mark.usefixtures("operator")
 

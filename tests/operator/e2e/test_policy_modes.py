@@ -13,8 +13,19 @@ import pytest
 
 from harness.cluster import Cluster
 
-from .conftest import Ledger, Models, PolicyFactory, Publisher, model_deployment, wait_for
-from .test_scenarios import apply, condition, deployment, get_md, wait_condition
+from .conftest import (
+    Ledger,
+    Models,
+    PolicyFactory,
+    Publisher,
+    RolloutFactory,
+    condition,
+    get_md,
+    model_deployment,
+    wait_condition,
+    wait_for,
+)
+from .test_scenarios import apply, deployment
 
 pytestmark = pytest.mark.usefixtures("operator")
 
@@ -91,12 +102,10 @@ def test_keep_and_flag_keeps_serving_a_revoked_model_and_flags_it(
     publishers: dict[str, Publisher],
     models: Models,
     make_policy: PolicyFactory,
+    rolled_out: RolloutFactory,
 ) -> None:
     policy = make_policy(revocationAction="KeepAndFlag")
-    path, digest = models.make("m", seed=34)
-    ledger.register(publishers["trusted"], path, "mnist", "1.0.0")
-    apply(crds, model_deployment(namespace, "k", policy, str(path), digest, replicas=2))
-    wait_condition(crds, namespace, "k", "Ready", "True")
+    digest = rolled_out("k", policy, seed=34, replicas=2).digest
     ledger.revoke_digest(publishers["trusted"], digest, "license withdrawn")
 
     md = wait_condition(crds, namespace, "k", "Revoked", "True", timeout=60)

@@ -13,11 +13,14 @@ from .conftest import (
     Models,
     PolicyFactory,
     Publisher,
+    RolloutFactory,
+    condition,
     free_port,
-    model_deployment,
+    get_md,
+    wait_condition,
     wait_for,
 )
-from .test_scenarios import apply, condition, deployment, get_md, wait_condition
+from .test_scenarios import deployment
 
 pytestmark = pytest.mark.usefixtures("operator")
 
@@ -81,15 +84,12 @@ def test_removing_a_publisher_from_the_policy_acts_on_its_models(
     publishers: dict[str, Publisher],
     models: Models,
     make_policy: PolicyFactory,
+    rolled_out: RolloutFactory,
     action: str,
 ) -> None:
     both = [publisher_entry(publishers["trusted"]), publisher_entry(publishers["outsider"])]
     policy = make_policy(publishers=both, revocationAction=action)
-    path, digest = models.make("m", seed=41)
-    ledger.register(publishers["outsider"], path, "mnist", "1.0.0")
-    apply(crds, model_deployment(namespace, "pub", policy, str(path), digest, replicas=2))
-    md = wait_condition(crds, namespace, "pub", "Ready", "True")
-    uid = md["metadata"]["uid"]
+    uid = rolled_out("pub", policy, seed=41, publisher="outsider", replicas=2).uid
 
     make_policy(publishers=[publisher_entry(publishers["trusted"])], revocationAction=action)
     md = wait_condition(crds, namespace, "pub", "Revoked", "True", "UntrustedKey")
@@ -128,12 +128,10 @@ def test_a_policy_change_that_keeps_trust_leaves_models_serving(
     publishers: dict[str, Publisher],
     models: Models,
     make_policy: PolicyFactory,
+    rolled_out: RolloutFactory,
 ) -> None:
     policy = make_policy()
-    path, digest = models.make("m", seed=42)
-    ledger.register(publishers["trusted"], path, "mnist", "1.0.0")
-    apply(crds, model_deployment(namespace, "keep", policy, str(path), digest))
-    md = wait_condition(crds, namespace, "keep", "Ready", "True")
+    md = rolled_out("keep", policy, seed=42).md
     make_policy(maxModelSize="1Gi")  # a new generation that still trusts the model
 
     audits = wait_for(
@@ -157,14 +155,12 @@ def test_a_removed_publisher_is_acted_on_even_when_the_artifact_is_gone(
     publishers: dict[str, Publisher],
     models: Models,
     make_policy: PolicyFactory,
+    rolled_out: RolloutFactory,
 ) -> None:
     both = [publisher_entry(publishers["trusted"]), publisher_entry(publishers["outsider"])]
     policy = make_policy(publishers=both)
-    path, digest = models.make("m", seed=43)
-    ledger.register(publishers["outsider"], path, "mnist", "1.0.0")
-    apply(crds, model_deployment(namespace, "gone", policy, str(path), digest))
-    md = wait_condition(crds, namespace, "gone", "Ready", "True")
-    path.unlink()  # the artifact's URL now fails: the re-check must not need it
+    gone = rolled_out("gone", policy, seed=43, publisher="outsider")
+    gone.path.unlink()  # the artifact's URL now fails: the re-check must not need it
 
     make_policy(publishers=[publisher_entry(publishers["trusted"])])
     md = wait_condition(crds, namespace, "gone", "Revoked", "True", "UntrustedKey")
@@ -182,12 +178,10 @@ def test_a_lower_max_model_size_is_acted_on(
     publishers: dict[str, Publisher],
     models: Models,
     make_policy: PolicyFactory,
+    rolled_out: RolloutFactory,
 ) -> None:
     policy = make_policy()
-    path, digest = models.make("m", seed=44)
-    ledger.register(publishers["trusted"], path, "mnist", "1.0.0")
-    apply(crds, model_deployment(namespace, "big", policy, str(path), digest))
-    wait_condition(crds, namespace, "big", "Ready", "True")
+    rolled_out("big", policy, seed=44)
     make_policy(maxModelSize="1Ki")  # the model is larger than that
     md = wait_condition(crds, namespace, "big", "Revoked", "True", "ModelTooLarge")
     assert "over the policy's maxModelSize of 1024 bytes" in condition(md, "Revoked")["message"]
@@ -200,13 +194,11 @@ def test_a_policy_change_during_a_ledger_outage_is_flagged_then_decided(
     publishers: dict[str, Publisher],
     models: Models,
     make_policy: PolicyFactory,
+    rolled_out: RolloutFactory,
 ) -> None:
     both = [publisher_entry(publishers["trusted"]), publisher_entry(publishers["outsider"])]
     policy = make_policy(publishers=both)
-    path, digest = models.make("m", seed=45)
-    ledger.register(publishers["outsider"], path, "mnist", "1.0.0")
-    apply(crds, model_deployment(namespace, "out", policy, str(path), digest, replicas=2))
-    md = wait_condition(crds, namespace, "out", "Ready", "True")
+    md = rolled_out("out", policy, seed=45, publisher="outsider", replicas=2).md
     verified_at = md["status"]["lastVerifiedTime"]
 
     ledger.stop()

@@ -15,42 +15,20 @@ from harness.cluster import Cluster
 from modeltrust.chain.client import LedgerHTTPError
 from modeltrust.chain.signatures import sign_registration
 
-from .conftest import Ledger, Models, Operator, Publisher, model_deployment, wait_for
+from .conftest import (
+    Ledger,
+    Models,
+    Operator,
+    Publisher,
+    RolloutFactory,
+    condition,
+    get_md,
+    model_deployment,
+    wait_condition,
+    wait_for,
+)
 
 pytestmark = pytest.mark.usefixtures("operator")
-
-
-def get_md(cluster: Cluster, ns: str, name: str) -> dict[str, Any]:
-    return cluster.kubectl_json("get", "md", name, "-n", ns)
-
-
-def condition(md: dict[str, Any], type_: str) -> dict[str, Any]:
-    for c in md.get("status", {}).get("conditions", []):
-        if c["type"] == type_:
-            return dict(c)
-    return {}
-
-
-def wait_condition(
-    cluster: Cluster,
-    ns: str,
-    name: str,
-    type_: str,
-    status: str,
-    reason: str | None = None,
-    timeout: float = 120,
-) -> dict[str, Any]:
-    def check() -> dict[str, Any] | None:
-        md = get_md(cluster, ns, name)
-        c = condition(md, type_)
-        if c.get("status") == status and (reason is None or c.get("reason") == reason):
-            return md
-        return None
-
-    result: dict[str, Any] = wait_for(
-        f"{name} {type_}={status} {reason or ''}", check, timeout=timeout
-    )
-    return result
 
 
 def apply(cluster: Cluster, obj: dict[str, Any]) -> None:
@@ -67,14 +45,11 @@ def test_verified_model_rolls_out_and_is_audited(
     namespace: str,
     ledger: Ledger,
     publishers: dict[str, Publisher],
-    models: Models,
     policy: str,
+    rolled_out: RolloutFactory,
 ) -> None:
-    path, digest = models.make("m", seed=1)
-    index = ledger.register(publishers["trusted"], path, "mnist", "1.0.0")
-    apply(crds, model_deployment(namespace, "mnist", policy, str(path), digest, replicas=2))
-
-    md = wait_condition(crds, namespace, "mnist", "Ready", "True")
+    mnist = rolled_out("mnist", policy, seed=1, replicas=2)
+    md, digest, index = mnist.md, mnist.digest, mnist.index
     status = md["status"]
     assert condition(md, "Verified")["reason"] == "Verified"
     assert status["verifiedDigest"] == status["servingDigest"] == digest
@@ -144,12 +119,10 @@ def test_bad_update_keeps_the_verified_version_serving(
     publishers: dict[str, Publisher],
     models: Models,
     policy: str,
+    rolled_out: RolloutFactory,
 ) -> None:
-    v1, d1 = models.make("v1", seed=4)
+    d1 = rolled_out("m", policy, seed=4).digest
     v2, d2 = models.make("v2", seed=5)
-    ledger.register(publishers["trusted"], v1, "mnist", "1.0.0")
-    apply(crds, model_deployment(namespace, "m", policy, str(v1), d1))
-    wait_condition(crds, namespace, "m", "Ready", "True")
     apply(
         crds, model_deployment(namespace, "m", policy, str(v2), d2, version="2.0.0")
     )  # unregistered
@@ -167,13 +140,10 @@ def test_revocation_after_rollout_scales_to_zero(
     namespace: str,
     ledger: Ledger,
     publishers: dict[str, Publisher],
-    models: Models,
     policy: str,
+    rolled_out: RolloutFactory,
 ) -> None:
-    path, digest = models.make("m", seed=6)
-    ledger.register(publishers["trusted"], path, "mnist", "1.0.0")
-    apply(crds, model_deployment(namespace, "r", policy, str(path), digest))
-    md = wait_condition(crds, namespace, "r", "Ready", "True")
+    digest = rolled_out("r", policy, seed=6).digest
     ledger.revoke_digest(publishers["trusted"], digest, "training data poisoned")
 
     md = wait_condition(crds, namespace, "r", "Revoked", "True", timeout=60)
@@ -191,13 +161,10 @@ def test_drift_is_restored_and_audited(
     namespace: str,
     ledger: Ledger,
     publishers: dict[str, Publisher],
-    models: Models,
     policy: str,
+    rolled_out: RolloutFactory,
 ) -> None:
-    path, digest = models.make("m", seed=7)
-    ledger.register(publishers["trusted"], path, "mnist", "1.0.0")
-    apply(crds, model_deployment(namespace, "d", policy, str(path), digest))
-    md = wait_condition(crds, namespace, "d", "Ready", "True")
+    md = rolled_out("d", policy, seed=7).md
     crds.kubectl(
         "set", "image", "deployment/d", "-n", namespace, "model-server=evil.example/backdoor:1"
     )
@@ -294,13 +261,10 @@ def test_deletion_is_audited_and_owned_objects_collected(
     namespace: str,
     ledger: Ledger,
     publishers: dict[str, Publisher],
-    models: Models,
     policy: str,
+    rolled_out: RolloutFactory,
 ) -> None:
-    path, digest = models.make("m", seed=11)
-    ledger.register(publishers["trusted"], path, "mnist", "1.0.0")
-    apply(crds, model_deployment(namespace, "gone", policy, str(path), digest))
-    md = wait_condition(crds, namespace, "gone", "Ready", "True")
+    md = rolled_out("gone", policy, seed=11).md
     crds.kubectl("delete", "md", "gone", "-n", namespace, "--timeout=60s")
     actions = [a.action for a in ledger.audits(md["metadata"]["uid"])]
     assert actions == ["rollout", "delete"]

@@ -18,12 +18,15 @@ from .conftest import (
     Models,
     PolicyFactory,
     Publisher,
+    RolloutFactory,
+    condition,
     free_port,
     model_deployment,
+    wait_condition,
     wait_for,
 )
 from .test_policy_status import wait_policy
-from .test_scenarios import apply, condition, deployment, wait_condition
+from .test_scenarios import apply, deployment
 
 pytestmark = pytest.mark.usefixtures("operator")
 
@@ -96,6 +99,7 @@ def test_a_witnessed_ledger_rolls_out(
     models: Models,
     make_policy: PolicyFactory,
     witness: tuple[NoteSigner, str],
+    rolled_out: RolloutFactory,
 ) -> None:
     signer, url = witness
     other = NoteSigner.generate("absent-witness", alg=ALG_COSIGNATURE_V1)
@@ -107,11 +111,7 @@ def test_a_witnessed_ledger_rolls_out(
             "witnessQuorum": 1,
         }
     )
-    path, digest = models.make("m", seed=52)
-    ledger.register(publishers["trusted"], path, "mnist", "1.0.0")
-    apply(crds, model_deployment(namespace, "ok", policy, str(path), digest))
-
-    md = wait_condition(crds, namespace, "ok", "Ready", "True")
+    md = rolled_out("ok", policy, seed=52).md
     assert condition(md, "Verified")["reason"] == "Verified"
     assert [a.action for a in ledger.audits(md["metadata"]["uid"])] == ["rollout"]
     wait_policy(crds, policy, "LedgerReachable", "True", "CheckpointVerified")
