@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -212,6 +213,12 @@ def test_a_policy_change_during_a_ledger_outage_is_flagged_then_decided(
     assert md["status"]["lastVerifiedTime"] == verified_at  # nothing was verified
     assert (deployment(crds, namespace, "out") or {})["spec"]["replicas"] == 2
 
+    # lastVerifiedTime has one-second precision: let the clock pass it, so the decision
+    # below cannot land in the same second as the rollout and look unchanged.
+    wait_for(
+        "the clock to pass lastVerifiedTime",
+        lambda: datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") > verified_at,
+    )
     ledger.start()  # the timer retries and decides
     md = wait_condition(crds, namespace, "out", "Revoked", "True", "UntrustedKey")
     assert md["status"]["lastVerifiedTime"] != verified_at
