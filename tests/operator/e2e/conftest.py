@@ -7,6 +7,7 @@ them from this module under their e2e names (Ledger, Operator, Models)."""
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -39,17 +40,34 @@ __all__ = [
     "Publisher",
     "RolledOut",
     "RolloutFactory",
+    "apply",
     "condition",
+    "deployment",
     "free_port",
     "get_md",
     "model_deployment",
     "wait_condition",
     "wait_for",
+    "wait_replicas",
 ]
 
 
 def get_md(cluster: Cluster, ns: str, name: str) -> dict[str, Any]:
     return cluster.kubectl_json("get", "md", name, "-n", ns)
+
+
+def deployment(cluster: Cluster, ns: str, name: str) -> dict[str, Any] | None:
+    """The Deployment `name`, or None while it does not exist."""
+    got = cluster.kubectl("get", "deployment", name, "-n", ns, "-o", "json", check=False)
+    return json.loads(got.stdout) if got.returncode == 0 else None
+
+
+def wait_replicas(cluster: Cluster, ns: str, name: str, replicas: int) -> None:
+    """Wait until the Deployment `name` asks for exactly `replicas` replicas."""
+    wait_for(
+        f"the Deployment {name} at {replicas} replicas",
+        lambda: (deployment(cluster, ns, name) or {}).get("spec", {}).get("replicas") == replicas,
+    )
 
 
 def condition(md: dict[str, Any], type_: str) -> dict[str, Any]:

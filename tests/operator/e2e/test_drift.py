@@ -11,8 +11,16 @@ import pytest
 
 from harness.cluster import Cluster
 
-from .conftest import Ledger, Models, Publisher, RolloutFactory, wait_condition, wait_for
-from .test_scenarios import deployment
+from .conftest import (
+    Ledger,
+    Models,
+    Publisher,
+    RolloutFactory,
+    deployment,
+    wait_condition,
+    wait_for,
+    wait_replicas,
+)
 
 pytestmark = pytest.mark.usefixtures("operator")
 
@@ -122,10 +130,7 @@ def test_replicas_of_a_revoked_model_stay_at_zero(
     uid, digest = r.uid, r.digest
     ledger.revoke_digest(publishers["trusted"], digest, "poisoned")
     wait_condition(crds, namespace, "r", "Revoked", "True", timeout=60)
-    wait_for(
-        "scale to zero",
-        lambda: (deployment(crds, namespace, "r") or {}).get("spec", {}).get("replicas") == 0,
-    )
+    wait_replicas(crds, namespace, "r", 0)
     crds.kubectl("scale", "deployment", "r", "-n", namespace, "--replicas=3")
     wait_for(
         "a drift audit entry naming replicas",

@@ -22,12 +22,13 @@ from .conftest import (
     PolicyFactory,
     Publisher,
     RolloutFactory,
+    apply,
     condition,
+    deployment,
     model_deployment,
     wait_condition,
-    wait_for,
+    wait_replicas,
 )
-from .test_scenarios import apply, deployment
 
 pytestmark = pytest.mark.usefixtures("operator")
 
@@ -65,10 +66,7 @@ def test_a_proxy_hiding_revocations_cannot_get_a_revoked_model_served(
     ledger.revoke_digest(trusted, post_digest, "training data poisoned")
     md = wait_condition(crds, namespace, "post", "Revoked", "True", timeout=90)
     assert "training data poisoned" in condition(md, "Revoked")["message"]
-    wait_for(
-        "scale to zero",
-        lambda: (deployment(crds, namespace, "post") or {}).get("spec", {}).get("replicas") == 0,
-    )
+    wait_replicas(crds, namespace, "post", 0)
     assert any(r.startswith("GET /v1/entries?") for r in proxy.requests)
     assert not any(r.startswith("GET /v1/revocations") for r in proxy.requests)
 

@@ -26,11 +26,12 @@ from .conftest import (
     Ledger,
     Models,
     Publisher,
+    apply,
+    deployment,
     model_deployment,
     wait_condition,
     wait_for,
 )
-from .test_scenarios import apply, deployment
 
 pytestmark = pytest.mark.usefixtures("operator")
 

@@ -19,13 +19,14 @@ from .conftest import (
     PolicyFactory,
     Publisher,
     RolloutFactory,
+    apply,
     condition,
+    deployment,
     get_md,
     model_deployment,
     wait_condition,
     wait_for,
 )
-from .test_scenarios import apply, deployment
 
 pytestmark = pytest.mark.usefixtures("operator")
 

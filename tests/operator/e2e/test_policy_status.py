@@ -16,12 +16,13 @@ from .conftest import (
     Publisher,
     RolloutFactory,
     condition,
+    deployment,
     free_port,
     get_md,
     wait_condition,
     wait_for,
+    wait_replicas,
 )
-from .test_scenarios import deployment
 
 pytestmark = pytest.mark.usefixtures("operator")
 
@@ -101,12 +102,7 @@ def test_removing_a_publisher_from_the_policy_acts_on_its_models(
     assert [a.decision for a in revoke] == [action.lower()]
     assert any(r.startswith("UntrustedKey") for r in revoke[0].reasons)
     replicas = 0 if action == "ScaleToZero" else 2
-    wait_for(
-        f"the Deployment at {replicas} replicas",
-        lambda: (
-            (deployment(crds, namespace, "pub") or {}).get("spec", {}).get("replicas") == replicas
-        ),
-    )
+    wait_replicas(crds, namespace, "pub", replicas)
     mtp = wait_policy(crds, policy, "Valid", "True")
     assert mtp["status"]["publisherKeyIds"] == [publishers["trusted"].key_id]
 
@@ -114,10 +110,7 @@ def test_removing_a_publisher_from_the_policy_acts_on_its_models(
     make_policy(publishers=both, revocationAction=action)
     md = wait_condition(crds, namespace, "pub", "Revoked", "False", "Reverified")
     assert condition(md, "Verified")["status"] == "True"
-    wait_for(
-        "the Deployment back at 2 replicas",
-        lambda: (deployment(crds, namespace, "pub") or {}).get("spec", {}).get("replicas") == 2,
-    )
+    wait_replicas(crds, namespace, "pub", 2)
     wait_condition(crds, namespace, "pub", "Ready", "True")
     assert [a.action for a in ledger.audits(uid)] == ["rollout", "revoke", "reverify"]
 
@@ -165,10 +158,7 @@ def test_a_removed_publisher_is_acted_on_even_when_the_artifact_is_gone(
 
     make_policy(publishers=[publisher_entry(publishers["trusted"])])
     md = wait_condition(crds, namespace, "gone", "Revoked", "True", "UntrustedKey")
-    wait_for(
-        "the Deployment at 0 replicas",
-        lambda: (deployment(crds, namespace, "gone") or {}).get("spec", {}).get("replicas") == 0,
-    )
+    wait_replicas(crds, namespace, "gone", 0)
     assert [a.action for a in ledger.audits(md["metadata"]["uid"])] == ["rollout", "revoke"]
 
 
@@ -222,7 +212,4 @@ def test_a_policy_change_during_a_ledger_outage_is_flagged_then_decided(
     ledger.start()  # the timer retries and decides
     md = wait_condition(crds, namespace, "out", "Revoked", "True", "UntrustedKey")
     assert md["status"]["lastVerifiedTime"] != verified_at
-    wait_for(
-        "the Deployment at 0 replicas",
-        lambda: (deployment(crds, namespace, "out") or {}).get("spec", {}).get("replicas") == 0,
-    )
+    wait_replicas(crds, namespace, "out", 0)

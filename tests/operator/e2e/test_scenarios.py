@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
-from typing import Any
 
 import pytest
 
@@ -21,23 +20,17 @@ from .conftest import (
     Operator,
     Publisher,
     RolloutFactory,
+    apply,
     condition,
+    deployment,
     get_md,
     model_deployment,
     wait_condition,
     wait_for,
+    wait_replicas,
 )
 
 pytestmark = pytest.mark.usefixtures("operator")
-
-
-def apply(cluster: Cluster, obj: dict[str, Any]) -> None:
-    cluster.kubectl("apply", "-f", "-", input=json.dumps(obj))
-
-
-def deployment(cluster: Cluster, ns: str, name: str) -> dict[str, Any] | None:
-    got = cluster.kubectl("get", "deployment", name, "-n", ns, "-o", "json", check=False)
-    return json.loads(got.stdout) if got.returncode == 0 else None
 
 
 def test_verified_model_rolls_out_and_is_audited(
@@ -148,10 +141,7 @@ def test_revocation_after_rollout_scales_to_zero(
 
     md = wait_condition(crds, namespace, "r", "Revoked", "True", timeout=60)
     assert "training data poisoned" in condition(md, "Revoked")["message"]
-    wait_for(
-        "scale to zero",
-        lambda: (deployment(crds, namespace, "r") or {}).get("spec", {}).get("replicas") == 0,
-    )
+    wait_replicas(crds, namespace, "r", 0)
     actions = [a.action for a in ledger.audits(md["metadata"]["uid"])]
     assert actions == ["rollout", "revoke"]
 

@@ -19,14 +19,15 @@ from .conftest import (
     PolicyFactory,
     Publisher,
     RolloutFactory,
+    apply,
     condition,
+    deployment,
     free_port,
     model_deployment,
     wait_condition,
     wait_for,
 )
 from .test_policy_status import wait_policy
-from .test_scenarios import apply, deployment
 
 pytestmark = pytest.mark.usefixtures("operator")
 
