@@ -19,7 +19,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -44,7 +43,7 @@ from chart.chartlib import (
     write_values,
 )
 from harness.cluster import Cluster, ClusterError, LocalControlPlane
-from harness.ledger import audit
+from harness.ledger import audit, free_port
 from harness.onnx_models import mnist_mlp
 from harness.waiting import wait_for
 from modeltrust.chain.client import LedgerClient
@@ -311,13 +310,6 @@ def test_install_is_ready_and_upgrade_keeps_the_ledger_key_and_volume(
 
 AUDIT_TOKEN = "chart-e2e-audit-token"
 MODELTRUST = Path(sys.executable).with_name("modeltrust")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from harness.cluster import Cluster
+from harness.processes import stop_process
 from harness.waiting import wait_for
 
 WIDGET_CRD = {
@@ -65,11 +66,7 @@ def smoke_operator(cluster: Cluster, namespace: str, tmp_path: Path) -> Iterator
     try:
         yield
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc, timeout=20)
         log.close()
 
 
