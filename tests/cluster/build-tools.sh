@@ -21,6 +21,10 @@ mkdir -p "$bin"
 
 if [[ ${1:-} == --print-bin-dir ]]; then echo "$bin"; exit 0; fi
 
+# kubelet and kube-proxy are only used by the real-node cluster, but they come from the
+# same module, version and wrapper as the control plane, so they share one build.
+KUBE_BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy)
+
 log() { printf '[build-tools] %s\n' "$*" >&2; }
 
 # build_in_module DIR: run go mod tidy in a scratch module dir
@@ -33,9 +37,9 @@ new_module() {
 build_kubernetes() {
   local v=$KUBERNETES_VERSION
   local dest="$tools/kubernetes-$v"
-  if [[ -x $dest/kube-apiserver && -x $dest/kube-controller-manager && -x $dest/kube-scheduler && -x $dest/kubectl ]]; then
-    return
-  fi
+  local b missing=0
+  for b in "${KUBE_BINARIES[@]}"; do [[ -x $dest/$b ]] || missing=1; done
+  ((missing)) || return 0
   log "building Kubernetes $v (first run only; 15-35 min on 2 cores)"
   local work="$tools/src/kubernetes-$v"
   new_module "$work" kubernetes
@@ -65,6 +69,8 @@ import (
 	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
 	_ "k8s.io/kubernetes/cmd/kube-scheduler"
 	_ "k8s.io/kubernetes/cmd/kubectl"
+	_ "k8s.io/kubernetes/cmd/kubelet"
+	_ "k8s.io/kubernetes/cmd/kube-proxy"
 )
 GO
     go mod tidy -e >/dev/null 2>&1 || true
@@ -76,9 +82,7 @@ GO
       ld+=" -X $p.gitCommit=modeltrust-local-build -X $p.gitTreeState=clean -X $p.buildDate=$date"
     done
     mkdir -p "$dest.tmp"
-    go build -trimpath -ldflags "$ld" -o "$dest.tmp/" \
-      k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
-      k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl
+    go build -trimpath -ldflags "$ld" -o "$dest.tmp/" "${KUBE_BINARIES[@]/#/k8s.io/kubernetes/cmd/}"
   )
   rm -rf "$dest"; mv "$dest.tmp" "$dest"
 }
