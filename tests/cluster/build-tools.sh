@@ -25,6 +25,12 @@ if [[ ${1:-} == --print-bin-dir ]]; then echo "$bin"; exit 0; fi
 # same module, version and wrapper as the control plane, so they share one build.
 KUBE_BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy)
 
+# One build at a time per cache: a second caller (another checkout, a parallel test run)
+# waits here and then finds the binaries built, instead of compiling the same tree twice
+# into the same directories.
+exec 9>"$tools/.build.lock"
+flock 9
+
 log() { printf '[build-tools] %s\n' "$*" >&2; }
 
 # build_in_module DIR: run go mod tidy in a scratch module dir

@@ -132,7 +132,13 @@ def ledger(tmp_path: Path, publishers: dict[str, Publisher]) -> Iterator[Ledger]
 
 
 @pytest.fixture
-def operator(crds: Cluster, namespace: str, tmp_path: Path) -> Iterator[Operator]:
+def operator(
+    crds: Cluster, namespace: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Operator]:
+    if "ledger" in request.fixturenames:
+        # Set the ledger up first, so it is torn down after the operator: the deletions
+        # below are audited on it.
+        request.getfixturevalue("ledger")
     # The tests' models are files under the test's directory (Models.root).
     settings = {**OPERATOR_SETTINGS, "MODELTRUST_LOCAL_MODEL_ROOT": str(tmp_path)}
     op = Operator(crds.env, namespace, tmp_path, TOKEN, settings)
@@ -140,9 +146,29 @@ def operator(crds: Cluster, namespace: str, tmp_path: Path) -> Iterator[Operator
     try:
         yield op
     finally:
+        release_model_deployments(crds, namespace, op)
         op.stop()
         if os.environ.get("MODELTRUST_E2E_SHOW_LOGS"):
             print(op.log()[-20000:])
+
+
+def release_model_deployments(cluster: Cluster, ns: str, op: Operator) -> None:
+    """Delete the test's ModelDeployments while its operator still runs, so their finalizer
+    is honoured and the namespace can go. On a long-lived cluster (kind, a real node) a
+    ModelDeployment left behind keeps its namespace Terminating forever once the operator
+    that owns the finalizer is gone. Where the operator cannot finish (it was killed, or its
+    ledger is already stopped), the finalizer is removed by hand: nobody else will."""
+    if op.proc is not None and op.proc.poll() is None:
+        cluster.kubectl(
+            "delete", "md", "--all", "-n", ns, "--wait=true", "--timeout=20s",
+            check=False, timeout=40,
+        )  # fmt: skip
+    left = cluster.kubectl("get", "md", "-n", ns, "-o", "name", check=False).stdout.split()
+    for name in left:
+        cluster.kubectl(
+            "patch", name, "-n", ns, "--type=merge", "-p", '{"metadata":{"finalizers":null}}',
+            check=False,
+        )  # fmt: skip
 
 
 @pytest.fixture
