@@ -36,7 +36,6 @@ from modeltrust.operator.decisions import (
     LoadResult,
     Reason,
     Verdict,
-    check_revocation,
     decide,
 )
 from modeltrust.operator.keys import TrustedKeys
@@ -148,10 +147,6 @@ async def test_emptied_revocation_lookups_no_longer_hide_a_revocation(
             assert decision.verdict is Verdict.REFUSED
             assert decision.findings[0].reason is Reason.REVOKED
             assert "poisoned" in decision.message
-            # The periodic re-check of a running model sees it too.
-            signer = key_id(keys.publisher.public_key())
-            facts = await la.revocations(policy.ledger, tkeys, DIGEST, [signer])
-            assert check_revocation(DIGEST, [signer], facts, 1).revoked
         finally:
             await la.close()
         assert not any(r.startswith("GET /v1/revocations") for r in proxy.requests)
@@ -172,8 +167,8 @@ async def test_revocations_dropped_from_the_log_itself_fail_closed(
             decision = decide_on(ev, policy)
             assert decision.verdict is Verdict.REFUSED
             assert decision.findings[0].reason is Reason.LEDGER_UNAVAILABLE
-            with pytest.raises(LedgerUnverified):
-                await la.revocations(policy.ledger, tkeys, DIGEST, [])
+            again = await la.evidence(policy.ledger, tkeys, DIGEST, "resnet")
+            assert again.error is not None
         finally:
             await la.close()
 
@@ -309,14 +304,15 @@ async def test_the_index_reads_only_new_entries_after_the_first_read(
         signer = key_id(keys.publisher.public_key())
         la = access()
         try:
-            assert len(await la.revocations(policy.ledger, tkeys, DIGEST, [signer])) == 1
+            ev = await la.evidence(policy.ledger, tkeys, DIGEST, "resnet")
+            assert len(ev.revocations) == 1
             size = la.index(policy.ledger).size
             with LedgerClient(ledger.url, verifier_key=keys.verifier_key) as c:
                 c.append(
                     sign_revocation(keys.publisher, target_kind="key", target=signer, reason="lost")
                 )
-            facts = await la.revocations(policy.ledger, tkeys, DIGEST, [signer])
-            assert [f.target_kind for f in facts] == ["digest", "key"]
+            ev = await la.evidence(policy.ledger, tkeys, DIGEST, "resnet")
+            assert [f.target_kind for f in ev.revocations] == ["digest", "key"]
         finally:
             await la.close()
         reads = [r for r in proxy.requests if r.startswith("GET /v1/entries?")]
@@ -350,8 +346,6 @@ async def test_another_publisher_cannot_revoke_what_it_never_vouched_for(
             ev = await la.evidence(policy.ledger, tkeys, DIGEST, "resnet")
             assert len(ev.revocations) == 2  # found and validly signed, but without authority
             assert decide_on(ev, policy).verdict is Verdict.ALLOWED
-            facts = await la.revocations(policy.ledger, tkeys, DIGEST, [a_id])
-            assert not check_revocation(DIGEST, [a_id], facts, 1).revoked
             with LedgerClient(ab.url, verifier_key=keys.verifier_key) as c:
                 c.append(
                     sign_revocation(keys.publisher, target_kind="key", target=a_id, reason="lost")
