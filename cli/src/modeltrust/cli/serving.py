@@ -21,7 +21,6 @@ from modeltrust.serving.errors import (
     DigestMismatchError,
     FetchError,
     ModelLoadError,
-    ProvenanceError,
     ServingError,
 )
 
@@ -160,7 +159,7 @@ def fetch_command(
                 "checking the ledger needs all of --registration, --publisher-key, --checkpoint, "
                 f"--ledger-key and --inclusion-proof; missing {', '.join(missing)}"
             )
-        from modeltrust.serving.provenance import verify_provenance
+        from modeltrust.chain.provenance import ProvenanceError, verify_provenance
 
         try:
             proven = verify_provenance(
