@@ -55,6 +55,7 @@ from modeltrust.chain.signatures import (
     verify_registration,
     verify_revocation,
 )
+from modeltrust.chain.trust_state import LedgerForkError, LedgerRollbackError
 
 
 class Reason(StrEnum):
@@ -97,6 +98,17 @@ UNDECIDED = frozenset(
 class Finding:
     reason: Reason
     message: str
+
+
+def ledger_finding(exc: ChainError) -> Finding:
+    """The finding for a ledger that gave no verified answer: LedgerInconsistent for a
+    rollback or fork against the trusted checkpoint, LedgerUnavailable otherwise."""
+    if isinstance(exc, LedgerRollbackError | LedgerForkError):
+        return Finding(
+            Reason.LEDGER_INCONSISTENT,
+            f"ledger is inconsistent with the last trusted checkpoint ({exc})",
+        )
+    return Finding(Reason.LEDGER_UNAVAILABLE, f"no verified ledger answer: {exc}")
 
 
 def short_key_id(kid: str) -> str:
