@@ -12,7 +12,6 @@ stand-in; the e2e tests run the same code against a real API server).
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
@@ -20,6 +19,7 @@ from typing import Any, cast
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from harness.config_maps import ConfigMaps
 from harness.ledger import TOKEN, LedgerKeys, LedgerThread, audit, make_keys, service_config
 from harness.tampering_proxy import (
     TamperingProxy,
@@ -46,35 +46,6 @@ from modeltrust.operator.types import LedgerSpec, TrustPolicy, parse_trust_polic
 pytestmark = pytest.mark.integration
 
 DIGEST = "sha256:" + "ab" * 32
-
-
-class ConfigMaps:
-    """Just the ConfigMap calls ConfigMapTrustStore makes, with resourceVersion checks."""
-
-    def __init__(self) -> None:
-        self.items: dict[tuple[str, str], dict[str, Any]] = {}
-
-    async def get_config_map(self, namespace: str, name: str) -> dict[str, Any] | None:
-        found = self.items.get((namespace, name))
-        return copy.deepcopy(found) if found is not None else None
-
-    async def create_config_map(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
-        body = copy.deepcopy(body)
-        body["metadata"]["resourceVersion"] = "1"
-        self.items[(namespace, body["metadata"]["name"])] = body
-        return body
-
-    async def replace_config_map(
-        self, namespace: str, name: str, body: dict[str, Any]
-    ) -> dict[str, Any] | None:
-        current = self.items.get((namespace, name))
-        if current is None:
-            return None
-        assert current["metadata"]["resourceVersion"] == body["metadata"]["resourceVersion"]
-        body = copy.deepcopy(body)
-        body["metadata"]["resourceVersion"] = str(int(body["metadata"]["resourceVersion"]) + 1)
-        self.items[(namespace, name)] = body
-        return body
 
 
 def access(token: Any = lambda: TOKEN) -> LedgerAccess:
