@@ -156,8 +156,8 @@ def serve(
             max_batch=max_batch,
         )
         service = LedgerService(config)
-    except (ChainError, ValueError, OSError) as exc:
-        raise click.ClickException(str(exc)) from exc
+    except (ChainError, OSError) as exc:
+        fail(str(exc), EXIT_UNCHECKED)
     _use_uvloop()
     try:
         code = asyncio.run(service.run_until_stopped())
