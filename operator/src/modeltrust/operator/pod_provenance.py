@@ -26,6 +26,7 @@ from modeltrust.chain.entries import Registration
 from modeltrust.chain.errors import ChainError
 from modeltrust.chain.merkle import hash_from_b64
 from modeltrust.chain.provenance import verify_provenance
+from modeltrust.chain.trust import short_key_id
 from modeltrust.operator.keys import TrustedKeys
 from modeltrust.operator.kube import Conflict, Kube
 from modeltrust.operator.ledger_access import LedgerAccess, LedgerUnverified
@@ -184,7 +185,7 @@ async def apply_provenance(
     trusted = keys.get(reg.signer_key_id)
     if trusted is None:
         raise ProvenanceError(
-            f"registration {found.index} is signed by key {reg.signer_key_id[:16]}..., "
+            f"registration {found.index} is signed by key {short_key_id(reg.signer_key_id)}, "
             "which the policy does not trust"
         )
     name = config_map_name(md.ref.name, reg.digest, spec.verifier_key, found.index)
