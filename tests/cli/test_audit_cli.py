@@ -102,7 +102,7 @@ def test_usage_errors_exit_2(tmp_path: Path) -> None:
         assert "give --uid UID, or both --namespace NS and --name NAME" in result.stderr
 
 
-def test_unknown_deployment_and_unreachable_ledger_exit_1(tmp_path: Path) -> None:
+def test_unknown_deployment_exits_1_and_an_unreachable_ledger_3(tmp_path: Path) -> None:
     keys = make_keys(tmp_path / "keys")
     with LedgerThread(service_config(keys, tmp_path / "l.db")) as ledger:
         _append(ledger, keys, audit(1))
@@ -115,7 +115,7 @@ def test_unknown_deployment_and_unreachable_ledger_exit_1(tmp_path: Path) -> Non
         assert json.loads(as_json.stdout)["status"] == "no_entries"
 
     down = _audit(f"http://127.0.0.1:{free_port()}", keys, None, "--uid", "uid-1", "--json")
-    assert down.exit_code == 1
+    assert down.exit_code == 3
     assert "no verified answer" in down.stderr
     assert "unreachable" in down.stderr
     assert json.loads(down.stdout)["status"] == "unavailable"

@@ -110,19 +110,21 @@ def test_sign_to_stdout_and_progress_for_large_files(
     assert "hashing model.onnx" in result.stderr
 
 
-def test_sign_bad_inputs_exit_2(runner: CliRunner, tmp_path: Path, model: Path) -> None:
+def test_sign_bad_inputs_exit_3_and_usage_errors_2(
+    runner: CliRunner, tmp_path: Path, model: Path
+) -> None:
     ed = keygen(runner, tmp_path, "ed25519")
     base = ["sign", str(model), "--version", "1", "--out", str(tmp_path / "r.json")]
     cases = [
-        ([*base, "--key", f"{ed}.key", "--name", "m", "--kind", "cosign-blob"], "P-256"),
-        ([*base, "--key", f"{ed}.pub", "--name", "m"], "cannot load key"),
-        ([*base, "--key", f"{ed}.key", "--name", ""], "model_name"),
-        ([*base, "--key", str(tmp_path / "absent.key"), "--name", "m"], "does not exist"),
-        (["sign", str(tmp_path / "absent.onnx"), "--key", f"{ed}.key"], "does not exist"),
+        ([*base, "--key", f"{ed}.key", "--name", "m", "--kind", "cosign-blob"], "P-256", 3),
+        ([*base, "--key", f"{ed}.pub", "--name", "m"], "cannot load key", 3),
+        ([*base, "--key", f"{ed}.key", "--name", ""], "model_name", 3),
+        ([*base, "--key", str(tmp_path / "absent.key"), "--name", "m"], "does not exist", 2),
+        (["sign", str(tmp_path / "absent.onnx"), "--key", f"{ed}.key"], "does not exist", 2),
     ]
-    for args, message in cases:
+    for args, message, code in cases:
         result = runner.invoke(main, args)
-        assert result.exit_code == 2, (args, result.output)
+        assert result.exit_code == code, (args, result.output)
         assert message in result.stderr, (args, result.stderr)
     assert not (tmp_path / "r.json").exists()
 
@@ -175,7 +177,7 @@ def test_sign_register_verify_revoke_round_trip(
 
     before = runner.invoke(main, verify_args)
     assert before.exit_code == 1, before.output
-    assert "not registered" in before.stdout
+    assert "NOT VERIFIED (NotRegistered)" in before.stdout
 
     registered = runner.invoke(main, ["register", str(reg_file), *conn])
     assert registered.exit_code == 0, registered.output
@@ -190,10 +192,13 @@ def test_sign_register_verify_revoke_round_trip(
     assert ok.exit_code == 0, ok.output
     verdict = json.loads(ok.stdout)
     assert verdict["verified"] is True
-    assert [r["status"] for r in verdict["registrations"]] == ["ok"]
+    assert verdict["reason"] == "Verified"
+    assert verdict["findings"] == []
+    assert [r["publisher"] for r in verdict["registrations"]] == ["publisher"]
     wrong_version = runner.invoke(main, [*verify_args, "--version", "2"])
     assert wrong_version.exit_code == 1
-    assert "not '2'" in wrong_version.stdout
+    assert "RegistrationMismatch: " in wrong_version.stdout
+    assert "not 'resnet' version '2'" in wrong_version.stdout
 
     digest = format_digest(hashlib.sha256(MODEL).digest())
     revoked = runner.invoke(
@@ -201,9 +206,12 @@ def test_sign_register_verify_revoke_round_trip(
         ["revoke", "--key", str(key_file), "--digest", digest, "--reason", "poisoned", *conn],
     )
     assert revoked.exit_code == 0, revoked.output
-    after = runner.invoke(main, verify_args)
+    after = runner.invoke(main, [*verify_args, "--json"])
     assert after.exit_code == 1
-    assert "revoked by a trusted publisher" in after.stdout
+    doc = json.loads(after.stdout)
+    assert doc["reason"] == "Revoked"
+    assert "poisoned" in doc["findings"][0]["message"]
+    assert [r["has_authority"] for r in doc["revocations"]] == [True]
 
 
 def test_verify_refuses_untrusted_publishers_and_revoked_keys(
@@ -222,7 +230,7 @@ def test_verify_refuses_untrusted_publishers_and_revoked_keys(
     stranger = keygen(runner, tmp_path, "ecdsa-p256", name="stranger")
     untrusted = runner.invoke(main, ["verify", str(model), "--publisher", f"{stranger}.pub", *conn])
     assert untrusted.exit_code == 1
-    assert "signer not trusted" in untrusted.stdout
+    assert "UntrustedKey: " in untrusted.stdout
 
     own_id = key_id(keys.publisher.public_key())
     revoke_key = ["revoke", "--key", str(key_file), "--key-id", own_id, "--reason", "leaked"]
@@ -230,7 +238,8 @@ def test_verify_refuses_untrusted_publishers_and_revoked_keys(
     publisher_pem = keys.publishers_dir / "publisher.pem"
     result = runner.invoke(main, ["verify", str(model), "--publisher", str(publisher_pem), *conn])
     assert result.exit_code == 1
-    assert "signer key revoked" in result.stdout
+    assert "NOT VERIFIED (Revoked)" in result.stdout
+    assert "revokes signer key" in result.stdout
 
 
 def test_ledger_failures_and_bad_arguments(
@@ -244,14 +253,16 @@ def test_ledger_failures_and_bad_arguments(
     other_log = NoteSigner.generate(keys.signer.name).verifier_key()
     wrong_key = ["verify", str(model), "--publisher", publisher_pem, "--ledger", thread.url]
     result = runner.invoke(main, [*wrong_key, "--ledger-key", other_log])
-    assert result.exit_code == 1
-    assert "ledger:" in result.stderr
+    assert result.exit_code == 1  # an answer that does not verify is a finding
+    assert "NOT VERIFIED (LedgerUnavailable)" in result.stdout
+    assert "does not verify" in result.stdout
 
     port = free_port()  # nothing listens there
     down = ["--ledger", f"http://127.0.0.1:{port}", "--ledger-key", keys.verifier_key]
     result = runner.invoke(main, ["verify", str(model), "--publisher", publisher_pem, *down])
-    assert result.exit_code == 1
-    assert "ledger:" in result.stderr
+    assert result.exit_code == 3  # no answer: could not check
+    assert "NOT VERIFIED (LedgerUnavailable)" in result.stdout
+    assert "unreachable" in result.stdout
 
     conn = ledger_args(thread, keys, tmp_path)
     both = ["revoke", "--key", str(key_file), "--reason", "x", *conn]
@@ -263,5 +274,5 @@ def test_ledger_failures_and_bad_arguments(
     not_a_reg = tmp_path / "x.json"
     not_a_reg.write_text("{}")
     result = runner.invoke(main, ["register", str(not_a_reg), *conn])
-    assert result.exit_code == 2
+    assert result.exit_code == 3
     assert "entry kind" in result.stderr

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
+from modeltrust.chain.errors import ProvenanceError
 from modeltrust.chain.note import NoteSigner
+from modeltrust.chain.provenance import verify_provenance
 from modeltrust.chain.signatures import generate_private_key, public_key_pem
-from modeltrust.serving.errors import ProvenanceError
-from modeltrust.serving.provenance import verify_provenance
 from serving.helpers import ARTIFACT, DIGEST, ORIGIN, Ledger, build_ledger
 
 pytestmark = pytest.mark.unit
@@ -97,7 +97,7 @@ def test_registration_not_in_the_tree_is_refused() -> None:
         ({"index": 11}, "not below the checkpoint size"),
         ({"tree_size": 10}, "fetch the proof at the checkpoint's size"),
         ({"inclusion_proof": []}, "is not proven"),
-        ({"inclusion_proof": ["AAAA"]}, "a SHA-256 hash is 32"),
+        ({"inclusion_proof": ["AAAA"]}, "must be 32 bytes"),
         ({"inclusion_proof": ["not base64!"]}, "not valid base64"),
         ({"leaf_hash": base64.b64encode(bytes(32)).decode()}, "different leaf"),
         ({"index": "5"}, "non-negative integer"),

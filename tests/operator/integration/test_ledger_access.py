@@ -12,7 +12,6 @@ stand-in; the e2e tests run the same code against a real API server).
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
@@ -20,6 +19,7 @@ from typing import Any, cast
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from harness.config_maps import ConfigMaps
 from harness.ledger import TOKEN, LedgerKeys, LedgerThread, audit, make_keys, service_config
 from harness.tampering_proxy import (
     TamperingProxy,
@@ -36,7 +36,6 @@ from modeltrust.operator.decisions import (
     LoadResult,
     Reason,
     Verdict,
-    check_revocation,
     decide,
 )
 from modeltrust.operator.keys import TrustedKeys
@@ -47,35 +46,6 @@ from modeltrust.operator.types import LedgerSpec, TrustPolicy, parse_trust_polic
 pytestmark = pytest.mark.integration
 
 DIGEST = "sha256:" + "ab" * 32
-
-
-class ConfigMaps:
-    """Just the ConfigMap calls ConfigMapTrustStore makes, with resourceVersion checks."""
-
-    def __init__(self) -> None:
-        self.items: dict[tuple[str, str], dict[str, Any]] = {}
-
-    async def get_config_map(self, namespace: str, name: str) -> dict[str, Any] | None:
-        found = self.items.get((namespace, name))
-        return copy.deepcopy(found) if found is not None else None
-
-    async def create_config_map(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
-        body = copy.deepcopy(body)
-        body["metadata"]["resourceVersion"] = "1"
-        self.items[(namespace, body["metadata"]["name"])] = body
-        return body
-
-    async def replace_config_map(
-        self, namespace: str, name: str, body: dict[str, Any]
-    ) -> dict[str, Any] | None:
-        current = self.items.get((namespace, name))
-        if current is None:
-            return None
-        assert current["metadata"]["resourceVersion"] == body["metadata"]["resourceVersion"]
-        body = copy.deepcopy(body)
-        body["metadata"]["resourceVersion"] = str(int(body["metadata"]["resourceVersion"]) + 1)
-        self.items[(namespace, name)] = body
-        return body
 
 
 def access(token: Any = lambda: TOKEN) -> LedgerAccess:
@@ -148,10 +118,6 @@ async def test_emptied_revocation_lookups_no_longer_hide_a_revocation(
             assert decision.verdict is Verdict.REFUSED
             assert decision.findings[0].reason is Reason.REVOKED
             assert "poisoned" in decision.message
-            # The periodic re-check of a running model sees it too.
-            signer = key_id(keys.publisher.public_key())
-            facts = await la.revocations(policy.ledger, tkeys, DIGEST, [signer])
-            assert check_revocation(DIGEST, [signer], facts, 1).revoked
         finally:
             await la.close()
         assert not any(r.startswith("GET /v1/revocations") for r in proxy.requests)
@@ -172,8 +138,8 @@ async def test_revocations_dropped_from_the_log_itself_fail_closed(
             decision = decide_on(ev, policy)
             assert decision.verdict is Verdict.REFUSED
             assert decision.findings[0].reason is Reason.LEDGER_UNAVAILABLE
-            with pytest.raises(LedgerUnverified):
-                await la.revocations(policy.ledger, tkeys, DIGEST, [])
+            again = await la.evidence(policy.ledger, tkeys, DIGEST, "resnet")
+            assert again.error is not None
         finally:
             await la.close()
 
@@ -309,14 +275,15 @@ async def test_the_index_reads_only_new_entries_after_the_first_read(
         signer = key_id(keys.publisher.public_key())
         la = access()
         try:
-            assert len(await la.revocations(policy.ledger, tkeys, DIGEST, [signer])) == 1
+            ev = await la.evidence(policy.ledger, tkeys, DIGEST, "resnet")
+            assert len(ev.revocations) == 1
             size = la.index(policy.ledger).size
             with LedgerClient(ledger.url, verifier_key=keys.verifier_key) as c:
                 c.append(
                     sign_revocation(keys.publisher, target_kind="key", target=signer, reason="lost")
                 )
-            facts = await la.revocations(policy.ledger, tkeys, DIGEST, [signer])
-            assert [f.target_kind for f in facts] == ["digest", "key"]
+            ev = await la.evidence(policy.ledger, tkeys, DIGEST, "resnet")
+            assert [f.target_kind for f in ev.revocations] == ["digest", "key"]
         finally:
             await la.close()
         reads = [r for r in proxy.requests if r.startswith("GET /v1/entries?")]
@@ -350,8 +317,6 @@ async def test_another_publisher_cannot_revoke_what_it_never_vouched_for(
             ev = await la.evidence(policy.ledger, tkeys, DIGEST, "resnet")
             assert len(ev.revocations) == 2  # found and validly signed, but without authority
             assert decide_on(ev, policy).verdict is Verdict.ALLOWED
-            facts = await la.revocations(policy.ledger, tkeys, DIGEST, [a_id])
-            assert not check_revocation(DIGEST, [a_id], facts, 1).revoked
             with LedgerClient(ab.url, verifier_key=keys.verifier_key) as c:
                 c.append(
                     sign_revocation(keys.publisher, target_kind="key", target=a_id, reason="lost")

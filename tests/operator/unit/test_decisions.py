@@ -19,7 +19,6 @@ from modeltrust.operator.decisions import (
     RevocationFact,
     TensorInfo,
     Verdict,
-    check_revocation,
     decide,
     decide_serving,
     detect_drift,
@@ -258,19 +257,6 @@ def test_findings_are_ordered_by_severity(policy: TrustPolicy) -> None:
 def test_missing_load_result_is_a_refusal(policy: TrustPolicy) -> None:
     d = decide(evidence(load=None), policy)
     assert d.reason is Reason.LOAD_FAILED
-
-
-def test_revocation_recheck_of_a_running_model() -> None:
-    assert not check_revocation(DIGEST, [KEY_A], [], 1).revoked
-    by_digest = check_revocation(DIGEST, [KEY_A], [revocation("digest", DIGEST)], 1)
-    assert by_digest.revoked
-    assert "revokes the digest" in by_digest.message
-    assert check_revocation(DIGEST, [KEY_A], [revocation("key", KEY_A)], 1).revoked
-    # Two signers, threshold 1: losing one still leaves enough trust, but it is reported.
-    partial = check_revocation(DIGEST, [KEY_A, KEY_B], [revocation("key", KEY_A)], 1)
-    assert not partial.revoked
-    assert partial.findings
-    assert not check_revocation(DIGEST, [KEY_A], [revocation("key", KEY_A, valid=False)], 1).revoked
 
 
 def test_idempotency_keys_identify_object_generation_and_action() -> None:

@@ -20,6 +20,7 @@ from modeltrust.chain.signatures import (
     public_key_pem,
     sign_registration,
 )
+from modeltrust.chain.trust import TrustedPublisher, VerificationPolicy
 from modeltrust.operator.keys import TrustedKey, TrustedKeys
 from modeltrust.operator.pod_provenance import ProvenanceError, _usable, proof_problem
 from modeltrust.operator.provenance import ProvenanceMaterial, build_config_map
@@ -37,7 +38,8 @@ def trusted_keys() -> TrustedKeys:
     pub = PUBLISHER.public_key()
     kid = key_id(pub)
     pem = public_key_pem(pub).decode()
-    return TrustedKeys({kid: TrustedKey(kid, Publisher("acme", pem), pub)})
+    policy = VerificationPolicy((TrustedPublisher("acme", pub),))
+    return TrustedKeys({kid: TrustedKey(kid, Publisher("acme", pem), pub)}, policy)
 
 
 @pytest.fixture

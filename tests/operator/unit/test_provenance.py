@@ -11,8 +11,10 @@ import pytest
 
 from modeltrust.chain.checkpoint import Checkpoint, sign_checkpoint
 from modeltrust.chain.entries import leaf_data
+from modeltrust.chain.errors import ProvenanceError
 from modeltrust.chain.merkle import leaf_hash, root_from_leaf_hashes
 from modeltrust.chain.note import NoteSigner
+from modeltrust.chain.provenance import verify_provenance
 from modeltrust.chain.signatures import generate_private_key, public_key_pem, sign_registration
 from modeltrust.operator.builders import VerifiedModel, build_deployment
 from modeltrust.operator.decisions import detect_drift
@@ -25,8 +27,6 @@ from modeltrust.operator.provenance import (
     has_all_files,
 )
 from modeltrust.operator.types import ModelDeployment, parse_model_deployment
-from modeltrust.serving.errors import ProvenanceError
-from modeltrust.serving.provenance import verify_provenance
 
 pytestmark = pytest.mark.unit
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from modeltrust.chain.trust import TrustedPublisher
 from modeltrust.operator.types import (
     Enforcement,
     RevocationAction,
@@ -149,7 +150,11 @@ def test_policy_parses_with_defaults(policy_body: Callable[[], dict[str, Any]]) 
 
 
 def test_publisher_name_patterns(policy_body: Callable[[], dict[str, Any]]) -> None:
-    acme, vision = parse_trust_policy(policy_body()).publishers
+    # Patterns are applied by the trust rules (modeltrust.chain.trust) to the policy's keys.
+    acme, vision = (
+        TrustedPublisher.from_pem(p.name, p.public_key_pem, p.model_name_patterns)
+        for p in parse_trust_policy(policy_body()).publishers
+    )
     assert acme.may_vouch_for("anything")
     assert vision.may_vouch_for("resnet50")
     assert not vision.may_vouch_for("bert")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from modeltrust.chain.checkpoint import Checkpoint, sign_checkpoint
 from modeltrust.chain.note import ALG_COSIGNATURE_V1, NoteSigner, add_signatures
@@ -19,6 +20,7 @@ from modeltrust.operator.decisions import (
 )
 from modeltrust.operator.types import Enforcement, LedgerSpec, Publisher, SpecError, TrustPolicy
 from modeltrust.operator.witness import (
+    CheckpointSignatureError,
     WitnessedTrustStore,
     WitnessQuorumError,
     WitnessRequirement,
@@ -84,8 +86,19 @@ def test_the_witness_must_sign_this_checkpoint_not_another() -> None:
     lines = other.split("\n\n", 1)[1]
     w1_line = next(line for line in lines.splitlines() if line.startswith("\u2014 witness-one"))
     replayed = note(5) + w1_line + "\n"  # a cosignature of size 6 pasted onto size 5
-    with pytest.raises(WitnessQuorumError, match="does not verify"):
+    # A forged cosignature by a trusted witness is an invalid signature, not a missing one.
+    with pytest.raises(CheckpointSignatureError, match="witness cosignature that does not verify"):
         requirement(W1, quorum=1).check(replayed)
+
+
+def test_a_forged_ledger_signature_is_not_reported_as_a_missing_witness() -> None:
+    forger = NoteSigner(LOG.name, Ed25519PrivateKey.generate())
+    forger.key_id = LOG.key_id  # the ledger's key name and id, another key's signature
+    cosigned = add_signatures(sign_checkpoint(Checkpoint(ORIGIN, 5, bytes([5]) * 32), forger), [W1])
+    with pytest.raises(CheckpointSignatureError, match="does not verify with the ledger's key"):
+        requirement(W1, quorum=1).check(cosigned)
+    with pytest.raises(WitnessQuorumError, match="not cosigned"):
+        requirement(W1, quorum=1).check(note(5))
 
 
 def test_policy_witness_keys_are_checked() -> None:

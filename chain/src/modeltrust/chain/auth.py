@@ -21,7 +21,7 @@ from typing import Any, Protocol
 import aiohttp
 
 from modeltrust.chain.entries import Entry, Registration, Revocation
-from modeltrust.chain.errors import ChainError
+from modeltrust.chain.errors import ChainError, ConfigError
 from modeltrust.chain.signatures import (
     key_id,
     load_public_key,
@@ -64,7 +64,7 @@ class PublisherSet:
         for f in files:
             found = _PEM_BLOCK.findall(f.read_bytes())
             if not found:
-                raise ValueError(f"{f} holds no PEM public key (-----BEGIN PUBLIC KEY-----)")
+                raise ConfigError(f"{f} holds no PEM public key (-----BEGIN PUBLIC KEY-----)")
             blocks.extend(found)
         return cls.from_pem_blocks(blocks)
 
@@ -104,7 +104,7 @@ class StaticTokens:
     def __init__(self, tokens: Iterable[str]) -> None:
         self._digests = {hashlib.sha256(t.encode()).digest() for t in tokens if t}
         if not self._digests:
-            raise ValueError("the static token list is empty: no audit writer could authenticate")
+            raise ConfigError("the static token list is empty: no audit writer could authenticate")
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> StaticTokens:
@@ -138,7 +138,7 @@ class TokenReviewConfig:
         host = os.environ.get("KUBERNETES_SERVICE_HOST")
         port = os.environ.get("KUBERNETES_SERVICE_PORT", "443")
         if not host:
-            raise ValueError(
+            raise ConfigError(
                 "not in a cluster (KUBERNETES_SERVICE_HOST unset); pass --tokenreview-url"
             )
         sa = Path("/var/run/secrets/kubernetes.io/serviceaccount")
@@ -155,7 +155,9 @@ class TokenReviewAuthenticator:
 
     def __init__(self, config: TokenReviewConfig) -> None:
         if not config.allowed_usernames:
-            raise ValueError("tokenreview mode needs at least one allowed service-account username")
+            raise ConfigError(
+                "tokenreview mode needs at least one allowed service-account username"
+            )
         self._config = config
         self._cache: dict[bytes, tuple[float, str]] = {}
         self._session: aiohttp.ClientSession | None = None

@@ -16,6 +16,8 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 
+from modeltrust.chain.errors import ProofError
+
 PerfectNode = Callable[[int, int], bytes]  # (level, index) -> hash of a stored perfect subtree
 
 
@@ -44,7 +46,7 @@ class BatchProver:
 
     def proof(self, index: int) -> tuple[bytes, ...]:
         if not 0 <= index < self._size:
-            raise ValueError(f"leaf index {index} is not inside a tree of size {self._size}")
+            raise ProofError(f"leaf index {index} is not inside a tree of size {self._size}")
         path: list[bytes] = []
         lo, hi = 0, self._size
         while hi - lo > 1:
@@ -61,7 +63,7 @@ class BatchProver:
     def proofs(self, first: int, end: int) -> list[tuple[bytes, ...]]:
         """``[self.proof(i) for i in range(first, end)]``, computed together."""
         if not 0 <= first <= end <= self._size:
-            raise ValueError(f"leaves [{first}, {end}) are not inside a tree of size {self._size}")
+            raise ProofError(f"leaves [{first}, {end}) are not inside a tree of size {self._size}")
         if first == end:
             return []
         out: list[tuple[bytes, ...]] = [()] * (end - first)

@@ -12,8 +12,6 @@ and ``header_hash`` = SHA-256(header bytes). Block 0 has ``prev_hash`` = 32 zero
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -21,7 +19,8 @@ from typing import Any
 
 from modeltrust.chain.canonical import MAX_SAFE_INTEGER, canonical_json, parse_json_strict
 from modeltrust.chain.entries import check_time
-from modeltrust.chain.errors import BlockError, CanonicalJSONError, EntryError
+from modeltrust.chain.errors import BlockError, CanonicalJSONError, EntryError, HashEncodingError
+from modeltrust.chain.merkle import hash_from_b64, hash_to_b64
 
 GENESIS_PREV_HASH = bytes(32)
 _INT_FIELDS = ("height", "first_index", "end_index", "tree_size")
@@ -62,11 +61,11 @@ class BlockHeader:
     def to_json(self) -> dict[str, Any]:
         return {
             "height": self.height,
-            "prev_hash": base64.b64encode(self.prev_hash).decode(),
+            "prev_hash": hash_to_b64(self.prev_hash),
             "first_index": self.first_index,
             "end_index": self.end_index,
             "tree_size": self.tree_size,
-            "root_hash": base64.b64encode(self.root_hash).decode(),
+            "root_hash": hash_to_b64(self.root_hash),
             "time": self.time,
         }
 
@@ -127,12 +126,7 @@ def check_link(prev: BlockHeader | None, h: BlockHeader) -> None:
 
 
 def _hash_from_b64(name: str, value: Any) -> bytes:
-    if not isinstance(value, str):
-        raise BlockError(f"block {name} must be a base64 string")
     try:
-        raw = base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
-        raise BlockError(f"block {name} is not valid base64") from None
-    if len(raw) != 32:
-        raise BlockError(f"block {name} must be 32 bytes, got {len(raw)}")
-    return raw
+        return hash_from_b64(value, f"block {name}")
+    except HashEncodingError as exc:
+        raise BlockError(str(exc)) from None

@@ -7,14 +7,17 @@ read differently is refused.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from modeltrust.chain.errors import CheckpointError, NoteError
-from modeltrust.chain.merkle import HASH_SIZE
+from modeltrust.chain.errors import (
+    CheckpointError,
+    HashEncodingError,
+    InvalidArgumentError,
+    UnknownVerifierError,
+)
+from modeltrust.chain.merkle import HASH_SIZE, hash_from_b64, hash_to_b64
 from modeltrust.chain.note import NoteSigner, NoteVerifier, open_note, sign_note
 
 MAX_TREE_SIZE = (1 << 63) - 1
@@ -40,7 +43,7 @@ class Checkpoint:
                 raise CheckpointError("checkpoint extension lines must be non-empty single lines")
 
     def to_text(self) -> str:
-        root = base64.b64encode(self.root_hash).decode()
+        root = hash_to_b64(self.root_hash)
         return "".join(
             f"{line}\n" for line in (self.origin, str(self.size), root, *self.extensions)
         )
@@ -56,11 +59,9 @@ class Checkpoint:
         if not _SIZE.fullmatch(size):
             raise CheckpointError(f"checkpoint tree size {size[:30]!r} is not a canonical decimal")
         try:
-            root_hash = base64.b64decode(root, validate=True)
-        except (binascii.Error, ValueError):
-            raise CheckpointError("checkpoint root hash is not valid base64") from None
-        if base64.b64encode(root_hash).decode() != root:
-            raise CheckpointError("checkpoint root hash is not canonical base64")
+            root_hash = hash_from_b64(root, "checkpoint root hash")
+        except HashEncodingError as exc:
+            raise CheckpointError(str(exc)) from None
         return cls(origin, int(size), root_hash, tuple(extensions))
 
 
@@ -79,13 +80,17 @@ def verify_checkpoint(
 ) -> Checkpoint:
     """Verify the log's signature (and ``witness_quorum`` witness cosignatures) on a checkpoint.
 
-    Raises NoteError when signatures are missing or bad, CheckpointError when the
-    body is malformed or its origin is not the expected one.
+    Raises InvalidSignatureError when a signature by the log key or a witness key does
+    not verify (forged or altered), UnknownVerifierError when the log's signature or the
+    witness quorum is missing, NoteError when the note is malformed, CheckpointError when
+    the body is malformed or its origin is not the expected one.
     """
     if any((w.name, w.key_id) == (verifier.name, verifier.key_id) for w in witnesses):
-        raise ValueError("the log's own key cannot count as one of its witnesses")
+        raise InvalidArgumentError("the log's own key cannot count as one of its witnesses")
     if witness_quorum > len(witnesses):
-        raise ValueError(f"witness quorum {witness_quorum} exceeds the {len(witnesses)} witnesses")
+        raise InvalidArgumentError(
+            f"witness quorum {witness_quorum} exceeds the {len(witnesses)} witnesses"
+        )
     text = open_note(note, [verifier]).text
     cp = Checkpoint.from_text(text)
     if origin is not None and cp.origin != origin:
@@ -93,6 +98,6 @@ def verify_checkpoint(
     if witness_quorum > 0:
         try:
             open_note(note, witnesses, quorum=witness_quorum)
-        except NoteError as e:
-            raise NoteError(f"witness quorum not met: {e}") from e
+        except UnknownVerifierError as e:
+            raise UnknownVerifierError(f"witness quorum not met: {e}") from e
     return cp

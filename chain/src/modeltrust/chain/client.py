@@ -44,6 +44,7 @@ from modeltrust.chain.client_flows import (
 )
 from modeltrust.chain.digest import parse_digest
 from modeltrust.chain.entries import AuditEntry, Entry, Registration, Revocation
+from modeltrust.chain.errors import InvalidArgumentError
 from modeltrust.chain.log_tail import PAGE_SIZE, LoggedEntry, LogTailError, TailResult, tail_flow
 from modeltrust.chain.merkle import CompactRange
 from modeltrust.chain.note import NoteVerifier
@@ -108,7 +109,7 @@ def _audit_query(
     if uid is not None:
         return {"uid": uid}, lambda e: isinstance(e, AuditEntry) and e.uid == uid
     if namespace is None or name is None:
-        raise ValueError("audit_trail needs uid, or namespace and name")
+        raise InvalidArgumentError("audit_trail needs uid, or namespace and name")
     return {"namespace": namespace, "name": name}, (
         lambda e: isinstance(e, AuditEntry) and e.namespace == namespace and e.name == name
     )
@@ -116,7 +117,7 @@ def _audit_query(
 
 def _revocation_query(digest: str | None, key_id: str | None) -> dict[str, str]:
     if digest is None and key_id is None:
-        raise ValueError("revocations_for needs a digest and/or a key id")
+        raise InvalidArgumentError("revocations_for needs a digest and/or a key id")
     params = {}
     if digest is not None:
         parse_digest(digest)
@@ -150,7 +151,7 @@ class LedgerClient:
         self._trust: TrustStateStore = trust_store or MemoryTrustStateStore()
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"ledger URL {url!r} must be http(s)://host[:port]")
+            raise InvalidArgumentError(f"ledger URL {url!r} must be http(s)://host[:port]")
         self._scheme, self._host = parts.scheme, parts.hostname
         self._port = parts.port or (443 if parts.scheme == "https" else 80)
         self._prefix = parts.path.rstrip("/")
@@ -179,7 +180,7 @@ class LedgerClient:
                 elif isinstance(op, SwapTrust):
                     result = self._trust.compare_and_swap(op.expected, op.new)
                 else:  # pragma: no cover - the flows yield nothing else
-                    raise TypeError(op)
+                    raise InvalidArgumentError(f"a client flow yielded {op!r}")
                 op = flow.send(result)
         except StopIteration as done:
             return done.value
@@ -251,13 +252,19 @@ class LedgerClient:
         return result
 
     def find_registrations(self, digest: str) -> list[VerifiedEntry]:
+        found, _ = self.find_registrations_at(digest)
+        return found
+
+    def find_registrations_at(self, digest: str) -> tuple[list[VerifiedEntry], VerifiedCheckpoint]:
+        """Registrations of ``digest``, and the (oldest) checkpoint the lookup was answered
+        at: the ledger claims these are all of them in that tree."""
         parse_digest(digest)
-        flow = self._flows.lookup(
+        flow = self._flows.lookup_at(
             "/v1/registrations",
             {"digest": digest},
             lambda e: isinstance(e, Registration) and e.digest == digest,
         )
-        result: list[VerifiedEntry] = self._run(flow)
+        result: tuple[list[VerifiedEntry], VerifiedCheckpoint] = self._run(flow)
         return result
 
     def revocations_for(
@@ -339,7 +346,7 @@ class AsyncLedgerClient:
                 elif isinstance(op, SwapTrust):
                     result = self._trust.compare_and_swap(op.expected, op.new)
                 else:  # pragma: no cover
-                    raise TypeError(op)
+                    raise InvalidArgumentError(f"a client flow yielded {op!r}")
                 if inspect.isawaitable(result):
                     result = await result
                 op = flow.send(result)

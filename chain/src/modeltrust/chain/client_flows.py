@@ -14,8 +14,6 @@ So both clients verify exactly the same way:
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -25,8 +23,19 @@ import orjson
 
 from modeltrust.chain.checkpoint import Checkpoint, verify_checkpoint
 from modeltrust.chain.entries import Entry, entry_from_json, entry_to_json, leaf_data
-from modeltrust.chain.errors import ChainError, ConsistencyProofError, ProofError
-from modeltrust.chain.merkle import leaf_hash, verify_consistency, verify_inclusion
+from modeltrust.chain.errors import (
+    ChainError,
+    ConsistencyProofError,
+    HashEncodingError,
+    InvalidArgumentError,
+    ProofError,
+)
+from modeltrust.chain.merkle import (
+    hash_from_b64,
+    leaf_hash,
+    verify_consistency,
+    verify_inclusion,
+)
 from modeltrust.chain.note import NoteVerifier
 from modeltrust.chain.trust_state import (
     LedgerForkError,
@@ -129,16 +138,10 @@ class VerifiedEntry:
 def _hashes(value: object, what: str) -> list[bytes]:
     if not isinstance(value, list):
         raise LedgerResponseError(f"{what} is not a list of hashes")
-    out = []
-    for item in value:
-        try:
-            raw = base64.b64decode(item, validate=True) if isinstance(item, str) else b""
-        except (binascii.Error, ValueError):
-            raw = b""
-        if len(raw) != 32:
-            raise LedgerResponseError(f"{what} holds something that is not a base64 32-byte hash")
-        out.append(raw)
-    return out
+    try:
+        return [hash_from_b64(item, f"{what}[{i}]") for i, item in enumerate(value)]
+    except HashEncodingError as exc:
+        raise LedgerResponseError(str(exc)) from None
 
 
 def _field(doc: object, name: str, kind: type) -> Any:
@@ -161,9 +164,9 @@ class Flows:
         max_lookup_pages: int = MAX_LOOKUP_PAGES,
     ) -> None:
         if not 1 <= lookup_page_limit <= LOOKUP_PAGE_LIMIT:
-            raise ValueError(f"lookup_page_limit must be 1..{LOOKUP_PAGE_LIMIT}")
+            raise InvalidArgumentError(f"lookup_page_limit must be 1..{LOOKUP_PAGE_LIMIT}")
         if max_lookup_pages < 1:
-            raise ValueError("max_lookup_pages must be at least 1")
+            raise InvalidArgumentError("max_lookup_pages must be at least 1")
         self.verifier = verifier
         self.origin = origin
         self.bearer = bearer
@@ -380,7 +383,7 @@ class Flows:
             raise LedgerResponseError(f"asked for entry {index}, got another")
         try:
             entry = entry_from_json(_field(doc, "entry", dict))
-        except (ChainError, ValueError) as exc:
+        except ChainError as exc:
             raise LedgerResponseError(f"entry {index} is malformed: {exc}") from exc
         lh = leaf_hash(leaf_data(entry))
         self._check_inclusion(lh, index, proof, vcp)

@@ -7,7 +7,7 @@ import os
 import re
 from collections.abc import Callable
 
-from modeltrust.chain.errors import EntryError
+from modeltrust.chain.errors import EntryError, InvalidArgumentError
 
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 
@@ -18,6 +18,11 @@ def parse_digest(s: str) -> bytes:
         shown = s[:80] if isinstance(s, str) else type(s).__name__
         raise EntryError(f"digest {shown!r} is not of the form sha256:<64 lowercase hex digits>")
     return bytes.fromhex(s[7:])
+
+
+def short_digest(digest: str) -> str:
+    """The first 12 hex digits of a ``sha256:`` digest, as names and messages show it."""
+    return digest.removeprefix("sha256:")[:12]
 
 
 def format_digest(raw: bytes) -> str:
@@ -39,7 +44,7 @@ def sha256_file(
     shape of ``tqdm.update``). Returns (raw digest, size in bytes).
     """
     if chunk <= 0:
-        raise ValueError("chunk must be positive")
+        raise InvalidArgumentError("chunk must be positive")
     h = hashlib.sha256()
     buf = bytearray(chunk)
     view = memoryview(buf)

@@ -40,7 +40,7 @@ from modeltrust.chain.client_flows import (
     VerifiedCheckpoint,
 )
 from modeltrust.chain.entries import Entry, entry_from_json, leaf_data
-from modeltrust.chain.errors import ChainError
+from modeltrust.chain.errors import ChainError, InvalidArgumentError
 from modeltrust.chain.merkle import CompactRange, leaf_hash
 
 PAGE_SIZE = 1000  # the ledger's range-read cap (server Limits.max_range)
@@ -96,7 +96,7 @@ def tail_flow(
     refuses the read. Nothing is returned, and no state changes, unless the root matches.
     """
     if not 1 <= page_size <= PAGE_SIZE:
-        raise ValueError(f"page_size must be 1..{PAGE_SIZE}")
+        raise InvalidArgumentError(f"page_size must be 1..{PAGE_SIZE}")
     if to.size < start.size:
         raise LedgerClientError(
             f"cannot read the log back from size {start.size} to an older checkpoint {to.size}"
@@ -159,7 +159,7 @@ def _entry_doc(item: object, index: int) -> dict[str, Any]:
 def _entry(doc: dict[str, Any], index: int) -> Entry:
     try:
         return entry_from_json(doc)
-    except (ChainError, ValueError, TypeError) as exc:
+    except ChainError as exc:
         # A leaf of a kept kind that does not parse cannot be judged (it might be a
         # revocation), so the whole read fails rather than skip it.
         raise LogTailError(f"entry {index} served by the ledger is malformed: {exc}") from None

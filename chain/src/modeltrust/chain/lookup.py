@@ -7,6 +7,7 @@ by the client. They are not proofs of absence (see docs/ledger.md, "Limits").
 from __future__ import annotations
 
 from modeltrust.chain.entries import AuditEntry, Entry, Registration, Revocation
+from modeltrust.chain.errors import EntryError
 
 REGISTRATION_DIGEST = "registration.digest"
 REGISTRATION_SIGNER = "registration.signer"
@@ -34,4 +35,4 @@ def lookup_keys(entry: Entry) -> tuple[tuple[str, str], ...]:
             (AUDIT_UID, entry.uid),
             (AUDIT_IDEMPOTENCY, entry.idempotency_key),
         )
-    raise TypeError(f"unknown entry type {type(entry).__name__}")
+    raise EntryError(f"unknown entry type {type(entry).__name__}")

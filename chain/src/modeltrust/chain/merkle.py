@@ -14,6 +14,8 @@ directly and checks proof lengths up front, so a wrong proof costs no hashing.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -22,8 +24,10 @@ from typing import Protocol
 from modeltrust.chain.errors import (
     ChainError,
     ConsistencyProofError,
+    HashEncodingError,
     HashSizeError,
     InclusionProofError,
+    InvalidArgumentError,
     MissingNodeError,
 )
 
@@ -43,6 +47,33 @@ def node_hash(left: bytes, right: bytes) -> bytes:
     _require_hash(left, "left child hash", HashSizeError)
     _require_hash(right, "right child hash", HashSizeError)
     return _sha256(b"\x01" + left + right).digest()
+
+
+def hash_to_b64(raw: bytes) -> str:
+    """A hash as it appears in checkpoints, proofs and JSON answers: standard base64."""
+    return base64.b64encode(raw).decode()
+
+
+def hash_from_b64(value: object, what: str) -> bytes:
+    """The 32 bytes of a base64 hash field, or HashEncodingError naming ``what``.
+
+    The one decoder for hashes read from documents (checkpoints, proofs, block headers,
+    ledger answers, trust records): standard base64, canonical (padding and unused bits
+    as the encoder writes them, so one hash has one spelling), exactly 32 bytes.
+    """
+    if not isinstance(value, str):
+        raise HashEncodingError(f"{what} must be a base64 string")
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise HashEncodingError(f"{what} is not valid base64") from None
+    if len(raw) != HASH_SIZE:
+        raise HashEncodingError(
+            f"{what} must be {HASH_SIZE} bytes (a SHA-256 hash), got {len(raw)} bytes"
+        )
+    if hash_to_b64(raw) != value:
+        raise HashEncodingError(f"{what} is not canonical base64")
+    return raw
 
 
 def empty_root() -> bytes:
@@ -67,7 +98,7 @@ class NodeID:
 
     def __post_init__(self) -> None:
         if self.level < 0 or self.index < 0:
-            raise ValueError(f"node id needs level >= 0 and index >= 0, got {self}")
+            raise InvalidArgumentError(f"node id needs level >= 0 and index >= 0, got {self}")
 
 
 class NodeReader(Protocol):
@@ -339,7 +370,9 @@ def _perfect_cover(begin: int, end: int) -> list[NodeID]:
     for level in range(count.bit_length() - 1, -1, -1):
         if (count >> level) & 1:
             if pos & ((1 << level) - 1):
-                raise ValueError(f"range [{begin}, {end}) is not aligned to perfect subtrees")
+                raise InvalidArgumentError(
+                    f"range [{begin}, {end}) is not aligned to perfect subtrees"
+                )
             ids.append(NodeID(level, pos >> level))
             pos += 1 << level
     return ids

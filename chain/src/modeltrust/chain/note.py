@@ -14,8 +14,11 @@ Key id = SHA-256(name || 0x0A || type || 32-byte public key)[:4]. Verifier keys 
 ``PRIVATE+KEY+name+hex(id)+base64(type || seed)``.
 
 Verification follows the spec: signatures from unknown keys are ignored, a known
-key whose signature fails makes the whole note rejected, and at least ``quorum``
-distinct trusted keys must have signed.
+key whose signature fails makes the whole note rejected (InvalidSignatureError: the
+note is forged or altered), and at least ``quorum`` distinct trusted keys must have
+signed (UnknownVerifierError otherwise: the note is not vouched for, nothing on it is
+known to be forged). The two are told apart as Go's sumdb/note does, so a forged
+ledger signature is never reported as a missing one.
 """
 
 from __future__ import annotations
@@ -31,7 +34,12 @@ from dataclasses import dataclass
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from modeltrust.chain.errors import NoteError
+from modeltrust.chain.errors import (
+    InvalidArgumentError,
+    InvalidSignatureError,
+    NoteError,
+    UnknownVerifierError,
+)
 
 ALG_ED25519 = 0x01
 ALG_COSIGNATURE_V1 = 0x04
@@ -234,10 +242,13 @@ def open_note(note: str, verifiers: Sequence[NoteVerifier], *, quorum: int = 1) 
     """Verify a note against trusted keys; return its text once ``quorum`` keys signed it.
 
     Signatures by unknown keys are ignored; a failing signature by a known key rejects
-    the note.
+    the note with InvalidSignatureError. Fewer than ``quorum`` known keys raise
+    UnknownVerifierError; a malformed note raises NoteError.
     """
     if quorum < 1:
-        raise ValueError("quorum must be at least 1: a note nobody trusted signed proves nothing")
+        raise InvalidArgumentError(
+            "quorum must be at least 1: a note nobody trusted signed proves nothing"
+        )
     text, signatures = parse_note(note)
     known = {(v.name, v.key_id): v for v in verifiers}
     verified: dict[tuple[str, bytes], str] = {}
@@ -246,13 +257,13 @@ def open_note(note: str, verifiers: Sequence[NoteVerifier], *, quorum: int = 1) 
         if verifier is None:
             continue
         if not verifier.verify(text, sig.signature):
-            raise NoteError(
+            raise InvalidSignatureError(
                 f"signature by trusted key {sig.name}+{sig.key_id.hex()} does not verify"
             )
         verified[(sig.name, sig.key_id)] = sig.name
     if len(verified) < quorum:
         trusted = ", ".join(sorted({v.name for v in verifiers})) or "none"
-        raise NoteError(
+        raise UnknownVerifierError(
             f"note is signed by {len(verified)} trusted key(s), {quorum} required "
             f"(trusted: {trusted})"
         )

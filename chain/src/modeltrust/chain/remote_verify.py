@@ -7,8 +7,6 @@ ledger's latest checkpoint is the tree it recomputed.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import http.client
 import itertools
 from collections.abc import Iterator
@@ -19,7 +17,7 @@ import orjson
 
 from modeltrust.chain.canonical import canonical_json
 from modeltrust.chain.checkpoint import verify_checkpoint
-from modeltrust.chain.errors import ChainError
+from modeltrust.chain.errors import ChainError, HashEncodingError, InvalidArgumentError
 from modeltrust.chain.ledger_verify import (
     EntryRow,
     LedgerVerificationError,
@@ -27,6 +25,7 @@ from modeltrust.chain.ledger_verify import (
     VerifyReport,
     _Replay,
 )
+from modeltrust.chain.merkle import hash_from_b64
 from modeltrust.chain.note import NoteVerifier
 from modeltrust.chain.storage import StoredBlock
 
@@ -35,7 +34,7 @@ class _Api:
     def __init__(self, url: str, timeout: float) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"ledger URL {url!r} must be http(s)://host[:port]")
+            raise InvalidArgumentError(f"ledger URL {url!r} must be http(s)://host[:port]")
         cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
         self.conn = cls(parts.hostname, parts.port, timeout=timeout)
         self.prefix = parts.path.rstrip("/")
@@ -60,12 +59,9 @@ class _Api:
 
 def _b64hash(value: object, what: str) -> bytes:
     try:
-        raw = base64.b64decode(value, validate=True) if isinstance(value, str) else b""
-    except (binascii.Error, ValueError):
-        raw = b""
-    if len(raw) != 32:
-        raise LedgerVerificationError(f"{what} is not a base64 32-byte hash")
-    return raw
+        return hash_from_b64(value, what)
+    except HashEncodingError as exc:
+        raise LedgerVerificationError(str(exc)) from None
 
 
 def verify_remote(

@@ -31,7 +31,7 @@ from modeltrust.chain.batch_proofs import BatchProver
 from modeltrust.chain.blocks import GENESIS_PREV_HASH, BlockHeader, header_hash
 from modeltrust.chain.checkpoint import Checkpoint, sign_checkpoint, verify_checkpoint
 from modeltrust.chain.entries import AuditEntry, Entry, leaf_data
-from modeltrust.chain.errors import ChainError
+from modeltrust.chain.errors import ChainError, InvalidArgumentError
 from modeltrust.chain.lookup import AUDIT_IDEMPOTENCY, lookup_keys
 from modeltrust.chain.merkle import CompactRange, NodeID, empty_root, leaf_hash
 from modeltrust.chain.metrics import LedgerMetrics
@@ -141,7 +141,7 @@ class Sequencer:
         metrics: LedgerMetrics | None = None,
     ) -> None:
         if max_batch < 1:
-            raise ValueError("max_batch must be at least 1")
+            raise InvalidArgumentError("max_batch must be at least 1")
         self._store = store
         self._signer = signer
         self._origin = origin
@@ -193,7 +193,7 @@ class Sequencer:
     async def submit(self, items: Sequence[Submission]) -> GroupReceipt:
         """Append ``items`` atomically; returns once they are durable and checkpointed."""
         if not items:
-            raise ValueError("nothing to submit")
+            raise InvalidArgumentError("nothing to submit")
         if not self.healthy:
             raise SequencerUnavailableError(self._unavailable_reason())
         pending = _Pending(items, asyncio.get_running_loop().create_future())

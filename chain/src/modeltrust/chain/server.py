@@ -153,8 +153,8 @@ class LedgerAPI:
             response = _error(409, str(exc), index=exc.index)
         except SequencerUnavailableError as exc:
             response = _error(503, str(exc))
-        except (ChainError, ValueError) as exc:
-            # Core validation errors (entries, digests, proofs) are all ValueErrors.
+        except ChainError as exc:
+            # Core validation errors (entries, digests, proofs): the client's input is bad.
             response = _error(400, str(exc))
         except Exception:
             log.exception("internal error serving %s %s", request.method, request.path)
@@ -415,7 +415,7 @@ def _parse_entry(doc: object, i: int, single: bool) -> Entry:
         raise APIError(f"{where}an entry must be a JSON object")
     try:
         return entry_from_json(doc)
-    except (ChainError, ValueError, TypeError) as exc:
+    except ChainError as exc:
         raise APIError(f"{where}{exc}") from None
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from aiohttp import web
 
 from modeltrust.chain.auth import PublisherSet, TokenAuthenticator, TokenReviewAuthenticator
+from modeltrust.chain.errors import ConfigError
 from modeltrust.chain.metrics import LedgerMetrics
 from modeltrust.chain.note import NoteSigner
 from modeltrust.chain.sequencer import Sequencer
@@ -40,7 +41,7 @@ class LedgerService:
     def __init__(self, config: ServiceConfig) -> None:
         if config.signer.name != config.origin:
             # C2SP convention, and what lets a verifier key name the log it checks.
-            raise ValueError(
+            raise ConfigError(
                 f"the checkpoint key is named {config.signer.name!r} but the origin is "
                 f"{config.origin!r}; generate the key with `modeltrust ledger keygen --origin`"
             )

@@ -8,8 +8,6 @@ the operator can keep the same record in a Kubernetes object (DESIGN section 3).
 
 from __future__ import annotations
 
-import base64
-import binascii
 import fcntl
 import json
 import os
@@ -17,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from modeltrust.chain.errors import ChainError
+from modeltrust.chain.errors import ChainError, HashEncodingError, TrustStateError
+from modeltrust.chain.merkle import hash_from_b64, hash_to_b64
 
 
 class LedgerTrustError(ChainError):
@@ -43,14 +42,14 @@ class TrustedCheckpoint:
         return {
             "origin": self.origin,
             "size": self.size,
-            "root_hash": base64.b64encode(self.root_hash).decode(),
+            "root_hash": hash_to_b64(self.root_hash),
             "note": self.note,
         }
 
     @classmethod
     def from_json(cls, obj: object) -> TrustedCheckpoint:
         if not isinstance(obj, dict):
-            raise ValueError("trusted checkpoint record must be a JSON object")
+            raise TrustStateError("trusted checkpoint record must be a JSON object")
         origin, size, root, note = (obj.get(k) for k in ("origin", "size", "root_hash", "note"))
         if not (
             isinstance(origin, str)
@@ -59,13 +58,11 @@ class TrustedCheckpoint:
             and isinstance(root, str)
             and isinstance(note, str)
         ):
-            raise ValueError("trusted checkpoint record lacks origin, size, root_hash or note")
+            raise TrustStateError("trusted checkpoint record lacks origin, size, root_hash or note")
         try:
-            root_hash = base64.b64decode(root, validate=True)
-        except (binascii.Error, ValueError):
-            raise ValueError("trusted checkpoint root_hash is not base64") from None
-        if len(root_hash) != 32:
-            raise ValueError("trusted checkpoint root_hash is not 32 bytes")
+            root_hash = hash_from_b64(root, "trusted checkpoint root_hash")
+        except HashEncodingError as exc:
+            raise TrustStateError(str(exc)) from None
         return cls(origin, size, root_hash, note)
 
     def same_tree(self, other: TrustedCheckpoint | None) -> bool:
@@ -128,7 +125,7 @@ class FileTrustStateStore:
             return None
         try:
             return TrustedCheckpoint.from_json(json.loads(raw))
-        except ValueError as exc:
+        except (TrustStateError, ValueError) as exc:  # ValueError: json.loads
             # A damaged record must not silently reset trust to "first use".
             raise LedgerTrustError(
                 f"trusted checkpoint file {self.path} is unreadable: {exc}"

@@ -4,15 +4,15 @@ Each audit entry comes with an inclusion proof that is checked against a signed
 checkpoint, and that checkpoint is proven consistent with the trusted one
 (--trust-state) before anything is printed.
 
-Exit codes: 0 every entry proven; 1 a proof or checkpoint failed (rollback and fork
-are named loudly), the ledger gave no verified answer, or it holds no audit entry
-for the deployment (a ledger cannot prove absence, so "nothing found" is not a pass);
-2 usage error. With --json the document's "status" tells these apart.
+Exit codes (modeltrust.cli.common): 0 every entry proven; 1 refused: a proof or
+checkpoint failed (rollback and fork are named loudly), or the ledger holds no audit
+entry for the deployment (a ledger cannot prove absence, so "nothing found" is not a
+pass); 2 usage error; 3 could not check: the ledger did not answer or refused the
+request. With --json the document's "status" tells these apart.
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import sys
 from pathlib import Path
@@ -29,19 +29,23 @@ from modeltrust.chain.client import (
     VerifiedCheckpoint,
     VerifiedEntry,
 )
+from modeltrust.chain.digest import short_digest
 from modeltrust.chain.entries import AuditEntry, entry_to_json
 from modeltrust.chain.errors import ChainError
-from modeltrust.cli.publisher import EXIT_REFUSED, ledger_client, ledger_options
+from modeltrust.chain.merkle import hash_to_b64
+from modeltrust.chain.trust import Reason
+from modeltrust.cli.common import (
+    EXIT_CODES_HELP,
+    EXIT_REFUSED,
+    EXIT_UNCHECKED,
+    ledger_client,
+    ledger_options,
+)
 
-DIGEST_SHORT = 19  # "sha256:" and 12 hex digits
 _DO_NOT_TRUST = (
     "Do not rely on this ledger until the cluster's operators have investigated; "
     "the trust state was left unchanged"
 )
-
-
-def _b64(raw: bytes) -> str:
-    return base64.b64encode(raw).decode()
 
 
 def _query(namespace: str | None, name: str | None, uid: str | None) -> dict[str, str]:
@@ -58,25 +62,40 @@ def _describe(query: dict[str, str]) -> str:
 
 def _checkpoint_json(vcp: VerifiedCheckpoint) -> dict[str, Any]:
     cp = vcp.checkpoint
-    return {"origin": cp.origin, "size": cp.size, "root_hash": _b64(cp.root_hash), "note": vcp.note}
-
-
-def _entry_json(found: VerifiedEntry) -> dict[str, Any]:
     return {
-        "index": found.index,
-        "leaf_hash": _b64(found.leaf_hash),
-        "proven_at_size": found.checkpoint.size,
-        "entry": entry_to_json(found.entry),
+        "origin": cp.origin,
+        "size": cp.size,
+        "root_hash": hash_to_b64(cp.root_hash),
+        "note": vcp.note,
     }
 
 
+def _reason_codes(entry: AuditEntry) -> list[str]:
+    """The operator's reason codes (modeltrust.chain.trust.Reason) its reasons start with."""
+    codes = {r.value for r in Reason}
+    return [c for c in (text.split(":", 1)[0] for text in entry.reasons) if c in codes]
+
+
+def _entry_json(found: VerifiedEntry) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "index": found.index,
+        "leaf_hash": hash_to_b64(found.leaf_hash),
+        "proven_at_size": found.checkpoint.size,
+        "entry": entry_to_json(found.entry),
+    }
+    if isinstance(found.entry, AuditEntry):
+        doc["reason_codes"] = _reason_codes(found.entry)
+    return doc
+
+
 def _refuse(query: dict[str, str], as_json: bool, status: str, message: str) -> NoReturn:
-    """Report a failure on stderr (and as a JSON document on stdout with --json); exit 1."""
+    """Report a failure on stderr (and as a JSON document on stdout with --json); exit 3
+    when the ledger did not answer ("unavailable"), 1 otherwise."""
     if as_json:
         doc = {"query": query, "status": status, "message": message, "entries": []}
         click.echo(json.dumps(doc, indent=2))
     click.echo(message, err=True)
-    sys.exit(EXIT_REFUSED)
+    sys.exit(EXIT_UNCHECKED if status == "unavailable" else EXIT_REFUSED)
 
 
 def _fetch(
@@ -109,7 +128,7 @@ def _table(trail: list[VerifiedEntry]) -> list[str]:
     for found in trail:
         e = found.entry
         assert isinstance(e, AuditEntry)  # the client refuses anything else
-        digest = e.digest if len(e.digest) <= DIGEST_SHORT else e.digest[:DIGEST_SHORT] + "…"
+        digest = f"sha256:{short_digest(e.digest)}…" if e.digest.startswith("sha256:") else e.digest
         rows.append(
             (
                 str(found.index),
@@ -129,7 +148,7 @@ def _table(trail: list[VerifiedEntry]) -> list[str]:
 
 
 def _summary(trail: list[VerifiedEntry], newest: VerifiedCheckpoint) -> str:
-    root = _b64(newest.checkpoint.root_hash)
+    root = hash_to_b64(newest.checkpoint.root_hash)
     if all(e.checkpoint.size == newest.size for e in trail):
         where = f"all proven against checkpoint size {newest.size} (root {root})"
     else:  # pages read while the ledger grew: each checkpoint was proven consistent with the next
@@ -137,7 +156,7 @@ def _summary(trail: list[VerifiedEntry], newest: VerifiedCheckpoint) -> str:
     return f"{len(trail)} entries, {where}"
 
 
-@click.command()
+@click.command(epilog=EXIT_CODES_HELP)
 @click.option("--namespace", help="Namespace of the ModelDeployment (with --name).")
 @click.option("--name", help="Name of the ModelDeployment (with --namespace).")
 @click.option("--uid", help="UID of the ModelDeployment (instead of --namespace/--name).")
@@ -148,15 +167,15 @@ def audit(
     name: str | None,
     uid: str | None,
     as_json: bool,
-    ledger_url: str,
-    ledger_key: str,
+    ledger_url: str | None,
+    ledger_key: str | None,
     origin: str | None,
     trust_state: Path | None,
 ) -> None:
     """Show a deployment's audit trail; every entry is proven against a verified checkpoint.
 
     Exit 0 when every entry is proven; 1 on a failed proof or checkpoint (rollback and
-    fork included), an unreachable ledger, or no audit entry for the deployment.
+    fork included) or no audit entry for the deployment; 3 when the ledger did not answer.
     """
     query = _query(namespace, name, uid)
     with ledger_client(ledger_url, ledger_key, origin, trust_state) as client:

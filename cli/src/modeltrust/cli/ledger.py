@@ -1,7 +1,7 @@
 """`modeltrust ledger ...`: keygen, serve, verify and checkpoint.
 
-Exit codes: 0 success; 1 the ledger failed verification (or the server failed);
-2 usage errors (click's convention).
+Exit codes (modeltrust.cli.common): 0 success; 1 the ledger failed verification;
+2 usage errors; 3 could not check or start: the ledger did not answer, bad settings.
 """
 
 from __future__ import annotations
@@ -26,15 +26,15 @@ from modeltrust.chain.errors import ChainError
 from modeltrust.chain.note import NoteSigner, NoteVerifier
 from modeltrust.chain.service import LedgerService, ServiceConfig
 from modeltrust.chain.storage import StorageError
+from modeltrust.cli.common import (
+    EXIT_REFUSED,
+    EXIT_UNCHECKED,
+    fail,
+    ledger_exit_code,
+    read_verifier_key,
+)
 
 log = logging.getLogger("modeltrust.cli.ledger")
-
-
-def _verifier_key(value: str) -> str:
-    """A verifier key given inline or as a file holding it."""
-    if "+" not in value and Path(value).is_file():
-        return Path(value).read_text().strip()
-    return value.strip()
 
 
 @click.group()
@@ -156,8 +156,8 @@ def serve(
             max_batch=max_batch,
         )
         service = LedgerService(config)
-    except (ChainError, ValueError, OSError) as exc:
-        raise click.ClickException(str(exc)) from exc
+    except (ChainError, OSError) as exc:
+        fail(str(exc), EXIT_UNCHECKED)
     _use_uvloop()
     try:
         code = asyncio.run(service.run_until_stopped())
@@ -235,8 +235,8 @@ def verify(
     if (db is None) == (url is None):
         raise click.UsageError("give exactly one of --db or --url")
     try:
-        verifier = NoteVerifier.from_verifier_key(_verifier_key(verifier_key))
-    except (ChainError, ValueError, OSError) as exc:
+        verifier = NoteVerifier.from_verifier_key(read_verifier_key(verifier_key))
+    except ChainError as exc:
         raise click.BadParameter(str(exc), param_hint="--verifier-key") from exc
     bar = tqdm(unit=" entries", unit_scale=True, disable=quiet, file=sys.stderr, mininterval=0.5)
 
@@ -258,11 +258,11 @@ def verify(
             click.echo(f"first bad index: {exc.index}", err=True)
         if exc.height is not None:
             click.echo(f"first bad block: {exc.height}", err=True)
-        sys.exit(1)
+        sys.exit(EXIT_REFUSED)
     except ChainError as exc:
         bar.close()
         click.echo(f"FAILED: {exc}", err=True)
-        sys.exit(1)
+        sys.exit(ledger_exit_code(exc))
     bar.close()
     click.echo(f"OK: {report.tree_size} entries in {report.blocks} blocks verified from genesis")
     if report.checkpoint_note:
@@ -287,12 +287,12 @@ def checkpoint(url: str, verifier_key: str, trust_file: Path | None) -> None:
     store = FileTrustStateStore(trust_file) if trust_file is not None else None
     try:
         with LedgerClient(
-            url, verifier_key=_verifier_key(verifier_key), trust_store=store
+            url, verifier_key=read_verifier_key(verifier_key), trust_store=store
         ) as client:
             verified = client.checkpoint()
     except LedgerTrustError as exc:
         click.echo(f"FAILED: {exc}", err=True)
-        sys.exit(1)
-    except (ChainError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from exc
+        sys.exit(EXIT_REFUSED)
+    except ChainError as exc:
+        fail(str(exc), EXIT_UNCHECKED)
     click.echo(verified.note, nl=False)

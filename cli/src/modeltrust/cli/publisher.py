@@ -1,43 +1,41 @@
 """Publisher commands: keygen, sign, register, revoke, verify.
 
-Exit codes scripts can rely on: 0 success, 1 a verification failed, the ledger gave
-no verified answer, or the command refused (for example to overwrite a key),
-2 usage error or unreadable/invalid input.
+Exit codes: modeltrust.cli.common (0 ok, 1 refused, 2 usage, 3 could not check).
 
 Ledger commands take --ledger URL and --ledger-key (the checkpoint verifier key,
 inline or a file), or the MODELTRUST_LEDGER / MODELTRUST_LEDGER_KEY variables.
+
+`verify` decides with the same rules and reason codes as the operator
+(modeltrust.chain.trust), from the same inputs a ModelTrustPolicy gives it, and takes
+revocations from a complete read of the verified log, never from the ledger's lookups.
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import Any
 
 import click
 from tqdm import tqdm
 
 from modeltrust.chain.client import EntryExistsError, LedgerClient, VerifiedReceipt
-from modeltrust.chain.digest import format_digest, sha256_file
+from modeltrust.chain.digest import format_digest, parse_digest, sha256_file
 from modeltrust.chain.entries import (
     Entry,
     Registration,
-    Revocation,
     entry_from_json,
     entry_to_json,
     leaf_data,
 )
 from modeltrust.chain.errors import ChainError
-from modeltrust.chain.merkle import leaf_hash
+from modeltrust.chain.merkle import hash_to_b64, leaf_hash
+from modeltrust.chain.revocation_index import LedgerRead, RevocationIndex, read_ledger
 from modeltrust.chain.signatures import (
     KEY_KINDS,
     PrivateKey,
-    PublicKey,
     cosign_blob_registration,
     generate_private_key,
     key_id,
@@ -48,20 +46,32 @@ from modeltrust.chain.signatures import (
     sign_registration,
     sign_revocation,
     verify_registration,
-    verify_revocation,
 )
-from modeltrust.chain.trust_state import FileTrustStateStore
+from modeltrust.chain.trust import (
+    Finding,
+    Materials,
+    Subject,
+    TrustedPublisher,
+    TrustVerdict,
+    VerificationPolicy,
+    applicable_revocations,
+    check_revocations,
+    ledger_finding,
+    verify,
+)
+from modeltrust.cli.common import (
+    EXIT_CODES_HELP,
+    EXIT_OK,
+    EXIT_REFUSED,
+    EXIT_UNCHECKED,
+    fail,
+    ledger_client,
+    ledger_exit_code,
+    ledger_options,
+    open_ledger,
+)
 
-F = TypeVar("F", bound=Callable[..., Any])
-
-EXIT_REFUSED = 1
-EXIT_BAD_INPUT = 2
 PROGRESS_THRESHOLD = 64 << 20  # show a progress bar when hashing more than 64 MiB
-
-
-def fail(message: str, code: int) -> NoReturn:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(code)
 
 
 @click.command()
@@ -88,7 +98,7 @@ def keygen(kind: str, prefix: Path, force: bool) -> None:
         _write_private(key_path, private_key_pem(key))
         pub_path.write_bytes(public_key_pem(key.public_key()))
     except OSError as e:
-        fail(f"cannot write key files: {e}", EXIT_BAD_INPUT)
+        fail(f"cannot write key files: {e}", EXIT_UNCHECKED)
     click.echo(key_id(key.public_key()))
 
 
@@ -131,13 +141,13 @@ def sign(
     try:
         raw, size = _hash_with_progress(model)
     except OSError as e:
-        fail(f"cannot read {model}: {e}", EXIT_BAD_INPUT)
+        fail(f"cannot read {model}: {e}", EXIT_UNCHECKED)
     digest = format_digest(raw)
     try:
         reg = _registration(key, kind, name, model_version, digest, size, model_format)
         verify_registration(reg, key.public_key())  # never hand out a signature we cannot check
     except ChainError as e:
-        fail(str(e), EXIT_BAD_INPUT)
+        fail(str(e), EXIT_UNCHECKED)
     document = json.dumps(entry_to_json(reg), indent=2, sort_keys=True) + "\n"
     if str(out) == "-":
         click.echo(document, nl=False)
@@ -145,7 +155,7 @@ def sign(
         try:
             out.write_text(document)
         except OSError as e:
-            fail(f"cannot write {out}: {e}", EXIT_BAD_INPUT)
+            fail(f"cannot write {out}: {e}", EXIT_UNCHECKED)
     click.echo(
         f"signed {name} {model_version} {digest} ({size} bytes) with key {reg.signer_key_id}",
         err=True,
@@ -192,58 +202,6 @@ def _write_private(path: Path, data: bytes) -> None:
 # --- Ledger commands ---------------------------------------------------------------------
 
 
-def ledger_options(f: F) -> F:
-    options = [
-        click.option(
-            "--ledger",
-            "ledger_url",
-            required=True,
-            envvar="MODELTRUST_LEDGER",
-            help="Ledger URL, e.g. http://ledger:8080.",
-        ),
-        click.option(
-            "--ledger-key",
-            required=True,
-            envvar="MODELTRUST_LEDGER_KEY",
-            help="Ledger checkpoint verifier key (name+id+key) or a file holding it.",
-        ),
-        click.option(
-            "--origin",
-            envvar="MODELTRUST_LEDGER_ORIGIN",
-            help="Expected checkpoint origin (default: the verifier key's name).",
-        ),
-        click.option(
-            "--trust-state",
-            type=click.Path(dir_okay=False, path_type=Path),
-            envvar="MODELTRUST_TRUST_STATE",
-            help="File remembering the newest verified checkpoint, so a rolled-back "
-            "or forked ledger is detected across runs.",
-        ),
-    ]
-    for option in reversed(options):
-        f = option(f)
-    return f
-
-
-@contextmanager
-def ledger_client(
-    url: str, ledger_key: str, origin: str | None, trust_state: Path | None
-) -> Iterator[LedgerClient]:
-    """A verifying client; any ledger failure becomes exit 1 (no verified answer)."""
-    if "+" not in ledger_key and Path(ledger_key).is_file():
-        ledger_key = Path(ledger_key).read_text().strip()
-    try:
-        store = FileTrustStateStore(trust_state) if trust_state else None
-        client = LedgerClient(url, verifier_key=ledger_key, origin=origin, trust_store=store)
-    except (ChainError, ValueError) as e:
-        fail(f"bad ledger settings: {e}", EXIT_BAD_INPUT)
-    try:
-        with client:
-            yield client
-    except ChainError as e:
-        fail(f"ledger: {e}", EXIT_REFUSED)
-
-
 @click.command()
 @click.argument(
     "registration", type=click.Path(exists=True, dir_okay=False, allow_dash=True, path_type=Path)
@@ -259,7 +217,7 @@ def register(
     """Append a registration (from `modeltrust sign`) to the ledger; print its verified receipt."""
     entry = _read_entry(registration)
     if not isinstance(entry, Registration):
-        fail(f"{registration} holds a {type(entry).__name__}, not a registration", EXIT_BAD_INPUT)
+        fail(f"{registration} holds a {type(entry).__name__}, not a registration", EXIT_UNCHECKED)
     with ledger_client(ledger_url, ledger_key, origin, trust_state) as client:
         _print_receipt(_append(client, entry))
 
@@ -294,139 +252,238 @@ def revoke(
     assert target is not None
     try:
         rev = sign_revocation(key, target_kind=kind, target=target, reason=reason)
-    except ChainError as e:
-        fail(str(e), EXIT_BAD_INPUT)
+    except ChainError as e:  # a malformed --digest or --key-id
+        raise click.UsageError(str(e)) from None
     with ledger_client(ledger_url, ledger_key, origin, trust_state) as client:
         _print_receipt(_append(client, rev))
 
 
-@click.command()
-@click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def _publisher(value: str) -> TrustedPublisher:
+    """--publisher PATH[=PATTERN,...]: a PEM public key file, optionally with the model-name
+    patterns it may vouch for (a ModelTrustPolicy's modelNamePatterns)."""
+    path_text, patterns = value, ""
+    if not Path(value).is_file() and "=" in value:
+        path_text, _, patterns = value.rpartition("=")
+    path = Path(path_text)
+    try:
+        key = load_public_key(path.read_bytes())
+    except (ChainError, OSError) as e:
+        fail(f"cannot load publisher key {path}: {e}", EXIT_UNCHECKED)
+    names = tuple(p for p in patterns.split(",") if p)
+    return TrustedPublisher(path.stem, key, names)
+
+
+def _policy_file(path: Path) -> tuple[VerificationPolicy, tuple[str, str, str | None]]:
+    """A ModelTrustPolicy (YAML or JSON, as applied to the cluster), read with the
+    operator's own parser: the policy, and its ledger's URL, verifier key and origin."""
+    import yaml
+
+    from modeltrust.operator.keys import TrustedKeys
+    from modeltrust.operator.types import SpecError, parse_trust_policy
+
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as e:
+        fail(f"cannot read policy {path}: {e}", EXIT_UNCHECKED)
+    if not isinstance(doc, dict) or not isinstance(doc.get("spec"), dict):
+        fail(f"{path} is not a ModelTrustPolicy (no spec)", EXIT_UNCHECKED)
+    doc.setdefault("metadata", {"name": path.stem})
+    try:
+        parsed = parse_trust_policy(doc)
+        policy = TrustedKeys.from_policy(parsed).policy
+    except SpecError as e:
+        fail(f"policy {path}: {e}", EXIT_UNCHECKED)
+    ledger = parsed.ledger
+    return policy, (ledger.url, ledger.verifier_key, ledger.origin)
+
+
+def _registrations_json(read: LedgerRead, policy: VerificationPolicy) -> list[dict[str, Any]]:
+    out = []
+    for ve in read.registrations:
+        reg = ve.entry
+        assert isinstance(reg, Registration)  # the client accepts nothing else
+        trusted = policy.publisher(reg.signer_key_id)
+        out.append(
+            {
+                "index": ve.index,
+                "name": reg.model_name,
+                "version": reg.model_version,
+                "signer_key_id": reg.signer_key_id,
+                "signature_kind": reg.signature_kind,
+                "publisher": trusted.name if trusted else None,
+            }
+        )
+    return out
+
+
+def _revocations_json(
+    read: LedgerRead, policy: VerificationPolicy, digest: str
+) -> list[dict[str, Any]]:
+    facts = check_revocations(read.revocations, policy)
+    signers = {
+        ve.entry.signer_key_id for ve in read.registrations if isinstance(ve.entry, Registration)
+    }
+    counting = {f.ledger_index for f in applicable_revocations(digest, signers, facts)}
+    return [
+        {
+            "index": f.ledger_index,
+            "target_kind": f.target_kind,
+            "target": f.target,
+            "signer_key_id": f.signer_key_id,
+            "reason": f.reason,
+            "signed_by_policy_publisher": f.signature_valid,
+            "has_authority": f.ledger_index in counting,
+        }
+        for f in facts
+    ]
+
+
+@click.command("verify", epilog=EXIT_CODES_HELP)
+@click.argument(
+    "model", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
+@click.option("--digest", help="Verify this digest (sha256:...) instead of hashing MODEL.")
 @click.option(
     "--publisher",
-    "publisher_keys",
+    "publishers",
     multiple=True,
-    required=True,
+    metavar="KEY[=PATTERN,...]",
+    help="A trusted publisher public key (PEM file), optionally with the model-name patterns "
+    "it may vouch for (e.g. vendor.pem=resnet*,bert*); repeat for several.",
+)
+@click.option(
+    "--threshold",
+    type=click.IntRange(min=1),
+    help="How many distinct trusted publishers must have signed (default 1).",
+)
+@click.option(
+    "--policy",
+    "policy_path",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="A trusted publisher public key (PEM); repeat for several.",
+    help="A ModelTrustPolicy (YAML or JSON): its publishers, threshold, modelNamePatterns "
+    "and ledger, instead of --publisher/--threshold (and --ledger/--ledger-key).",
 )
 @click.option("--name", help="Require a registration for this model name.")
 @click.option("--version", "model_version", help="Require a registration for this version.")
 @click.option("--json", "as_json", is_flag=True, help="Print the verdict as JSON.")
 @ledger_options
-def verify(
-    model: Path,
-    publisher_keys: tuple[Path, ...],
+def verify_command(
+    model: Path | None,
+    digest: str | None,
+    publishers: tuple[str, ...],
+    threshold: int | None,
+    policy_path: Path | None,
     name: str | None,
     model_version: str | None,
     as_json: bool,
-    ledger_url: str,
-    ledger_key: str,
+    ledger_url: str | None,
+    ledger_key: str | None,
     origin: str | None,
     trust_state: Path | None,
 ) -> None:
-    """Check MODEL is registered on the ledger by a trusted publisher and not revoked.
+    """Check MODEL (or --digest) is trusted under a policy, as the operator would decide.
 
-    Every ledger answer is proven against a verified checkpoint and every signature
-    is checked here. Exit 0 only if some registration is valid and nothing revokes it.
+    Trusted: registered on the ledger by at least --threshold of the trusted publishers
+    (each allowed to vouch for the model's name), every signature checked here, every
+    entry proven against a verified checkpoint, and nothing revoking it that has the
+    authority to (a key revoked by itself, a digest by a publisher that registered it).
+    Revocations come from reading the whole verified log, so a ledger cannot hide one.
+    Failures print the operator's reason codes (Revoked, BelowThreshold, ...).
     """
-    trusted = _load_publishers(publisher_keys)
-    try:
-        raw, _ = _hash_with_progress(model)
-    except OSError as e:
-        fail(f"cannot read {model}: {e}", EXIT_BAD_INPUT)
-    digest = format_digest(raw)
-    with ledger_client(ledger_url, ledger_key, origin, trust_state) as client:
-        found = client.find_registrations(digest)
-        revocations = [v.entry for v in client.revocations_for(digest=digest)]
-        for kid in trusted:
-            revocations += [v.entry for v in client.revocations_for(key_id=kid)]
-        size = client.checkpoint().size
-    revoked_digest, revoked_keys = _valid_revocations(revocations, trusted, digest)
-    results = []
-    for item in found:
-        reg = item.entry
-        assert isinstance(reg, Registration)
-        status = _registration_status(reg, trusted, revoked_keys, name, model_version)
-        results.append(
-            {
-                "index": item.index,
-                "name": reg.model_name,
-                "version": reg.model_version,
-                "signer_key_id": reg.signer_key_id,
-                "signature_kind": reg.signature_kind,
-                "status": status,
-            }
-        )
-    ok = not revoked_digest and any(r["status"] == "ok" for r in results)
-    verdict = {
-        "digest": digest,
-        "verified": ok,
-        "digest_revoked": revoked_digest,
-        "checkpoint_size": size,
-        "registrations": results,
-    }
-    _print_verdict(verdict, as_json)
-    sys.exit(0 if ok else EXIT_REFUSED)
-
-
-def _registration_status(
-    reg: Registration,
-    trusted: dict[str, PublicKey],
-    revoked_keys: set[str],
-    name: str | None,
-    version: str | None,
-) -> str:
-    key = trusted.get(reg.signer_key_id)
-    if key is None:
-        return "signer not trusted"
-    try:
-        verify_registration(reg, key)
-    except ChainError as e:
-        return f"bad signature: {e}"
-    if reg.signer_key_id in revoked_keys:
-        return "signer key revoked"
-    if name is not None and reg.model_name != name:
-        return f"registered as {reg.model_name!r}, not {name!r}"
-    if version is not None and reg.model_version != version:
-        return f"registered as version {reg.model_version!r}, not {version!r}"
-    return "ok"
-
-
-def _valid_revocations(
-    entries: list[Entry], trusted: dict[str, PublicKey], digest: str
-) -> tuple[bool, set[str]]:
-    """Revocations count only when a trusted publisher signed them and the signature verifies."""
-    revoked_digest, revoked_keys = False, set()
-    for rev in entries:
-        if not isinstance(rev, Revocation) or rev.signer_key_id not in trusted:
-            continue
+    if (model is None) == (digest is None):
+        raise click.UsageError("give MODEL or --digest (not both)")
+    if policy_path is not None and (publishers or threshold is not None):
+        raise click.UsageError("--policy holds the publishers and threshold; give one or the other")
+    if policy_path is not None:
+        policy, (url, vkey, policy_origin) = _policy_file(policy_path)
+        ledger_url, ledger_key = ledger_url or url, ledger_key or vkey
+        origin = origin or policy_origin
+    elif not publishers:
+        raise click.UsageError("give at least one --publisher KEY, or --policy FILE")
+    else:
         try:
-            verify_revocation(rev, trusted[rev.signer_key_id])
-        except ChainError:
-            continue
-        if rev.target_kind == "digest" and rev.target == digest:
-            revoked_digest = True
-        elif rev.target_kind == "key":
-            revoked_keys.add(rev.target)
-    return revoked_digest, revoked_keys
+            policy = VerificationPolicy(
+                tuple(_publisher(p) for p in publishers), threshold=threshold or 1
+            )
+        except ChainError as e:
+            raise click.UsageError(str(e)) from None
+    if digest is not None:
+        try:
+            parse_digest(digest)
+        except ChainError as e:
+            raise click.BadParameter(str(e), param_hint="--digest") from None
+    else:
+        assert model is not None
+        try:
+            digest = format_digest(_hash_with_progress(model)[0])
+        except OSError as e:
+            fail(f"cannot read {model}: {e}", EXIT_UNCHECKED)
+    subject = Subject(digest, name, model_version)
+    client = open_ledger(ledger_url, ledger_key, origin, trust_state)
+    try:
+        with client:
+            read = read_ledger(client, RevocationIndex(ledger_url or "ledger"), digest)
+    except ChainError as e:
+        failed = TrustVerdict((ledger_finding(e),))
+        _print_verdict(subject, policy, failed, None, as_json)
+        sys.exit(ledger_exit_code(e))
+    materials = Materials(subject, read.registrations, read.revocations)
+    verdict = verify(materials, policy)
+    _print_verdict(subject, policy, verdict, read, as_json)
+    sys.exit(EXIT_OK if verdict.trusted else EXIT_REFUSED)
 
 
-def _print_verdict(verdict: dict[str, Any], as_json: bool) -> None:
+def _print_verdict(
+    subject: Subject,
+    policy: VerificationPolicy,
+    verdict: TrustVerdict,
+    read: LedgerRead | None,
+    as_json: bool,
+) -> None:
+    size = read.checkpoint.size if read is not None else None
     if as_json:
-        click.echo(json.dumps(verdict, indent=2))
+        doc = {
+            "digest": subject.digest,
+            "name": subject.model_name,
+            "version": subject.model_version,
+            "policy": {
+                "name": policy.name,
+                "threshold": policy.threshold,
+                "publishers": [
+                    {
+                        "name": p.name,
+                        "key_id": p.key_id,
+                        "model_name_patterns": list(p.model_name_patterns),
+                    }
+                    for p in policy.publishers
+                ],
+            },
+            "verified": verdict.trusted,
+            "reason": verdict.reason.value,
+            "findings": [_finding_json(f) for f in verdict.findings],
+            "signer_key_ids": list(verdict.signer_key_ids),
+            "registration_index": verdict.registration_index,
+            "checkpoint_size": size,
+            "registrations": _registrations_json(read, policy) if read is not None else [],
+            "revocations": (_revocations_json(read, policy, subject.digest) if read else []),
+        }
+        click.echo(json.dumps(doc, indent=2))
         return
-    for r in verdict["registrations"]:
+    for f in verdict.findings:
+        click.echo(f"{f.reason.value}: {f.message}")
+    where = f"checkpoint size {size}" if size is not None else "no verified checkpoint"
+    if verdict.trusted:
         click.echo(
-            f"entry {r['index']}: {r['name']} {r['version']} "
-            f"by {r['signer_key_id'][:16]}… ({r['signature_kind']}): {r['status']}"
+            f"VERIFIED: {subject.digest} ({where}; signed by {len(verdict.signer_key_ids)} of "
+            f"policy {policy.name!r}'s publishers, registration at ledger index "
+            f"{verdict.registration_index})"
         )
-    if verdict["digest_revoked"]:
-        click.echo(f"{verdict['digest']} is revoked by a trusted publisher")
-    if not verdict["registrations"]:
-        click.echo(f"{verdict['digest']} is not registered on the ledger")
-    state = "VERIFIED" if verdict["verified"] else "NOT VERIFIED"
-    click.echo(f"{state}: {verdict['digest']} (checkpoint size {verdict['checkpoint_size']})")
+    else:
+        click.echo(f"NOT VERIFIED ({verdict.reason.value}): {subject.digest} ({where})")
+
+
+def _finding_json(f: Finding) -> dict[str, str]:
+    return {"reason": f.reason.value, "message": f.message}
 
 
 def _append(client: LedgerClient, entry: Entry) -> VerifiedReceipt:
@@ -447,7 +504,7 @@ def _print_receipt(receipt: VerifiedReceipt) -> None:
         json.dumps(
             {
                 "index": receipt.index,
-                "leaf_hash": base64.b64encode(receipt.leaf_hash).decode(),
+                "leaf_hash": hash_to_b64(receipt.leaf_hash),
                 "checkpoint_size": receipt.checkpoint.size,
                 "existing": receipt.existing,
             }
@@ -460,25 +517,14 @@ def _read_entry(path: Path) -> Entry:
         text = sys.stdin.read() if str(path) == "-" else path.read_text()
         return entry_from_json(json.loads(text))
     except (OSError, ValueError) as e:
-        fail(f"cannot read an entry from {path}: {e}", EXIT_BAD_INPUT)
+        fail(f"cannot read an entry from {path}: {e}", EXIT_UNCHECKED)
 
 
 def _load_key(path: Path) -> PrivateKey:
     try:
         return load_private_key(path.read_bytes(), _key_password())
     except (ChainError, OSError) as e:
-        fail(f"cannot load key {path}: {e}", EXIT_BAD_INPUT)
+        fail(f"cannot load key {path}: {e}", EXIT_UNCHECKED)
 
 
-def _load_publishers(paths: tuple[Path, ...]) -> dict[str, PublicKey]:
-    keys: dict[str, PublicKey] = {}
-    for path in paths:
-        try:
-            key = load_public_key(path.read_bytes())
-        except (ChainError, OSError) as e:
-            fail(f"cannot load publisher key {path}: {e}", EXIT_BAD_INPUT)
-        keys[key_id(key)] = key
-    return keys
-
-
-COMMANDS: list[click.Command] = [keygen, sign, register, revoke, verify]
+COMMANDS: list[click.Command] = [keygen, sign, register, revoke, verify_command]

@@ -1,10 +1,12 @@
 """Serving commands: serve (model server) and fetch (download and verify, the init step).
 
-Exit codes (scripts and init containers rely on them):
+Exit codes (modeltrust.cli.common; scripts and init containers rely on them):
   0  success
-  1  verification failed: digest mismatch, bad signature, inclusion or checkpoint proof
+  1  refused: digest mismatch, untrusted or bad signature, checkpoint or inclusion proof
+     (the reason code, as the operator's conditions name it, starts the message)
   2  usage error (bad or missing options)
-  3  could not fetch, store or load: network, HTTP status, size limit, I/O, onnxruntime
+  3  could not check: network, HTTP status, size limit, I/O, unreadable input files,
+     onnxruntime
 """
 
 from __future__ import annotations
@@ -13,20 +15,19 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import click
 
+from modeltrust.chain.errors import ChainError
+from modeltrust.chain.trust import Reason
+from modeltrust.cli.common import EXIT_REFUSED, EXIT_UNCHECKED, fail, read_verifier_key
 from modeltrust.serving.errors import (
     DigestMismatchError,
     FetchError,
     ModelLoadError,
-    ProvenanceError,
     ServingError,
 )
-
-EXIT_VERIFY_FAILED = 1
-EXIT_FETCH_FAILED = 3
 
 _PROVENANCE_OPTIONS = (
     "registration",
@@ -37,17 +38,12 @@ _PROVENANCE_OPTIONS = (
 )
 
 
-def _fail(message: str, code: int) -> NoReturn:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(code)
-
-
 def _digest_option(value: str) -> str:
     from modeltrust.chain.digest import parse_digest
 
     try:
         parse_digest(value)
-    except ValueError as error:
+    except ChainError as error:
         raise click.BadParameter(str(error)) from None
     return value
 
@@ -60,22 +56,14 @@ def _read_json(path: Path, what: str) -> Any:
     try:
         return json.loads(path.read_bytes())
     except OSError as error:
-        _fail(f"cannot read {what} {path}: {error.strerror}", EXIT_VERIFY_FAILED)
+        fail(f"cannot read {what} {path}: {error.strerror}", EXIT_UNCHECKED)
     except ValueError as error:
-        _fail(f"{what} {path} is not valid JSON: {error}", EXIT_VERIFY_FAILED)
+        fail(f"{what} {path} is not valid JSON: {error}", EXIT_UNCHECKED)
 
 
 def given_path(path: Path | None) -> Path:
     assert path is not None  # checked by the caller: all ledger options or none
     return path
-
-
-def _ledger_key(value: str) -> str:
-    """A verifier key given inline, or the path of a file holding it."""
-    path = Path(value)
-    if path.is_file():
-        return path.read_text(encoding="utf-8").strip()
-    return value.strip()
 
 
 @click.command("fetch")
@@ -160,7 +148,7 @@ def fetch_command(
                 "checking the ledger needs all of --registration, --publisher-key, --checkpoint, "
                 f"--ledger-key and --inclusion-proof; missing {', '.join(missing)}"
             )
-        from modeltrust.serving.provenance import verify_provenance
+        from modeltrust.chain.provenance import ProvenanceError, verify_provenance
 
         try:
             proven = verify_provenance(
@@ -168,12 +156,14 @@ def fetch_command(
                 registration=_read_json(given_path(registration), "registration"),
                 publisher_key_pem=given_path(publisher_key).read_bytes(),
                 checkpoint_note=given_path(checkpoint).read_text(encoding="utf-8"),
-                ledger_verifier_key=_ledger_key(ledger_key or ""),
+                ledger_verifier_key=read_verifier_key(ledger_key or ""),
                 proof=_read_json(given_path(inclusion_proof), "inclusion proof"),
                 origin=origin,
             )
         except ProvenanceError as error:
-            _fail(str(error), EXIT_VERIFY_FAILED)
+            fail(f"{error.reason}: {error}", EXIT_REFUSED)
+        except OSError as error:
+            fail(f"cannot read the provenance files: {error}", EXIT_UNCHECKED)
         expected_size = proven.registration.size
         reg = proven.registration
         provenance_line = (
@@ -195,9 +185,9 @@ def fetch_command(
             progress=progress,
         )
     except DigestMismatchError as error:
-        _fail(str(error), EXIT_VERIFY_FAILED)
+        fail(f"{Reason.DIGEST_MISMATCH}: {error}", EXIT_REFUSED)
     except FetchError as error:
-        _fail(str(error), EXIT_FETCH_FAILED)
+        fail(f"{Reason.FETCH_FAILED}: {error}", EXIT_UNCHECKED)
     finally:
         if progress is not None:
             progress.close()
@@ -334,11 +324,11 @@ def serve_command(
             on_started=started,
         )
     except DigestMismatchError as error:
-        _fail(str(error), EXIT_VERIFY_FAILED)
+        fail(str(error), EXIT_REFUSED)
     except (ModelLoadError, ServingError) as error:
-        _fail(str(error), EXIT_FETCH_FAILED)
+        fail(str(error), EXIT_UNCHECKED)
     except OSError as error:
-        _fail(f"cannot listen on {host}:{port}: {error.strerror or error}", EXIT_FETCH_FAILED)
+        fail(f"cannot listen on {host}:{port}: {error.strerror or error}", EXIT_UNCHECKED)
 
 
 COMMANDS: list[click.Command] = [serve_command, fetch_command]

@@ -5,6 +5,12 @@ ledger with their signature and inclusion-proof results, revocations, the onnxru
 result, ledger errors) and `decide` turns it into a Decision. Nothing here does I/O, so
 every path of the trust model is unit-tested without a cluster or a ledger.
 
+Whether the ledger's evidence makes the model trusted (publishers, threshold, model-name
+patterns, revocation authority) is not decided here but by modeltrust.chain.trust, the
+rules `modeltrust verify` and `modeltrust fetch` apply too; this module adds what only
+the operator knows: the fetched bytes, the onnxruntime load, maxModelSize, and what
+Enforce and Audit do with a failure.
+
 Two kinds of failed checks:
 - hard: the bytes are not the pinned bytes, cannot be fetched or loaded, or the ledger
   is inconsistent with a checkpoint we trusted (rollback or fork). Refused in every mode:
@@ -25,7 +31,42 @@ from typing import Any
 
 from kubernetes.utils.quantity import parse_quantity
 
+from modeltrust.chain.trust import (
+    SEVERITY,
+    UNDECIDED,
+    Finding,
+    Reason,
+    RegistrationCheck,
+    RevocationFact,
+    Subject,
+    evaluate,
+)
 from modeltrust.operator.types import Enforcement, TrustPolicy
+
+__all__ = [
+    "HARD_FAILURES",
+    "HARMLESS_TEMPLATE_ANNOTATIONS",
+    "PIN_ANNOTATION_PREFIX",
+    "ArtifactResult",
+    "Decision",
+    "Evidence",
+    "Finding",
+    "LoadResult",
+    "Reason",
+    "RegistrationCheck",
+    "RevocationFact",
+    "TensorInfo",
+    "Verdict",
+    "decide",
+    "decide_serving",
+    "default_pull_policy",
+    "detect_deployment_drift",
+    "detect_drift",
+    "drift_fingerprint",
+    "idempotency_key",
+    "normalized_template",
+    "undecided",
+]
 
 
 class Verdict(StrEnum):
@@ -34,29 +75,6 @@ class Verdict(StrEnum):
     ALLOWED_AUDIT_ONLY = "allowed-audit-only"
 
 
-class Reason(StrEnum):
-    """Condition reasons, most severe first: the first failing one becomes the headline."""
-
-    LEDGER_INCONSISTENT = "LedgerInconsistent"
-    FETCH_FAILED = "FetchFailed"
-    DIGEST_MISMATCH = "DigestMismatch"
-    LOAD_FAILED = "LoadFailed"
-    MODEL_TOO_LARGE = "ModelTooLarge"
-    LEDGER_UNAVAILABLE = "LedgerUnavailable"
-    WITNESS_QUORUM_NOT_MET = "WitnessQuorumNotMet"
-    REVOKED = "Revoked"
-    NOT_REGISTERED = "NotRegistered"
-    INCLUSION_UNPROVEN = "InclusionUnproven"
-    INVALID_SIGNATURE = "InvalidSignature"
-    UNTRUSTED_KEY = "UntrustedKey"
-    PUBLISHER_NOT_ALLOWED = "PublisherNotAllowed"
-    NAME_MISMATCH = "RegistrationMismatch"
-    BELOW_THRESHOLD = "BelowThreshold"
-    VERIFIED = "Verified"
-    VERIFIED_AUDIT_ONLY = "AuditOnly"
-
-
-_SEVERITY = {r: i for i, r in enumerate(Reason)}
 HARD_FAILURES = frozenset(
     {Reason.LEDGER_INCONSISTENT, Reason.FETCH_FAILED, Reason.DIGEST_MISMATCH, Reason.LOAD_FAILED}
 )
@@ -98,36 +116,6 @@ class LoadResult:
 
 
 @dataclass(frozen=True)
-class RegistrationCheck:
-    """One registration entry found on the ledger for the artifact's digest, with the results
-    of checking it: inclusion proof against a verified checkpoint, signer key known to the
-    policy, signature valid under that key."""
-
-    ledger_index: int
-    model_name: str
-    model_version: str
-    digest: str
-    signer_key_id: str
-    inclusion_verified: bool
-    publisher: str | None  # trusted publisher owning signer_key_id, None if not in the policy
-    signature_valid: bool
-    publisher_may_vouch: bool = True  # the publisher's modelNamePatterns allow this model
-    error: str | None = None  # why the signature or proof failed
-
-
-@dataclass(frozen=True)
-class RevocationFact:
-    """A revocation entry found on the ledger, with its signature already checked."""
-
-    ledger_index: int
-    target_kind: str  # "digest" | "key"
-    target: str
-    reason: str
-    signer_key_id: str
-    signature_valid: bool  # signed by a key of a publisher in the policy
-
-
-@dataclass(frozen=True)
 class Evidence:
     pinned_digest: str
     model_name: str
@@ -139,12 +127,6 @@ class Evidence:
     ledger_error: str | None = None  # no verified answer from the ledger
     ledger_unwitnessed: str | None = None  # checkpoint lacks the policy's witness quorum
     ledger_inconsistent: str | None = None  # rollback or fork against the trusted checkpoint
-
-
-@dataclass(frozen=True)
-class Finding:
-    reason: Reason
-    message: str
 
 
 @dataclass(frozen=True)
@@ -186,145 +168,22 @@ class Decision:
         return text
 
 
-def _short(digest: str) -> str:
-    return digest.removeprefix("sha256:")[:12]
-
-
-def applicable_revocations(
-    digest: str, key_ids: Sequence[str], revocations: Sequence[RevocationFact]
-) -> list[RevocationFact]:
-    """The revocations that count against `digest` vouched for by `key_ids` (the signer
-    keys whose registrations of `digest` counted).
-
-    Authority rule: a revocation counts only when a publisher in the policy signed it
-    (an unsigned or foreign "revocation" must not let anyone outside the policy take
-    models down), and only
-    - for a key: when signed by that key itself (one publisher cannot revoke another's);
-    - for a digest: when signed by one of `key_ids`, i.e. a publisher who vouched for
-      these bytes (a publisher cannot take down models it never registered).
-    """
-    keys = set(key_ids)
-    return [
-        r
-        for r in revocations
-        if r.signature_valid
-        and (
-            (r.target_kind == "digest" and r.target == digest and r.signer_key_id in keys)
-            or (r.target_kind == "key" and r.target in keys and r.signer_key_id == r.target)
-        )
-    ]
-
-
 def _trust_findings(
     ev: Evidence, policy: TrustPolicy
 ) -> tuple[list[Finding], tuple[str, ...], int | None]:
-    """Registration, signature, threshold and revocation checks. Returns findings, the key
-    ids whose signatures counted, and the ledger index of the first counted registration."""
-    if ev.ledger_error is not None:
-        return (
-            [Finding(Reason.LEDGER_UNAVAILABLE, f"no verified ledger answer: {ev.ledger_error}")],
-            (),
-            None,
-        )
-    if ev.ledger_unwitnessed is not None:
-        return (
-            [
-                Finding(
-                    Reason.WITNESS_QUORUM_NOT_MET,
-                    f"the ledger's answer is not witnessed: {ev.ledger_unwitnessed}",
-                )
-            ],
-            (),
-            None,
-        )
-    findings: list[Finding] = []
-    regs = [r for r in ev.registrations if r.digest == ev.pinned_digest]
-    if not regs:
-        return (
-            [
-                Finding(
-                    Reason.NOT_REGISTERED,
-                    f"no registration for {ev.pinned_digest} on the ledger: the publisher must "
-                    "sign and register it (modeltrust register)",
-                )
-            ],
-            (),
-            None,
-        )
-    counted: dict[str, RegistrationCheck] = {}
-    for r in regs:
-        where = f"registration at ledger index {r.ledger_index}"
-        if not r.inclusion_verified:
-            findings.append(
-                Finding(
-                    Reason.INCLUSION_UNPROVEN,
-                    f"{where}: inclusion proof did not verify ({r.error})",
-                )
-            )
-        elif r.publisher is None:
-            findings.append(
-                Finding(
-                    Reason.UNTRUSTED_KEY,
-                    f"{where} is signed by key {r.signer_key_id[:16]}..., which is not a "
-                    f"publisher of policy {policy.name!r}",
-                )
-            )
-        elif not r.signature_valid:
-            findings.append(
-                Finding(
-                    Reason.INVALID_SIGNATURE,
-                    f"{where}: signature by publisher {r.publisher!r} does not verify ({r.error})",
-                )
-            )
-        elif (r.model_name, r.model_version) != (ev.model_name, ev.model_version):
-            findings.append(
-                Finding(
-                    Reason.NAME_MISMATCH,
-                    f"{where} is for model {r.model_name!r} version {r.model_version!r}, "
-                    f"not {ev.model_name!r} version {ev.model_version!r}",
-                )
-            )
-        elif not r.publisher_may_vouch:
-            findings.append(
-                Finding(
-                    Reason.PUBLISHER_NOT_ALLOWED,
-                    f"{where}: publisher {r.publisher!r} may not vouch for model "
-                    f"{ev.model_name!r} (modelNamePatterns)",
-                )
-            )
-        else:
-            counted.setdefault(r.signer_key_id, r)
-    revoked = applicable_revocations(ev.pinned_digest, list(counted), ev.revocations)
-    revocation_findings: list[Finding] = []
-    for rev in revoked:
-        what = "the digest" if rev.target_kind == "digest" else f"signer key {rev.target[:16]}..."
-        revocation_findings.append(
-            Finding(
-                Reason.REVOKED,
-                f"revocation at ledger index {rev.ledger_index} revokes {what}: {rev.reason}",
-            )
-        )
-        if rev.target_kind == "key":
-            counted.pop(rev.target, None)
-    if any(rev.target_kind == "digest" for rev in revoked):
-        counted.clear()
-    # A registration that does not count (a foreign key, a bad proof) is only a failure when
-    # the threshold is missed: anyone the ledger accepts may register any digest, and that
-    # must not veto the trusted publishers' registrations.
-    if len(counted) < policy.threshold:
-        findings += revocation_findings
-        findings.append(
-            Finding(
-                Reason.BELOW_THRESHOLD,
-                f"{len(counted)} valid trusted signature(s), policy {policy.name!r} requires "
-                f"{policy.threshold}",
-            )
-        )
-    else:
-        findings = []
-    key_ids = tuple(sorted(counted))
-    first_index = min((r.ledger_index for r in counted.values()), default=None)
-    return findings, key_ids, first_index
+    """Registration, signature, threshold and revocation checks: the trust rules of
+    modeltrust.chain.trust, which `modeltrust verify` and `modeltrust fetch` apply too.
+    Returns findings, the key ids whose signatures counted, and the ledger index of the
+    first counted registration."""
+    verdict = evaluate(
+        Subject(ev.pinned_digest, ev.model_name, ev.model_version),
+        ev.registrations,
+        ev.revocations,
+        policy,
+        ledger_error=ev.ledger_error,
+        ledger_unwitnessed=ev.ledger_unwitnessed,
+    )
+    return list(verdict.findings), verdict.signer_key_ids, verdict.registration_index
 
 
 def decide(ev: Evidence, policy: TrustPolicy) -> Decision:
@@ -358,7 +217,7 @@ def decide(ev: Evidence, policy: TrustPolicy) -> Decision:
         hard.append(Finding(Reason.LOAD_FAILED, f"onnxruntime refused the model: {ev.load.error}"))
 
     trust, key_ids, reg_index = _trust_findings(ev, policy)
-    findings = tuple(sorted([*hard, *trust], key=lambda f: _SEVERITY[f.reason]))
+    findings = tuple(sorted([*hard, *trust], key=lambda f: SEVERITY[f.reason]))
     signature = ev.load.signature_json() if ev.load is not None and ev.load.ok else {}
     if hard:
         verdict = Verdict.REFUSED
@@ -369,13 +228,6 @@ def decide(ev: Evidence, policy: TrustPolicy) -> Decision:
     else:
         verdict = Verdict.REFUSED
     return Decision(verdict, findings, key_ids, reg_index, signature)
-
-
-# No verified answer from the ledger: a re-check that finds only these cannot decide
-# anything, so a running model is left running (flagged), never judged on them.
-LEDGER_UNDECIDED = frozenset(
-    {Reason.LEDGER_UNAVAILABLE, Reason.WITNESS_QUORUM_NOT_MET, Reason.LEDGER_INCONSISTENT}
-)
 
 
 def decide_serving(ev: Evidence, policy: TrustPolicy, model_size: int | None) -> Decision:
@@ -412,7 +264,7 @@ def decide_serving(ev: Evidence, policy: TrustPolicy, model_size: int | None) ->
         reg_index: int | None = None
     else:
         trust, key_ids, reg_index = _trust_findings(ev, policy)
-    findings = tuple(sorted([*hard, *trust], key=lambda f: _SEVERITY[f.reason]))
+    findings = tuple(sorted([*hard, *trust], key=lambda f: SEVERITY[f.reason]))
     revoked = any(f.reason is Reason.REVOKED for f in trust)
     if hard:
         verdict = Verdict.REFUSED
@@ -430,43 +282,8 @@ def undecided(decision: Decision) -> bool:
     return (
         decision.verdict is Verdict.REFUSED
         and bool(decision.findings)
-        and all(f.reason in LEDGER_UNDECIDED for f in decision.findings)
+        and all(f.reason in UNDECIDED for f in decision.findings)
     )
-
-
-@dataclass(frozen=True)
-class RevocationOutcome:
-    revoked: bool
-    findings: tuple[Finding, ...]
-
-    @property
-    def message(self) -> str:
-        return "; ".join(f.message for f in self.findings) or "no revocation applies"
-
-
-def check_revocation(
-    serving_digest: str,
-    signer_key_ids: Sequence[str],
-    revocations: Sequence[RevocationFact],
-    threshold: int,
-) -> RevocationOutcome:
-    """Periodic re-check of a running workload: is its digest revoked, or are so many of the
-    keys that vouched for it revoked that the threshold is no longer met?"""
-    revoked = applicable_revocations(serving_digest, signer_key_ids, revocations)
-    if not revoked:
-        return RevocationOutcome(False, ())
-    digest_revoked = any(r.target_kind == "digest" for r in revoked)
-    remaining = set(signer_key_ids) - {r.target for r in revoked if r.target_kind == "key"}
-    findings = tuple(
-        Finding(
-            Reason.REVOKED,
-            f"revocation at ledger index {r.ledger_index} revokes "
-            + ("the digest" if r.target_kind == "digest" else f"signer key {r.target[:16]}...")
-            + f": {r.reason}",
-        )
-        for r in revoked
-    )
-    return RevocationOutcome(digest_revoked or len(remaining) < threshold, findings)
 
 
 def idempotency_key(uid: str, generation: int, action: str, detail: str = "") -> str:

@@ -1,4 +1,8 @@
-"""The publisher keys a trust policy names, parsed once and indexed by key id."""
+"""The publisher keys a trust policy names, parsed once and indexed by key id.
+
+`TrustedKeys.policy` is the same policy as modeltrust.chain.trust sees it (publishers with
+their keys and modelNamePatterns, threshold): what the ledger's evidence is checked
+against, by the rules `modeltrust verify` applies too."""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from typing import Any
 
 from modeltrust.chain.errors import ChainError
 from modeltrust.chain.signatures import key_id, load_public_key
+from modeltrust.chain.trust import TrustedPublisher, VerificationPolicy
 from modeltrust.operator.types import Publisher, SpecError, TrustPolicy
 
 
@@ -21,8 +26,9 @@ class TrustedKey:
 class TrustedKeys:
     """key id -> trusted publisher key. Building it is where a bad policy is refused."""
 
-    def __init__(self, keys: dict[str, TrustedKey]) -> None:
+    def __init__(self, keys: dict[str, TrustedKey], policy: VerificationPolicy) -> None:
         self._keys = keys
+        self.policy = policy
 
     @classmethod
     def from_policy(cls, policy: TrustPolicy) -> TrustedKeys:
@@ -46,7 +52,20 @@ class TrustedKeys:
                     f"publishers {keys[kid].publisher.name!r} and {publisher.name!r} share one key",
                 )
             keys[kid] = TrustedKey(kid, publisher, public_key)
-        return cls(keys)
+        try:
+            rules = VerificationPolicy(
+                tuple(
+                    TrustedPublisher(
+                        k.publisher.name, k.public_key, k.publisher.model_name_patterns
+                    )
+                    for k in keys.values()
+                ),
+                threshold=policy.threshold,
+                name=policy.name,
+            )
+        except ChainError as exc:
+            raise SpecError("spec.threshold", str(exc)) from None
+        return cls(keys, rules)
 
     def get(self, kid: str) -> TrustedKey | None:
         return self._keys.get(kid)

@@ -8,14 +8,15 @@ rollout is blocked until a cluster operator acts).
 
 Revocations are never taken from the ledger's lookups, which cannot prove that nothing
 was left out: they come from a RevocationIndex per ledger, built by reading every entry
-of the log and checking it against the verified root (revocation_index.py). The
-registration lookup is checked against the same index, so it cannot omit one either.
+of the log and checking it against the verified root (modeltrust.chain.revocation_index,
+read_ledger_async: the same reading `modeltrust verify` does). The registration lookup is
+checked against the same index, so it cannot omit one either.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,15 +25,19 @@ from modeltrust.chain.client_flows import VerifiedCheckpoint, VerifiedEntry
 from modeltrust.chain.entries import AuditEntry, Registration
 from modeltrust.chain.errors import ChainError, ProofError
 from modeltrust.chain.merkle import verify_inclusion
+from modeltrust.chain.revocation_index import RevocationIndex, read_ledger_async
+from modeltrust.chain.trust import (
+    RegistrationCheck,
+    RevocationFact,
+    check_registrations,
+    check_revocations,
+)
 from modeltrust.chain.trust_state import LedgerForkError, LedgerRollbackError
-from modeltrust.operator.decisions import RegistrationCheck, RevocationFact
 from modeltrust.operator.keys import TrustedKeys
 from modeltrust.operator.kube import Kube
 from modeltrust.operator.provenance import ProvenanceMaterial
-from modeltrust.operator.revocation_index import RevocationIndex
 from modeltrust.operator.trust_store import ConfigMapTrustStore
 from modeltrust.operator.types import LedgerSpec
-from modeltrust.operator.verification import check_registrations, check_revocations
 from modeltrust.operator.witness import (
     WitnessedTrustStore,
     WitnessQuorumError,
@@ -186,18 +191,11 @@ class LedgerAccess:
             await client.close()
         self._clients.clear()
 
-    async def _read_log(self, ledger: LedgerSpec) -> AsyncLedgerClient:
-        """Verify the ledger's current checkpoint (moving trust forward) and read the log
-        up to it into the ledger's revocation index."""
-        client = self.client(ledger)
-        await self.index(ledger).advance(client, await client.checkpoint())
-        return client
-
     async def checkpoint(self, ledger: LedgerSpec) -> VerifiedCheckpoint:
         """The ledger's current checkpoint, verified (and witnessed, if the policy says so)."""
         try:
             return await self.client(ledger).checkpoint()
-        except (ChainError, ValueError) as exc:
+        except ChainError as exc:
             raise classify(exc) from exc
 
     async def evidence(
@@ -205,13 +203,8 @@ class LedgerAccess:
     ) -> LedgerEvidence:
         """Registrations of `digest` and the revocations that could apply to it."""
         try:
-            client = await self._read_log(ledger)
-            index = self.index(ledger)
-            found, answered_at = await client.find_registrations_at(digest)
-            index.require_all_registrations(digest, found, below=answered_at.size)
-            signer_ids = sorted({getattr(ve.entry, "signer_key_id", "") for ve in found} - {""})
-            revocations = index.revocations(digest, signer_ids)
-        except (ChainError, ValueError) as exc:
+            read = await read_ledger_async(self.client(ledger), self.index(ledger), digest)
+        except ChainError as exc:
             err = classify(exc)
             if isinstance(err, LedgerInconsistent):
                 log.error("LEDGER INCONSISTENT (%s): all rollouts are blocked: %s", ledger.url, err)
@@ -219,10 +212,11 @@ class LedgerAccess:
             if isinstance(err, LedgerUnwitnessed):
                 return LedgerEvidence(unwitnessed=str(err))
             return LedgerEvidence(error=str(err))
+        found = read.registrations
         size = max((ve.checkpoint.size for ve in found), default=None)
         return LedgerEvidence(
-            registrations=check_registrations(found, keys, model_name),
-            revocations=check_revocations(revocations, keys),
+            registrations=check_registrations(found, keys.policy, model_name),
+            revocations=check_revocations(read.revocations, keys.policy),
             checkpoint_size=size,
             entries={ve.index: ve for ve in found},
         )
@@ -231,7 +225,7 @@ class LedgerAccess:
         """The registration at `index`, proven at the ledger's current verified checkpoint."""
         try:
             found = await self.client(ledger).entry(index)
-        except (ChainError, ValueError) as exc:
+        except ChainError as exc:
             raise classify(exc) from exc
         if not isinstance(found.entry, Registration):
             raise LedgerUnverified(f"ledger entry {index} is not a registration")
@@ -278,18 +272,6 @@ class LedgerAccess:
             origin=found.checkpoint.checkpoint.origin,
         )
 
-    async def revocations(
-        self, ledger: LedgerSpec, keys: TrustedKeys, digest: str, key_ids: Sequence[str]
-    ) -> list[RevocationFact]:
-        """For the periodic re-check: every revocation of `digest` or of `key_ids` in the
-        log up to the ledger's current verified checkpoint. Raises LedgerInconsistent or
-        LedgerUnverified."""
-        try:
-            await self._read_log(ledger)
-        except (ChainError, ValueError) as exc:
-            raise classify(exc) from exc
-        return check_revocations(self.index(ledger).revocations(digest, key_ids), keys)
-
     async def append_audit(self, ledger: LedgerSpec, entry: AuditEntry) -> int:
         """Append `entry`; returns its ledger index. A retry of the same decision (same
         idempotency key) returns the index recorded the first time. Raises
@@ -303,7 +285,7 @@ class LedgerAccess:
             if exc.index is None:
                 raise LedgerUnverified(str(exc)) from exc
             return await self._recorded_earlier(client, entry, exc.index)
-        except (ChainError, ValueError) as exc:
+        except ChainError as exc:
             raise classify(exc) from exc
         return receipt.index
 
@@ -315,7 +297,7 @@ class LedgerAccess:
         records the same decision (the time and reason texts of a retry may differ)."""
         try:
             found = await client.entry(index)
-        except (ChainError, ValueError) as exc:
+        except ChainError as exc:
             if isinstance(exc, LedgerRollbackError | LedgerForkError):
                 raise classify(exc) from exc
             raise LedgerUnverified(

@@ -14,8 +14,6 @@ key, not against "newest"). Anything else is refused (ProvenancePending): delete
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -26,6 +24,9 @@ from kubernetes.client.exceptions import ApiException
 from modeltrust.chain.client_flows import VerifiedEntry
 from modeltrust.chain.entries import Registration
 from modeltrust.chain.errors import ChainError
+from modeltrust.chain.merkle import hash_from_b64
+from modeltrust.chain.provenance import verify_provenance
+from modeltrust.chain.trust import short_key_id
 from modeltrust.operator.keys import TrustedKeys
 from modeltrust.operator.kube import Conflict, Kube
 from modeltrust.operator.ledger_access import LedgerAccess, LedgerUnverified
@@ -43,8 +44,6 @@ from modeltrust.operator.provenance import (
 )
 from modeltrust.operator.types import LedgerSpec, ModelDeployment, SpecError
 from modeltrust.operator.witness import WitnessRequirement
-from modeltrust.serving.errors import ProvenanceError as OfflineCheckFailed
-from modeltrust.serving.provenance import verify_provenance
 
 
 class ProvenanceError(Exception):
@@ -79,21 +78,15 @@ def _controlled_by(obj: Mapping[str, Any], uid: str) -> bool:
     return any(r.get("uid") == uid and r.get("controller") for r in refs)
 
 
+class _Unusable(Exception):
+    """An existing proof ConfigMap's file cannot be read."""
+
+
 def _json(data: Mapping[str, Any], file: str) -> Any:
     try:
         return json.loads(data[file])
     except ValueError as exc:
-        raise OfflineCheckFailed(f"{file} is not JSON: {exc}") from None
-
-
-def _hash(value: object, what: str) -> bytes:
-    try:
-        raw = base64.b64decode(value, validate=True) if isinstance(value, str) else b""
-    except (binascii.Error, ValueError):
-        raw = b""
-    if len(raw) != 32:
-        raise OfflineCheckFailed(f"{what} is not a base64 32-byte hash")
-    return raw
+        raise _Unusable(f"{file} is not JSON: {exc}") from None
 
 
 def proof_problem(
@@ -135,17 +128,17 @@ def proof_problem(
         material = ProvenanceMaterial(
             registration=proven.registration,
             index=index,
-            leaf_hash=_hash(reg_doc.get("leaf_hash"), "registration.json leaf_hash"),
+            leaf_hash=hash_from_b64(reg_doc.get("leaf_hash"), "registration.json leaf_hash"),
             checkpoint_note=data[CHECKPOINT_FILE],
             tree_size=proven.tree_size,
             inclusion_proof=tuple(
-                _hash(h, "inclusion proof hash") for h in proof.get("inclusion_proof") or []
+                hash_from_b64(h, "inclusion proof hash") for h in proof.get("inclusion_proof") or []
             ),
             publisher_key_pem=trusted.publisher.public_key_pem,
             ledger_key=spec.verifier_key,
             origin=proven.origin,
         )
-    except (OfflineCheckFailed, ChainError, SpecError, ValueError, TypeError) as exc:
+    except (_Unusable, ChainError, SpecError) as exc:
         return f"its proof does not verify with the policy's keys ({exc})"
     # Byte for byte what the operator writes for this registration and checkpoint: no
     # other key, no extra file, no different encoding for the init step to stumble on.
@@ -192,7 +185,7 @@ async def apply_provenance(
     trusted = keys.get(reg.signer_key_id)
     if trusted is None:
         raise ProvenanceError(
-            f"registration {found.index} is signed by key {reg.signer_key_id[:16]}..., "
+            f"registration {found.index} is signed by key {short_key_id(reg.signer_key_id)}, "
             "which the policy does not trust"
         )
     name = config_map_name(md.ref.name, reg.digest, spec.verifier_key, found.index)

@@ -30,6 +30,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from modeltrust.chain.digest import short_digest
 from modeltrust.operator import builders
 from modeltrust.operator.conditions import (
     REVOKED,
@@ -74,7 +75,7 @@ from modeltrust.operator.reconcile import (
     reconcile,
     serving_model,
 )
-from modeltrust.operator.status import is_revoked, readiness, short_digest, with_readiness
+from modeltrust.operator.status import is_revoked, readiness, with_readiness
 from modeltrust.operator.types import (
     DEFAULT_POLICY,
     RevocationAction,

@@ -19,14 +19,17 @@ proof never needs editing, and the API server refuses edits to it.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from modeltrust.chain.digest import short_digest
 from modeltrust.chain.entries import Registration, entry_to_json
+from modeltrust.chain.errors import HashSizeError, ProvenanceError
+from modeltrust.chain.merkle import hash_to_b64
+from modeltrust.chain.trust import Reason
 from modeltrust.operator.builders import (
     PROVENANCE_DIR,
     object_labels,
@@ -63,12 +66,13 @@ class ProvenanceMaterial:
 
     def __post_init__(self) -> None:
         if self.index >= self.tree_size:
-            raise ValueError(
+            raise ProvenanceError(
+                Reason.INCLUSION_UNPROVEN,
                 f"registration index {self.index} is not below the checkpoint size "
-                f"{self.tree_size}; it is not proven by that checkpoint"
+                f"{self.tree_size}; it is not proven by that checkpoint",
             )
         if len(self.leaf_hash) != 32 or any(len(h) != 32 for h in self.inclusion_proof):
-            raise ValueError("leaf and proof hashes must be 32 bytes")
+            raise HashSizeError("leaf and proof hashes must be 32 bytes")
 
 
 def config_map_name(md_name: str, digest: str, ledger_key: str, index: int) -> str:
@@ -76,27 +80,23 @@ def config_map_name(md_name: str, digest: str, ledger_key: str, index: int) -> s
 
     A ConfigMap name is a DNS subdomain (253 characters); resource_name() is at most 63.
     """
-    short = digest.removeprefix("sha256:")[:12]
+    short = short_digest(digest)
     which = hashlib.sha256(f"{ledger_key}\n{index}".encode()).hexdigest()[:8]
     return f"{resource_name(md_name)}-{short}-{which}"
-
-
-def _b64(raw: bytes) -> str:
-    return base64.b64encode(raw).decode()
 
 
 def config_map_data(material: ProvenanceMaterial) -> dict[str, str]:
     """The files, in the shapes `modeltrust fetch` reads (the ledger's own JSON shapes)."""
     registration = {
         "index": material.index,
-        "leaf_hash": _b64(material.leaf_hash),
+        "leaf_hash": hash_to_b64(material.leaf_hash),
         "entry": entry_to_json(material.registration),
     }
     proof = {
         "index": material.index,
         "tree_size": material.tree_size,
-        "leaf_hash": _b64(material.leaf_hash),
-        "inclusion_proof": [_b64(h) for h in material.inclusion_proof],
+        "leaf_hash": hash_to_b64(material.leaf_hash),
+        "inclusion_proof": [hash_to_b64(h) for h in material.inclusion_proof],
     }
     return {
         REGISTRATION_FILE: json.dumps(registration, indent=1, sort_keys=True) + "\n",

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from modeltrust.chain.digest import short_digest
 from modeltrust.chain.entries import AuditEntry
 from modeltrust.operator import builders
 from modeltrust.operator.artifact import ArtifactChecker
@@ -54,7 +55,7 @@ from modeltrust.operator.pod_provenance import (
     apply_provenance,
     restore_provenance,
 )
-from modeltrust.operator.status import Readiness, readiness, short_digest, with_readiness
+from modeltrust.operator.status import Readiness, readiness, with_readiness
 from modeltrust.operator.types import (
     ModelDeployment,
     RevocationAction,

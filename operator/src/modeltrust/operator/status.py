@@ -58,7 +58,3 @@ def with_readiness(
 
 def is_revoked(status: Mapping[str, Any]) -> bool:
     return is_true(status.get("conditions") or [], REVOKED)
-
-
-def short_digest(digest: str) -> str:
-    return digest.removeprefix("sha256:")[:12]

@@ -95,7 +95,7 @@ class ConfigMapTrustStore:
         try:
             verifier = NoteVerifier.from_verifier_key(self.verifier_key)
             signed = verify_checkpoint(record.note, verifier)
-        except (ChainError, ValueError) as exc:
+        except ChainError as exc:
             raise LedgerTrustError(
                 f"{self.where} holds a trusted checkpoint (size {record.size}) whose note "
                 f"does not verify with the ledger key: {exc}; it was not written by the "

@@ -7,7 +7,6 @@ hand-written test object must produce a clear refusal, never a half-understood s
 
 from __future__ import annotations
 
-import fnmatch
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -335,12 +334,6 @@ class Publisher:
     public_key_pem: str
     key_id: str | None = None
     model_name_patterns: tuple[str, ...] = ()
-
-    def may_vouch_for(self, model_name: str) -> bool:
-        """Whether this publisher's signature counts for `model_name` (no patterns = any)."""
-        if not self.model_name_patterns:
-            return True
-        return any(fnmatch.fnmatchcase(model_name, p) for p in self.model_name_patterns)
 
 
 @dataclass(frozen=True)

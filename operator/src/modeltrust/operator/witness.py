@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from modeltrust.chain.checkpoint import verify_checkpoint
-from modeltrust.chain.errors import ChainError
+from modeltrust.chain.errors import ChainError, UnknownVerifierError
 from modeltrust.chain.note import NoteVerifier
 from modeltrust.chain.trust_state import AsyncTrustStateStore, LedgerTrustError, TrustedCheckpoint
 from modeltrust.operator.types import LedgerSpec, SpecError
@@ -33,6 +33,12 @@ from modeltrust.operator.types import LedgerSpec, SpecError
 
 class WitnessQuorumError(LedgerTrustError):
     """A checkpoint lacks the witness cosignatures the policy requires."""
+
+
+class CheckpointSignatureError(LedgerTrustError):
+    """A checkpoint's ledger signature, or a witness cosignature on it, does not verify:
+    the note is forged or altered. Not a missing witness: nothing would fix it by waiting
+    for cosignatures."""
 
 
 @dataclass(frozen=True)
@@ -76,6 +82,15 @@ class WitnessRequirement:
         return "\n".join([self.log.verifier_key(), *keys, f"quorum={self.quorum}"])
 
     def check(self, note: str, *, what: str = "checkpoint") -> None:
+        """Raise CheckpointSignatureError when the ledger's signature (or a witness's) does
+        not verify or the note is malformed, WitnessQuorumError when too few witnesses
+        cosigned it."""
+        try:
+            verify_checkpoint(note, self.log, origin=self.origin)
+        except ChainError as exc:
+            raise CheckpointSignatureError(
+                f"{what} does not verify with the ledger's key: {exc}"
+            ) from None
         try:
             verify_checkpoint(
                 note,
@@ -84,10 +99,14 @@ class WitnessRequirement:
                 witnesses=self.witnesses,
                 witness_quorum=self.quorum,
             )
-        except (ChainError, ValueError) as exc:
+        except UnknownVerifierError as exc:
             raise WitnessQuorumError(
                 f"{what} is not cosigned by {self.quorum} of the policy's "
                 f"{len(self.witnesses)} witness(es): {exc}"
+            ) from None
+        except ChainError as exc:  # InvalidSignatureError: a forged witness cosignature
+            raise CheckpointSignatureError(
+                f"{what} carries a witness cosignature that does not verify: {exc}"
             ) from None
 
 

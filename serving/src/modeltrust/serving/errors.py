@@ -28,10 +28,6 @@ class SizeLimitError(FetchError):
     """The artifact is larger than the allowed maximum."""
 
 
-class ProvenanceError(ServingError):
-    """The registration, its signature, or its inclusion proof did not verify."""
-
-
 class ModelLoadError(ServingError):
     """onnxruntime could not load the model, or its inputs/outputs cannot be served."""
 

@@ -12,8 +12,8 @@ from modeltrust.chain.client import AsyncLedgerClient, LoggedEntry, VerifiedChec
 from modeltrust.chain.client_flows import VerifiedEntry
 from modeltrust.chain.entries import Registration, Revocation
 from modeltrust.chain.merkle import empty_root
+from modeltrust.chain.revocation_index import IncompleteLookup, RevocationIndex
 from modeltrust.chain.trust_state import LedgerForkError
-from modeltrust.operator.revocation_index import IncompleteLookup, RevocationIndex
 
 pytestmark = pytest.mark.unit
 
