@@ -161,6 +161,10 @@ context_hash() {
 }
 
 # ---------------------------------------------------------------------------------------------
+mkdir -p "$image_cache"
+# One build at a time per cache (tests and the real-node harness may call this concurrently).
+exec 9>"$image_cache/.lock"
+flock 9
 resolve_base
 base_id=""
 if [[ $builder == buildah ]] || image_exists "$base"; then
@@ -169,7 +173,7 @@ fi
 hash=$(context_hash "$base_id")
 hash_tag="ctx-$hash"
 archive="$image_cache/$name-$tag-$hash.tar"
-mkdir -p "$image_cache"
+latest="$image_cache/$name-$tag.tar"  # a symlink to the newest archive
 
 if ((force == 0)) && image_exists "$name:$hash_tag" && [[ -s $archive ]]; then
   log "up to date: $name:$hash_tag (nothing in the build context changed)"
@@ -194,7 +198,7 @@ else
   log "built in $((SECONDS - start)) s"
   # Only the newest build is kept: each archive and each vfs copy is hundreds of MB.
   for old in "$image_cache/$name-"*.tar; do
-    [[ $old == "$archive" ]] || rm -f "$old"
+    [[ $old == "$archive" || $old == "$latest" ]] || rm -f "$old"
   done
   if [[ $builder == buildah ]]; then
     for old in $(bah images --format '{{.Name}}:{{.Tag}}'); do
@@ -204,6 +208,7 @@ else
     bah rmi --prune >/dev/null 2>&1 || true
   fi
 fi
+ln -sfn "$(basename "$archive")" "$latest"
 # The appVersion tag always names this context's image, also after a cached run.
 if [[ $builder == docker ]]; then
   docker tag "$name:$hash_tag" "$name:$tag"
@@ -215,7 +220,7 @@ size=$(du -h "$archive" | cut -f1)
 
 log "image:    $name:$tag and $name:$hash_tag ($builder)"
 log "image id: $id"
-log "archive:  $archive ($size)"
+log "archive:  $archive ($size; also $latest)"
 log "import:   ctr -n k8s.io images import $archive   (or: docker load -i $archive)"
 if [[ $builder == buildah ]]; then
   log "storage:  buildah --root $storage_root --runroot $cache/buildah/run --storage-driver vfs images"
