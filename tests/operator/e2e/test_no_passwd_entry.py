@@ -47,7 +47,10 @@ def operator(crds: Cluster, namespace: str, tmp_path: Path) -> Iterator[Operator
 def test_operator_with_no_passwd_entry_rolls_out_a_verified_model(
     operator: Operator, policy: str, rolled_out: RolloutFactory
 ) -> None:
-    rolled_out("nopasswd", policy, seed=11)  # waits for Ready=True
+    try:
+        rolled_out("nopasswd", policy, seed=11)  # waits for Ready=True
+    except AssertionError as exc:  # the operator's log says why (it may have crashed)
+        raise AssertionError(f"{exc}\noperator log:\n{operator.log_tail()}") from exc
     time.sleep(2)  # a few more timer rounds: a late crash would show here
     assert operator.pid  # raises with the log tail if it exited
     log = operator.log()
