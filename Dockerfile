@@ -26,8 +26,16 @@ COPY chain/ chain/
 COPY serving/ serving/
 COPY operator/ operator/
 COPY cli/ cli/
+# The only step that reaches the network. Where PyPI's TLS chain needs a certificate authority
+# that only the build host trusts, pass the host's bundle as the secret "build-ca"
+# (--secret id=build-ca,src=/etc/ssl/certs/ca-certificates.crt): it is mounted for this step
+# only, never stored in a layer, and this stage is not shipped anyway.
 RUN --mount=type=cache,target=/root/.cache/pip \
-    python -m pip wheel --wheel-dir "$WHEELS" --constraint requirements/constraints.txt ./chain ./serving ./operator ./cli
+    --mount=type=secret,id=build-ca \
+    if [ -s /run/secrets/build-ca ]; then \
+      export PIP_CERT=/run/secrets/build-ca REQUESTS_CA_BUNDLE=/run/secrets/build-ca SSL_CERT_FILE=/run/secrets/build-ca; \
+    fi \
+    && python3 -m pip wheel --wheel-dir "$WHEELS" --constraint requirements/constraints.txt ./chain ./serving ./operator ./cli
 
 # ---------------------------------------------------------------------------------------------
 # runtime: wheels only (no compilers, no sources), a virtual environment, a non-root user
@@ -44,7 +52,7 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 ENV PATH="${VENV}/bin:${PATH}"
 # Bytecode is compiled at install time, so the root filesystem can be mounted read-only.
 RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
-    python -m venv "$VENV" \
+    python3 -m venv "$VENV" \
     && "$VENV/bin/python" -m pip install --no-index --find-links "$WHEELS" --compile modeltrust-cli modeltrust-operator \
     && "$VENV/bin/python" -m pip uninstall --yes pip
 # A numeric uid/gid, so Kubernetes can check runAsNonRoot without reading /etc/passwd; the

@@ -47,8 +47,8 @@ cluster-down:
 bench: install tools  ## every benchmark, full size: tables with ratios against references run alongside
 	@for script in bench/*_bench.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
 
-image:  ## the container image (needs Docker)
-	docker build -t modeltrust:$(shell sed -n 's/^appVersion: "\(.*\)"/\1/p' charts/modeltrust/Chart.yaml) .
+image:  ## the container image modeltrust:<appVersion> and its archive (Docker, else buildah; cached)
+	bash hack/build-image.sh
 
 e2e-kind:  ## chart + image + e2e suite on a throwaway kind cluster (needs Docker and kind)
 	bash hack/e2e-kind.sh

@@ -123,14 +123,41 @@ build_go_install() {  # NAME VERSION PKG...: modules without replace directives
   rm -rf "$dest"; mv "$dest.tmp" "$dest"
 }
 
+# helm with the ldflags of its own Makefile: a plain `go install` reports version "v3.19" and,
+# worse, assumes Kubernetes v1.20.0 for `helm template`/`lint`, so a chart with a kubeVersion
+# constraint fails without --kube-version. The Kubernetes version is the one its Makefile derives
+# from the k8s.io/client-go it builds with (v0.N -> 1.N). The directory name says "stamped" so a
+# cached unstamped helm is not reused.
+build_helm() {
+  local v=$HELM_VERSION
+  local dest="$tools/helm-$v-stamped"
+  [[ -x $dest/helm ]] && return
+  log "building helm $v (version stamped)"
+  local gomod client_go major minor
+  gomod=$(cd "$tools" && go mod download -json "helm.sh/helm/v3@$v" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
+  client_go=$(awk '$1=="k8s.io/client-go"{print $2; exit}' "$gomod")
+  [[ $client_go =~ ^v([0-9]+)\.([0-9]+)\. ]] || { log "no k8s.io/client-go version in $gomod"; return 1; }
+  major=$((BASH_REMATCH[1] + 1)) minor=${BASH_REMATCH[2]}
+  local ld="-s -w -X helm.sh/helm/v3/internal/version.version=$v"
+  ld+=" -X helm.sh/helm/v3/internal/version.gitCommit=modeltrust-local-build"
+  ld+=" -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
+  local p
+  for p in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
+    ld+=" -X $p.k8sVersionMajor=$major -X $p.k8sVersionMinor=$minor"
+  done
+  mkdir -p "$dest.tmp"
+  GOBIN="$dest.tmp" go install -trimpath -ldflags "$ld" "helm.sh/helm/v3/cmd/helm@$v"
+  rm -rf "$dest"; mv "$dest.tmp" "$dest"
+}
+
 build_etcd
 build_go_install kwok "$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwok sigs.k8s.io/kwok/cmd/kwokctl
-build_go_install helm "$HELM_VERSION" helm.sh/helm/v3/cmd/helm
+build_helm
 build_kubernetes
 
 # One bin dir of symlinks, so PATH and kwokctl need a single prefix.
 ln -sf "$tools/kubernetes-$KUBERNETES_VERSION"/* "$bin/"
 ln -sf "$tools/etcd-$ETCD_VERSION/etcd" "$bin/etcd"
 ln -sf "$tools/kwok-$KWOK_VERSION"/* "$bin/"
-ln -sf "$tools/helm-$HELM_VERSION/helm" "$bin/helm"
+ln -sf "$tools/helm-$HELM_VERSION-stamped/helm" "$bin/helm"
 echo "$bin"

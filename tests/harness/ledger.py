@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from harness.modeltrust_objects import TOKEN as E2E_TOKEN
 from harness.modeltrust_objects import Publisher
+from harness.nopasswd import env_without_home, without_passwd
 from harness.processes import stop_process
 from harness.waiting import wait_for
 from modeltrust.chain.auth import PublisherSet, StaticTokens, TokenAuthenticator
@@ -205,12 +206,14 @@ MODELTRUST = Path(sys.executable).with_name("modeltrust")
 class LedgerProcess:
     """`modeltrust ledger serve` as a real process with its own signer key, the given
     publishers' keys and the audit token e2e operators present; stop()/start() keep its
-    database and port, snapshot()/restore() copy the database while it is stopped."""
+    database and port, snapshot()/restore() copy the database while it is stopped.
+    `no_passwd=True` runs it as a uid with no passwd entry and no HOME, as in a pod."""
 
     workdir: Path
     publishers: list[Publisher]
     origin: str = "ledger.e2e.modeltrust.dev"
     port: int = field(default_factory=free_port)
+    no_passwd: bool = False
     proc: subprocess.Popen[bytes] | None = None
 
     def __post_init__(self) -> None:
@@ -232,14 +235,15 @@ class LedgerProcess:
 
     def start(self) -> None:
         log = (self.workdir / "ledger.log").open("ab")
-        self.proc = subprocess.Popen(
-            [str(MODELTRUST), "ledger", "serve", "--db", str(self.db),
-             "--key", str(self.workdir / "signer.key"), "--origin", self.origin,
-             "--publishers", str(self.workdir / "publishers"),
-             "--listen", f"127.0.0.1:{self.port}", "--static-tokens", str(self.workdir / "tokens"),
-             "--max-batch", "256"],
-            stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+        argv = [str(MODELTRUST), "ledger", "serve", "--db", str(self.db),
+                "--key", str(self.workdir / "signer.key"), "--origin", self.origin,
+                "--publishers", str(self.workdir / "publishers"),
+                "--listen", f"127.0.0.1:{self.port}",
+                "--static-tokens", str(self.workdir / "tokens"), "--max-batch", "256"]  # fmt: skip
+        env = dict(os.environ)
+        if self.no_passwd:
+            argv, env = without_passwd(argv), env_without_home(env)
+        self.proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
         log.close()  # the child has its own copy
 
         def up() -> bool:

@@ -5,6 +5,8 @@
 
 `settings` are extra MODELTRUST_* environment variables: the e2e tests run the timer every
 second; a benchmark leaves the production defaults alone. The log is workdir/operator.log.
+`no_passwd=True` runs it as the image runs in a pod: a uid with no passwd entry, no HOME
+(harness/nopasswd.py).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness.nopasswd import env_without_home, without_passwd
 from harness.processes import stop_process
 
 
@@ -29,6 +32,7 @@ class OperatorProcess:
     workdir: Path
     token: str  # the ledger audit writers' token
     settings: Mapping[str, str] = field(default_factory=dict)
+    no_passwd: bool = False
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -42,12 +46,12 @@ class OperatorProcess:
             "MODELTRUST_LEDGER_TOKEN": self.token,
             **self.settings,
         }
+        argv = [sys.executable, "-m", "modeltrust.operator", "-n", self.namespace,
+                "--log-format", "plain"]  # fmt: skip
+        if self.no_passwd:
+            argv, env = without_passwd(argv), env_without_home(env)
         with self.log_path.open("ab") as log:  # the child keeps its own copy
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "modeltrust.operator", "-n", self.namespace,
-                 "--log-format", "plain"],
-                env=env, stdout=log, stderr=subprocess.STDOUT,
-            )  # fmt: skip
+            self.proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
 
     @property
     def pid(self) -> int:

@@ -5,13 +5,16 @@
 Configuration comes from the environment (docs/operator.md): MODELTRUST_NAMESPACE (where
 the trusted-checkpoint ConfigMaps live), MODELTRUST_IMAGE (default model server image),
 MODELTRUST_LEDGER_TOKEN or MODELTRUST_LEDGER_TOKEN_FILE (audit write token), and
-MODELTRUST_METRICS_PORT.
+MODELTRUST_METRICS_PORT. POD_NAME (the chart sets it from the pod's name) names this operator
+in kopf's logs and annotations; without it the identity is the host name and process id.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
+import socket
 import sys
 from collections.abc import Sequence
 
@@ -33,9 +36,23 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def operator_identity() -> str:
+    """Who this operator is, for kopf, without asking the passwd database.
+
+    kopf's default identity starts with `getpass.getuser()`, which raises for a uid with no
+    passwd entry: exactly how the image runs (uid 65532, no /etc/passwd line), so the operator
+    would crash-loop in every real pod.
+    """
+    pod = os.environ.get("POD_NAME", "").strip()
+    if pod:
+        return pod
+    return f"{socket.gethostname()}/{os.getpid()}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     import kopf
+    from kopf._core.engines.peering import Identity  # kopf.run's parameter type, not re-exported
 
     from modeltrust.operator import handlers  # registers the handlers
 
@@ -55,6 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         clusterwide=args.all_namespaces,
         namespaces=args.namespace,
         liveness_endpoint=args.liveness,
+        identity=Identity(operator_identity()),
     )
     return 0
 

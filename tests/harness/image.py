@@ -1,0 +1,135 @@
+"""The modeltrust image, as `make image` builds it (hack/build-image.sh), for tests.
+
+    image = build_image()          # builds once per build-context hash; seconds when cached
+    image.reference                # "modeltrust:0.1.0", what the chart deploys by default
+    image.archive_path             # docker-archive for `ctr -n k8s.io images import`
+    with image.container() as c:   # a working container (buildah) or `docker run`
+        c.run(["modeltrust", "--help"], user="65532:65532")
+
+The script prints KEY=value lines last; everything else it says is on stderr, which an
+error here carries. Docker is used where a Docker engine answers, buildah otherwise.
+"""
+
+from __future__ import annotations
+
+import functools
+import shutil
+import subprocess
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+BUILD_SCRIPT = REPO / "hack" / "build-image.sh"
+
+
+class ImageBuildError(RuntimeError):
+    """hack/build-image.sh failed; the message has the tail of its output."""
+
+
+@dataclass(frozen=True)
+class BuiltImage:
+    name: str  # "modeltrust"
+    tag: str  # the chart's appVersion
+    archive_path: Path  # docker-archive of name:tag
+    context_hash: str  # also tagged as name:ctx-<hash>
+    image_id: str
+    builder: str  # "buildah" or "docker"
+    base_image: str
+    buildah_root: Path
+    buildah_runroot: Path
+
+    @property
+    def reference(self) -> str:
+        return f"{self.name}:{self.tag}"
+
+    @property
+    def hash_reference(self) -> str:
+        return f"{self.name}:ctx-{self.context_hash}"
+
+    def buildah(self, *args: str) -> list[str]:
+        """A buildah command line on the script's private storage."""
+        return [
+            "buildah", "--root", str(self.buildah_root), "--runroot", str(self.buildah_runroot),
+            "--storage-driver", "vfs", *args,
+        ]  # fmt: skip
+
+    @contextmanager
+    def container(self, image: str | None = None) -> Iterator[Container]:
+        """A container of this image (or of `image`, e.g. the base), removed afterwards."""
+        ref = image or self.hash_reference
+        if self.builder == "docker":
+            yield Container(self, ref, None)
+            return
+        made = subprocess.run(
+            self.buildah("from", "--pull=never", ref), capture_output=True, text=True, check=False
+        )
+        assert made.returncode == 0, f"buildah from {ref} failed: {made.stderr}"
+        name = made.stdout.strip().splitlines()[-1]
+        try:
+            yield Container(self, ref, name)
+        finally:
+            subprocess.run(self.buildah("rm", name), capture_output=True, check=False)
+
+
+@dataclass(frozen=True)
+class Container:
+    image: BuiltImage
+    reference: str
+    buildah_name: str | None  # None: Docker, one `docker run --rm` per command
+
+    def run(
+        self, argv: Sequence[str], *, user: str | None = None, timeout: float = 300
+    ) -> subprocess.CompletedProcess[str]:
+        """Run argv in the container (no entry point), as `user` ("uid:gid") if given."""
+        if self.buildah_name is None:
+            cmd = ["docker", "run", "--rm", "--network=none", "--entrypoint", argv[0]]
+            cmd += ["--user", user] if user else []
+            cmd += [self.reference, *argv[1:]]
+        else:
+            cmd = self.image.buildah("run", "--isolation", "chroot")
+            cmd += ["--user", user] if user else []
+            cmd += [self.buildah_name, "--", *argv]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def parse_output(stdout: str) -> dict[str, str]:
+    fields: dict[str, str] = {}
+    for line in stdout.splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key.isupper():
+            fields[key] = value
+    return fields
+
+
+@functools.cache
+def build_image(force: bool = False, timeout: float = 3600) -> BuiltImage:
+    """Run hack/build-image.sh (a no-op when this build context was built before)."""
+    if not (shutil.which("docker") or shutil.which("buildah")):
+        raise ImageBuildError(
+            "neither Docker nor buildah is installed: the image cannot be built "
+            "(Debian: apt-get install buildah mmdebstrap)"
+        )
+    result = subprocess.run(
+        ["bash", str(BUILD_SCRIPT), *(["--force"] if force else [])],
+        cwd=REPO, capture_output=True, text=True, timeout=timeout, check=False,
+    )  # fmt: skip
+    if result.returncode != 0:
+        raise ImageBuildError(
+            f"{BUILD_SCRIPT.relative_to(REPO)} failed (exit {result.returncode}):\n"
+            f"{result.stderr[-6000:]}"
+        )
+    f = parse_output(result.stdout)
+    name, _, tag = f["IMAGE"].partition(":")
+    return BuiltImage(
+        name=name,
+        tag=tag,
+        archive_path=Path(f["ARCHIVE"]),
+        context_hash=f["CONTEXT_HASH"],
+        image_id=f["IMAGE_ID"],
+        builder=f["BUILDER"],
+        base_image=f["BASE_IMAGE"],
+        buildah_root=Path(f["BUILDAH_ROOT"]),
+        buildah_runroot=Path(f["BUILDAH_RUNROOT"]),
+    )

@@ -1,0 +1,58 @@
+"""The operator and the ledger as the image runs them in a pod: a uid with no passwd entry
+and no HOME (tests/harness/nopasswd.py). kopf's default identity asks getpass.getuser(),
+which fails there, so the operator crash-looped in every real pod; it now names itself
+(POD_NAME, else host name and pid). This rolls a verified model out with both processes
+running that way: watch, download, digest, ledger proofs, onnxruntime, Deployment."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from harness.cluster import Cluster
+from harness.modeltrust_objects import TOKEN
+from harness.nopasswd import environment_is_passwdless
+
+from .conftest import OPERATOR_SETTINGS, Ledger, Operator, Publisher, RolloutFactory
+
+
+@pytest.fixture
+def ledger(tmp_path: Path, publishers: dict[str, Publisher]) -> Iterator[Ledger]:
+    led = Ledger(tmp_path / "ledger", list(publishers.values()), no_passwd=True)
+    led.start()
+    try:
+        yield led
+    finally:
+        led.stop()
+
+
+@pytest.fixture
+def operator(crds: Cluster, namespace: str, tmp_path: Path) -> Iterator[Operator]:
+    environment_is_passwdless()
+    settings = {**OPERATOR_SETTINGS, "MODELTRUST_LOCAL_MODEL_ROOT": str(tmp_path)}
+    op = Operator(crds.env, namespace, tmp_path, TOKEN, settings, no_passwd=True)
+    op.start()
+    try:
+        yield op
+    finally:
+        op.stop()
+        if os.environ.get("MODELTRUST_E2E_SHOW_LOGS"):
+            print(op.log()[-20000:])
+
+
+def test_operator_with_no_passwd_entry_rolls_out_a_verified_model(
+    operator: Operator, policy: str, rolled_out: RolloutFactory
+) -> None:
+    try:
+        rolled_out("nopasswd", policy, seed=11)  # waits for Ready=True
+    except AssertionError as exc:  # the operator's log says why (it may have crashed)
+        raise AssertionError(f"{exc}\noperator log:\n{operator.log_tail()}") from exc
+    time.sleep(2)  # a few more timer rounds: a late crash would show here
+    assert operator.pid  # raises with the log tail if it exited
+    log = operator.log()
+    assert "Traceback" not in log, operator.log_tail()
+    assert "getpwuid" not in log, operator.log_tail()
