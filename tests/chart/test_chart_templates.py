@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from chart.chartlib import (
     CHART,
@@ -24,6 +25,7 @@ from chart.chartlib import (
     write_values,
 )
 from modeltrust.operator import builders
+from modeltrust.operator.types import API_VERSION, MODEL_DEPLOYMENT_KIND
 
 pytestmark = pytest.mark.integration
 
@@ -99,10 +101,13 @@ def test_policy_needs_publishers_or_must_be_disabled(
     assert "policy.threshold (2) exceeds" in render_error(tmp_path, too_many)
 
 
-def test_kube_version_below_129_is_refused(tmp_path: Path, values: dict[str, Any]) -> None:
+def test_kube_version_below_130_is_refused(tmp_path: Path, values: dict[str, Any]) -> None:
+    # ValidatingAdmissionPolicy v1, which the chart installs by default, is GA from 1.30.
     file = write_values(tmp_path / "values.yaml", values)
-    assert template(file, kube_version="1.28.9").returncode != 0
-    assert template(file, kube_version="1.29.0").returncode == 0
+    refused = template(file, kube_version="1.29.9")
+    assert refused.returncode != 0
+    assert ">=1.30.0-0" in refused.stderr
+    assert template(file, kube_version="1.30.0").returncode == 0
 
 
 def test_every_pod_meets_the_restricted_pod_security_standard(
@@ -422,47 +427,139 @@ def test_the_ledger_audience_is_one_value_for_both_sides(
         assert "values don't meet the specifications of the schema" in stderr
 
 
-def test_model_pod_admission_policy_is_optional_and_admits_only_the_replicaset_controller(
+ADMISSION_KINDS = {"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}
+ADMISSION_POLICIES = ("model-objects", "model-replicasets", "model-pods")
+
+
+def admission_objects(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {f"{d['kind']}/{d['metadata']['name']}": d for d in docs if d["kind"] in ADMISSION_KINDS}
+
+
+def variable(policy: dict[str, Any], name: str) -> str:
+    (found,) = [v["expression"] for v in policy["spec"]["variables"] if v["name"] == name]
+    return str(found)
+
+
+def test_admission_policies_are_on_by_default_and_can_be_turned_off(
     tmp_path: Path, values: dict[str, Any]
 ) -> None:
-    kinds = {"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}
-    assert not [d for d in render(tmp_path, values) if d["kind"] in kinds], "off by default"
-    docs = render(tmp_path, merge(values, {"modelPodAdmission": {"enabled": True}}))
-    policy = find(docs, "ValidatingAdmissionPolicy")
-    binding = find(docs, "ValidatingAdmissionPolicyBinding")
-    assert binding["spec"]["policyName"] == policy["metadata"]["name"]
-    assert binding["spec"]["validationActions"] == ["Deny"]
-    assert "matchResources" not in binding["spec"], "every namespace unless a selector is given"
-    assert policy["metadata"]["name"].startswith("rel-"), "cluster scoped: carries the release"
-    spec = policy["spec"]
-    assert spec["failurePolicy"] == "Fail"
-    (rule,) = spec["matchConstraints"]["resourceRules"]
-    assert (rule["apiGroups"], rule["resources"]) == ([""], ["pods"])
-    assert sorted(rule["operations"]) == ["CREATE", "UPDATE"]
-    # The label the operator's model server pods carry (and their Services select on).
-    selected = spec["matchConstraints"]["objectSelector"]["matchLabels"]
-    assert selected == {builders.LABEL_NAME: builders.APP_NAME}
-    (validation,) = spec["validations"]
-    assert validation["expression"] == (
-        'request.userInfo.username in ["system:serviceaccount:kube-system:replicaset-controller"]'
-    )
-    scoped = merge(
-        values,
-        {
-            "modelPodAdmission": {
-                "enabled": True,
-                "namespaceSelector": {"matchLabels": {"modeltrust.dev/models": "true"}},
-            }
-        },
-    )
-    binding = find(render(tmp_path, scoped), "ValidatingAdmissionPolicyBinding")
-    assert binding["spec"]["matchResources"]["namespaceSelector"] == {
-        "matchLabels": {"modeltrust.dev/models": "true"}
+    objects = admission_objects(render(tmp_path, values))
+    expected = {f"{k}/rel-modeltrust-{p}" for k in ADMISSION_KINDS for p in ADMISSION_POLICIES}
+    assert set(objects) == expected, "cluster scoped: every name carries the release"
+    for policy in ADMISSION_POLICIES:
+        vap = objects[f"ValidatingAdmissionPolicy/rel-modeltrust-{policy}"]
+        binding = objects[f"ValidatingAdmissionPolicyBinding/rel-modeltrust-{policy}"]
+        assert vap["apiVersion"] == binding["apiVersion"] == "admissionregistration.k8s.io/v1"
+        assert vap["spec"]["failurePolicy"] == "Fail"
+        assert binding["spec"]["policyName"] == vap["metadata"]["name"]
+        assert "Deny" in binding["spec"]["validationActions"]
+        assert "matchResources" not in binding["spec"], "every namespace by default"
+        for validation in vap["spec"]["validations"]:
+            assert validation["messageExpression"].startswith('"modeltrust: ')
+            assert validation["message"].startswith("modeltrust: ")
+    disabled = merge(values, {"admission": {"enabled": False}})
+    assert not admission_objects(render(tmp_path, disabled))
+
+
+def test_admission_policies_cover_what_serves_a_model(
+    tmp_path: Path, values: dict[str, Any]
+) -> None:
+    objects = admission_objects(render(tmp_path, values))
+
+    def rules(policy: str) -> dict[str, set[str]]:
+        vap = objects[f"ValidatingAdmissionPolicy/rel-modeltrust-{policy}"]
+        found: dict[str, set[str]] = {}
+        for rule in vap["spec"]["matchConstraints"]["resourceRules"]:
+            for resource in rule["resources"]:
+                found[resource] = set(rule["operations"])
+        return found
+
+    assert rules("model-objects") == {
+        r: {"CREATE", "UPDATE", "DELETE"}
+        for r in ("deployments", "deployments/status", "services", "services/status")
     }
-    # ValidatingAdmissionPolicy v1 is GA from Kubernetes 1.30; the chart still supports 1.29.
-    file = write_values(
-        tmp_path / "old.yaml", merge(values, {"modelPodAdmission": {"enabled": True}})
+    assert rules("model-replicasets") == {
+        r: {"CREATE", "UPDATE"} for r in ("replicasets", "replicasets/status")
+    }
+    assert rules("model-pods") == {
+        r: {"CREATE", "UPDATE"} for r in ("pods", "pods/status", "pods/ephemeralcontainers")
+    }
+    # The labels and owner kind the operator puts on what it creates (builders.py).
+    objects_policy = objects["ValidatingAdmissionPolicy/rel-modeltrust-model-objects"]
+    marked = variable(objects_policy, "marked")
+    for label, value in (
+        (builders.LABEL_NAME, builders.APP_NAME),
+        (builders.LABEL_MANAGED_BY, builders.MANAGED_BY),
+    ):
+        assert f'(k == "{label}" && l[k] == "{value}")' in marked
+    assert f'k == "{builders.LABEL_MODEL_DEPLOYMENT}"' in marked
+    owned = variable(objects_policy, "ownedByModelDeployment")
+    assert f'r.kind == "{MODEL_DEPLOYMENT_KIND}"' in owned
+    assert f'r.apiVersion.startsWith("{API_VERSION.split("/")[0]}/")' in owned
+    # Pod templates count too: a hand-made Deployment or ReplicaSet labels only those.
+    assert "o.?spec.?template.?metadata.?labels" in variable(objects_policy, "labelSets")
+
+
+def test_admission_exempts_the_templated_operator_account_and_the_controllers(
+    tmp_path: Path, values: dict[str, Any]
+) -> None:
+    def policies(override: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        return admission_objects(render(tmp_path, merge(values, override)))
+
+    default = policies({})["ValidatingAdmissionPolicy/rel-modeltrust-model-objects"]
+    subject = '"system:serviceaccount:mt-test:rel-modeltrust-operator"'
+    assert variable(default, "operator") == subject
+    named = policies({"operator": {"serviceAccount": {"name": "model-operator"}}})
+    vap = named["ValidatingAdmissionPolicy/rel-modeltrust-model-objects"]
+    assert variable(vap, "operator") == '"system:serviceaccount:mt-test:model-operator"'
+    existing = policies({"operator": {"serviceAccount": {"create": False, "name": "ops"}}})
+    vap = existing["ValidatingAdmissionPolicy/rel-modeltrust-model-objects"]
+    assert variable(vap, "operator") == '"system:serviceaccount:mt-test:ops"'
+    # The ServiceAccount the chart creates is the one the policy exempts.
+    renamed = {"operator": {"serviceAccount": {"name": "model-operator"}}}
+    docs = render(tmp_path, merge(values, renamed))
+    accounts = [d["metadata"]["name"] for d in docs if d["kind"] == "ServiceAccount"]
+    assert "model-operator" in accounts
+
+    manager = "system:kube-controller-manager"
+    same = {k: manager for k in ("deployment", "replicaSet", "garbageCollector", "namespace")}
+    shared = policies({"admission": {"controllers": same}})
+    for name, vap in shared.items():
+        if name.startswith("ValidatingAdmissionPolicy/"):
+            text = yaml.safe_dump(vap["spec"]["validations"])
+            assert "system:serviceaccount:kube-system" not in text, name
+            assert manager in text, name
+    default_text = yaml.safe_dump(
+        [d["spec"]["validations"] for d in policies({}).values() if "validations" in d["spec"]]
     )
-    old = template(file, kube_version="1.29.5")
-    assert old.returncode != 0
-    assert "modelPodAdmission.enabled needs Kubernetes 1.30" in old.stderr
+    for account in (
+        "deployment-controller",
+        "replicaset-controller",
+        "generic-garbage-collector",
+        "namespace-controller",
+    ):
+        assert f"system:serviceaccount:kube-system:{account}" in default_text
+
+
+def test_admission_bindings_follow_the_watched_namespaces_or_a_selector(
+    tmp_path: Path, values: dict[str, Any]
+) -> None:
+    watched = merge(values, {"operator": {"watchNamespaces": ["models-a", "models-b"]}})
+    for name, obj in admission_objects(render(tmp_path, watched)).items():
+        if obj["kind"] == "ValidatingAdmissionPolicyBinding":
+            assert obj["spec"]["matchResources"]["namespaceSelector"] == {
+                "matchExpressions": [
+                    {
+                        "key": "kubernetes.io/metadata.name",
+                        "operator": "In",
+                        "values": ["models-a", "models-b"],
+                    }
+                ]
+            }, name
+    selector = {"matchLabels": {"modeltrust.dev/models": "true"}}
+    chosen = merge(watched, {"admission": {"namespaceSelector": selector}})
+    for name, obj in admission_objects(render(tmp_path, chosen)).items():
+        if obj["kind"] == "ValidatingAdmissionPolicyBinding":
+            assert obj["spec"]["matchResources"] == {"namespaceSelector": selector}, name
+    stderr = render_error(tmp_path, merge(values, {"admission": {"allowedUsers": ["x"]}}))
+    assert "additional properties" in stderr.lower()

@@ -170,7 +170,7 @@ def test_lint_and_server_side_dry_run(cluster: Cluster, release: Release) -> Non
     rendered = release.helm(
         "template", release.name, str(CHART), "-f", str(release.values_file()),
         "--kube-version", cluster.server_version,
-        "--set", "networkPolicy.enabled=true", "--set", "modelPodAdmission.enabled=true",
+        "--set", "networkPolicy.enabled=true",
     )  # fmt: skip
     assert rendered.returncode == 0, rendered.stderr
     kinds = sorted({d["kind"] for d in documents(rendered.stdout)})
@@ -736,72 +736,3 @@ def test_operator_with_the_charts_account_rolls_out_a_verified_model(
             operator.stop()
         ledger.stop()
         cluster.kubectl("delete", "namespace", models_ns, "--wait=false", check=False)
-
-
-# --- The optional admission policy for model server pods -----------------------------------
-
-REPLICASET_CONTROLLER = "system:serviceaccount:kube-system:replicaset-controller"
-
-
-def model_server_pod(name: str, labelled: bool) -> str:
-    labels = {"app.kubernetes.io/name": "modeltrust-model-server"} if labelled else {}
-    pod = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name, "labels": {**labels, "app.kubernetes.io/instance": "m"}},
-        "spec": {"containers": [{"name": "c", "image": "registry.example/impostor:1"}]},
-    }
-    return json.dumps(pod)
-
-
-def test_model_pod_admission_policy_admits_only_the_replicaset_controller(
-    cluster: Cluster, namespace: str, tmp_path: Path
-) -> None:
-    """Installed for real (bound to this test's namespace only) and asked with server-side
-    dry runs: a labelled pod from anyone but the ReplicaSet controller is denied."""
-    key = LedgerKey.generate("vap.ledger.test")
-    values = merge(
-        install_values(key),
-        {
-            "modelPodAdmission": {
-                "enabled": True,
-                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
-            }
-        },
-    )
-    release = f"vap{uuid.uuid4().hex[:6]}"
-    rendered = helm(
-        "template", release, str(CHART), "-f", str(write_values(tmp_path / "v.yaml", values)),
-        "--namespace", namespace, "--kube-version", cluster.server_version,
-    )  # fmt: skip
-    assert rendered.returncode == 0, rendered.stderr
-    objects = [d for d in documents(rendered.stdout) if "AdmissionPolicy" in d["kind"]]
-    assert len(objects) == 2
-    manifest = "\n---\n".join(json.dumps(o) for o in objects)
-    cluster.kubectl("apply", "-f", "-", input=manifest)
-    try:
-
-        def create(name: str, labelled: bool, *who: str) -> subprocess.CompletedProcess[str]:
-            return cluster.kubectl(
-                "create", "--dry-run=server", "-n", namespace, "-f", "-", *who,
-                input=model_server_pod(name, labelled), check=False,
-            )  # fmt: skip
-
-        def denied() -> str:
-            attempt = create("impostor", True)
-            return attempt.stderr if attempt.returncode != 0 else ""
-
-        message = wait_for("the admission policy to take effect", denied, timeout=60)
-        assert "ValidatingAdmissionPolicy" in message
-        assert "only the ReplicaSet controller may create or change pods" in message
-        # Another controller that may create pods (a Job someone made) is denied too.
-        job_controller = "system:serviceaccount:kube-system:job-controller"
-        by_job = create("impostor", True, f"--as={job_controller}")
-        assert by_job.returncode != 0
-        assert f"{job_controller} may not" in by_job.stderr
-        by_controller = create("replica", True, f"--as={REPLICASET_CONTROLLER}")
-        assert by_controller.returncode == 0, by_controller.stderr
-        unlabelled = create("unrelated", False)
-        assert unlabelled.returncode == 0, unlabelled.stderr
-    finally:
-        cluster.kubectl("delete", "-f", "-", input=manifest, check=False)

@@ -152,6 +152,14 @@ class LocalControlPlane:
             "  extraArgs:\n"
             "  - key: service-cluster-ip-range\n"
             "    value: 10.96.0.0/16\n"
+            # Each controller acts as its own service account (deployment-controller,
+            # replicaset-controller, generic-garbage-collector, ...), as kubeadm and kind run
+            # it, instead of all as "system:kube-controller-manager": the chart's admission
+            # policies tell them apart (charts/modeltrust/templates/admission.yaml).
+            "- name: kube-controller-manager\n"
+            "  extraArgs:\n"
+            "  - key: use-service-account-credentials\n"
+            '    value: "true"\n'
         )
         return config
 
