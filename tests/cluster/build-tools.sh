@@ -29,6 +29,11 @@ case ${1:-} in
   *) echo "usage: $0 [--real-node | --print-bin-dir]" >&2; exit 2 ;;
 esac
 
+# One build at a time per cache: a second run (a test's tools_bin() while `make tools`
+# builds) waits here instead of breaking the first one's go build.
+exec 9>"$tools/.build.lock"
+flock 9
+
 # kubelet and kube-proxy are only used by the real-node cluster, but they come from the
 # same module, version and wrapper as the control plane, so they share one build.
 KUBE_BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy)
