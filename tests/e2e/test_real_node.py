@@ -23,16 +23,23 @@ import pytest
 
 from harness.cluster import SUMMARY, Cluster, ClusterError, RealNodePlane
 from harness.image_archive import NETCHECK_IMAGE, write_image_archive
-from harness.real_node import CNI_CACHE, CONTAINER_LOG_LINKS, RealNodeCluster, host_sysctls
+from harness.real_node import (
+    CNI_CACHE,
+    CONTAINER_LOG_LINKS,
+    HOST_DIRS,
+    RealNodeCluster,
+    host_sysctls,
+)
 from harness.waiting import wait_for
 
 # --- fixtures ------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
-def baseline() -> dict[str, str | None]:
-    """The host's sysctls before this module starts a cluster: `down` must restore them."""
-    return host_sysctls()
+def baseline() -> dict[str, object]:
+    """The host's sysctls and fixed-path directories before this module starts a cluster:
+    after the last `down` they must be as they were."""
+    return {"sysctls": host_sysctls(), "dirs": [str(d) for d in HOST_DIRS if d.exists()]}
 
 
 def _start(name: str, workdir: Path) -> tuple[RealNodePlane, Cluster]:
@@ -52,7 +59,7 @@ def _start(name: str, workdir: Path) -> tuple[RealNodePlane, Cluster]:
 
 @pytest.fixture(scope="module")
 def real_plane(
-    baseline: dict[str, str | None], tmp_path_factory: pytest.TempPathFactory
+    baseline: dict[str, object], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[RealNodePlane, Cluster]]:
     plane, cluster = _start(f"rn{os.getpid()}a", tmp_path_factory.mktemp("real-node-a"))
     try:
@@ -335,7 +342,7 @@ def test_a_pod_reaches_a_server_on_the_host_address(real: Cluster, ns: str) -> N
 
 def test_a_second_cluster_runs_beside_and_down_leaves_nothing(
     real_plane: tuple[RealNodePlane, Cluster],
-    baseline: dict[str, str | None],
+    baseline: dict[str, object],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
     first_plane, first = real_plane
@@ -386,4 +393,5 @@ def test_a_second_cluster_runs_beside_and_down_leaves_nothing(
     first_plane.down()
     SUMMARY.append(f"real-node cluster down in {time.monotonic() - started:.1f}s (first)")
     assert leftovers(first_plane.node, *marks[0]) == []
-    assert host_sysctls() == baseline
+    assert host_sysctls() == baseline["sysctls"]
+    assert [str(d) for d in HOST_DIRS if d.exists()] == baseline["dirs"]

@@ -17,6 +17,9 @@ from pathlib import Path
 # The real-node cluster's own images: static binaries from tests/cluster/images (pause,
 # netcheck) and CoreDNS, built by `tests/cluster/build-tools.sh --real-node`.
 PAUSE_IMAGE = "modeltrust.local/pause:1"
+# The same local image under the upstream pause name, so manifests written for any
+# cluster (tests/e2e/smoke_operator.py's Deployment) run unchanged without a registry.
+PAUSE_ALIASES = ("registry.k8s.io/pause:3.10",)
 NETCHECK_IMAGE = "modeltrust.local/netcheck:1"
 
 

@@ -68,6 +68,16 @@ HOST_SYSCTLS = (
     "net/bridge/bridge-nf-call-iptables",
     "net/bridge/bridge-nf-call-ip6tables",
 )
+# Host directories the kubelet, containerd's shims, libcni and `ip netns` create at fixed
+# paths. Those missing before the first real-node cluster are removed after the last one
+# (when nothing but empty directories and the kubelet's device-plugin socket is left).
+HOST_DIRS = (
+    Path("/var/lib/kubelet"),  # device-plugins/kubelet.sock: a fixed path in the kubelet
+    Path("/var/log/containers"),
+    Path("/run/containerd"),  # s/: containerd 1.6 shims' socket dir, not configurable
+    Path("/var/lib/cni"),
+    Path("/run/netns"),
+)
 _MNT_DETACH = 2
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -294,6 +304,22 @@ def _remove_cgroups(cgroup_root: str) -> list[str]:
     return left
 
 
+def _remove_if_only_ours(directory: Path) -> None:
+    """rmdir `directory` if it holds nothing but empty directories and sockets."""
+    if not directory.is_dir():
+        return
+    entries = sorted(directory.rglob("*"), key=lambda p: -len(p.parts))
+    if any(not (e.is_dir() or e.is_socket()) or e.is_symlink() for e in entries):
+        return
+    for entry in entries:
+        with contextlib.suppress(OSError):
+            entry.rmdir() if entry.is_dir() else entry.unlink()
+    # `ip netns add` bind-mounts /run/netns onto itself (os.path.ismount cannot see that)
+    _unmount_all(directory)
+    with contextlib.suppress(OSError):
+        directory.rmdir()
+
+
 def _make_cgroup_root(cgroup_root: str) -> None:
     """Create the kubelet's cgroupRoot in every hierarchy (cpuset needs cpus/mems copied)."""
     for mount, fstype in _cgroup_mounts().items():
@@ -408,6 +434,10 @@ class RealNodeCluster:
         self._wait_containerd(deadline)
         for archive in archives:
             self.import_image(archive)
+        for alias in image_archive.PAUSE_ALIASES:
+            tagged = self._ctr("images", "tag", "--force", image_archive.PAUSE_IMAGE, alias)
+            if tagged.returncode != 0:
+                raise RealNodeError(f"tagging {alias} failed: {tagged.stderr.strip()}")
         self.timings["images imported"] = time.monotonic() - started
         _make_cgroup_root(self.cgroup_root)
         self._start_kubelet(a, pki)
@@ -744,6 +774,7 @@ disabled_plugins = [
             f"--config={self.dir / 'kubelet.yaml'}",
             f"--kubeconfig={self.dir / 'kubelet.kubeconfig'}",
             f"--root-dir={root}",
+            f"--cert-dir={root / 'pki'}",
             f"--hostname-override={self.node_name}",
             f"--node-ip={a.node_ip}",
             "--v=1",
@@ -849,7 +880,8 @@ disabled_plugins = [
             holders = self._live_sysctl_holders()
             record = RUN_DIR / "sysctls.json"
             if not holders or not record.exists():
-                record.write_text(json.dumps(host_sysctls(), indent=2))
+                absent = [str(d) for d in HOST_DIRS if not d.exists()]
+                record.write_text(json.dumps({"sysctls": host_sysctls(), "absent": absent}))
             (RUN_DIR / "holders").mkdir(exist_ok=True)
             (RUN_DIR / "holders" / self.ident).write_text(str(self.dir))
 
@@ -871,10 +903,13 @@ disabled_plugins = [
             record = RUN_DIR / "sysctls.json"
             if not record.exists():
                 return
-            for name, value in json.loads(record.read_text()).items():
+            recorded = json.loads(record.read_text())
+            for name, value in recorded["sysctls"].items():
                 if value is not None and _read_sysctl(name) != value:
                     with contextlib.suppress(OSError):
                         Path("/proc/sys", name).write_text(value)
+            for directory in map(Path, recorded["absent"]):
+                _remove_if_only_ours(directory)
             record.unlink()
 
     def _our_pids(self, state: dict[str, Any]) -> dict[str, int]:
