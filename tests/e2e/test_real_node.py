@@ -28,6 +28,7 @@ from harness.real_node import (
     CONTAINER_LOG_LINKS,
     HOST_DIRS,
     RealNodeCluster,
+    RealNodeError,
     host_sysctls,
 )
 from harness.waiting import wait_for
@@ -395,3 +396,23 @@ def test_a_second_cluster_runs_beside_and_down_leaves_nothing(
     assert leftovers(first_plane.node, *marks[0]) == []
     assert host_sysctls() == baseline["sysctls"]
     assert [str(d) for d in HOST_DIRS if d.exists()] == baseline["dirs"]
+
+
+def test_a_machine_without_the_prerequisites_gets_them_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # no fallback to kwok: up() refuses, naming each missing piece and where it comes from
+    monkeypatch.setenv("PATH", str(tmp_path))
+    node = RealNodeCluster("absent", tmp_path, tmp_path / "bin", tmp_path / "images")
+    with pytest.raises(RealNodeError) as raised:
+        node.up()
+    message = str(raised.value)
+    for expected in (
+        "`containerd` on PATH (Debian package containerd)",
+        "`runc` on PATH (Debian package runc)",
+        "`nft` on PATH (Debian package nftables",
+        f"{tmp_path / 'bin' / 'kubelet'} (tests/cluster/build-tools.sh --real-node)",
+        "tests/cluster/install-node-deps.sh",
+    ):
+        assert expected in message
+    assert not node.dir.exists()
