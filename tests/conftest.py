@@ -16,7 +16,7 @@ from harness.cluster import (
     ClusterError,
     cluster_mode,
     connect_existing,
-    temporary_control_plane,
+    temporary_cluster,
 )
 
 _MARKERS = ("unit", "integration", "e2e")
@@ -48,7 +48,7 @@ def cluster() -> Iterator[Cluster]:
         return
     try:
         mode = cluster_mode()
-        plane = temporary_control_plane(mode)
+        plane = temporary_cluster(mode)
         started = plane.up()
     except ClusterError as exc:
         pytest.fail(f"the local cluster did not start: {exc}", pytrace=False)

@@ -450,10 +450,16 @@ def main(argv: Sequence[str]) -> int:
     return 2
 
 
-def temporary_control_plane(mode: str = "kwok") -> LocalControlPlane | RealNodePlane:
-    """A cluster private to one test session (its own name and work dir)."""
+def temporary_cluster(mode: str) -> LocalControlPlane | RealNodePlane:
+    """A cluster of `mode` private to one test session (its own name and work dir)."""
     workdir = Path(tempfile.mkdtemp(prefix="modeltrust-e2e-"))
     return control_plane(mode, name=f"e2e-{os.getpid()}", workdir=workdir)
+
+
+def temporary_control_plane() -> LocalControlPlane:
+    """A kwok control plane private to one test session (its own name and work dir)."""
+    workdir = Path(tempfile.mkdtemp(prefix="modeltrust-e2e-"))
+    return LocalControlPlane(name=f"e2e-{os.getpid()}", workdir=workdir)
 
 
 if __name__ == "__main__":
