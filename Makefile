@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 TOOLS   := $(shell bash tests/cluster/build-tools.sh --print-bin-dir 2>/dev/null)
 export PATH := $(TOOLS):$(PATH)
 
-.PHONY: install tools lint test test-unit test-integration test-e2e cluster-up cluster-down demo bench image e2e-kind clean
+.PHONY: install tools tools-real-node node-deps lint test test-unit test-integration test-e2e cluster-up cluster-down demo bench image e2e-kind clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -15,7 +15,13 @@ install: $(BIN)/python  ## the Python components (editable) and dev tools, pinne
 	$(BIN)/pip install --quiet -r requirements/dev.in -c requirements/constraints.txt
 
 tools:  ## the local control plane binaries (built once, cached by version)
-	bash tests/cluster/build-tools.sh
+	bash tests/cluster/build-tools.sh $(if $(filter real,$(MODELTRUST_CLUSTER)),--real-node)
+
+tools-real-node:  ## also CoreDNS and the local images' binaries (the real-node mode)
+	bash tests/cluster/build-tools.sh --real-node
+
+node-deps:  ## Debian packages the real-node mode needs: containerd, runc, CNI plugins, nftables (root)
+	bash tests/cluster/install-node-deps.sh
 
 lint:  ## ruff and mypy --strict over everything we ship and test
 	$(BIN)/ruff check .
@@ -38,11 +44,11 @@ test-e2e: tools
 demo: install tools  ## the whole story on a local cluster: sign, register, roll out, refuse, audit (~15 s)
 	$(BIN)/python hack/demo.py
 
-cluster-up: tools  ## a local cluster for poking around; prints how to point kubectl at it
-	$(BIN)/python tests/harness/cluster.py up
+cluster-up: tools  ## a local cluster (MODELTRUST_CLUSTER=real: real pods); prints how to use it
+	PYTHONPATH=tests $(BIN)/python -m harness.cluster up
 
-cluster-down:
-	$(BIN)/python tests/harness/cluster.py down
+cluster-down:  ## stops the local cluster, whichever mode, and removes what it left
+	PYTHONPATH=tests $(BIN)/python -m harness.cluster down
 
 bench: install tools  ## every benchmark, full size: tables with ratios against references run alongside
 	@for script in bench/*_bench.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done

@@ -10,10 +10,17 @@ from pathlib import Path
 
 import pytest
 
-from harness.cluster import Cluster, ClusterError, connect_existing, temporary_control_plane
+from harness.cluster import (
+    SUMMARY,
+    Cluster,
+    ClusterError,
+    cluster_mode,
+    connect_existing,
+    temporary_cluster,
+)
 
 _MARKERS = ("unit", "integration", "e2e")
-_cluster_summary: list[str] = []
+_cluster_summary = SUMMARY  # lines for the terminal summary, tests may add theirs
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -27,9 +34,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[Cluster]:
-    """The cluster KUBECONFIG names, else a local control plane started for this session.
+    """The cluster KUBECONFIG names, else a local cluster started for this session:
+    kwok's fake node by default, a real kubelet when MODELTRUST_CLUSTER=real.
 
-    A cluster that cannot start fails every e2e test with the reason; nothing is skipped.
+    A cluster that cannot start fails every e2e test with the reason; nothing is skipped
+    and nothing falls back to the other mode.
     """
     named = os.environ.get("KUBECONFIG")
     if named:
@@ -37,14 +46,23 @@ def cluster() -> Iterator[Cluster]:
         _cluster_summary.append(f"KUBECONFIG={named}, server {reached.server_version}")
         yield reached
         return
-    plane = temporary_control_plane()
     try:
+        mode = cluster_mode()
+        plane = temporary_cluster(mode)
         started = plane.up()
     except ClusterError as exc:
-        pytest.fail(f"the local control plane did not start: {exc}", pytrace=False)
-    _cluster_summary.append(
-        f"local control plane {plane.name}, kube-apiserver {started.server_version}"
-    )
+        pytest.fail(f"the local cluster did not start: {exc}", pytrace=False)
+    if started.real_pods:
+        info = started.node_info
+        _cluster_summary.append(
+            f"local real-node cluster {plane.name}, kube-apiserver {started.server_version}, "
+            f"kubelet {info.get('kubeletVersion')}, {info.get('containerRuntimeVersion')}, "
+            f"pods reach the host at {started.host_address}"
+        )
+    else:
+        _cluster_summary.append(
+            f"local control plane {plane.name} (kwok), kube-apiserver {started.server_version}"
+        )
     try:
         yield started
     finally:

@@ -2,7 +2,9 @@
 # Builds the local control plane from official Go modules (no binary downloads are
 # possible here) and caches the binaries by version, outside the work tree.
 #
-#   tests/cluster/build-tools.sh            build whatever is missing, print the bin dir
+#   tests/cluster/build-tools.sh              build whatever is missing, print the bin dir
+#   tests/cluster/build-tools.sh --real-node  also what only the real-node cluster needs:
+#                                             CoreDNS and the local images' tiny binaries
 #
 # Each tool gets its own throwaway wrapper module so minimal version selection never
 # mixes their dependency graphs. Only the first run pays; later runs just check files.
@@ -19,17 +21,22 @@ tools=${MODELTRUST_TOOLS:-$HOME/.cache/modeltrust/tools}
 bin="$tools/bin"
 mkdir -p "$bin"
 
-if [[ ${1:-} == --print-bin-dir ]]; then echo "$bin"; exit 0; fi
+real_node=0
+case ${1:-} in
+  --print-bin-dir) echo "$bin"; exit 0 ;;
+  --real-node) real_node=1 ;;
+  "") ;;
+  *) echo "usage: $0 [--real-node | --print-bin-dir]" >&2; exit 2 ;;
+esac
+
+# One build at a time per cache: a second run (a test's tools_bin() while `make tools`
+# builds) waits here instead of breaking the first one's go build.
+exec 9>"$tools/.build.lock"
+flock 9
 
 # kubelet and kube-proxy are only used by the real-node cluster, but they come from the
 # same module, version and wrapper as the control plane, so they share one build.
 KUBE_BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy)
-
-# One build at a time per cache: a second caller (another checkout, a parallel test run)
-# waits here and then finds the binaries built, instead of compiling the same tree twice
-# into the same directories.
-exec 9>"$tools/.build.lock"
-flock 9
 
 log() { printf '[build-tools] %s\n' "$*" >&2; }
 
@@ -111,14 +118,16 @@ build_etcd() {
   rm -rf "$dest"; mv "$dest.tmp" "$dest"
 }
 
-build_go_install() {  # NAME VERSION PKG...: modules without replace directives
+build_go_install() {  # NAME VERSION PKG[@VERSION]...: modules without replace directives
   local name=$1 v=$2; shift 2
   local dest="$tools/$name-$v"
   [[ -d $dest ]] && return
   log "building $name $v"
-  mkdir -p "$dest.tmp"
+  rm -rf "$dest.tmp"; mkdir -p "$dest.tmp"
+  local pkg
   for pkg in "$@"; do
-    GOBIN="$dest.tmp" go install -trimpath -ldflags "-s -w" "$pkg@$v"
+    [[ $pkg == *@* ]] || pkg="$pkg@$v"
+    GOBIN="$dest.tmp" go install -trimpath -ldflags "-s -w" "$pkg"
   done
   rm -rf "$dest"; mv "$dest.tmp" "$dest"
 }
@@ -150,6 +159,25 @@ build_helm() {
   rm -rf "$dest"; mv "$dest.tmp" "$dest"
 }
 
+# The real-node cluster's extras (tests/harness/real_node.py). CoreDNS has no replace
+# directives, so `go install` works. The pause and netcheck images' binaries come from
+# tests/cluster/images and are cached by a hash of their sources.
+build_real_node() {
+  build_go_install coredns "$COREDNS_VERSION" "github.com/coredns/coredns@$COREDNS_VERSION"
+  local src="$here/images" hash
+  hash=$(cd "$src" && find . -type f \( -name '*.go' -o -name go.mod \) -print0 | sort -z \
+    | xargs -0 sha256sum | sha256sum | cut -c1-12)
+  local dest="$tools/images-$hash"
+  if [[ ! -x $dest/pause || ! -x $dest/netcheck ]]; then
+    log "building the local images' binaries ($hash)"
+    rm -rf "$dest.tmp"; mkdir -p "$dest.tmp"
+    (cd "$src" && go build -trimpath -ldflags "-s -w" -o "$dest.tmp/" ./pause ./netcheck)
+    rm -rf "$dest"; mv "$dest.tmp" "$dest"
+  fi
+  ln -sfn "$dest" "$tools/images"
+  ln -sf "$tools/coredns-$COREDNS_VERSION/coredns" "$bin/coredns"
+}
+
 build_etcd
 build_go_install kwok "$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwok sigs.k8s.io/kwok/cmd/kwokctl
 build_helm
@@ -160,4 +188,5 @@ ln -sf "$tools/kubernetes-$KUBERNETES_VERSION"/* "$bin/"
 ln -sf "$tools/etcd-$ETCD_VERSION/etcd" "$bin/etcd"
 ln -sf "$tools/kwok-$KWOK_VERSION"/* "$bin/"
 ln -sf "$tools/helm-$HELM_VERSION-stamped/helm" "$bin/helm"
+if ((real_node)); then build_real_node; fi
 echo "$bin"

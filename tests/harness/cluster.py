@@ -1,12 +1,17 @@
-"""A real, local Kubernetes control plane for e2e tests, or the cluster KUBECONFIG names.
+"""A real, local Kubernetes cluster for e2e tests, or the cluster KUBECONFIG names.
 
-The local one is etcd, kube-apiserver, kube-controller-manager and kube-scheduler built
-from their official Go modules (tests/cluster/build-tools.sh), supervised by kwokctl in
-its `binary` runtime, plus kwok's fake nodes so Deployments and StatefulSets become
-Ready without a kubelet. Everything listens on 127.0.0.1.
+Two local modes, chosen with MODELTRUST_CLUSTER:
 
-    python tests/harness/cluster.py up      # prints the kubeconfig path
-    python tests/harness/cluster.py down    # stops every process, removes the work dir
+- `kwok` (the default, fast): etcd, kube-apiserver, kube-controller-manager and
+  kube-scheduler built from their official Go modules (tests/cluster/build-tools.sh),
+  supervised by kwokctl in its `binary` runtime, plus kwok's fake nodes so Deployments
+  and StatefulSets become Ready without a kubelet. Everything listens on 127.0.0.1;
+  nothing runs in pods.
+- `real`: the same control plane plus a kubelet, kube-proxy, containerd, CNI and CoreDNS
+  in a network namespace of the cluster's own (tests/harness/real_node.py): pods run.
+
+    PYTHONPATH=tests python -m harness.cluster up     # prints the kubeconfig path
+    PYTHONPATH=tests python -m harness.cluster down   # stops everything, removes the work dir
 """
 
 from __future__ import annotations
@@ -19,9 +24,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from harness.real_node import RealNodeCluster, RealNodeError
 
 REPO = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = REPO / "tests" / "cluster" / "build-tools.sh"
@@ -31,8 +38,21 @@ DEFAULT_NAME = "modeltrust-dev"
 NODE_NAME = "kwok-node-0"
 
 
+MODES = ("kwok", "real")
+# "e2e cluster: ..." lines pytest prints in its terminal summary (tests/conftest.py).
+SUMMARY: list[str] = []
+
+
 class ClusterError(RuntimeError):
     """The cluster could not be started or reached; the message says why and what to do."""
+
+
+def cluster_mode() -> str:
+    """MODELTRUST_CLUSTER: `kwok` (default, fake nodes) or `real` (a kubelet, real pods)."""
+    mode = os.environ.get("MODELTRUST_CLUSTER", "kwok") or "kwok"
+    if mode not in MODES:
+        raise ClusterError(f"MODELTRUST_CLUSTER={mode!r}: expected one of {', '.join(MODES)}")
+    return mode
 
 
 def versions() -> dict[str, str]:
@@ -45,12 +65,18 @@ def versions() -> dict[str, str]:
     return pinned
 
 
-def tools_bin() -> Path:
-    """Build (first run only) and return the directory holding the pinned binaries."""
-    tools = Path(os.environ.get("MODELTRUST_TOOLS", CACHE / "tools"))
-    env = {**os.environ, "MODELTRUST_TOOLS": str(tools)}
+def tools_dir() -> Path:
+    return Path(os.environ.get("MODELTRUST_TOOLS", CACHE / "tools"))
+
+
+def tools_bin(*, real_node: bool = False) -> Path:
+    """Build (first run only) and return the directory holding the pinned binaries.
+
+    `real_node` adds what only the real-node mode needs (CoreDNS, the images' binaries)."""
+    env = {**os.environ, "MODELTRUST_TOOLS": str(tools_dir())}
+    flags = ["--real-node"] if real_node else []
     result = subprocess.run(
-        ["bash", str(BUILD_SCRIPT)], env=env, capture_output=True, text=True, check=False
+        ["bash", str(BUILD_SCRIPT), *flags], env=env, capture_output=True, text=True, check=False
     )
     if result.returncode != 0:
         raise ClusterError(
@@ -71,13 +97,35 @@ def tool_env(bin_dir: Path, kubeconfig: Path) -> dict[str, str]:
 
 @dataclass
 class Cluster:
-    """A reachable cluster: where its kubeconfig is and how to run kubectl against it."""
+    """A reachable cluster: where its kubeconfig is and how to run kubectl against it.
+
+    `real_pods` says whether pods really run (a kubelet) or only look Running (kwok).
+    `host_address` is where a pod reaches a server the tests run on this machine (model
+    stores, ledgers): bind those servers to it, never to 127.0.0.1, which in a pod is the
+    pod itself. `node_info` is the node's status.nodeInfo (kubeletVersion,
+    containerRuntimeVersion, ...) when the harness started a real node.
+    """
 
     kubeconfig: Path
     bin_dir: Path | None
     local: bool
     server_version: str = ""
     env: dict[str, str] = field(default_factory=dict)
+    mode: str = "kwok"
+    real_pods: bool = False
+    host_address: str = "127.0.0.1"
+    node_info: dict[str, str] = field(default_factory=dict)
+    importer: Callable[[Path], None] | None = field(default=None, repr=False)
+
+    def import_image(self, archive: Path) -> None:
+        """Load an image archive (`docker save`, `buildah push docker-archive:`, OCI) into
+        the node's container runtime, so pods can use its tag with no registry."""
+        if self.importer is None:
+            raise ClusterError(
+                f"a {self.mode} cluster has no container runtime to import {archive} into; "
+                "use MODELTRUST_CLUSTER=real (or load it into your own cluster yourself)"
+            )
+        self.importer(archive)
 
     def kubectl(
         self, *args: str, input: str | None = None, check: bool = True, timeout: float = 120
@@ -299,10 +347,53 @@ def _kill_all(pids: Sequence[int], grace: float = 10) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
+class RealNodePlane:
+    """The real-node mode: the harness runs the control plane, a kubelet and containerd."""
+
+    def __init__(self, name: str = DEFAULT_NAME, workdir: Path | None = None) -> None:
+        self.name = name
+        self.workdir = workdir or CACHE / "clusters"
+        self.bin_dir = tools_bin(real_node=True)
+        self.node = RealNodeCluster(name, self.workdir, self.bin_dir, tools_dir() / "images")
+        self.kubeconfig = self.node.kubeconfig
+
+    def up(self, timeout: float = 240) -> Cluster:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.node.up(timeout=timeout)
+            addresses = self.node.addresses
+            assert addresses is not None
+            cluster = Cluster(
+                self.kubeconfig,
+                self.bin_dir,
+                local=True,
+                env=tool_env(self.bin_dir, self.kubeconfig),
+                mode="real",
+                real_pods=True,
+                host_address=addresses.host_ip,
+                node_info=self.node.node_info(),
+                importer=self.node.import_image,
+            )
+        except RealNodeError as exc:
+            raise ClusterError(str(exc)) from exc
+        cluster.server_version = _read_server_version(cluster)
+        return cluster
+
+    @property
+    def timings(self) -> dict[str, float]:
+        return self.node.timings
+
+    def down(self) -> None:
+        try:
+            self.node.down()
+        except RealNodeError as exc:
+            raise ClusterError(str(exc)) from exc
+
+
 def connect_existing(kubeconfig: Path) -> Cluster:
     """The cluster a user named with KUBECONFIG (kind, or any other)."""
     env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
-    cluster = Cluster(kubeconfig, None, local=False, env=env)
+    cluster = Cluster(kubeconfig, None, local=False, env=env, mode="external", real_pods=True)
     try:
         cluster.server_version = _read_server_version(cluster)
     except (ClusterError, subprocess.TimeoutExpired) as exc:
@@ -313,31 +404,62 @@ def connect_existing(kubeconfig: Path) -> Cluster:
     return cluster
 
 
+def control_plane(
+    mode: str, name: str = DEFAULT_NAME, workdir: Path | None = None
+) -> LocalControlPlane | RealNodePlane:
+    if mode == "real":
+        return RealNodePlane(name, workdir)
+    return LocalControlPlane(name, workdir)
+
+
 def main(argv: Sequence[str]) -> int:
     command = argv[0] if argv else "up"
-    plane = LocalControlPlane()
-    if command == "up":
-        started = time.monotonic()
-        cluster = plane.up()
-        print(
-            f"cluster {plane.name} is up ({cluster.server_version}, "
-            f"{time.monotonic() - started:.1f}s)\n"
-            f"export KUBECONFIG={cluster.kubeconfig}\n"
-            f'export PATH="{plane.bin_dir}:$PATH"',
-            file=sys.stderr,
-        )
-        print(cluster.kubeconfig)
-        return 0
-    if command == "down":
-        plane.down()
-        print(f"cluster {plane.name} is down", file=sys.stderr)
-        return 0
-    print("usage: cluster.py up|down", file=sys.stderr)
+    try:
+        mode = cluster_mode()
+        if command == "up":
+            plane = control_plane(mode)
+            started = time.monotonic()
+            cluster = plane.up()
+            extra = ""
+            if cluster.real_pods:
+                extra = (
+                    f", kubelet {cluster.node_info.get('kubeletVersion')}, "
+                    f"{cluster.node_info.get('containerRuntimeVersion')}, "
+                    f"host address for pods {cluster.host_address}"
+                )
+            print(
+                f"{mode} cluster {plane.name} is up ({cluster.server_version}{extra}, "
+                f"{time.monotonic() - started:.1f}s)\n"
+                f"export KUBECONFIG={cluster.kubeconfig}\n"
+                f'export PATH="{plane.bin_dir}:$PATH"',
+                file=sys.stderr,
+            )
+            print(cluster.kubeconfig)
+            return 0
+        if command == "down":
+            # Whichever mode it was started in: `make cluster-down` needs no variable.
+            LocalControlPlane().down()
+            real = RealNodeCluster(DEFAULT_NAME, CACHE / "clusters", Path(), Path())
+            real.down()
+            print(f"cluster {DEFAULT_NAME} is down", file=sys.stderr)
+            return 0
+    except (ClusterError, RealNodeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(
+        "usage: [MODELTRUST_CLUSTER=kwok|real] python -m harness.cluster up|down", file=sys.stderr
+    )
     return 2
 
 
+def temporary_cluster(mode: str) -> LocalControlPlane | RealNodePlane:
+    """A cluster of `mode` private to one test session (its own name and work dir)."""
+    workdir = Path(tempfile.mkdtemp(prefix="modeltrust-e2e-"))
+    return control_plane(mode, name=f"e2e-{os.getpid()}", workdir=workdir)
+
+
 def temporary_control_plane() -> LocalControlPlane:
-    """A control plane private to one test session (its own name and work dir)."""
+    """A kwok control plane private to one test session (its own name and work dir)."""
     workdir = Path(tempfile.mkdtemp(prefix="modeltrust-e2e-"))
     return LocalControlPlane(name=f"e2e-{os.getpid()}", workdir=workdir)
 
