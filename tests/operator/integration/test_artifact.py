@@ -17,7 +17,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from harness.onnx_models import mnist_mlp
 from modeltrust.operator.artifact import ArtifactChecker
-from modeltrust.operator.onnx_check import CheckFailed, external_data_problem, structural_check
+from modeltrust.operator.errors import ModelCheckFailed
+from modeltrust.operator.onnx_check import external_data_problem, structural_check
 
 pytestmark = pytest.mark.integration
 
@@ -251,7 +252,7 @@ def test_external_data_is_found_everywhere_in_the_model(
     tmp_path: Path, build: Callable[[Path, str], Path], location: str, words: str
 ) -> None:
     path = build(tmp_path / "m.onnx", location)
-    with pytest.raises(CheckFailed, match=words):
+    with pytest.raises(ModelCheckFailed, match=words):
         structural_check(str(path))
 
 

@@ -39,9 +39,10 @@ from modeltrust.operator.decisions import (
     check_revocation,
     decide,
 )
+from modeltrust.operator.errors import LedgerUnverified
 from modeltrust.operator.keys import TrustedKeys
 from modeltrust.operator.kube import Kube
-from modeltrust.operator.ledger_access import LedgerAccess, LedgerEvidence, LedgerUnverified
+from modeltrust.operator.ledger_access import LedgerAccess, LedgerEvidence
 from modeltrust.operator.types import LedgerSpec, TrustPolicy, parse_trust_policy
 
 pytestmark = pytest.mark.integration

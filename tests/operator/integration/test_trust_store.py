@@ -19,12 +19,8 @@ import pytest
 from harness.ledger import LedgerKeys, LedgerThread, make_keys, registration, service_config
 from modeltrust.chain.client import LedgerClient
 from modeltrust.chain.client_flows import VerifiedCheckpoint
-from modeltrust.operator.kube import Conflict
-from modeltrust.operator.ledger_access import (
-    LedgerAccess,
-    LedgerInconsistent,
-    LedgerUnverified,
-)
+from modeltrust.operator.errors import Conflict, LedgerInconsistent, LedgerUnverified
+from modeltrust.operator.ledger_access import LedgerAccess
 from modeltrust.operator.trust_store import DATA_KEY
 from modeltrust.operator.types import LedgerSpec
 

@@ -22,10 +22,10 @@ from modeltrust.operator.decisions import (
     check_revocation,
     decide,
     decide_serving,
-    detect_drift,
     idempotency_key,
     undecided,
 )
+from modeltrust.operator.drift import detect_drift
 from modeltrust.operator.types import (
     Enforcement,
     TrustPolicy,

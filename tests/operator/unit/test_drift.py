@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from modeltrust.operator.builders import BuildSettings, VerifiedModel, build_deployment
-from modeltrust.operator.decisions import (
+from modeltrust.operator.drift import (
     default_pull_policy,
     detect_deployment_drift,
     drift_fingerprint,

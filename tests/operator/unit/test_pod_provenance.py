@@ -20,8 +20,9 @@ from modeltrust.chain.signatures import (
     public_key_pem,
     sign_registration,
 )
+from modeltrust.operator.errors import ProvenancePending
 from modeltrust.operator.keys import TrustedKey, TrustedKeys
-from modeltrust.operator.pod_provenance import ProvenanceError, _usable, proof_problem
+from modeltrust.operator.pod_provenance import _usable, proof_problem
 from modeltrust.operator.provenance import ProvenanceMaterial, build_config_map
 from modeltrust.operator.types import LedgerSpec, ModelDeployment, Publisher, parse_model_deployment
 
@@ -131,7 +132,7 @@ async def test_a_forged_config_map_stops_the_rollout_with_a_clear_error(
 ) -> None:
     forged = build_config_map(md, material(md, publisher=generate_private_key("ed25519")))
     kube = OneConfigMap(forged)
-    with pytest.raises(ProvenanceError, match="delete it so the operator can write its own"):
+    with pytest.raises(ProvenancePending, match="delete it so the operator can write its own"):
         await _usable(kube, md, forged["metadata"]["name"], SPEC, trusted_keys(), 0)  # type: ignore[arg-type]
     genuine = build_config_map(md, material(md))
     assert await _usable(

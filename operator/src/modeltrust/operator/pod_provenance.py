@@ -26,9 +26,10 @@ from kubernetes.client.exceptions import ApiException
 from modeltrust.chain.client_flows import VerifiedEntry
 from modeltrust.chain.entries import Registration
 from modeltrust.chain.errors import ChainError
+from modeltrust.operator.errors import Conflict, LedgerUnverified, ProvenancePending, SpecError
 from modeltrust.operator.keys import TrustedKeys
-from modeltrust.operator.kube import Conflict, Kube
-from modeltrust.operator.ledger_access import LedgerAccess, LedgerUnverified
+from modeltrust.operator.kube import Kube
+from modeltrust.operator.ledger_access import LedgerAccess
 from modeltrust.operator.provenance import (
     CHECKPOINT_FILE,
     FILES,
@@ -41,14 +42,10 @@ from modeltrust.operator.provenance import (
     fetch_args,
     has_all_files,
 )
-from modeltrust.operator.types import LedgerSpec, ModelDeployment, SpecError
+from modeltrust.operator.types import LedgerSpec, ModelDeployment
 from modeltrust.operator.witness import WitnessRequirement
-from modeltrust.serving.errors import ProvenanceError as OfflineCheckFailed
+from modeltrust.serving.errors import ProvenanceError
 from modeltrust.serving.provenance import verify_provenance
-
-
-class ProvenanceError(Exception):
-    """The offline proof could not be written for the pod; the rollout waits."""
 
 
 @dataclass(frozen=True)
@@ -83,7 +80,7 @@ def _json(data: Mapping[str, Any], file: str) -> Any:
     try:
         return json.loads(data[file])
     except ValueError as exc:
-        raise OfflineCheckFailed(f"{file} is not JSON: {exc}") from None
+        raise ProvenanceError(f"{file} is not JSON: {exc}") from None
 
 
 def _hash(value: object, what: str) -> bytes:
@@ -92,7 +89,7 @@ def _hash(value: object, what: str) -> bytes:
     except (binascii.Error, ValueError):
         raw = b""
     if len(raw) != 32:
-        raise OfflineCheckFailed(f"{what} is not a base64 32-byte hash")
+        raise ProvenanceError(f"{what} is not a base64 32-byte hash")
     return raw
 
 
@@ -145,7 +142,7 @@ def proof_problem(
             ledger_key=spec.verifier_key,
             origin=proven.origin,
         )
-    except (OfflineCheckFailed, ChainError, SpecError, ValueError, TypeError) as exc:
+    except (ProvenanceError, ChainError, SpecError, ValueError, TypeError) as exc:
         return f"its proof does not verify with the policy's keys ({exc})"
     # Byte for byte what the operator writes for this registration and checkpoint: no
     # other key, no extra file, no different encoding for the init step to stumble on.
@@ -163,13 +160,13 @@ async def _usable(
     index: int,
 ) -> bool:
     """True if the ConfigMap `name` exists and holds our proof of registration `index`;
-    ProvenanceError if it exists with anything else."""
+    ProvenancePending if it exists with anything else."""
     current = await kube.get_config_map(md.ref.namespace, name)
     if current is None:
         return False
     problem = proof_problem(current, md, spec, keys, index)
     if problem is not None:
-        raise ProvenanceError(
+        raise ProvenancePending(
             f"ConfigMap {md.ref.namespace}/{name} exists but {problem}; it was not written by "
             "the operator for this ModelDeployment and is not used as the pod's proof: "
             "delete it so the operator can write its own"
@@ -188,10 +185,10 @@ async def apply_provenance(
     """Write the offline proof of registration `found` for the pods of `md`."""
     reg = found.entry
     if not isinstance(reg, Registration) or reg.digest != md.model.digest:
-        raise ProvenanceError(f"ledger entry {found.index} is not a registration of the pin")
+        raise ProvenancePending(f"ledger entry {found.index} is not a registration of the pin")
     trusted = keys.get(reg.signer_key_id)
     if trusted is None:
-        raise ProvenanceError(
+        raise ProvenancePending(
             f"registration {found.index} is signed by key {reg.signer_key_id[:16]}..., "
             "which the policy does not trust"
         )
@@ -208,11 +205,11 @@ async def apply_provenance(
         except Conflict:
             # Created concurrently (a retry after a crash): fine if it is ours and complete.
             if not await _usable(kube, md, name, spec, keys, found.index):
-                raise ProvenanceError(f"ConfigMap {md.ref.namespace}/{name} vanished") from None
+                raise ProvenancePending(f"ConfigMap {md.ref.namespace}/{name} vanished") from None
     except LedgerUnverified as exc:
-        raise ProvenanceError(f"could not fetch the inclusion proof for the pod: {exc}") from exc
+        raise ProvenancePending(f"could not fetch the inclusion proof for the pod: {exc}") from exc
     except ApiException as exc:
-        raise ProvenanceError(
+        raise ProvenancePending(
             f"could not write ConfigMap {md.ref.namespace}/{name} ({exc.status} {exc.reason}); "
             "the operator needs get and create on configmaps in this namespace (docs/rbac.md)"
         ) from exc
@@ -233,14 +230,14 @@ async def restore_provenance(
         return
     expected = config_map_name(md.ref.name, md.model.digest, spec.verifier_key, registration_index)
     if expected != provenance.config_map:
-        raise ProvenanceError(
+        raise ProvenancePending(
             f"the serving version's proof {provenance.config_map} was written for another "
             "ledger than the policy names now; a new rollout will write a new one"
         )
     try:
         found = await ledger.registration(spec, registration_index)
     except LedgerUnverified as exc:
-        raise ProvenanceError(
+        raise ProvenancePending(
             f"could not re-read registration {registration_index}: {exc}"
         ) from exc
     await apply_provenance(kube, ledger, md, spec, keys, found)

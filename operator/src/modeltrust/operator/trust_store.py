@@ -31,7 +31,8 @@ from modeltrust.chain.checkpoint import verify_checkpoint
 from modeltrust.chain.errors import ChainError
 from modeltrust.chain.note import NoteVerifier
 from modeltrust.chain.trust_state import LedgerTrustError, TrustedCheckpoint
-from modeltrust.operator.kube import Conflict, Kube
+from modeltrust.operator.errors import Conflict
+from modeltrust.operator.kube import Kube
 
 log = logging.getLogger("modeltrust.operator.trust")
 
