@@ -164,7 +164,7 @@ async def test_successes_are_cached_failures_are_not(model: Path, tmp_path: Path
     assert checker.fetches == 4
 
 
-# --- external data anywhere in the model (review finding 11) --------------------------------
+# --- external data anywhere in the model (not covered by the digest; paths escape) -----------
 
 
 def external_tensor(name: str, location: str) -> onnx.TensorProto:
@@ -269,7 +269,7 @@ def test_a_model_with_functions_and_sparse_constants_inline_passes(tmp_path: Pat
     structural_check(str(path))  # inline data is covered by the digest: no objection
 
 
-# --- local files only under the configured root (review finding 13) --------------------------
+# --- local files only under the configured root (a spec must not read the operator's files) ---
 
 
 async def test_local_paths_are_refused_without_a_root(model: Path) -> None:

@@ -1,6 +1,6 @@
 """The trusted-checkpoint record: two real ledgers with the same key (a fork), real signed
 checkpoints, and a ConfigMap store kept in memory with the API server's resourceVersion
-semantics (review finding 6: an edited record must not move trust)."""
+semantics: an edited record must not move trust."""
 
 from __future__ import annotations
 

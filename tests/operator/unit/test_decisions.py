@@ -360,7 +360,7 @@ def test_edits_that_change_what_runs_are_drift(
     assert any(words in d for d in diffs), diffs
 
 
-# --- re-deciding a serving version (review finding 3) ----------------------------------------
+# --- re-deciding a serving version -----------------------------------------------------------
 
 
 def serving_evidence(**kw: Any) -> Evidence:

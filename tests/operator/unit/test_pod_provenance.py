@@ -1,6 +1,6 @@
 """An existing proof ConfigMap is used only if its content is what the operator writes
-(review finding 14: a pre-created ConfigMap with the derived name and a forged controller
-ownerReference must not become the pod's proof)."""
+(a pre-created ConfigMap with the derived name and a forged controller ownerReference
+must not become the pod's proof: anyone who may create ConfigMaps can forge both)."""
 
 from __future__ import annotations
 

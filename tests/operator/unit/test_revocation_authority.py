@@ -1,4 +1,4 @@
-"""Whose revocation counts (review finding 7): a key only by itself, a digest only by a
+"""Whose revocation counts: a key only by itself, a digest only by a
 publisher whose registration of that digest counted."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The last verified ledger checkpoint, kept in a ConfigMap and moved forward only by
-compare-and-swap on its resourceVersion (DESIGN section 3).
+compare-and-swap on its resourceVersion (docs/architecture.md, fail-closed rules).
 
 One ConfigMap per ledger (named after a hash of its verifier key) in the operator's
 namespace. The ConfigMap is not trusted as such (anyone with write access to it could

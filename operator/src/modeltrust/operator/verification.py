@@ -4,8 +4,8 @@ The client has already proven each entry against a verified checkpoint consisten
 the last trusted one (registrations by inclusion proof; revocations by reading the whole
 log up to the checkpoint, see revocation_index). Here the operator checks what it does
 not take from the ledger: that the signer is one of the policy's publishers, and that
-the signature verifies with that publisher's key (DESIGN section 3). Whose revocation
-counts for which model is decided in decisions.applicable_revocations.
+the signature verifies with that publisher's key (the ledger's word is not trusted).
+Whose revocation counts for which model is decided in decisions.applicable_revocations.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Inputs are files the operator (or a user) saved from the ledger: the registratio
 entry, the ledger's signed checkpoint note, and an inclusion proof of the entry's
 leaf at exactly that checkpoint's size. Nothing here talks to the ledger: its
 answers are untrusted, so they are only believed once they verify against the
-checkpoint key (DESIGN.md section 3).
+checkpoint key (docs/architecture.md, trust model).
 
 Accepted file shapes (all as the ledger's HTTP API returns them):
   registration: the entry object {"kind": "registration", ...}, or a lookup/receipt
