@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import click
 
+from modeltrust.chain.version import __version__
 from modeltrust.cli import audit, ledger, operator, publisher, serving
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="modeltrust-cli")
+@click.version_option(version=__version__, prog_name="modeltrust")
 def main() -> None:
     """modeltrust: sign, register, verify and serve ONNX models on a tamper-evident ledger."""
 
