@@ -25,7 +25,7 @@ from chart.chartlib import (
 )
 from modeltrust.operator import builders
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 RELEASE, NAMESPACE = "rel", "mt-test"
 
