@@ -53,9 +53,6 @@ class Reason(StrEnum):
 
 
 _SEVERITY = {r: i for i, r in enumerate(Reason)}
-HARD_FAILURES = frozenset(
-    {Reason.LEDGER_INCONSISTENT, Reason.FETCH_FAILED, Reason.DIGEST_MISMATCH, Reason.LOAD_FAILED}
-)
 
 
 @dataclass(frozen=True)
@@ -180,10 +177,6 @@ class Decision:
         if self.verdict is Verdict.ALLOWED_AUDIT_ONLY:
             return f"rolled out under Audit enforcement despite: {text}"
         return text
-
-
-def _short(digest: str) -> str:
-    return digest.removeprefix("sha256:")[:12]
 
 
 def applicable_revocations(

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from modeltrust.operator import builders
-from modeltrust.operator.builders import VerifiedModel
+from modeltrust.operator.builders import VerifiedModel, controlled_by
 from modeltrust.operator.deps import Deps, load_policy
 from modeltrust.operator.errors import Conflict, Fatal, ProvenancePending, Retry, SpecError
 from modeltrust.operator.pod_provenance import restore_provenance
@@ -22,11 +22,6 @@ from modeltrust.operator.status_record import MDStatus
 from modeltrust.operator.types import ModelDeployment, parse_model_deployment
 
 log = logging.getLogger("modeltrust.operator")
-
-
-def controlled_by(obj: Mapping[str, Any], uid: str) -> bool:
-    refs = (obj.get("metadata") or {}).get("ownerReferences") or []
-    return any(r.get("uid") == uid and r.get("controller") for r in refs)
 
 
 async def apply_deployment(

@@ -26,6 +26,7 @@ from kubernetes.client.exceptions import ApiException
 from modeltrust.chain.client_flows import VerifiedEntry
 from modeltrust.chain.entries import Registration
 from modeltrust.chain.errors import ChainError
+from modeltrust.operator.builders import controlled_by
 from modeltrust.operator.errors import Conflict, LedgerUnverified, ProvenancePending, SpecError
 from modeltrust.operator.keys import TrustedKeys
 from modeltrust.operator.kube import Kube
@@ -71,11 +72,6 @@ class PodProvenance:
         return cls(name, origin)
 
 
-def _controlled_by(obj: Mapping[str, Any], uid: str) -> bool:
-    refs = (obj.get("metadata") or {}).get("ownerReferences") or []
-    return any(r.get("uid") == uid and r.get("controller") for r in refs)
-
-
 def _json(data: Mapping[str, Any], file: str) -> Any:
     try:
         return json.loads(data[file])
@@ -102,7 +98,7 @@ def proof_problem(
 ) -> str | None:
     """Why an existing proof ConfigMap is not one the operator would have written for the
     registration at `index` of the pinned digest (None: it is)."""
-    if not _controlled_by(config_map, md.ref.uid):
+    if not controlled_by(config_map, md.ref.uid):
         return "it is not controlled by this ModelDeployment"
     if not has_all_files(config_map) or config_map.get("binaryData"):
         return "it does not hold exactly the proof files"

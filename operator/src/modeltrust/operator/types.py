@@ -23,7 +23,6 @@ VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
 MODEL_DEPLOYMENT_KIND = "ModelDeployment"
 MODEL_DEPLOYMENT_PLURAL = "modeldeployments"
-POLICY_KIND = "ModelTrustPolicy"
 POLICY_PLURAL = "modeltrustpolicies"
 
 DEFAULT_POLICY = "default"
