@@ -59,3 +59,6 @@ def test_the_handlers_are_registered_with_the_configured_timer() -> None:
     handlers.register(registry, OperatorConfig(timer_interval=2.5))
     timers = registry._spawning.get_all_handlers()  # kopf keeps timers and daemons here
     assert [getattr(h, "interval", None) for h in timers] == [2.5]
+    # A registry of our own has no login unless we add one (the operator could not connect).
+    activities = registry._activities.get_all_handlers()
+    assert any(h.fn is kopf.login_via_client for h in activities)

@@ -215,6 +215,9 @@ async def owned_deployment_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> 
 def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
     """Add every handler to `registry`, with the timer interval of `config`."""
     md = (GROUP, VERSION, MODEL_DEPLOYMENT_PLURAL)
+    # kopf's default registry brings its login handlers; a registry of our own needs one:
+    # in-cluster credentials or KUBECONFIG, through the kubernetes client (as kube.py).
+    kopf.on.login(registry=registry)(kopf.login_via_client)
     kopf.on.startup(registry=registry)(configure)
     kopf.on.cleanup(registry=registry)(shutdown)
     kopf.index(GROUP, VERSION, POLICY_PLURAL, id="policies", registry=registry)(policy_index)
