@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 TOOLS   := $(shell bash tests/cluster/build-tools.sh --print-bin-dir 2>/dev/null)
 export PATH := $(TOOLS):$(PATH)
 
-.PHONY: install tools tools-real-node node-deps lint test test-unit test-integration test-e2e cluster-up cluster-down demo bench image e2e-kind clean
+.PHONY: install tools tools-real-node node-deps lint test test-fast test-unit test-integration test-e2e cluster-up cluster-down demo bench image e2e-kind clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -23,14 +23,18 @@ tools-real-node:  ## also CoreDNS and the local images' binaries (the real-node 
 node-deps:  ## Debian packages the real-node mode needs: containerd, runc, CNI plugins, nftables (root)
 	bash tests/cluster/install-node-deps.sh
 
-lint:  ## ruff and mypy --strict over everything we ship and test
+lint:  ## ruff, mypy --strict, and the layering of the four distributions (import-linter)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy chain/src serving/src operator/src cli/src tests $(wildcard bench/*.py)
 	MYPYPATH=hack $(BIN)/mypy hack
+	$(BIN)/lint-imports
 
 test: install tools  ## unit, integration and e2e tests (e2e on a local control plane or $KUBECONFIG)
 	$(BIN)/pytest
+
+test-fast: tools  ## the inner loop: everything but the tests marked slow (scale, benchmarks, demo, chart, reliability)
+	$(BIN)/pytest -m "not slow"
 
 test-unit:
 	$(BIN)/pytest -m unit

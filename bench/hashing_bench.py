@@ -1,5 +1,5 @@
-"""Artifact verification benchmarks (DESIGN section 6), each against a reference measured
-in the same run on the same file.
+"""Artifact verification benchmarks (docs/architecture.md, performance goals), each
+against a reference measured in the same run on the same file.
 
     python bench/hashing_bench.py            # 1 GiB throughput; memory at 64 MiB, 256 MiB, 1 GiB
     python bench/hashing_bench.py --quick    # smoke run: 256 MiB; memory at 16, 64, 256 MiB
@@ -292,7 +292,7 @@ def theirs_verify(signed: Signed) -> Callable[[], None]:
     def verify() -> None:
         config = model_signing.verifying.Config()  # type: ignore[no-untyped-call]
         config.use_elliptic_key_verifier(public_key=signed.public_pem_path)
-        # An explicit hashing config, as model-signing 1.1.1 needs (DESIGN section 7).
+        # An explicit hashing config: model-signing 1.1.1 crashes on sharded bundles without.
         hashing = model_signing.hashing.Config()  # type: ignore[no-untyped-call]
         config.set_hashing_config(hashing.use_file_serialization())
         config.verify(signed.model, signed.bundle_path)

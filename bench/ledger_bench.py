@@ -1,4 +1,5 @@
-"""Ledger benchmarks (DESIGN section 6): prints a markdown table with targets and anchors.
+"""Ledger benchmarks (docs/architecture.md, performance goals): prints a markdown table
+with targets and anchors.
 
     python bench/ledger_bench.py            # full run (1M-entry store; a few minutes)
     python bench/ledger_bench.py --quick    # CI smoke: small sizes, same code paths

@@ -1,5 +1,5 @@
-"""Operator benchmarks (DESIGN section 6): apply-to-Ready latency, hundreds of
-ModelDeployments to Ready, and the operator's memory at that scale.
+"""Operator benchmarks (docs/architecture.md, performance goals): apply-to-Ready latency,
+hundreds of ModelDeployments to Ready, and the operator's memory at that scale.
 
     python bench/operator_bench.py            # 20 rollouts of 10 MB models, then 500 at once
     python bench/operator_bench.py --quick    # smoke run: 3 rollouts, 30 at once (< 1 min)

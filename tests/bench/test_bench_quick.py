@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[2]
 BENCH = REPO / "bench"
 RESULT = re.compile(r"\| (pass|\*\*miss\*\*|quick run \(\d+\); target is for \d+) \|$")

@@ -174,7 +174,7 @@ async def test_async_client_with_async_trust_store(tmp_path: Path) -> None:
         await service.stop()
 
 
-# -- review findings 1 and 15: kept proofs, stale answers, answer and page caps, tokens -----
+# -- a client that cannot be fooled: kept proofs, stale answers, answer and page caps, tokens
 
 
 def test_verified_entries_keep_the_inclusion_proof_they_were_proven_with(tmp_path: Path) -> None:

@@ -36,7 +36,7 @@ from modeltrust.chain.merkle import (
 
 pytestmark = pytest.mark.unit
 
-VECTORS = Path(__file__).resolve().parents[2].parent / "shared" / "testvectors" / "rfc9162"
+VECTORS = Path(__file__).resolve().parent / "vectors" / "rfc9162"
 MISSING = Path("<missing>")
 
 
@@ -49,8 +49,8 @@ def vector_files(kind: str) -> list[Path]:
 def load_vector(path: Path) -> dict[str, Any]:
     if path is MISSING:
         pytest.fail(
-            f"RFC 9162 test vectors not found under {VECTORS}: clone the shared directory "
-            "beside the repository (../shared/testvectors)"
+            f"RFC 9162 test vectors not found under {VECTORS} (tests/chain/vectors, "
+            "from transparency-dev/merkle)"
         )
     data: dict[str, Any] = json.loads(path.read_text())
     return data
@@ -200,7 +200,7 @@ def test_generated_proofs_equal_the_vectors_happy_paths() -> None:
 
 
 def test_every_vector_directory_was_found() -> None:
-    assert VECTORS.is_dir(), f"missing {VECTORS}: clone ../shared beside the repository"
+    assert VECTORS.is_dir(), f"missing {VECTORS}"
     assert len(vector_files("inclusion")) > 50
     assert len(vector_files("consistency")) > 50
 

@@ -24,20 +24,14 @@ from modeltrust.chain.note import (
 
 pytestmark = pytest.mark.unit
 
-VECTOR = (
-    Path(__file__).resolve().parents[2].parent
-    / "shared"
-    / "testvectors"
-    / "signed-note"
-    / "peterneumann.json"
-)
+VECTOR = Path(__file__).resolve().parent / "vectors" / "signed-note" / "peterneumann.json"
 TEXT = "origin.example/log\n42\nAAAA\n"
 
 
 @pytest.fixture(scope="module")
 def vector() -> dict[str, Any]:
     if not VECTOR.is_file():
-        pytest.fail(f"signed-note test vector missing: {VECTOR} (clone ../shared beside the repo)")
+        pytest.fail(f"signed-note test vector missing: {VECTOR}")
     data: dict[str, Any] = json.loads(VECTOR.read_text())
     return data
 

@@ -22,7 +22,7 @@ from modeltrust.chain.client import LedgerClient, LedgerClientError
 from modeltrust.chain.trust_state import FileTrustStateStore
 from modeltrust.cli.main import main
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 _NUMBERS = itertools.count()  # unique entry numbers across writers (count() is thread-safe)
 ROUNDS = 4

@@ -1,5 +1,5 @@
 """The trust rules every verifier applies (modeltrust.chain.trust): whose revocation counts
-(review finding 7: a key only by itself, a digest only by a publisher whose registration of
+(a key only by itself, a digest only by a publisher whose registration of
 that digest counted), thresholds and model-name patterns, over real signatures."""
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from chart.chartlib import LedgerKey, documents, install_values, pod_specs, temp
 from modeltrust.cli.main import main
 from modeltrust.operator import __main__ as operator_main
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")

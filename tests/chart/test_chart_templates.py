@@ -27,7 +27,7 @@ from chart.chartlib import (
 from modeltrust.operator import builders
 from modeltrust.operator.types import API_VERSION, MODEL_DEPLOYMENT_KIND
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 RELEASE, NAMESPACE = "rel", "mt-test"
 

@@ -157,6 +157,7 @@ def test_hadolint_accepts_the_dockerfile() -> None:
 
 
 @pytest.mark.integration
+@pytest.mark.slow  # builds every wheel and installs them: about 3 minutes
 def test_image_build_steps_install_a_working_entry_point(
     stages: list[Stage], tmp_path: Path
 ) -> None:

@@ -50,6 +50,8 @@ from modeltrust.chain.client import LedgerClient
 from modeltrust.chain.entries import AuditEntry, entry_to_json
 from modeltrust.chain.signatures import public_key_pem, sign_registration
 
+pytestmark = pytest.mark.slow
+
 KEY_SECRET = "modeltrust-ledger-key"
 CRD_NAMES = ("modeldeployments.modeltrust.dev", "modeltrustpolicies.modeltrust.dev")
 

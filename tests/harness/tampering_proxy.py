@@ -106,7 +106,9 @@ def drop_revocations_from_range_reads(
 def empty_revocation_lookups(
     method: str, path_qs: str, status: int, body: bytes
 ) -> tuple[int, bytes] | None:
-    """Answer every revocation lookup with "none" (the attack of review finding 1)."""
+    """Answer every revocation lookup with "none": a lookup proves what it returns is in the
+    log, never that nothing was left out, so this hides a revocation from a client that
+    trusts lookups."""
     if method != "GET" or not path_qs.startswith("/v1/revocations") or status != 200:
         return None
 

@@ -1,4 +1,5 @@
-"""Drift of an owned Deployment on a real API server (review finding 4, poc_drift.py): what
+"""Drift of an owned Deployment on a real API server (any edit of the pod template, not
+only a few fields that look security-relevant, changes what runs): what
 decides what runs is restored and audited, whatever field was touched, replicas included,
 and even when the label the Deployment watch selects on was removed first."""
 

@@ -1,4 +1,4 @@
-"""Review finding 1, end to end: a proxy between the operator and the ledger hides
+"""Hidden revocations, end to end: a proxy between the operator and the ledger hides
 revocations. Emptying the revocation lookups no longer works (the operator reads the log
 itself); dropping revocations from the log's range reads makes the answer unverified, so
 the rollout is refused instead of allowed."""

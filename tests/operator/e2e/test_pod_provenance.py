@@ -1,4 +1,4 @@
-"""The pod re-verifies offline what the operator verified (DESIGN section 3).
+"""The pod re-verifies offline what the operator verified (docs/architecture.md, trust model).
 
 The operator writes the registration, publisher key, signed checkpoint and inclusion proof
 into an immutable ConfigMap owned by the ModelDeployment and mounts it into the init step.

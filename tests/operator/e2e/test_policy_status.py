@@ -139,7 +139,7 @@ def test_a_policy_change_that_keeps_trust_leaves_models_serving(
     assert "re-verified under policy" in condition(md, "Verified")["message"]
 
 
-# --- narrowing trust never leaves a model running unjudged (review finding 3) ------------------
+# --- narrowing trust never leaves a model running unjudged -------------------------------------
 
 
 def test_a_removed_publisher_is_acted_on_even_when_the_artifact_is_gone(

@@ -263,6 +263,7 @@ def test_deletion_is_audited_and_owned_objects_collected(
     )
 
 
+@pytest.mark.slow  # scale: a hundred rollouts
 def test_a_hundred_model_deployments_become_ready(
     crds: Cluster,
     namespace: str,

@@ -17,7 +17,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from harness.onnx_models import mnist_mlp
 from modeltrust.operator.artifact import ArtifactChecker
-from modeltrust.operator.onnx_check import CheckFailed, external_data_problem, structural_check
+from modeltrust.operator.errors import ModelCheckFailed
+from modeltrust.operator.onnx_check import external_data_problem, structural_check
 
 pytestmark = pytest.mark.integration
 
@@ -163,7 +164,7 @@ async def test_successes_are_cached_failures_are_not(model: Path, tmp_path: Path
     assert checker.fetches == 4
 
 
-# --- external data anywhere in the model (review finding 11) --------------------------------
+# --- external data anywhere in the model (not covered by the digest; paths escape) -----------
 
 
 def external_tensor(name: str, location: str) -> onnx.TensorProto:
@@ -251,7 +252,7 @@ def test_external_data_is_found_everywhere_in_the_model(
     tmp_path: Path, build: Callable[[Path, str], Path], location: str, words: str
 ) -> None:
     path = build(tmp_path / "m.onnx", location)
-    with pytest.raises(CheckFailed, match=words):
+    with pytest.raises(ModelCheckFailed, match=words):
         structural_check(str(path))
 
 
@@ -268,7 +269,7 @@ def test_a_model_with_functions_and_sparse_constants_inline_passes(tmp_path: Pat
     structural_check(str(path))  # inline data is covered by the digest: no objection
 
 
-# --- local files only under the configured root (review finding 13) --------------------------
+# --- local files only under the configured root (a spec must not read the operator's files) ---
 
 
 async def test_local_paths_are_refused_without_a_root(model: Path) -> None:

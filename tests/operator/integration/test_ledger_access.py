@@ -1,10 +1,10 @@
 """The operator's ledger access against a real ledger, with a real proxy as the attacker.
 
-Review finding 1: a proxy that empties the revocation lookups no longer hides a
+A proxy that empties the revocation lookups does not hide a
 revocation (revocations come from reading the log), and one that drops revocations from
-the log itself makes the answer unverified (fail closed). Finding 5: a 409 is believed
-only when the verified entry it names records the same decision. Finding 15: one client
-per ledger however often the token rotates.
+the log itself makes the answer unverified (fail closed). A 409 is believed only when
+the verified entry it names records the same decision. One client per ledger however
+often the token rotates.
 
 The trusted checkpoint's ConfigMap lives in a dict here (the ConfigMap API is the only
 stand-in; the e2e tests run the same code against a real API server).
@@ -38,9 +38,10 @@ from modeltrust.operator.decisions import (
     Verdict,
     decide,
 )
+from modeltrust.operator.errors import LedgerUnverified
 from modeltrust.operator.keys import TrustedKeys
 from modeltrust.operator.kube import Kube
-from modeltrust.operator.ledger_access import LedgerAccess, LedgerEvidence, LedgerUnverified
+from modeltrust.operator.ledger_access import LedgerAccess, LedgerEvidence
 from modeltrust.operator.types import LedgerSpec, TrustPolicy, parse_trust_policy
 
 pytestmark = pytest.mark.integration
@@ -296,7 +297,7 @@ async def test_the_index_reads_only_new_entries_after_the_first_read(
 async def test_another_publisher_cannot_revoke_what_it_never_vouched_for(
     keys: LedgerKeys, tmp_path: Path
 ) -> None:
-    # Review finding 7: the ledger accepts B's revocations of A's key and of A's digest
+    # The ledger accepts B's revocations of A's key and of A's digest
     # (both are in its publisher set); the operator ignores them. A's own revocation counts.
     b = Ed25519PrivateKey.generate()
     (keys.publishers_dir / "b.pem").write_bytes(public_key_pem(b.public_key()))

@@ -1,6 +1,6 @@
 """The trusted-checkpoint record: two real ledgers with the same key (a fork), real signed
 checkpoints, and a ConfigMap store kept in memory with the API server's resourceVersion
-semantics (review finding 6: an edited record must not move trust)."""
+semantics: an edited record must not move trust."""
 
 from __future__ import annotations
 
@@ -19,12 +19,8 @@ import pytest
 from harness.ledger import LedgerKeys, LedgerThread, make_keys, registration, service_config
 from modeltrust.chain.client import LedgerClient
 from modeltrust.chain.client_flows import VerifiedCheckpoint
-from modeltrust.operator.kube import Conflict
-from modeltrust.operator.ledger_access import (
-    LedgerAccess,
-    LedgerInconsistent,
-    LedgerUnverified,
-)
+from modeltrust.operator.errors import Conflict, LedgerInconsistent, LedgerUnverified
+from modeltrust.operator.ledger_access import LedgerAccess
 from modeltrust.operator.trust_store import DATA_KEY
 from modeltrust.operator.types import LedgerSpec
 

@@ -16,7 +16,7 @@ from modeltrust.operator.builders import (
     resource_name,
     selector_string,
 )
-from modeltrust.operator.decisions import detect_drift
+from modeltrust.operator.drift import detect_drift
 from modeltrust.operator.types import ModelDeployment, parse_model_deployment
 
 pytestmark = pytest.mark.unit

@@ -21,10 +21,10 @@ from modeltrust.operator.decisions import (
     Verdict,
     decide,
     decide_serving,
-    detect_drift,
     idempotency_key,
     undecided,
 )
+from modeltrust.operator.drift import detect_drift
 from modeltrust.operator.types import (
     Enforcement,
     TrustPolicy,
@@ -346,7 +346,7 @@ def test_edits_that_change_what_runs_are_drift(
     assert any(words in d for d in diffs), diffs
 
 
-# --- re-deciding a serving version (review finding 3) ----------------------------------------
+# --- re-deciding a serving version -----------------------------------------------------------
 
 
 def serving_evidence(**kw: Any) -> Evidence:

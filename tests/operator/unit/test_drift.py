@@ -1,5 +1,6 @@
-"""Drift anywhere in an owned Deployment (review finding 4, poc_drift.py): the whole object
-is compared with the verified one, API-server defaults set aside, replicas included."""
+"""Drift anywhere in an owned Deployment: the whole object is compared with the verified
+one, API-server defaults set aside, replicas included (any field of a pod template can
+change what runs, not only the few that look security-relevant)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 import pytest
 
 from modeltrust.operator.builders import BuildSettings, VerifiedModel, build_deployment
-from modeltrust.operator.decisions import (
+from modeltrust.operator.drift import (
     default_pull_policy,
     detect_deployment_drift,
     drift_fingerprint,
@@ -94,7 +95,7 @@ def pod(d: dict[str, Any]) -> dict[str, Any]:
     return p
 
 
-# Every edit of poc_drift.py, one at a time, and what the finding names.
+# Edits an attacker with Deployment rights could make, one at a time, and what drift names.
 EDITS: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
     ("replicas", lambda d: d["spec"].update(replicas=3), "spec.replicas differs"),
     ("postStart", lambda d: server(d).update(

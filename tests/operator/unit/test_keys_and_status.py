@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 
 from modeltrust.chain.signatures import generate_private_key, key_id, public_key_pem
+from modeltrust.operator.errors import SpecError
 from modeltrust.operator.keys import TrustedKeys
 from modeltrust.operator.status import readiness
-from modeltrust.operator.types import Publisher, SpecError, parse_trust_policy
+from modeltrust.operator.types import Publisher, parse_trust_policy
 
 pytestmark = pytest.mark.unit
 

@@ -4,6 +4,7 @@ MODELTRUST_LEDGER_TOKEN_FILE; with neither, audit appends fail closed before any
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import cast
 
@@ -11,13 +12,10 @@ import pytest
 
 from modeltrust.chain.entries import AuditEntry
 from modeltrust.operator import handlers
+from modeltrust.operator.config import OperatorConfig
+from modeltrust.operator.errors import LedgerTokenMissing, LedgerUnverified
 from modeltrust.operator.kube import Kube
-from modeltrust.operator.ledger_access import (
-    LedgerAccess,
-    LedgerTokenMissing,
-    LedgerUnverified,
-    token_reader,
-)
+from modeltrust.operator.ledger_access import LedgerAccess, token_reader
 from modeltrust.operator.types import LedgerSpec
 
 pytestmark = pytest.mark.unit
@@ -61,7 +59,7 @@ def test_startup_warns_and_uses_no_other_credential(
     monkeypatch.delenv("MODELTRUST_LEDGER_TOKEN", raising=False)
     monkeypatch.delenv("MODELTRUST_LEDGER_TOKEN_FILE", raising=False)
     with caplog.at_level(logging.WARNING, logger="modeltrust.operator"):
-        read = handlers._token_source()
+        read = handlers.token_source(OperatorConfig.from_env(os.environ))
     assert any(
         "MODELTRUST_LEDGER_TOKEN_FILE" in r.getMessage() and r.levelno == logging.WARNING
         for r in caplog.records
@@ -78,10 +76,10 @@ def test_the_environment_selects_the_token_or_its_file(
     monkeypatch.delenv("MODELTRUST_LEDGER_TOKEN", raising=False)
     monkeypatch.setenv("MODELTRUST_LEDGER_TOKEN_FILE", str(path))
     with caplog.at_level(logging.WARNING, logger="modeltrust.operator"):
-        assert handlers._token_source()() == "projected"
+        assert handlers.token_source(OperatorConfig.from_env(os.environ))() == "projected"
     monkeypatch.setenv("MODELTRUST_LEDGER_TOKEN", "static")
     with caplog.at_level(logging.WARNING, logger="modeltrust.operator"):
-        assert handlers._token_source()() == "static"
+        assert handlers.token_source(OperatorConfig.from_env(os.environ))() == "static"
     assert not caplog.records
 
 

@@ -11,7 +11,6 @@ import kopf
 import pytest
 
 from modeltrust.operator import __main__ as entry
-from modeltrust.operator import handlers
 
 
 def test_identity_is_the_pod_name_when_the_chart_sets_it(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -35,7 +34,6 @@ def test_main_gives_kopf_an_identity_without_asking_for_the_user(
     monkeypatch.setattr(kopf, "run", lambda **kwargs: ran.update(kwargs))
     # main() also sets process-wide state; keep it out of the other tests
     monkeypatch.setattr(kopf, "configure", lambda **kwargs: None)
-    monkeypatch.setattr(handlers, "WATCHED_NAMESPACES", handlers.WATCHED_NAMESPACES)
     logger = logging.getLogger("modeltrust")
     monkeypatch.setattr(logger, "level", logger.level)
     monkeypatch.setenv("POD_NAME", "op-0")

@@ -1,6 +1,6 @@
 """An existing proof ConfigMap is used only if its content is what the operator writes
-(review finding 14: a pre-created ConfigMap with the derived name and a forged controller
-ownerReference must not become the pod's proof)."""
+(a pre-created ConfigMap with the derived name and a forged controller ownerReference
+must not become the pod's proof: anyone who may create ConfigMaps can forge both)."""
 
 from __future__ import annotations
 
@@ -21,8 +21,9 @@ from modeltrust.chain.signatures import (
     sign_registration,
 )
 from modeltrust.chain.trust import TrustedPublisher, VerificationPolicy
+from modeltrust.operator.errors import ProvenancePending
 from modeltrust.operator.keys import TrustedKey, TrustedKeys
-from modeltrust.operator.pod_provenance import ProvenanceError, _usable, proof_problem
+from modeltrust.operator.pod_provenance import _usable, proof_problem
 from modeltrust.operator.provenance import ProvenanceMaterial, build_config_map
 from modeltrust.operator.types import LedgerSpec, ModelDeployment, Publisher, parse_model_deployment
 
@@ -133,7 +134,7 @@ async def test_a_forged_config_map_stops_the_rollout_with_a_clear_error(
 ) -> None:
     forged = build_config_map(md, material(md, publisher=generate_private_key("ed25519")))
     kube = OneConfigMap(forged)
-    with pytest.raises(ProvenanceError, match="delete it so the operator can write its own"):
+    with pytest.raises(ProvenancePending, match="delete it so the operator can write its own"):
         await _usable(kube, md, forged["metadata"]["name"], SPEC, trusted_keys(), 0)  # type: ignore[arg-type]
     genuine = build_config_map(md, material(md))
     assert await _usable(

@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 
 from modeltrust.operator.conditions import get_condition
-from modeltrust.operator.policy_reconcile import decided_under
 from modeltrust.operator.policy_status import (
     invalid,
     ledger_condition_changed,
@@ -19,7 +18,7 @@ from modeltrust.operator.policy_status import (
     policy_status,
     valid,
 )
-from modeltrust.operator.reconcile import policy_ref
+from modeltrust.operator.status_record import MDStatus, PolicyRef
 from modeltrust.operator.types import parse_trust_policy
 
 pytestmark = pytest.mark.unit
@@ -85,15 +84,19 @@ def test_periodic_recheck_writes_only_on_a_change() -> None:
     assert ledger_condition_changed({}, ledger_verified(1, "o"))
 
 
+def served_under(policy: Any) -> MDStatus:
+    return MDStatus.from_status({"verifiedPolicy": PolicyRef.of(policy).to_status()})
+
+
 def test_a_policy_change_reverifies_only_what_was_decided_under_another_generation(
     policy_body: Callable[[], dict[str, Any]],
 ) -> None:
     body = policy_body()
     body["metadata"]["uid"] = "policy-uid-1"
     policy = parse_trust_policy(body)
-    assert decided_under({"verifiedPolicy": policy_ref(policy)}, policy)
+    assert served_under(policy).decided_under(policy)
     body["metadata"]["generation"] = 2
-    assert not decided_under({"verifiedPolicy": policy_ref(policy)}, parse_trust_policy(body))
+    assert not served_under(policy).decided_under(parse_trust_policy(body))
     body["metadata"].update(generation=1, uid="recreated")
-    assert not decided_under({"verifiedPolicy": policy_ref(policy)}, parse_trust_policy(body))
-    assert not decided_under({}, policy)
+    assert not served_under(policy).decided_under(parse_trust_policy(body))
+    assert not MDStatus.from_status({}).decided_under(policy)

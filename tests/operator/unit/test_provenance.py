@@ -17,7 +17,7 @@ from modeltrust.chain.note import NoteSigner
 from modeltrust.chain.provenance import verify_provenance
 from modeltrust.chain.signatures import generate_private_key, public_key_pem, sign_registration
 from modeltrust.operator.builders import VerifiedModel, build_deployment
-from modeltrust.operator.decisions import detect_drift
+from modeltrust.operator.drift import detect_drift
 from modeltrust.operator.provenance import (
     FILES,
     ProvenanceMaterial,

@@ -1,7 +1,8 @@
 """Re-verifying a serving model after a policy change and on the timer, with the Kubernetes
-API and the ledger answers kept in memory (review finding 3, poc_policy.py): a policy that
-stops trusting a model must never leave it running unjudged, and an undecided check is
-flagged and retried, never recorded as a verification."""
+API and the ledger answers kept in memory: a policy that stops trusting a model must never
+leave it running unjudged (not even when its artifact URL is gone: the bytes are pinned by
+digest and not fetched again), and an undecided check is flagged and retried, never
+recorded as a verification (docs/architecture.md, fail-closed rules)"""
 
 from __future__ import annotations
 
@@ -17,11 +18,12 @@ from modeltrust.chain.signatures import generate_private_key, key_id, public_key
 from modeltrust.operator.artifact import ArtifactChecker
 from modeltrust.operator.builders import BuildSettings, VerifiedModel, build_deployment
 from modeltrust.operator.decisions import RegistrationCheck, RevocationFact
+from modeltrust.operator.deps import Deps
 from modeltrust.operator.keys import TrustedKeys
 from modeltrust.operator.ledger_access import LedgerEvidence
 from modeltrust.operator.metrics import Metrics
-from modeltrust.operator.policy_reconcile import on_policy_event, recheck, reverify_serving
-from modeltrust.operator.reconcile import Deps, policy_ref
+from modeltrust.operator.reverify import recheck, reverify_serving
+from modeltrust.operator.status_record import PolicyRef
 from modeltrust.operator.types import parse_model_deployment, parse_trust_policy
 
 pytestmark = pytest.mark.unit
@@ -158,7 +160,7 @@ def world(policy: dict[str, Any], answer: LedgerEvidence, **status: Any) -> Worl
         "observedGeneration": 1, "servingSpec": SPEC, "servingDigest": DIGEST,
         "servingGeneration": 1, "signerKeyIds": [KID_A], "registrationIndex": 0,
         "modelSize": 1000, "lastVerifiedTime": "2026-01-01T11:59:30Z",
-        "verifiedPolicy": policy_ref(old_policy),
+        "verifiedPolicy": PolicyRef.of(old_policy).to_status(),
         "conditions": [
             {"type": "Verified", "status": "True", "reason": "Verified", "message": "ok"},
             {"type": "Revoked", "status": "False", "reason": "NotRevoked", "message": "-"},
@@ -178,7 +180,7 @@ def world(policy: dict[str, Any], answer: LedgerEvidence, **status: Any) -> Worl
         clock=lambda: NOW,
         drift_check_seconds=float("inf"),
     )
-    deps.drift_checked["u1"] = 0.0  # drift is tested elsewhere
+    deps.objects.drift_checked["u1"] = 0.0  # drift is tested elsewhere
     return World(kube, ledger, deps, events)
 
 
@@ -193,7 +195,7 @@ async def run_policy_change(w: World) -> str:
 
 
 async def test_removing_the_publisher_revokes_even_when_the_artifact_is_gone() -> None:
-    # poc_policy.py: publisher removed while the model URL 404s -> was "left running".
+    # The publisher is removed while the model URL 404s: revoked all the same.
     w = world(REMOVED_A, LEDGER_OK)
     message = await run_policy_change(w)
     assert "no longer trusts the serving model" in message
@@ -317,20 +319,20 @@ async def test_a_refused_newer_generation_keeps_its_verified_condition() -> None
 
 async def test_the_timer_takes_the_policy_from_the_watch_and_reads_it_only_when_missing() -> None:
     w = world(policy_body(A), LEDGER_OK)
-    w.deps.policies["default"] = policy_body(A)  # as the policy watch delivered it
-    assert await recheck(w.deps, w.kube.md) == "not due"
+    watched = {"default": policy_body(A)}  # the policy index, as the watch delivered it
+    assert await recheck(w.deps, w.kube.md, watched=watched) == "not due"
     assert (w.kube.policy_reads, w.kube.status_patches) == (0, [])
     # The watch delivers generation 2 (A removed): the next tick decides under it, unread.
-    w.deps.policies["default"] = REMOVED_A
-    await recheck(w.deps, w.kube.md)
+    watched["default"] = REMOVED_A
+    await recheck(w.deps, w.kube.md, watched=watched)
     assert w.kube.policy_reads == 0
     assert w.condition("Revoked")["status"] == "True"
     assert w.status["verifiedPolicy"]["generation"] == 2
-    # Deleted (the watch says so): the tick asks the API server, which has no such policy.
-    await on_policy_event(w.deps, REMOVED_A, deleted=True)
+    # Deleted (kopf drops it from the index): the tick asks the API server, which has none.
+    del watched["default"]
     w.kube.policy = None  # type: ignore[assignment]
     w.kube.md["status"]["conditions"][0]["status"] = "True"  # so the flag is visible
     w.kube.md["status"]["conditions"][1]["status"] = "False"
-    await recheck(w.deps, w.kube.md)
+    await recheck(w.deps, w.kube.md, watched=watched)
     assert w.kube.policy_reads == 1
     assert w.condition("Verified")["reason"] == "PolicyNotFound"

@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 
 from modeltrust.chain.trust import TrustedPublisher
+from modeltrust.operator.errors import SpecError
 from modeltrust.operator.types import (
     Enforcement,
     RevocationAction,
-    SpecError,
     parse_duration,
     parse_model_deployment,
     parse_size,

@@ -18,7 +18,8 @@ from modeltrust.operator.decisions import (
     Verdict,
     decide,
 )
-from modeltrust.operator.types import Enforcement, LedgerSpec, Publisher, SpecError, TrustPolicy
+from modeltrust.operator.errors import SpecError
+from modeltrust.operator.types import Enforcement, LedgerSpec, Publisher, TrustPolicy
 from modeltrust.operator.witness import (
     CheckpointSignatureError,
     WitnessedTrustStore,

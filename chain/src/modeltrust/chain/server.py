@@ -1,4 +1,4 @@
-"""The ledger's HTTP API (DESIGN 4.2) on aiohttp, with orjson for responses.
+"""The ledger's HTTP API (docs/ledger.md section 6) on aiohttp, with orjson for responses.
 
 Reads run on the event loop against a read-only SQLite connection (WAL readers never
 wait for the writer, and a batched node read is tens of microseconds, less than a

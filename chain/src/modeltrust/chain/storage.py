@@ -1,7 +1,7 @@
 """Ledger storage: the narrow interface the sequencer and server use, and its SQLite backend.
 
 The interface (:class:`LedgerStore`) is deliberately small so a PostgreSQL backend can
-slot in beside SQLite (DESIGN section 8): one atomic ``append`` per block, batched
+slot in beside SQLite (docs/architecture.md): one atomic ``append`` per block, batched
 reads, and a handful of exact-match lookups. Nothing in it knows about HTTP or about
 the entry schema; the sequencer derives lookup keys (see ``lookup.py``).
 

@@ -3,7 +3,7 @@
 A TrustStateStore moves forward only, by compare-and-swap: a verifier that finds a
 checkpoint older than, or inconsistent with, the one it remembers has caught the
 ledger rolling back or forking. The file store here suits CLIs and single processes;
-the operator can keep the same record in a Kubernetes object (DESIGN section 3).
+the operator keeps the same record in a ConfigMap (operator trust_store.py).
 """
 
 from __future__ import annotations

@@ -278,8 +278,9 @@ def _policy_file(path: Path) -> tuple[VerificationPolicy, tuple[str, str, str | 
     operator's own parser: the policy, and its ledger's URL, verifier key and origin."""
     import yaml
 
+    from modeltrust.operator.errors import SpecError
     from modeltrust.operator.keys import TrustedKeys
-    from modeltrust.operator.types import SpecError, parse_trust_policy
+    from modeltrust.operator.types import parse_trust_policy
 
     try:
         doc = yaml.safe_load(path.read_text(encoding="utf-8"))

@@ -2,11 +2,11 @@
 
     python -m modeltrust.operator --all-namespaces --liveness http://0.0.0.0:8081/healthz
 
-Configuration comes from the environment (docs/operator.md): MODELTRUST_NAMESPACE (where
-the trusted-checkpoint ConfigMaps live), MODELTRUST_IMAGE (default model server image),
-MODELTRUST_LEDGER_TOKEN or MODELTRUST_LEDGER_TOKEN_FILE (audit write token), and
-MODELTRUST_METRICS_PORT. POD_NAME (the chart sets it from the pod's name) names this operator
-in kopf's logs and annotations; without it the identity is the host name and process id.
+Configuration comes from MODELTRUST_* environment variables (config.py; docs/operator.md
+lists them all), read once here: a bad value is one line on stderr naming the variable,
+and exit code 2.
+POD_NAME (the chart sets it from the pod's name) names this operator in kopf's logs
+and annotations; without it the identity is the host name and process id.
 """
 
 from __future__ import annotations
@@ -17,6 +17,9 @@ import os
 import socket
 import sys
 from collections.abc import Sequence
+
+from modeltrust.operator.config import OperatorConfig
+from modeltrust.operator.errors import ConfigError
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -51,23 +54,30 @@ def operator_identity() -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if not args.namespace and not args.all_namespaces:
+        print("give --namespace NAME (repeatable) or --all-namespaces", file=sys.stderr)
+        return 2
+    try:
+        config = OperatorConfig.from_env(os.environ)
+    except ConfigError as exc:
+        print(f"modeltrust operator: {exc}", file=sys.stderr)
+        return 2
     import kopf
     from kopf._core.engines.peering import Identity  # kopf.run's parameter type, not re-exported
 
-    from modeltrust.operator import handlers  # registers the handlers
+    from modeltrust.operator import handlers
 
-    handlers.WATCHED_NAMESPACES = tuple(args.namespace)
-
+    registry = kopf.OperatorRegistry()
+    handlers.register(registry, config)
     kopf.configure(
         verbose=args.verbose,
         log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.PLAIN,
     )
     logging.getLogger("modeltrust").setLevel(logging.DEBUG if args.verbose else logging.INFO)
-    if not args.namespace and not args.all_namespaces:
-        print("give --namespace NAME (repeatable) or --all-namespaces", file=sys.stderr)
-        return 2
     # Standalone: no kopf peering. Run exactly one replica (Deployment strategy Recreate).
     kopf.run(
+        registry=registry,
+        memo=handlers.operator_memo(config, tuple(args.namespace)),
         standalone=True,
         clusterwide=args.all_namespaces,
         namespaces=args.namespace,

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from modeltrust.operator.config import DEFAULT_IMAGE
 from modeltrust.operator.types import API_VERSION, MODEL_DEPLOYMENT_KIND, ModelDeployment
 
 MODELS_DIR = "/models"
@@ -63,8 +65,14 @@ class VerifiedModel:
 
 @dataclass(frozen=True)
 class BuildSettings:
-    default_image: str = "ghcr.io/modeltrust/modeltrust:latest"
+    default_image: str = DEFAULT_IMAGE
     service_account_name: str | None = None
+
+
+def controlled_by(obj: Mapping[str, Any], uid: str) -> bool:
+    """Whether `obj` names the object with `uid` as its controller (ownerReferences)."""
+    refs = (obj.get("metadata") or {}).get("ownerReferences") or []
+    return any(r.get("uid") == uid and r.get("controller") for r in refs)
 
 
 def resource_name(md_name: str) -> str:

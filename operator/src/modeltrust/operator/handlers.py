@@ -1,7 +1,12 @@
-"""kopf handlers: thin adapters from kopf's callbacks to reconcile.py.
+"""kopf handlers: thin adapters from kopf's callbacks to the reconcile modules.
 
-Status is always patched explicitly by reconcile.py; no handler returns a value (kopf
-would write it to status, where the structural schema silently prunes it).
+Nothing is registered at import: `register(registry, config)` adds the handlers with the
+intervals of the OperatorConfig, and `python -m modeltrust.operator` runs kopf with that
+registry and a memo holding the config and the watched namespaces. The startup handler
+builds `Deps` from them into the memo; every other handler takes it from there.
+
+Status is always patched explicitly; no handler returns a value (kopf would write it to
+status, where the structural schema silently prunes it).
 """
 
 from __future__ import annotations
@@ -9,9 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-from collections.abc import Callable
-from pathlib import Path
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import kopf
@@ -19,49 +22,40 @@ from prometheus_client import start_http_server
 
 from modeltrust.operator import builders, kube
 from modeltrust.operator.artifact import ArtifactChecker
+from modeltrust.operator.audit import audit_deletion
 from modeltrust.operator.builders import BuildSettings
-from modeltrust.operator.ledger_access import (
-    APPENDS_UNCONFIGURED,
-    LedgerAccess,
-    LedgerInconsistent,
-    LedgerUnverified,
-    token_reader,
-)
+from modeltrust.operator.config import OperatorConfig
+from modeltrust.operator.deps import Deps
+from modeltrust.operator.drift_correction import on_deployment_change
+from modeltrust.operator.errors import Conflict, Fatal, LedgerInconsistent, LedgerUnverified, Retry
+from modeltrust.operator.ledger_access import APPENDS_UNCONFIGURED, LedgerAccess, token_reader
 from modeltrust.operator.metrics import Metrics
-from modeltrust.operator.policy_reconcile import (
-    on_policy_event,
-    recheck,
-    refresh_ledger_conditions,
-)
-from modeltrust.operator.reconcile import (
-    Deps,
-    Fatal,
-    Retry,
-    audit_deletion,
-    backoff,
-    on_deployment_change,
-    reconcile,
-)
+from modeltrust.operator.policy_events import on_policy_event, refresh_ledger_conditions
+from modeltrust.operator.reconcile import reconcile
+from modeltrust.operator.reverify import recheck
 from modeltrust.operator.types import GROUP, MODEL_DEPLOYMENT_PLURAL, POLICY_PLURAL, VERSION
 
 log = logging.getLogger("modeltrust.operator")
 
 FINALIZER = "modeltrust.dev/finalizer"
-TIMER_INTERVAL = float(os.environ.get("MODELTRUST_TIMER_INTERVAL", "10"))
-DELETE_AUDIT_RETRIES = int(os.environ.get("MODELTRUST_DELETE_AUDIT_RETRIES", "6"))
-POLICY_CHECK_INTERVAL = float(os.environ.get("MODELTRUST_POLICY_CHECK_INTERVAL", "60"))
-DRIFT_CHECK_INTERVAL = float(os.environ.get("MODELTRUST_DRIFT_CHECK_INTERVAL", "60"))
-# Set by __main__ from --namespace (empty: every namespace).
-WATCHED_NAMESPACES: tuple[str, ...] = ()
-
-_deps: Deps | None = None
-_background: set[asyncio.Task[None]] = set()
 
 
-def deps() -> Deps:
-    if _deps is None:
+def _deps(memo: kopf.Memo) -> Deps:
+    deps = memo.get("deps")
+    if not isinstance(deps, Deps):
         raise kopf.TemporaryError("the operator is still starting", delay=2)
-    return _deps
+    return deps
+
+
+def _config(memo: kopf.Memo) -> OperatorConfig:
+    config = memo.get("config")
+    assert isinstance(config, OperatorConfig), "run kopf with memo=operator_memo(config, ...)"
+    return config
+
+
+def operator_memo(config: OperatorConfig, namespaces: tuple[str, ...]) -> kopf.Memo:
+    """What kopf.run is given as `memo`: the configuration and the watched namespaces."""
+    return kopf.Memo(config=config, namespaces=namespaces)
 
 
 def _post_event(body: Any, type_: str, reason: str, message: str) -> None:
@@ -71,140 +65,127 @@ def _post_event(body: Any, type_: str, reason: str, message: str) -> None:
         log.exception("could not post event %s", reason)
 
 
-def _token_source() -> Callable[[], str]:
+def token_source(config: OperatorConfig) -> Callable[[], str]:
     """MODELTRUST_LEDGER_TOKEN (local use) or the file MODELTRUST_LEDGER_TOKEN_FILE names,
     re-read on use. Nothing else: the pod's service-account token is a credential for the
     API server and is never sent to the ledger. With neither set, audit appends fail."""
-    token = os.environ.get("MODELTRUST_LEDGER_TOKEN", "").strip() or None
-    token_file = os.environ.get("MODELTRUST_LEDGER_TOKEN_FILE", "").strip() or None
-    if token is None and token_file is None:
+    if config.ledger_token is None and config.ledger_token_file is None:
         log.warning("%s; every audit append will fail until one is set", APPENDS_UNCONFIGURED)
-    return token_reader(token, Path(token_file) if token_file else None)
+    return token_reader(config.ledger_token, config.ledger_token_file)
 
 
-def _local_model_root() -> Path | None:
-    """MODELTRUST_LOCAL_MODEL_ROOT: the only directory local model paths may name (unset:
-    local paths are refused; "/" allows every path, deliberately)."""
-    root = os.environ.get("MODELTRUST_LOCAL_MODEL_ROOT", "").strip()
-    if not root:
-        return None
-    if not Path(root).is_absolute():
-        raise SystemExit(f"MODELTRUST_LOCAL_MODEL_ROOT must be an absolute path, got {root!r}")
-    return Path(root)
-
-
-@kopf.on.startup()
-async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-    global _deps
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    config = _config(memo)
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="modeltrust.dev")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix="modeltrust.dev", key="last-handled-configuration"
     )
     settings.posting.level = logging.WARNING  # kopf's own chatter stays in logs, not Events
-    settings.watching.server_timeout = int(os.environ.get("MODELTRUST_WATCH_TIMEOUT", "300"))
-    settings.watching.client_timeout = settings.watching.server_timeout + 30
-    settings.batching.worker_limit = int(os.environ.get("MODELTRUST_WORKERS", "64"))
+    settings.watching.server_timeout = config.watch_timeout
+    settings.watching.client_timeout = config.watch_timeout + 30
+    settings.batching.worker_limit = config.workers
     kube.load_config()
-    namespace = os.environ.get("MODELTRUST_NAMESPACE", "modeltrust-system")
-    token = _token_source()
     metrics = Metrics()
-    port = int(os.environ.get("MODELTRUST_METRICS_PORT", "0") or 0)
-    if port:
-        start_http_server(
-            port,
-            addr=os.environ.get("MODELTRUST_METRICS_ADDR", "0.0.0.0"),  # noqa: S104
-            registry=metrics.registry,
-        )
-    k = kube.Kube(threads=settings.batching.worker_limit)
-    _deps = Deps(
+    if config.metrics_port:
+        start_http_server(config.metrics_port, addr=config.metrics_addr, registry=metrics.registry)
+    k = kube.Kube(threads=config.workers)
+    deps = Deps(
         kube=k,
-        ledger=LedgerAccess(k, namespace, token),
-        artifacts=ArtifactChecker(local_root=_local_model_root()),
+        ledger=LedgerAccess(k, config.namespace, token_source(config)),
+        artifacts=ArtifactChecker(local_root=config.local_model_root),
         metrics=metrics,
         events=_post_event,
         build=BuildSettings(
-            default_image=os.environ.get("MODELTRUST_IMAGE", BuildSettings.default_image),
-            service_account_name=os.environ.get("MODELTRUST_MODEL_SERVICE_ACCOUNT") or None,
+            default_image=config.image, service_account_name=config.model_service_account
         ),
-        actor=os.environ.get("MODELTRUST_ACTOR", "modeltrust-operator"),
-        namespaces=WATCHED_NAMESPACES,
-        drift_check_seconds=DRIFT_CHECK_INTERVAL,
+        actor=config.actor,
+        backoff=config.backoff,
+        namespaces=tuple(memo.get("namespaces") or ()),
+        drift_check_seconds=config.drift_check_interval,
     )
-    task = asyncio.create_task(_refresh_policies(_deps))
-    _background.add(task)
-    log.info("modeltrust operator started; trust state in namespace %s", namespace)
+    memo["deps"] = deps
+    memo["background"] = {asyncio.create_task(_refresh_policies(deps, config))}
+    log.info("modeltrust operator started; trust state in namespace %s", config.namespace)
 
 
-async def _refresh_policies(d: Deps) -> None:
+async def _refresh_policies(deps: Deps, config: OperatorConfig) -> None:
     """Keep each policy's LedgerReachable current without a kopf timer (a timer would put a
     finalizer on every policy and need patch rights on them)."""
     while True:
-        await asyncio.sleep(POLICY_CHECK_INTERVAL)
+        await asyncio.sleep(config.policy_check_interval)
         try:
-            await refresh_ledger_conditions(d)
+            await refresh_ledger_conditions(deps)
         except Exception:  # a failed round is retried at the next interval
             log.exception("refreshing policy ledger conditions failed")
 
 
-@kopf.on.cleanup()
-async def shutdown(**_: Any) -> None:
-    for task in _background:
+async def shutdown(memo: kopf.Memo, **_: Any) -> None:
+    tasks: set[asyncio.Task[None]] = memo.get("background") or set()
+    for task in tasks:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-    _background.clear()
-    if _deps is not None:
-        await _deps.ledger.close()
-        _deps.kube.close()
+    tasks.clear()
+    deps = memo.get("deps")
+    if isinstance(deps, Deps):
+        await deps.ledger.close()
+        deps.kube.close()
 
 
-@kopf.on.event(GROUP, VERSION, POLICY_PLURAL)
-async def policy_event(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
+def policy_index(name: str, body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]]:
+    """kopf index of the ModelTrustPolicies as the watch last delivered them, by name (the
+    timer's tick reads no policy from the API server; kopf drops a deleted one)."""
+    return {name: dict(body)}
+
+
+def watched_policies(index: kopf.Index[str, dict[str, Any]]) -> Mapping[str, Mapping[str, Any]]:
+    return {name: body for name in index for body in index[name]}
+
+
+async def policy_event(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """Policy status and re-verification of its users. A raw event handler: kopf keeps no
     state on the policy, so the operator needs only its status subresource (docs/rbac.md)."""
-    if _deps is None:  # startup handlers run before watching starts; this is a guard
+    deps = memo.get("deps")
+    if not isinstance(deps, Deps):  # startup handlers run before watching starts: a guard
         return
-    await on_policy_event(_deps, dict(body), deleted=event.get("type") == "DELETED")
+    await on_policy_event(deps, dict(body), deleted=event.get("type") == "DELETED")
 
 
-async def _reconcile(body: kopf.Body, retry: int) -> None:
+async def model_deployment_changed(body: kopf.Body, retry: int, memo: kopf.Memo, **_: Any) -> None:
     try:
-        await reconcile(deps(), body, retry=retry)
+        await reconcile(_deps(memo), body, retry=retry)
     except Retry as exc:
         raise kopf.TemporaryError(str(exc), delay=exc.delay) from exc
     except Fatal as exc:
         raise kopf.PermanentError(str(exc)) from exc
 
 
-@kopf.on.resume(GROUP, VERSION, MODEL_DEPLOYMENT_PLURAL)
-@kopf.on.create(GROUP, VERSION, MODEL_DEPLOYMENT_PLURAL)
-@kopf.on.update(GROUP, VERSION, MODEL_DEPLOYMENT_PLURAL, field="spec")
-async def model_deployment_changed(body: kopf.Body, retry: int, **_: Any) -> None:
-    await _reconcile(body, retry)
+async def periodic_reverify(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
+    # `policies`: the kopf index registered with id="policies" (policy_index).
+    await recheck(_deps(memo), body, watched=watched_policies(kwargs["policies"]))
 
 
-@kopf.timer(
-    GROUP, VERSION, MODEL_DEPLOYMENT_PLURAL, interval=TIMER_INTERVAL, initial_delay=TIMER_INTERVAL
-)
-async def periodic_reverify(body: kopf.Body, **_: Any) -> None:
-    await recheck(deps(), body)
-
-
-@kopf.on.delete(GROUP, VERSION, MODEL_DEPLOYMENT_PLURAL)
-async def model_deployment_deleted(body: kopf.Body, retry: int, **_: Any) -> None:
+async def model_deployment_deleted(body: kopf.Body, retry: int, memo: kopf.Memo, **_: Any) -> None:
+    deps, config = _deps(memo), _config(memo)
     try:
-        await audit_deletion(deps(), body)
+        await audit_deletion(deps, body)
     except (LedgerUnverified, LedgerInconsistent) as exc:
-        if retry < DELETE_AUDIT_RETRIES:
-            raise kopf.TemporaryError(
-                f"deletion not yet audited: {exc}", delay=backoff(retry, base=5)
-            ) from exc
+        if retry < config.delete_audit_retries:
+            delay = deps.backoff.delay(deps.backoff.delete, retry)
+            raise kopf.TemporaryError(f"deletion not yet audited: {exc}", delay=delay) from exc
         # Never hold a namespace hostage to a ledger that is gone: let deletion finish, loudly.
         _post_event(
             body, "Warning", "AuditFailed", f"deletion could not be recorded on the ledger: {exc}"
         )
         log.error("deletion of %s/%s not audited: %s", body.meta.namespace, body.meta.name, exc)
+
+
+async def model_deployment_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    """The object is gone from the API server: drop what this process kept about it."""
+    deps = memo.get("deps")
+    if event.get("type") == "DELETED" and isinstance(deps, Deps):
+        deps.objects.forget(str((event.get("object") or {}).get("metadata", {}).get("uid", "")))
 
 
 def _owner(body: kopf.Body) -> dict[str, Any] | None:
@@ -220,12 +201,42 @@ def _owner(body: kopf.Body) -> dict[str, Any] | None:
     return None
 
 
-@kopf.on.event("apps", "v1", "deployments", labels={builders.LABEL_MANAGED_BY: builders.MANAGED_BY})
-async def owned_deployment_event(body: kopf.Body, **_: Any) -> None:
+async def owned_deployment_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     owner = _owner(body)
-    if owner is None or _deps is None:
+    deps = memo.get("deps")
+    if owner is None or not isinstance(deps, Deps):
         return
     try:
-        await on_deployment_change(_deps, owner)
-    except (Retry, Fatal, kube.Conflict) as exc:
+        await on_deployment_change(deps, owner)
+    except (Retry, Fatal, Conflict) as exc:
         log.warning("owned Deployment %s/%s: %s", body.meta.namespace, body.meta.name, exc)
+
+
+def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
+    """Add every handler to `registry`, with the timer interval of `config`."""
+    md = (GROUP, VERSION, MODEL_DEPLOYMENT_PLURAL)
+    # kopf's default registry brings its login handlers; a registry of our own needs one:
+    # in-cluster credentials or KUBECONFIG, through the kubernetes client (as kube.py).
+    kopf.on.login(registry=registry)(kopf.login_via_client)
+    kopf.on.startup(registry=registry)(configure)
+    kopf.on.cleanup(registry=registry)(shutdown)
+    kopf.index(GROUP, VERSION, POLICY_PLURAL, id="policies", registry=registry)(policy_index)
+    kopf.on.event(GROUP, VERSION, POLICY_PLURAL, registry=registry)(policy_event)
+    kopf.on.resume(*md, registry=registry)(model_deployment_changed)
+    kopf.on.create(*md, registry=registry)(model_deployment_changed)
+    kopf.on.update(*md, field="spec", registry=registry)(model_deployment_changed)
+    kopf.timer(
+        *md,
+        interval=config.timer_interval,
+        initial_delay=config.timer_interval,
+        registry=registry,
+    )(periodic_reverify)
+    kopf.on.delete(*md, registry=registry)(model_deployment_deleted)
+    kopf.on.event(*md, registry=registry)(model_deployment_event)
+    kopf.on.event(
+        "apps",
+        "v1",
+        "deployments",
+        labels={builders.LABEL_MANAGED_BY: builders.MANAGED_BY},
+        registry=registry,
+    )(owned_deployment_event)

@@ -13,7 +13,8 @@ from typing import Any
 from modeltrust.chain.errors import ChainError
 from modeltrust.chain.signatures import key_id, load_public_key
 from modeltrust.chain.trust import TrustedPublisher, VerificationPolicy
-from modeltrust.operator.types import Publisher, SpecError, TrustPolicy
+from modeltrust.operator.errors import SpecError
+from modeltrust.operator.types import Publisher, TrustPolicy
 
 
 @dataclass(frozen=True)

@@ -17,13 +17,10 @@ from typing import Any
 import kubernetes
 from kubernetes.client.exceptions import ApiException
 
+from modeltrust.operator.errors import Conflict
 from modeltrust.operator.types import GROUP, MODEL_DEPLOYMENT_PLURAL, POLICY_PLURAL, VERSION
 
 JSON = dict[str, Any]
-
-
-class Conflict(Exception):
-    """409: the object changed since it was read (or already exists)."""
 
 
 def load_config() -> None:

@@ -33,6 +33,12 @@ from modeltrust.chain.trust import (
     check_revocations,
 )
 from modeltrust.chain.trust_state import LedgerForkError, LedgerRollbackError
+from modeltrust.operator.errors import (
+    LedgerInconsistent,
+    LedgerTokenMissing,
+    LedgerUnverified,
+    LedgerUnwitnessed,
+)
 from modeltrust.operator.keys import TrustedKeys
 from modeltrust.operator.kube import Kube
 from modeltrust.operator.provenance import ProvenanceMaterial
@@ -49,18 +55,6 @@ from modeltrust.operator.witness import (
 MAX_LOOKUP_PAGES = 10
 
 log = logging.getLogger("modeltrust.operator.ledger")
-
-
-class LedgerInconsistent(Exception):
-    """The ledger rolled back or forked relative to the trusted checkpoint."""
-
-
-class LedgerUnverified(Exception):
-    """No verified answer from the ledger (unreachable, refused, or did not verify)."""
-
-
-class LedgerUnwitnessed(LedgerUnverified):
-    """The ledger's checkpoint lacks the witness cosignatures the policy requires."""
 
 
 def classify(exc: BaseException) -> Exception:
@@ -81,12 +75,6 @@ class LedgerEvidence:
     unwitnessed: str | None = None
     # The proven registration entries by ledger index (for the pod's offline proof).
     entries: Mapping[int, VerifiedEntry] = field(default_factory=dict)
-
-
-class LedgerTokenMissing(LedgerUnverified):
-    """No bearer token for audit appends. The operator never falls back to another
-    credential (such as the pod's service-account token, which the API server accepts and
-    so must never be handed to the ledger): without one, appends fail closed."""
 
 
 APPENDS_UNCONFIGURED = (

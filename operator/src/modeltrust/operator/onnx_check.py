@@ -24,9 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-
-class CheckFailed(Exception):
-    pass
+from modeltrust.operator.errors import ModelCheckFailed
 
 
 def _graphs(graph: Any) -> Iterator[Any]:
@@ -105,13 +103,13 @@ def structural_check(path: str) -> None:
     try:
         model = onnx.load(path, load_external_data=False)
     except Exception as exc:  # protobuf's DecodeError and onnx's own errors alike
-        raise CheckFailed(f"not an ONNX model: {exc}") from None
+        raise ModelCheckFailed(f"not an ONNX model: {exc}") from None
     if model.ir_version <= 0 or not model.HasField("graph") or not model.graph.node:
-        raise CheckFailed("not an ONNX model: no IR version or empty graph")
+        raise ModelCheckFailed("not an ONNX model: no IR version or empty graph")
     for tensor in _tensors(model):
         if tensor.data_location == onnx.TensorProto.EXTERNAL or len(tensor.external_data):
             entries = {e.key: e.value for e in tensor.external_data}
-            raise CheckFailed(external_data_problem(entries.get("location", "")))
+            raise ModelCheckFailed(external_data_problem(entries.get("location", "")))
 
 
 def load_check(path: str, digest: str) -> dict[str, Any]:
@@ -126,7 +124,7 @@ def load_check(path: str, digest: str) -> dict[str, Any]:
             settings=SessionSettings(intra_op_threads=1, inter_op_threads=1),
         )
     except ServingError as exc:
-        raise CheckFailed(str(exc)) from None
+        raise ModelCheckFailed(str(exc)) from None
     meta = model.metadata()
     return {"ok": True, "inputs": meta["inputs"], "outputs": meta["outputs"]}
 
@@ -144,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         structural_check(args.model)
         result = load_check(args.model, args.digest)
-    except CheckFailed as exc:
+    except ModelCheckFailed as exc:
         result = {"ok": False, "error": str(exc)}
     except MemoryError:
         result = {"ok": False, "error": "loading the model exceeded the memory limit"}

@@ -27,9 +27,17 @@ from modeltrust.chain.errors import ChainError
 from modeltrust.chain.merkle import hash_from_b64
 from modeltrust.chain.provenance import verify_provenance
 from modeltrust.chain.trust import short_key_id
+from modeltrust.operator.builders import controlled_by
+from modeltrust.operator.errors import (
+    Conflict,
+    LedgerUnverified,
+    OperatorError,
+    ProvenancePending,
+    SpecError,
+)
 from modeltrust.operator.keys import TrustedKeys
-from modeltrust.operator.kube import Conflict, Kube
-from modeltrust.operator.ledger_access import LedgerAccess, LedgerUnverified
+from modeltrust.operator.kube import Kube
+from modeltrust.operator.ledger_access import LedgerAccess
 from modeltrust.operator.provenance import (
     CHECKPOINT_FILE,
     FILES,
@@ -42,12 +50,8 @@ from modeltrust.operator.provenance import (
     fetch_args,
     has_all_files,
 )
-from modeltrust.operator.types import LedgerSpec, ModelDeployment, SpecError
+from modeltrust.operator.types import LedgerSpec, ModelDeployment
 from modeltrust.operator.witness import WitnessRequirement
-
-
-class ProvenanceError(Exception):
-    """The offline proof could not be written for the pod; the rollout waits."""
 
 
 @dataclass(frozen=True)
@@ -73,12 +77,7 @@ class PodProvenance:
         return cls(name, origin)
 
 
-def _controlled_by(obj: Mapping[str, Any], uid: str) -> bool:
-    refs = (obj.get("metadata") or {}).get("ownerReferences") or []
-    return any(r.get("uid") == uid and r.get("controller") for r in refs)
-
-
-class _Unusable(Exception):
+class _Unusable(OperatorError):
     """An existing proof ConfigMap's file cannot be read."""
 
 
@@ -98,7 +97,7 @@ def proof_problem(
 ) -> str | None:
     """Why an existing proof ConfigMap is not one the operator would have written for the
     registration at `index` of the pinned digest (None: it is)."""
-    if not _controlled_by(config_map, md.ref.uid):
+    if not controlled_by(config_map, md.ref.uid):
         return "it is not controlled by this ModelDeployment"
     if not has_all_files(config_map) or config_map.get("binaryData"):
         return "it does not hold exactly the proof files"
@@ -156,13 +155,13 @@ async def _usable(
     index: int,
 ) -> bool:
     """True if the ConfigMap `name` exists and holds our proof of registration `index`;
-    ProvenanceError if it exists with anything else."""
+    ProvenancePending if it exists with anything else."""
     current = await kube.get_config_map(md.ref.namespace, name)
     if current is None:
         return False
     problem = proof_problem(current, md, spec, keys, index)
     if problem is not None:
-        raise ProvenanceError(
+        raise ProvenancePending(
             f"ConfigMap {md.ref.namespace}/{name} exists but {problem}; it was not written by "
             "the operator for this ModelDeployment and is not used as the pod's proof: "
             "delete it so the operator can write its own"
@@ -181,10 +180,10 @@ async def apply_provenance(
     """Write the offline proof of registration `found` for the pods of `md`."""
     reg = found.entry
     if not isinstance(reg, Registration) or reg.digest != md.model.digest:
-        raise ProvenanceError(f"ledger entry {found.index} is not a registration of the pin")
+        raise ProvenancePending(f"ledger entry {found.index} is not a registration of the pin")
     trusted = keys.get(reg.signer_key_id)
     if trusted is None:
-        raise ProvenanceError(
+        raise ProvenancePending(
             f"registration {found.index} is signed by key {short_key_id(reg.signer_key_id)}, "
             "which the policy does not trust"
         )
@@ -201,11 +200,11 @@ async def apply_provenance(
         except Conflict:
             # Created concurrently (a retry after a crash): fine if it is ours and complete.
             if not await _usable(kube, md, name, spec, keys, found.index):
-                raise ProvenanceError(f"ConfigMap {md.ref.namespace}/{name} vanished") from None
+                raise ProvenancePending(f"ConfigMap {md.ref.namespace}/{name} vanished") from None
     except LedgerUnverified as exc:
-        raise ProvenanceError(f"could not fetch the inclusion proof for the pod: {exc}") from exc
+        raise ProvenancePending(f"could not fetch the inclusion proof for the pod: {exc}") from exc
     except ApiException as exc:
-        raise ProvenanceError(
+        raise ProvenancePending(
             f"could not write ConfigMap {md.ref.namespace}/{name} ({exc.status} {exc.reason}); "
             "the operator needs get and create on configmaps in this namespace (docs/rbac.md)"
         ) from exc
@@ -226,14 +225,14 @@ async def restore_provenance(
         return
     expected = config_map_name(md.ref.name, md.model.digest, spec.verifier_key, registration_index)
     if expected != provenance.config_map:
-        raise ProvenanceError(
+        raise ProvenancePending(
             f"the serving version's proof {provenance.config_map} was written for another "
             "ledger than the policy names now; a new rollout will write a new one"
         )
     try:
         found = await ledger.registration(spec, registration_index)
     except LedgerUnverified as exc:
-        raise ProvenanceError(
+        raise ProvenancePending(
             f"could not re-read registration {registration_index}: {exc}"
         ) from exc
     await apply_provenance(kube, ledger, md, spec, keys, found)

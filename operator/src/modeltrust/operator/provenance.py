@@ -1,8 +1,8 @@
 """Offline proof material for the pod's init step, as an immutable ConfigMap (pure builders).
 
 The operator verified a registration against the ledger; the pod must not take the
-operator's word for it either (DESIGN section 3: "the pod re-verifies the bytes it loads
-against the digest the operator verified"). So the operator hands the pod everything
+operator's word for it either: the pod re-verifies the bytes it loads against the digest
+the operator verified (docs/architecture.md, trust model). So the operator hands the pod everything
 `modeltrust fetch` needs to re-check, without talking to the ledger:
 
     registration.json    the registration entry (as the ledger serves it, with its index)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from modeltrust.operator.conditions import READY, REVOKED, ConditionStatus, is_true, set_condition
+from modeltrust.operator.conditions import READY, ConditionStatus, set_condition
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,3 @@ def with_readiness(
     now: datetime,
 ) -> list[dict[str, Any]]:
     return set_condition(conditions, READY, r.status, r.reason, r.message, generation, now)
-
-
-def is_revoked(status: Mapping[str, Any]) -> bool:
-    return is_true(status.get("conditions") or [], REVOKED)

@@ -1,5 +1,5 @@
 """The last verified ledger checkpoint, kept in a ConfigMap and moved forward only by
-compare-and-swap on its resourceVersion (DESIGN section 3).
+compare-and-swap on its resourceVersion (docs/architecture.md, fail-closed rules).
 
 One ConfigMap per ledger (named after a hash of its verifier key) in the operator's
 namespace. The ConfigMap is not trusted as such (anyone with write access to it could
@@ -31,7 +31,8 @@ from modeltrust.chain.checkpoint import verify_checkpoint
 from modeltrust.chain.errors import ChainError
 from modeltrust.chain.note import NoteVerifier
 from modeltrust.chain.trust_state import LedgerTrustError, TrustedCheckpoint
-from modeltrust.operator.kube import Conflict, Kube
+from modeltrust.operator.errors import Conflict
+from modeltrust.operator.kube import Kube
 
 log = logging.getLogger("modeltrust.operator.trust")
 

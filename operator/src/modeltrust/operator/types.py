@@ -15,12 +15,13 @@ from typing import Any
 
 from kubernetes.utils.quantity import parse_quantity
 
+from modeltrust.operator.errors import SpecError
+
 GROUP = "modeltrust.dev"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
 MODEL_DEPLOYMENT_KIND = "ModelDeployment"
 MODEL_DEPLOYMENT_PLURAL = "modeldeployments"
-POLICY_KIND = "ModelTrustPolicy"
 POLICY_PLURAL = "modeltrustpolicies"
 
 DEFAULT_POLICY = "default"
@@ -40,15 +41,6 @@ _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _VERIFIER_KEY_RE = re.compile(r"^[^+\s]+\+[0-9a-f]{8}\+[A-Za-z0-9+/]+={0,2}$")
 _KEY_ID_RE = re.compile(r"^[0-9a-f]{64}$")
 _DURATION_RE = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
-
-
-class SpecError(ValueError):
-    """A spec field the operator cannot act on. `field` is the dotted path, as kubectl shows it."""
-
-    def __init__(self, field: str, problem: str) -> None:
-        super().__init__(f"{field}: {problem}")
-        self.field = field
-        self.problem = problem
 
 
 # --- small typed getters -------------------------------------------------------------------

@@ -28,7 +28,8 @@ from modeltrust.chain.checkpoint import verify_checkpoint
 from modeltrust.chain.errors import ChainError, UnknownVerifierError
 from modeltrust.chain.note import NoteVerifier
 from modeltrust.chain.trust_state import AsyncTrustStateStore, LedgerTrustError, TrustedCheckpoint
-from modeltrust.operator.types import LedgerSpec, SpecError
+from modeltrust.operator.errors import SpecError
+from modeltrust.operator.types import LedgerSpec
 
 
 class WitnessQuorumError(LedgerTrustError):

@@ -1,0 +1,98 @@
+"""Correcting drift of an owned Deployment, and keeping Ready in step with it.
+
+Two ways in: the Deployment watch (handlers.owned_deployment_event) and the timer's own
+look at most every `drift_check_seconds` (the watch selects by a label anyone who can edit
+the Deployment can remove). What counts as drift is drift.py's; a correction rewrites the
+verified Deployment and is audited (best effort: the correction happens regardless).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from modeltrust.operator import builders
+from modeltrust.operator.audit import audit_best_effort
+from modeltrust.operator.deps import Deps
+from modeltrust.operator.drift import detect_deployment_drift, drift_fingerprint
+from modeltrust.operator.errors import Conflict, Fatal, Retry
+from modeltrust.operator.owned import apply_deployment, expected_deployment, serving_model
+from modeltrust.operator.plans import plan_readiness
+from modeltrust.operator.status_record import MDStatus
+
+log = logging.getLogger("modeltrust.operator")
+
+
+def _resource_version(obj: Mapping[str, Any] | None) -> str:
+    return str(((obj or {}).get("metadata") or {}).get("resourceVersion") or "")
+
+
+async def on_deployment_change(deps: Deps, owner: Mapping[str, Any]) -> None:
+    """An owned Deployment changed (or was deleted): correct drift, refresh readiness.
+
+    The Deployment is read again under the object's lock: a watch event's body can be older
+    than a change the operator itself made meanwhile (a revocation's scale to zero, a new
+    version), and comparing that with the new verified state would "correct" nothing and
+    audit drift that never happened."""
+    meta = owner.get("metadata") or {}
+    if meta.get("deletionTimestamp"):
+        return
+    uid = str(meta.get("uid") or "")
+    async with deps.lock(uid):
+        fresh = await deps.kube.get_model_deployment(meta["namespace"], meta["name"])
+        if fresh is None or (fresh.get("metadata") or {}).get("uid") != uid:
+            return
+        expected = expected_deployment(deps, fresh)
+        served = serving_model(fresh)
+        if expected is None or served is None:
+            return
+        md, verified = served
+        deployment = await deps.kube.get_deployment(md.ref.namespace, expected["metadata"]["name"])
+        diffs: tuple[str, ...] = ()
+        if deployment is None:
+            diffs = ("the Deployment was deleted",)
+        else:
+            diffs = detect_deployment_drift(deployment, expected)
+        if diffs:
+            deployment_seen = deployment
+            deployment = await apply_deployment(deps, md, expected)
+            deps.metrics.drift.inc()
+            message = "restored the verified Deployment: " + "; ".join(diffs)
+            deps.events(fresh, "Warning", "DriftCorrected", message[:1024])
+            log.warning("%s/%s: %s", md.ref.namespace, md.ref.name, message)
+            # The live object's resourceVersion: a retry of this correction lands on the
+            # same entry, the same edit made again later gets its own.
+            seen = "|".join((*diffs, _resource_version(deployment_seen)))
+            await audit_best_effort(
+                deps, fresh, md, action="drift", decision="corrected", digest=verified.digest,
+                reasons=diffs,
+                detail=drift_fingerprint(expected) + "-"
+                + hashlib.sha256(seen.encode()).hexdigest()[:8],
+            )  # fmt: skip
+        patch = plan_readiness(MDStatus.from_status(fresh.get("status")), deployment, deps.clock())
+        if patch is not None:
+            await deps.kube.patch_model_deployment_status(
+                md.ref.namespace, md.ref.name, patch.to_status()
+            )
+
+
+async def check_owned_deployment(deps: Deps, body: Mapping[str, Any]) -> None:
+    """The timer's look at the owned Deployment, at most every `drift_check_seconds`: the
+    Deployment watch selects by a label anyone who can edit the Deployment can remove, so
+    drift must also be found from the ModelDeployment's side."""
+    uid = str((body.get("metadata") or {}).get("uid") or "")
+    if not deps.objects.drift_check_due(uid, time.monotonic(), deps.drift_check_seconds):
+        return
+    served = serving_model(body)
+    if served is None:
+        return
+    md, _ = served
+    name = builders.resource_name(md.ref.name)
+    try:
+        await on_deployment_change(deps, body)
+    except (Retry, Fatal, Conflict) as exc:
+        deps.events(body, "Warning", "DriftNotCorrected", f"Deployment {name}: {exc}"[:1024])
+        log.warning("%s/%s: drift not corrected: %s", md.ref.namespace, md.ref.name, exc)

@@ -1,0 +1,131 @@
+"""The objects a ModelDeployment owns: its Deployment, its Service and its pod's proof.
+
+The serving version is rebuilt from status alone (`serving_model`): the spec as it was
+when that version was verified, its digest, signers and proof. Anything here only ever
+writes what was verified; deciding is reconcile.py's and reverify.py's job.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from modeltrust.operator import builders
+from modeltrust.operator.builders import VerifiedModel, controlled_by
+from modeltrust.operator.deps import Deps, load_policy
+from modeltrust.operator.errors import Conflict, Fatal, ProvenancePending, Retry, SpecError
+from modeltrust.operator.pod_provenance import restore_provenance
+from modeltrust.operator.status_record import MDStatus
+from modeltrust.operator.types import ModelDeployment, parse_model_deployment
+
+log = logging.getLogger("modeltrust.operator")
+
+
+async def apply_deployment(
+    deps: Deps, md: ModelDeployment, desired: dict[str, Any]
+) -> dict[str, Any]:
+    """Create or replace the owned Deployment with `desired`; never take over another's."""
+    ns, name = md.ref.namespace, desired["metadata"]["name"]
+    for _ in range(5):
+        current = await deps.kube.get_deployment(ns, name)
+        try:
+            if current is None:
+                return await deps.kube.create_deployment(ns, desired)
+            if not controlled_by(current, md.ref.uid):
+                raise Fatal(
+                    f"Deployment {ns}/{name} exists and is not controlled by this ModelDeployment; "
+                    "rename or delete it"
+                )
+            body = copy.deepcopy(desired)
+            body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+            replaced = await deps.kube.replace_deployment(ns, name, body)
+            if replaced is not None:
+                return replaced
+        except Conflict:
+            continue
+    raise Retry(f"Deployment {ns}/{name} kept changing while being updated", 5)
+
+
+async def apply_service(deps: Deps, md: ModelDeployment) -> None:
+    desired = builders.build_service(md)
+    ns, name = md.ref.namespace, desired["metadata"]["name"]
+    current = await deps.kube.get_service(ns, name)
+    if current is None:
+        with contextlib.suppress(Conflict):  # created concurrently; the next pass patches it
+            await deps.kube.create_service(ns, desired)
+        return
+    if not controlled_by(current, md.ref.uid):
+        raise Fatal(f"Service {ns}/{name} exists and is not controlled by this ModelDeployment")
+    if current.get("spec", {}).get("selector") != desired["spec"]["selector"] or [
+        (p.get("port"), p.get("targetPort")) for p in current.get("spec", {}).get("ports", [])
+    ] != [(p["port"], p["targetPort"]) for p in desired["spec"]["ports"]]:
+        await deps.kube.patch_service(ns, name, {"spec": desired["spec"]})
+
+
+def serving_model(body: Mapping[str, Any]) -> tuple[ModelDeployment, VerifiedModel] | None:
+    """The ModelDeployment as it was when its serving version was verified, from status."""
+    record = MDStatus.from_status(body.get("status"))
+    if record.serving_spec is None or record.serving_digest is None:
+        return None
+    served = {"metadata": dict(body.get("metadata") or {}), "spec": dict(record.serving_spec)}
+    served["metadata"]["generation"] = record.serving_generation or 0
+    md = parse_model_deployment(served)
+    provenance = record.provenance
+    verified = VerifiedModel(
+        digest=record.serving_digest,
+        size=record.model_size or 0,
+        generation=record.serving_generation or 0,
+        signer_key_ids=record.signer_key_ids,
+        registration_index=record.registration_index,
+        checkpoint_size=record.checkpoint_size,
+        fetch_args=provenance.fetch_args if provenance else (),
+        provenance_config_map=provenance.config_map if provenance else None,
+    )
+    return md, verified
+
+
+def expected_deployment(deps: Deps, body: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The Deployment of the serving version (scaled to zero if revoked so), or None."""
+    served = serving_model(body)
+    if served is None:
+        return None
+    md, verified = served
+    scaled_down = MDStatus.from_status(body.get("status")).scaled_down_for_revocation
+    return builders.build_deployment(md, verified, deps.build, replicas=0 if scaled_down else None)
+
+
+async def ensure_provenance(deps: Deps, body: Mapping[str, Any]) -> None:
+    """Re-create the serving version's proof ConfigMap if someone deleted it (its pods
+    could not start their init step without it)."""
+    served = serving_model(body)
+    provenance = MDStatus.from_status(body.get("status")).provenance
+    if served is None or provenance is None:
+        return
+    md, verified = served
+    index = verified.registration_index
+    if index is None:
+        return
+    try:
+        policy, keys = await load_policy(deps, parse_model_deployment(body))
+        await restore_provenance(
+            deps.kube, deps.ledger, md, policy.ledger, keys, provenance, int(index)
+        )
+    except (SpecError, ProvenancePending) as exc:
+        deps.events(body, "Warning", "ProvenancePending", str(exc)[:1024])
+        log.warning("%s/%s: %s", md.ref.namespace, md.ref.name, exc)
+
+
+async def ensure_serving(deps: Deps, body: Mapping[str, Any], md: ModelDeployment) -> None:
+    """Recreate the verified Deployment/Service (and proof) if they are gone (no new
+    verification)."""
+    expected = expected_deployment(deps, body)
+    if expected is None:
+        return
+    await ensure_provenance(deps, body)
+    current = await deps.kube.get_deployment(md.ref.namespace, expected["metadata"]["name"])
+    if current is None:
+        await apply_deployment(deps, md, expected)
+    await apply_service(deps, md)
