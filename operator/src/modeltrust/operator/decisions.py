@@ -76,7 +76,13 @@ class Verdict(StrEnum):
 
 
 HARD_FAILURES = frozenset(
-    {Reason.LEDGER_INCONSISTENT, Reason.FETCH_FAILED, Reason.DIGEST_MISMATCH, Reason.LOAD_FAILED}
+    {
+        Reason.LEDGER_INCONSISTENT,
+        Reason.TRUST_RECORD_MISSING,
+        Reason.FETCH_FAILED,
+        Reason.DIGEST_MISMATCH,
+        Reason.LOAD_FAILED,
+    }
 )
 
 
@@ -127,6 +133,8 @@ class Evidence:
     ledger_error: str | None = None  # no verified answer from the ledger
     ledger_unwitnessed: str | None = None  # checkpoint lacks the policy's witness quorum
     ledger_inconsistent: str | None = None  # rollback or fork against the trusted checkpoint
+    # No trusted checkpoint while models verified against this ledger serve (trust_store).
+    ledger_trust_missing: str | None = None
 
 
 @dataclass(frozen=True)
@@ -198,6 +206,8 @@ def decide(ev: Evidence, policy: TrustPolicy) -> Decision:
                 "all rollouts are blocked until a cluster operator investigates",
             )
         )
+    if ev.ledger_trust_missing is not None:
+        hard.append(Finding(Reason.TRUST_RECORD_MISSING, ev.ledger_trust_missing))
     if ev.artifact is None:
         hard.append(Finding(Reason.FETCH_FAILED, "artifact was not fetched"))
     elif ev.artifact.error is not None:
@@ -262,6 +272,9 @@ def decide_serving(ev: Evidence, policy: TrustPolicy, model_size: int | None) ->
         ]
         key_ids: tuple[str, ...] = ()
         reg_index: int | None = None
+    elif ev.ledger_trust_missing is not None:
+        trust = [Finding(Reason.TRUST_RECORD_MISSING, ev.ledger_trust_missing)]
+        key_ids, reg_index = (), None
     else:
         trust, key_ids, reg_index = _trust_findings(ev, policy)
     findings = tuple(sorted([*hard, *trust], key=lambda f: SEVERITY[f.reason]))
