@@ -50,6 +50,7 @@ from modeltrust.operator.decisions import (
 from modeltrust.operator.keys import TrustedKeys
 from modeltrust.operator.ledger_access import (
     LedgerInconsistent,
+    LedgerTrustMissing,
     LedgerUnverified,
     LedgerUnwitnessed,
 )
@@ -106,6 +107,8 @@ async def ledger_condition(deps: Deps, policy: TrustPolicy) -> tuple[ConditionVa
         return ledger_failed("LedgerInconsistent", str(exc)), None
     except LedgerUnwitnessed as exc:
         return ledger_failed("WitnessQuorumNotMet", str(exc)), None
+    except LedgerTrustMissing as exc:
+        return ledger_failed("TrustRecordMissing", str(exc)), None
     except LedgerUnverified as exc:
         return ledger_failed("LedgerUnavailable", str(exc)), None
     return ledger_verified(vcp.size, vcp.checkpoint.origin), vcp.size
@@ -361,6 +364,7 @@ async def reverify_serving(
                 ledger_error=ledger.error,
                 ledger_unwitnessed=ledger.unwitnessed,
                 ledger_inconsistent=ledger.inconsistent,
+                ledger_trust_missing=ledger.trust_missing,
             ),
             policy,
             int(size) if isinstance(size, int) and size > 0 else None,
