@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from prometheus_client import start_http_server
 
 from modeltrust.operator import builders, kube
 from modeltrust.operator.artifact import ArtifactChecker
+from modeltrust.operator.audit_outbox import AuditOutbox, drain_forever
 from modeltrust.operator.builders import BuildSettings
 from modeltrust.operator.ledger_access import (
     APPENDS_UNCONFIGURED,
@@ -42,6 +44,7 @@ from modeltrust.operator.reconcile import (
     on_deployment_change,
     reconcile,
 )
+from modeltrust.operator.trust_reset import first_use_refusal, handle_policy
 from modeltrust.operator.types import GROUP, MODEL_DEPLOYMENT_PLURAL, POLICY_PLURAL, VERSION
 
 log = logging.getLogger("modeltrust.operator")
@@ -51,6 +54,8 @@ TIMER_INTERVAL = float(os.environ.get("MODELTRUST_TIMER_INTERVAL", "10"))
 DELETE_AUDIT_RETRIES = int(os.environ.get("MODELTRUST_DELETE_AUDIT_RETRIES", "6"))
 POLICY_CHECK_INTERVAL = float(os.environ.get("MODELTRUST_POLICY_CHECK_INTERVAL", "60"))
 DRIFT_CHECK_INTERVAL = float(os.environ.get("MODELTRUST_DRIFT_CHECK_INTERVAL", "60"))
+# How often the audit outbox is drained (decisions kept while their ledger was unavailable).
+OUTBOX_INTERVAL = float(os.environ.get("MODELTRUST_OUTBOX_INTERVAL", "10"))
 # Set by __main__ from --namespace (empty: every namespace).
 WATCHED_NAMESPACES: tuple[str, ...] = ()
 
@@ -117,9 +122,19 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
             registry=metrics.registry,
         )
     k = kube.Kube(threads=settings.batching.worker_limit)
+    actor = os.environ.get("MODELTRUST_ACTOR", "modeltrust-operator")
+    # Trust boundary: first use of a ledger without a trusted-checkpoint record is refused
+    # while models verified against it serve (trust_reset); decisions that cannot be
+    # recorded now are kept in the audit outbox, which also audits trust events.
+    ledger = LedgerAccess(
+        k, namespace, token,
+        first_use=functools.partial(first_use_refusal, k, WATCHED_NAMESPACES, namespace),
+    )  # fmt: skip
+    outbox = AuditOutbox(k, namespace, ledger, metrics, _post_event, actor=actor)
+    ledger.trust_events = outbox.trust_event
     _deps = Deps(
         kube=k,
-        ledger=LedgerAccess(k, namespace, token),
+        ledger=ledger,
         artifacts=ArtifactChecker(local_root=_local_model_root()),
         metrics=metrics,
         events=_post_event,
@@ -127,12 +142,14 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
             default_image=os.environ.get("MODELTRUST_IMAGE", BuildSettings.default_image),
             service_account_name=os.environ.get("MODELTRUST_MODEL_SERVICE_ACCOUNT") or None,
         ),
-        actor=os.environ.get("MODELTRUST_ACTOR", "modeltrust-operator"),
+        actor=actor,
         namespaces=WATCHED_NAMESPACES,
         drift_check_seconds=DRIFT_CHECK_INTERVAL,
+        outbox=outbox,
     )
     task = asyncio.create_task(_refresh_policies(_deps))
     _background.add(task)
+    _background.add(asyncio.create_task(drain_forever(outbox, OUTBOX_INTERVAL, _deps.lock)))
     log.info("modeltrust operator started; trust state in namespace %s", namespace)
 
 
@@ -142,6 +159,8 @@ async def _refresh_policies(d: Deps) -> None:
     while True:
         await asyncio.sleep(POLICY_CHECK_INTERVAL)
         try:
+            for body in list(d.policies.values()):  # trust resets still pending (unreachable)
+                await handle_policy(d, body)
             await refresh_ledger_conditions(d)
         except Exception:  # a failed round is retried at the next interval
             log.exception("refreshing policy ledger conditions failed")
@@ -165,7 +184,10 @@ async def policy_event(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
     state on the policy, so the operator needs only its status subresource (docs/rbac.md)."""
     if _deps is None:  # startup handlers run before watching starts; this is a guard
         return
-    await on_policy_event(_deps, dict(body), deleted=event.get("type") == "DELETED")
+    deleted = event.get("type") == "DELETED"
+    await on_policy_event(_deps, dict(body), deleted=deleted)
+    if not deleted:
+        await handle_policy(_deps, dict(body))  # an explicit trust reset (annotation)
 
 
 async def _reconcile(body: kopf.Body, retry: int) -> None:

@@ -28,6 +28,7 @@ from modeltrust.chain.digest import short_digest
 from modeltrust.chain.entries import AuditEntry
 from modeltrust.operator import builders
 from modeltrust.operator.artifact import ArtifactChecker
+from modeltrust.operator.audit_outbox import AuditOutbox, OutboxFull
 from modeltrust.operator.builders import BuildSettings, VerifiedModel
 from modeltrust.operator.conditions import (
     REVOKED,
@@ -57,6 +58,7 @@ from modeltrust.operator.pod_provenance import (
 )
 from modeltrust.operator.status import Readiness, readiness, with_readiness
 from modeltrust.operator.types import (
+    LedgerSpec,
     ModelDeployment,
     RevocationAction,
     SpecError,
@@ -108,6 +110,10 @@ class Deps:
     # The timer looks at each owned Deployment at most this often (monotonic time by uid).
     drift_check_seconds: float = 60.0
     drift_checked: dict[str, float] = field(default_factory=dict)
+    # Decisions that cannot be recorded now are kept here (audit_outbox; None: not kept).
+    outbox: AuditOutbox | None = None
+    # policy/reset-id of trust resets handled by this process (trust_reset.py).
+    trust_resets_handled: set[str] = field(default_factory=set)
 
     def lock(self, uid: str) -> asyncio.Lock:
         # Change handlers, the timer and the Deployment watcher never act on one object at once.
@@ -121,6 +127,23 @@ def backoff(retry: int, base: float = 10.0, cap: float = 300.0) -> float:
 def _audit_reasons(decision_reasons: tuple[str, ...], fallback: str) -> tuple[str, ...]:
     reasons = decision_reasons or (fallback,)
     return tuple(r[:MAX_REASON_TEXT] for r in reasons[:MAX_REASONS])
+
+
+async def record_audit(
+    deps: Deps, ledger: LedgerSpec, entry: AuditEntry, *, keep: bool
+) -> int | None:
+    """Append `entry` to `ledger`: its index, or None when it was kept in the audit outbox
+    for later (keep=True; a rollout passes keep=False: it must be on the ledger before it
+    happens, so a failure raises LedgerUnverified/LedgerInconsistent)."""
+    if deps.outbox is None:
+        return await deps.ledger.append_audit(ledger, entry)
+    try:
+        return await deps.outbox.record(ledger, entry, keep=keep)
+    except OutboxFull as exc:
+        raise LedgerUnverified(str(exc)) from exc
+
+
+KEPT = "kept in the audit outbox until the ledger answers"
 
 
 def audit_entry(
@@ -300,6 +323,7 @@ async def _reconcile_locked(
         ledger_error=ledger.error,
         ledger_unwitnessed=ledger.unwitnessed,
         ledger_inconsistent=ledger.inconsistent,
+        ledger_trust_missing=ledger.trust_missing,
     )
     decision = decide(evidence, policy)
     deps.metrics.decisions.labels(
@@ -323,8 +347,13 @@ async def _reconcile_locked(
     audit_index: int | None = None
     audit_error: str | None = None
     try:
-        audit_index = await deps.ledger.append_audit(policy.ledger, entry)
-        deps.metrics.audits.labels(result="recorded").inc()
+        # A refusal that cannot be recorded now is kept (audit outbox); a rollout waits.
+        audit_index = await record_audit(deps, policy.ledger, entry, keep=not decision.allowed)
+        if audit_index is None:
+            audit_error = KEPT
+            deps.metrics.audits.labels(result="kept").inc()
+        else:
+            deps.metrics.audits.labels(result="recorded").inc()
     except (LedgerUnverified, LedgerInconsistent) as exc:
         audit_error = str(exc)
         deps.metrics.audits.labels(result="failed").inc()
@@ -684,12 +713,16 @@ async def audit_best_effort(
         reasons=_audit_reasons(reasons, action), key=key, actor=deps.actor, now=deps.clock(),
     )  # fmt: skip
     try:
-        index = await deps.ledger.append_audit(policy.ledger, entry)
+        index = await record_audit(deps, policy.ledger, entry, keep=True)
     except (LedgerUnverified, LedgerInconsistent) as exc:
         deps.metrics.audits.labels(result="failed").inc()
         deps.events(
             body, "Warning", "AuditFailed", f"{action} not recorded on the ledger: {exc}"[:1024]
         )
+        return None
+    if index is None:
+        deps.metrics.audits.labels(result="kept").inc()
+        deps.events(body, "Warning", "AuditPending", f"{action} {KEPT}")
         return None
     deps.metrics.audits.labels(result="recorded").inc()
     await deps.kube.patch_model_deployment_status(
@@ -715,6 +748,6 @@ async def audit_deletion(deps: Deps, body: Mapping[str, Any]) -> int | None:
         key=idempotency_key(md.ref.uid, md.ref.generation, "delete"),
         actor=deps.actor, now=deps.clock(),
     )  # fmt: skip
-    index = await deps.ledger.append_audit(policy.ledger, entry)
-    deps.metrics.audits.labels(result="recorded").inc()
+    index = await record_audit(deps, policy.ledger, entry, keep=True)
+    deps.metrics.audits.labels(result="recorded" if index is not None else "kept").inc()
     return index
