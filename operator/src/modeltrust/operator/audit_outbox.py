@@ -265,7 +265,10 @@ class AuditOutbox:
         self.limit = limit
         self._state: OutboxState | None = None
         self._resource_version: str | None = None
-        self._lock = asyncio.Lock()  # one change (or drain) at a time
+        # One change of the kept state at a time (held briefly, never across a ledger call:
+        # a ledger call can report a trust event, which is kept).
+        self._lock = asyncio.Lock()
+        self._draining = asyncio.Lock()  # one delivery at a time (keeps the order)
         self._urls: dict[str, str] = {}  # ledger identity -> url, for metric labels
         # Objects whose AuditPending condition may need a change (uid -> (namespace, name)).
         self._touched: dict[str, tuple[str, str]] = {}
@@ -387,30 +390,40 @@ class AuditOutbox:
         """Append what is kept, in order, per ledger; stop at a ledger's first failure.
         Returns how many were recorded."""
         recorded = 0
-        async with self._lock:
-            state = await self._load()
-            for identity in state.ledgers():
-                if only is not None and identity != only:
-                    continue
+        async with self._draining:
+            async with self._lock:
+                state = await self._load()
+                batches = [
+                    (identity, state.for_ledger(identity))
+                    for identity in state.ledgers()
+                    if only is None or identity == only
+                ]
+            for _, items in batches:
                 done: list[int] = []
-                for item in state.for_ledger(identity):
+                failed: tuple[int, str] | None = None
+                for item in items:
                     try:
                         index = await self.ledger.append_audit(item.ledger, item.entry)
                     except (LedgerUnverified, LedgerInconsistent) as exc:
-                        state.note_error(item.seq, str(exc))
+                        failed = (item.seq, str(exc))
                         break
                     done.append(item.seq)
                     self._touched[item.entry.uid] = (item.entry.namespace, item.entry.name)
                     log.info("audit outbox: recorded %s of %s/%s at ledger index %d",
                              item.entry.action, item.entry.namespace, item.entry.name,
                              index)  # fmt: skip
-                if done:
-                    trial = OutboxState(list(state.items), state.next_seq)
+                async with self._lock:
+                    current = await self._load()
+                    trial = OutboxState(list(current.items), current.next_seq)
                     trial.remove(done)
-                    await self._store(trial)
-                    self._state = state = trial
-                    recorded += len(done)
-            self._update_metrics()
+                    if failed is not None:
+                        trial.note_error(*failed)
+                    if done:
+                        await self._store(trial)
+                    self._state = trial
+                recorded += len(done)
+            async with self._lock:
+                self._update_metrics()
         return recorded
 
     def _update_metrics(self) -> None:

@@ -260,12 +260,12 @@ class LedgerAccess:
         try:
             await self.prove_from(ledger, anchor)
         except LedgerInconsistent as exc:
-            raise self._judge(
-                ledger,
-                LedgerInconsistent(
-                    f"the ledger is below or not consistent with the policy's "
-                    f"minimumCheckpoint ({anchor.describe()}): {exc}"
-                ),
+            # Refused for this policy (asked again on every call); not a judgement of the
+            # ledger's key: another policy may pin another anchor, or a typo was made.
+            log.error("ledger %s fails the policy's minimumCheckpoint: %s", ledger.url, exc)
+            raise LedgerInconsistent(
+                f"the ledger is below or not consistent with the policy's "
+                f"minimumCheckpoint ({anchor.describe()}): {exc}"
             ) from None
         self._anchored.add(key)
 

@@ -319,8 +319,14 @@ async def _refused(
 
 async def reverify_after_reset(deps: Deps, ledger: LedgerSpec) -> None:
     """Every model serving under a policy on this ledger: find its rollout on the ledger now
-    trusted by content, correct (or clear) lastAuditIndex, and have it re-verified."""
+    trusted by content and correct (or clear) lastAuditIndex; then have it re-verified by
+    the timer at once (found: lastVerifiedTime cleared, decided again as a periodic check;
+    not found: verifiedPolicy cleared too, so the re-verification is audited as `reverify`
+    and lastAuditIndex points at it). Generations not serving yet are reconciled now."""
+    from modeltrust.operator.reconcile import Fatal, Retry, reconcile
+
     policies = [p for p in deps.policies.values() if policy_verifier_key(p) == ledger.verifier_key]
+    names = {str((p.get("metadata") or {}).get("name")) for p in policies}
     mds: list[dict[str, Any]] = []
     scopes: list[str | None] = [*deps.namespaces] or [None]
     for ns in scopes:
@@ -328,28 +334,37 @@ async def reverify_after_reset(deps: Deps, ledger: LedgerSpec) -> None:
     serving = set(serving_under(policies, mds, ledger.verifier_key))
     for md in mds:
         meta = md.get("metadata") or {}
-        if f"{meta.get('namespace')}/{meta.get('name')}" not in serving:
-            continue
+        where = f"{meta.get('namespace')}/{meta.get('name')}"
         status = md.get("status") or {}
+        if where not in serving:
+            if ((md.get("spec") or {}).get("policy") or DEFAULT_POLICY) in names and not meta.get(
+                "deletionTimestamp"
+            ):
+                try:
+                    await reconcile(deps, md)
+                except (Retry, Fatal) as exc:
+                    log.info("%s after the trust reset: %s", where, exc)
+            continue
         uid = str(meta.get("uid") or "")
         try:
             entries = await deps.ledger.audit_trail(ledger, uid)
         except (LedgerUnverified, LedgerInconsistent) as exc:
-            log.warning("%s/%s: audit trail not read after the trust reset: %s",
-                        meta.get("namespace"), meta.get("name"), exc)  # fmt: skip
+            log.warning("%s: audit trail not read after the trust reset: %s", where, exc)
             entries = []
         index = find_rollout(
             entries, uid, int(status.get("servingGeneration") or 0), str(status["servingDigest"])
         )
+        patch: dict[str, Any] = {"lastAuditIndex": index, "lastVerifiedTime": None}
         if index is None:
+            patch["verifiedPolicy"] = None
             message = (
                 "after the trust reset, the serving version's rollout is not on the ledger now "
-                "trusted; status.lastAuditIndex cleared, re-verifying"
+                "trusted: status.lastAuditIndex cleared; re-verifying (audited)"
             )
             deps.events(md, "Warning", "TrustResetReverify", message)
-            log.warning("%s/%s: %s", meta.get("namespace"), meta.get("name"), message)
+            log.warning("%s: %s", where, message)
+        else:
+            log.info("%s: rollout found at ledger index %d after the trust reset", where, index)
         await deps.kube.patch_model_deployment_status(
-            str(meta["namespace"]),
-            str(meta["name"]),
-            {"lastAuditIndex": index, "verifiedPolicy": None},
+            str(meta["namespace"]), str(meta["name"]), patch
         )
