@@ -23,6 +23,7 @@ from modeltrust.operator.kube import Conflict
 from modeltrust.operator.ledger_access import (
     LedgerAccess,
     LedgerInconsistent,
+    LedgerTrustMissing,
     LedgerUnverified,
 )
 from modeltrust.operator.trust_store import DATA_KEY
@@ -244,5 +245,32 @@ async def test_a_record_written_by_someone_else_costs_one_re_read(fork: Fork) ->
         assert (await access.checkpoint(spec)).size == 4
         assert kube.calls == Counter(get=2, create=1, replace=2, conflict=1)
         assert kube.record()["size"] == 4
+    finally:
+        await access.close()
+
+
+async def test_first_use_is_refused_at_error_while_models_serve(
+    fork: Fork, caplog: pytest.LogCaptureFixture
+) -> None:
+    calls: list[LedgerSpec] = []
+
+    async def serving(ledger: LedgerSpec) -> str | None:
+        calls.append(ledger)
+        return "models serve; reset trust explicitly"
+
+    kube = ConfigMaps()
+    access = LedgerAccess(kube, "ns", lambda: "t", first_use=serving)  # type: ignore[arg-type]
+    try:
+        with pytest.raises(LedgerTrustMissing, match="reset trust explicitly"):
+            await access.checkpoint(fork.spec(fork.a))
+        with pytest.raises(LedgerTrustMissing):  # asked again only after a few seconds
+            await access.checkpoint(fork.spec(fork.a))
+        assert len(calls) == 1
+        errors = [r for r in caplog.records if "TRUST RECORD MISSING" in r.getMessage()]
+        assert [r.levelname for r in errors] == ["ERROR"]
+        assert kube.items == {}  # nothing trusted, nothing written
+        # Nothing is appended either: the append is refused before anything is sent.
+        evidence = await access.evidence(fork.spec(fork.a), None, "sha256:" + "0" * 64, "m")  # type: ignore[arg-type]
+        assert evidence.trust_missing is not None
     finally:
         await access.close()

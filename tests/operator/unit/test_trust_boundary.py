@@ -20,6 +20,7 @@ from modeltrust.operator.audit_outbox import (
     AUDIT_PENDING,
     OutboxState,
     ledger_from_json,
+    ledger_identity,
     ledger_to_json,
     pending_condition,
     stats,
@@ -210,8 +211,8 @@ def test_the_outbox_keeps_order_and_each_decision_once() -> None:
     assert again == a  # the retry of one decision is not kept twice
     other = LedgerSpec("http://other", "other+00000000+AQID")
     state.add(other, audit("delete", "u3", 1), "2026-03-01T12:00:01Z", "down", limit=10**6)
-    assert [p.key for p in state.for_ledger(VERIFIER_KEY)] == [a.key, b.key]
-    assert state.ledgers() == [VERIFIER_KEY, "other+00000000+AQID"]
+    assert [p.key for p in state.for_ledger(ledger_identity(LEDGER))] == [a.key, b.key]
+    assert state.ledgers() == [ledger_identity(LEDGER), ledger_identity(other)]
     # It survives a restart byte for byte (the entry appended later is the one kept).
     loaded = OutboxState.from_data(state.to_data())
     assert loaded.items == state.items

@@ -126,8 +126,10 @@ class Pending:
 
 
 def ledger_identity(ledger: LedgerSpec) -> str:
-    """Entries for one ledger are appended in order; different ledgers do not wait on each other."""
-    return ledger.verifier_key
+    """Entries for one ledger, as a policy names it (URL, key, origin, witnesses, anchor), are
+    appended in order; others do not wait on them (an entry held back by one policy's
+    minimumCheckpoint must not hold back another policy's entries on the same ledger)."""
+    return json.dumps(ledger_to_json(ledger), sort_keys=True)
 
 
 @dataclass
@@ -429,8 +431,8 @@ class AuditOutbox:
     def _update_metrics(self) -> None:
         state = self._state or OutboxState()
         now = self.clock()
-        for identity, url in self._urls.items():
-            count, oldest = stats(state.for_ledger(identity), now)
+        for url in set(self._urls.values()):
+            count, oldest = stats((p for p in state.items if p.ledger.url == url), now)
             self.metrics.outbox_pending.labels(ledger=url).set(count)
             self.metrics.outbox_oldest_age.labels(ledger=url).set(oldest)
 
