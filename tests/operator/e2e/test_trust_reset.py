@@ -212,7 +212,8 @@ def test_a_rolled_back_ledger_gets_no_entry_and_stays_refused(
     crds.kubectl("scale", "deployment", "first", "-n", namespace, "--replicas=2")
     wait_replicas(crds, namespace, "first", 1)
     assert ledger_size(ledger) == size_before
-    assert condition(get_md(crds, namespace, "first"), "Ready")["status"] == "True"
+    wait_condition(crds, namespace, "first", "Ready", "True")  # still serving
+    assert ledger_size(ledger) == size_before
     del first
 
 
