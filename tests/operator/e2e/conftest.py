@@ -106,6 +106,8 @@ OPERATOR_SETTINGS = {
     "MODELTRUST_ACTOR": "e2e-operator",
     # The timer also looks at each owned Deployment (drift the watch cannot see).
     "MODELTRUST_DRIFT_CHECK_INTERVAL": "2",
+    # Decisions kept while a ledger is down are appended within a second of its return.
+    "MODELTRUST_OUTBOX_INTERVAL": "1",
 }
 
 

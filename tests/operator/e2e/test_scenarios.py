@@ -191,7 +191,8 @@ def test_ledger_outage_fails_closed_then_recovers(
     assert deployment(crds, namespace, "o") is None
     ledger.start()
     md = wait_condition(crds, namespace, "o", "Ready", "True", timeout=180)
-    assert [a.action for a in ledger.audits(md["metadata"]["uid"])] == ["rollout"]
+    # The refusal taken during the outage was kept (audit outbox) and recorded before it.
+    assert [a.action for a in ledger.audits(md["metadata"]["uid"])] == ["refuse", "rollout"]
 
 
 def test_ledger_rollback_blocks_rollouts(

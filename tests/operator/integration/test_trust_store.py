@@ -19,10 +19,15 @@ import pytest
 from harness.ledger import LedgerKeys, LedgerThread, make_keys, registration, service_config
 from modeltrust.chain.client import LedgerClient
 from modeltrust.chain.client_flows import VerifiedCheckpoint
-from modeltrust.operator.errors import Conflict, LedgerInconsistent, LedgerUnverified
+from modeltrust.operator.errors import (
+    Conflict,
+    LedgerInconsistent,
+    LedgerTrustMissing,
+    LedgerUnverified,
+)
 from modeltrust.operator.ledger_access import LedgerAccess
 from modeltrust.operator.trust_store import DATA_KEY
-from modeltrust.operator.types import LedgerSpec
+from modeltrust.operator.types import CheckpointRef, LedgerSpec
 
 pytestmark = pytest.mark.integration
 
@@ -94,6 +99,10 @@ class Fork:
         with LedgerClient(self.b.url, verifier_key=self.keys.verifier_key) as c:
             return c.checkpoint()
 
+    def a_checkpoint(self) -> VerifiedCheckpoint:
+        with LedgerClient(self.a.url, verifier_key=self.keys.verifier_key) as c:
+            return c.checkpoint()
+
     def append(self, ledger: LedgerThread, start: int, count: int) -> None:
         with LedgerClient(ledger.url, verifier_key=self.keys.verifier_key) as c:
             for i in range(start, start + count):
@@ -127,8 +136,6 @@ async def run(fork: Fork, edit: str) -> tuple[LedgerAccess, ConfigMaps]:
     kube = ConfigMaps()
     access = LedgerAccess(kube, "ns", lambda: None)  # type: ignore[arg-type]
     assert (await access.checkpoint(fork.spec(fork.a))).size == 3
-    with pytest.raises(LedgerInconsistent):
-        await access.checkpoint(fork.spec(fork.b))
     b = await asyncio.to_thread(fork.b_checkpoint)
     kube.edit_record(record_of(b, note="not verified" if edit == "unsigned" else None))
     return access, kube
@@ -138,13 +145,21 @@ async def run(fork: Fork, edit: str) -> tuple[LedgerAccess, ConfigMaps]:
 async def test_an_edited_record_does_not_move_trust_to_a_fork(fork: Fork, edit: str) -> None:
     # The review's proof of concept: the record is set to the forked ledger's checkpoint
     # (with or without its real signed note); without a restart, the fork must stay refused.
-    access, _ = await run(fork, edit)
+    access, kube = await run(fork, edit)
     try:
         with pytest.raises(LedgerInconsistent, match="fork"):
             await access.checkpoint(fork.spec(fork.b))
-        # The trusted ledger still answers, and the record is written back from it.
+        # The judgement is sticky for the ledger's key: the same key signed two histories,
+        # so nothing from it is believed (nor anything sent to it) until an explicit reset.
+        with pytest.raises(LedgerInconsistent, match="sticky"):
+            await access.checkpoint(fork.spec(fork.a))
         await asyncio.to_thread(fork.append, fork.a, 3, 3)
+        a_now = await asyncio.to_thread(fork.a_checkpoint)
+        named = CheckpointRef(a_now.size, a_now.checkpoint.root_hash)
+        vcp, before = await access.reset_trust(fork.spec(fork.a), named, ("test",))
+        assert (vcp.size, before is not None) == (6, True)
         assert (await access.checkpoint(fork.spec(fork.a))).size == 6
+        assert kube.record()["size"] == 6  # the record is written back from the trusted one
     finally:
         await access.close()
 
@@ -230,5 +245,32 @@ async def test_a_record_written_by_someone_else_costs_one_re_read(fork: Fork) ->
         assert (await access.checkpoint(spec)).size == 4
         assert kube.calls == Counter(get=2, create=1, replace=2, conflict=1)
         assert kube.record()["size"] == 4
+    finally:
+        await access.close()
+
+
+async def test_first_use_is_refused_at_error_while_models_serve(
+    fork: Fork, caplog: pytest.LogCaptureFixture
+) -> None:
+    calls: list[LedgerSpec] = []
+
+    async def serving(ledger: LedgerSpec) -> str | None:
+        calls.append(ledger)
+        return "models serve; reset trust explicitly"
+
+    kube = ConfigMaps()
+    access = LedgerAccess(kube, "ns", lambda: "t", first_use=serving)  # type: ignore[arg-type]
+    try:
+        with pytest.raises(LedgerTrustMissing, match="reset trust explicitly"):
+            await access.checkpoint(fork.spec(fork.a))
+        with pytest.raises(LedgerTrustMissing):  # asked again only after a few seconds
+            await access.checkpoint(fork.spec(fork.a))
+        assert len(calls) == 1
+        errors = [r for r in caplog.records if "TRUST RECORD MISSING" in r.getMessage()]
+        assert [r.levelname for r in errors] == ["ERROR"]
+        assert kube.items == {}  # nothing trusted, nothing written
+        # Nothing is appended either: the append is refused before anything is sent.
+        evidence = await access.evidence(fork.spec(fork.a), None, "sha256:" + "0" * 64, "m")  # type: ignore[arg-type]
+        assert evidence.trust_missing is not None
     finally:
         await access.close()

@@ -125,6 +125,11 @@ class AsyncMemoryStore:
     ) -> bool:
         return self.inner.compare_and_swap(expected, new)
 
+    async def reset(self, new: TrustedCheckpoint) -> TrustedCheckpoint | None:
+        before = self.inner.load()
+        self.inner = MemoryTrustStateStore(new)
+        return before
+
 
 def trusted(size: int, *cosigners: NoteSigner) -> TrustedCheckpoint:
     return TrustedCheckpoint(ORIGIN, size, bytes([size % 256]) * 32, note(size, *cosigners))

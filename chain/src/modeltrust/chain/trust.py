@@ -67,6 +67,9 @@ class Reason(StrEnum):
     """
 
     LEDGER_INCONSISTENT = "LedgerInconsistent"  # rollback or fork against a trusted checkpoint
+    # No trusted checkpoint recorded while models verified against the ledger are serving:
+    # trusting whatever the ledger shows now would be a silent trust reset.
+    TRUST_RECORD_MISSING = "TrustRecordMissing"
     FETCH_FAILED = "FetchFailed"
     DIGEST_MISMATCH = "DigestMismatch"
     LOAD_FAILED = "LoadFailed"
@@ -90,7 +93,12 @@ SEVERITY = {r: i for i, r in enumerate(Reason)}
 # No verified answer from the ledger: nothing is known about the model, so these findings
 # mean "could not check", not "not trusted".
 UNDECIDED = frozenset(
-    {Reason.LEDGER_UNAVAILABLE, Reason.WITNESS_QUORUM_NOT_MET, Reason.LEDGER_INCONSISTENT}
+    {
+        Reason.LEDGER_UNAVAILABLE,
+        Reason.WITNESS_QUORUM_NOT_MET,
+        Reason.LEDGER_INCONSISTENT,
+        Reason.TRUST_RECORD_MISSING,
+    }
 )
 
 

@@ -16,12 +16,18 @@ from typing import Any
 
 from modeltrust.chain.digest import short_digest
 from modeltrust.chain.entries import AuditEntry
+from modeltrust.operator.audit_outbox import OutboxFull
 from modeltrust.operator.conditions import rfc3339
 from modeltrust.operator.decisions import idempotency_key
 from modeltrust.operator.deps import Deps, get_policy
 from modeltrust.operator.errors import LedgerInconsistent, LedgerUnverified, PolicyNotFound
 from modeltrust.operator.status_record import MDStatus
-from modeltrust.operator.types import ModelDeployment, TrustPolicy, parse_model_deployment
+from modeltrust.operator.types import (
+    LedgerSpec,
+    ModelDeployment,
+    TrustPolicy,
+    parse_model_deployment,
+)
 
 MAX_REASON_TEXT = 1000
 MAX_REASONS = 32
@@ -59,6 +65,23 @@ def audit_entry(
     )
 
 
+KEPT = "kept in the audit outbox until the ledger answers"
+
+
+async def record_audit(
+    deps: Deps, ledger: LedgerSpec, entry: AuditEntry, *, keep: bool
+) -> int | None:
+    """Append `entry` to `ledger`: its index, or None when it was kept in the audit outbox
+    for later (keep=True; a rollout passes keep=False: it must be on the ledger before it
+    happens, so a failure raises LedgerUnverified/LedgerInconsistent)."""
+    if deps.outbox is None:
+        return await deps.ledger.append_audit(ledger, entry)
+    try:
+        return await deps.outbox.record(ledger, entry, keep=keep)
+    except OutboxFull as exc:
+        raise LedgerUnverified(str(exc)) from exc
+
+
 async def audit_best_effort(
     deps: Deps,
     body: Mapping[str, Any],
@@ -88,12 +111,16 @@ async def audit_best_effort(
         reasons=audit_reasons(reasons, action), key=key, actor=deps.actor, now=deps.clock(),
     )  # fmt: skip
     try:
-        index = await deps.ledger.append_audit(policy.ledger, entry)
+        index = await record_audit(deps, policy.ledger, entry, keep=True)
     except (LedgerUnverified, LedgerInconsistent) as exc:
         deps.metrics.audits.labels(result="failed").inc()
         deps.events(
             body, "Warning", "AuditFailed", f"{action} not recorded on the ledger: {exc}"[:1024]
         )
+        return None
+    if index is None:
+        deps.metrics.audits.labels(result="kept").inc()
+        deps.events(body, "Warning", "AuditPending", f"{action} {KEPT}")
         return None
     deps.metrics.audits.labels(result="recorded").inc()
     patch = MDStatus().patch(last_audit_index=index)
@@ -119,6 +146,6 @@ async def audit_deletion(deps: Deps, body: Mapping[str, Any]) -> int | None:
         key=idempotency_key(md.ref.uid, md.ref.generation, "delete"),
         actor=deps.actor, now=deps.clock(),
     )  # fmt: skip
-    index = await deps.ledger.append_audit(policy.ledger, entry)
-    deps.metrics.audits.labels(result="recorded").inc()
+    index = await record_audit(deps, policy.ledger, entry, keep=True)
+    deps.metrics.audits.labels(result="recorded" if index is not None else "kept").inc()
     return index

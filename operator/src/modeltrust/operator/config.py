@@ -128,6 +128,10 @@ class OperatorConfig:
     policy_check_interval: float = field(
         default=60.0, metadata=_env("MODELTRUST_POLICY_CHECK_INTERVAL", _seconds())
     )
+    # How often the audit outbox is drained (decisions kept while their ledger was unavailable).
+    outbox_interval: float = field(
+        default=10.0, metadata=_env("MODELTRUST_OUTBOX_INTERVAL", _seconds())
+    )
     delete_audit_retries: int = field(
         default=6, metadata=_env("MODELTRUST_DELETE_AUDIT_RETRIES", _int(0))
     )

@@ -110,6 +110,8 @@ class Evidence:
     ledger_error: str | None = None  # no verified answer from the ledger
     ledger_unwitnessed: str | None = None  # checkpoint lacks the policy's witness quorum
     ledger_inconsistent: str | None = None  # rollback or fork against the trusted checkpoint
+    # No trusted checkpoint while models verified against this ledger serve (trust_store).
+    ledger_trust_missing: str | None = None
 
 
 @dataclass(frozen=True)
@@ -181,6 +183,8 @@ def decide(ev: Evidence, policy: TrustPolicy) -> Decision:
                 "all rollouts are blocked until a cluster operator investigates",
             )
         )
+    if ev.ledger_trust_missing is not None:
+        hard.append(Finding(Reason.TRUST_RECORD_MISSING, ev.ledger_trust_missing))
     if ev.artifact is None:
         hard.append(Finding(Reason.FETCH_FAILED, "artifact was not fetched"))
     elif ev.artifact.error is not None:
@@ -245,6 +249,9 @@ def decide_serving(ev: Evidence, policy: TrustPolicy, model_size: int | None) ->
         ]
         key_ids: tuple[str, ...] = ()
         reg_index: int | None = None
+    elif ev.ledger_trust_missing is not None:
+        trust = [Finding(Reason.TRUST_RECORD_MISSING, ev.ledger_trust_missing)]
+        key_ids, reg_index = (), None
     else:
         trust, key_ids, reg_index = _trust_findings(ev, policy)
     findings = tuple(sorted([*hard, *trust], key=lambda f: SEVERITY[f.reason]))

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from modeltrust.operator.artifact import ArtifactChecker
+from modeltrust.operator.audit_outbox import AuditOutbox
 from modeltrust.operator.builders import BuildSettings
 from modeltrust.operator.config import Backoff
 from modeltrust.operator.errors import PolicyNotFound
@@ -77,6 +78,10 @@ class Deps:
     # The timer looks at each owned Deployment at most this often.
     drift_check_seconds: float = 60.0
     objects: ObjectStates = field(default_factory=ObjectStates)
+    # Decisions that cannot be recorded now are kept here (audit_outbox; None: not kept).
+    outbox: AuditOutbox | None = None
+    # policy/reset-id of trust resets handled by this process (trust_reset.py).
+    trust_resets_handled: set[str] = field(default_factory=set)
 
     def lock(self, uid: str) -> asyncio.Lock:
         # Change handlers, the timer and the Deployment watcher never act on one object at once.

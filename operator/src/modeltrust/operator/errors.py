@@ -70,6 +70,11 @@ class LedgerTokenMissing(LedgerUnverified):
     so must never be handed to the ledger): without one, appends fail closed."""
 
 
+class LedgerTrustMissing(LedgerUnverified):
+    """No trusted checkpoint is recorded and trust on first use was refused (models
+    verified against this ledger are serving): an explicit trust reset is needed."""
+
+
 class LedgerInconsistent(OperatorError):
     """The ledger rolled back or forked relative to the trusted checkpoint."""
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -23,6 +24,7 @@ from prometheus_client import start_http_server
 from modeltrust.operator import builders, kube
 from modeltrust.operator.artifact import ArtifactChecker
 from modeltrust.operator.audit import audit_deletion
+from modeltrust.operator.audit_outbox import AuditOutbox, drain_forever
 from modeltrust.operator.builders import BuildSettings
 from modeltrust.operator.config import OperatorConfig
 from modeltrust.operator.deps import Deps
@@ -33,6 +35,7 @@ from modeltrust.operator.metrics import Metrics
 from modeltrust.operator.policy_events import on_policy_event, refresh_ledger_conditions
 from modeltrust.operator.reconcile import reconcile
 from modeltrust.operator.reverify import recheck
+from modeltrust.operator.trust_reset import first_use_refusal, handle_policy
 from modeltrust.operator.types import GROUP, MODEL_DEPLOYMENT_PLURAL, POLICY_PLURAL, VERSION
 
 log = logging.getLogger("modeltrust.operator")
@@ -90,9 +93,19 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     if config.metrics_port:
         start_http_server(config.metrics_port, addr=config.metrics_addr, registry=metrics.registry)
     k = kube.Kube(threads=config.workers)
+    namespaces = tuple(memo.get("namespaces") or ())
+    # Trust boundary: first use of a ledger without a trusted-checkpoint record is refused
+    # while models verified against it serve (trust_reset); decisions that cannot be
+    # recorded now are kept in the audit outbox, which also audits trust events.
+    ledger = LedgerAccess(
+        k, config.namespace, token_source(config),
+        first_use=functools.partial(first_use_refusal, k, namespaces, config.namespace),
+    )  # fmt: skip
+    outbox = AuditOutbox(k, config.namespace, ledger, metrics, _post_event, actor=config.actor)
+    ledger.trust_events = outbox.trust_event
     deps = Deps(
         kube=k,
-        ledger=LedgerAccess(k, config.namespace, token_source(config)),
+        ledger=ledger,
         artifacts=ArtifactChecker(local_root=config.local_model_root),
         metrics=metrics,
         events=_post_event,
@@ -101,11 +114,15 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         ),
         actor=config.actor,
         backoff=config.backoff,
-        namespaces=tuple(memo.get("namespaces") or ()),
+        namespaces=namespaces,
         drift_check_seconds=config.drift_check_interval,
+        outbox=outbox,
     )
     memo["deps"] = deps
-    memo["background"] = {asyncio.create_task(_refresh_policies(deps, config))}
+    memo["background"] = {
+        asyncio.create_task(_refresh_policies(deps, config)),
+        asyncio.create_task(drain_forever(outbox, config.outbox_interval, deps.lock)),
+    }
     log.info("modeltrust operator started; trust state in namespace %s", config.namespace)
 
 
@@ -115,6 +132,9 @@ async def _refresh_policies(deps: Deps, config: OperatorConfig) -> None:
     while True:
         await asyncio.sleep(config.policy_check_interval)
         try:
+            # trust resets still pending (their ledger was unreachable when asked)
+            for body in await deps.kube.list_policies():
+                await handle_policy(deps, dict(body))
             await refresh_ledger_conditions(deps)
         except Exception:  # a failed round is retried at the next interval
             log.exception("refreshing policy ledger conditions failed")
@@ -149,7 +169,10 @@ async def policy_event(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, *
     deps = memo.get("deps")
     if not isinstance(deps, Deps):  # startup handlers run before watching starts: a guard
         return
-    await on_policy_event(deps, dict(body), deleted=event.get("type") == "DELETED")
+    deleted = event.get("type") == "DELETED"
+    await on_policy_event(deps, dict(body), deleted=deleted)
+    if not deleted:
+        await handle_policy(deps, dict(body))  # an explicit trust reset (annotation)
 
 
 async def model_deployment_changed(body: kopf.Body, retry: int, memo: kopf.Memo, **_: Any) -> None:

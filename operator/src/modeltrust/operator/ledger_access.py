@@ -11,12 +11,23 @@ was left out: they come from a RevocationIndex per ledger, built by reading ever
 of the log and checking it against the verified root (modeltrust.chain.revocation_index,
 read_ledger_async: the same reading `modeltrust verify` does). The registration lookup is
 checked against the same index, so it cannot omit one either.
+
+The trust boundary (docs/operator.md, "Trust reset"):
+- a ledger judged inconsistent (rollback or fork) stays judged so in this process, per
+  trusted-checkpoint record, until an explicit trust reset (`reset_trust`): every call on
+  it fails with LedgerInconsistent before anything is sent, appends included;
+- an audit append first verifies the ledger's current checkpoint, so a ledger that rolled
+  back or forked is judged before an entry is sent to it, not after;
+- a policy's spec.ledger.minimumCheckpoint is proven (consistency proof from it to the
+  ledger's checkpoint) once per process and after every reset, before any other call;
+- a missing trusted-checkpoint record is trusted on first use only when the `first_use`
+  check allows it (trust_store, trust_reset.first_use_refusal): LedgerTrustMissing.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,18 +43,24 @@ from modeltrust.chain.trust import (
     check_registrations,
     check_revocations,
 )
-from modeltrust.chain.trust_state import LedgerForkError, LedgerRollbackError
+from modeltrust.chain.trust_state import (
+    LedgerForkError,
+    LedgerRollbackError,
+    MemoryTrustStateStore,
+    TrustedCheckpoint,
+)
 from modeltrust.operator.errors import (
     LedgerInconsistent,
     LedgerTokenMissing,
+    LedgerTrustMissing,
     LedgerUnverified,
     LedgerUnwitnessed,
 )
 from modeltrust.operator.keys import TrustedKeys
 from modeltrust.operator.kube import Kube
 from modeltrust.operator.provenance import ProvenanceMaterial
-from modeltrust.operator.trust_store import ConfigMapTrustStore
-from modeltrust.operator.types import LedgerSpec
+from modeltrust.operator.trust_store import ConfigMapTrustStore, TrustRecordMissing
+from modeltrust.operator.types import CheckpointRef, LedgerSpec
 from modeltrust.operator.witness import (
     WitnessedTrustStore,
     WitnessQuorumError,
@@ -57,9 +74,18 @@ MAX_LOOKUP_PAGES = 10
 log = logging.getLogger("modeltrust.operator.ledger")
 
 
+# The first-use check for one ledger (trust_reset.first_use_refusal, bound in handlers):
+# None allows trust on first use, a string is the refusal.
+FirstUseCheck = Callable[[LedgerSpec], Awaitable[str | None]]
+# Told about every trust event (first use, reset) so that it is audited (audit_outbox).
+TrustEventSink = Callable[[LedgerSpec, str, TrustedCheckpoint, tuple[str, ...]], Awaitable[None]]
+
+
 def classify(exc: BaseException) -> Exception:
     if isinstance(exc, LedgerRollbackError | LedgerForkError):
         return LedgerInconsistent(str(exc))
+    if isinstance(exc, TrustRecordMissing):
+        return LedgerTrustMissing(str(exc))
     if isinstance(exc, WitnessQuorumError):
         return LedgerUnwitnessed(str(exc))
     return LedgerUnverified(str(exc) or type(exc).__name__)
@@ -73,6 +99,7 @@ class LedgerEvidence:
     error: str | None = None
     inconsistent: str | None = None
     unwitnessed: str | None = None
+    trust_missing: str | None = None
     # The proven registration entries by ledger index (for the pod's offline proof).
     entries: Mapping[int, VerifiedEntry] = field(default_factory=dict)
 
@@ -119,16 +146,34 @@ class LedgerAccess:
         token: Callable[[], str | None],
         *,
         timeout: float = 15.0,
+        first_use: FirstUseCheck | None = None,
+        trust_events: TrustEventSink | None = None,
     ) -> None:
         self.kube = kube
         self.namespace = namespace
         self.token = token
         self.timeout = timeout
+        self.first_use = first_use
+        self.trust_events = trust_events
         self._stores: dict[str, ConfigMapTrustStore | WitnessedTrustStore] = {}
+        # Sticky "rolled back or forked" judgements by trusted-checkpoint record (store key):
+        # nothing more is sent to such a ledger until an explicit reset.
+        self._inconsistent: dict[str, str] = {}
+        # (store key, minimumCheckpoint) pairs proven in this process.
+        self._anchored: set[tuple[str, int, bytes]] = set()
         # Keyed on what decides what the client trusts, never on the token: the token is
         # read on every write, so its rotation neither leaks clients nor breaks appends.
         self._clients: dict[tuple[str, str, str, str], AsyncLedgerClient] = {}
         self._indexes: dict[tuple[str, str, str, str], RevocationIndex] = {}
+        self._client_store: dict[tuple[str, str, str, str], str] = {}
+
+    @staticmethod
+    def store_key(ledger: LedgerSpec) -> str:
+        """The identity of the trusted-checkpoint record for `ledger` (the ledger's key and
+        the witness requirement): what trust, its resets and inconsistency are kept by."""
+        requirement = WitnessRequirement.from_ledger(ledger)
+        identity = requirement.identity if requirement is not None else ""
+        return f"{ledger.verifier_key}\n{identity}"
 
     def store(self, ledger: LedgerSpec) -> ConfigMapTrustStore | WitnessedTrustStore:
         """The trusted-checkpoint record for this ledger (and witness requirement).
@@ -137,13 +182,133 @@ class LedgerAccess:
         """
         requirement = WitnessRequirement.from_ledger(ledger)
         identity = requirement.identity if requirement is not None else ""
-        cache_key = f"{ledger.verifier_key}\n{identity}"
+        cache_key = self.store_key(ledger)
         store = self._stores.get(cache_key)
         if store is None:
-            plain = ConfigMapTrustStore(self.kube, self.namespace, ledger.verifier_key, identity)
+            first_use = self.first_use
+
+            async def check() -> str | None:
+                return None if first_use is None else await first_use(ledger)
+
+            async def trusted_on_first_use(cp: TrustedCheckpoint) -> None:
+                log.warning(
+                    "TRUST ON FIRST USE: no trusted checkpoint was recorded for ledger %s "
+                    "(%s) and no model verified against it is serving; trusting its "
+                    "checkpoint of size %d, root %s",
+                    ledger.url, ledger.expected_origin, cp.size, cp.root_hash.hex(),
+                )  # fmt: skip
+                if self.trust_events is not None:
+                    await self.trust_events(
+                        ledger, "trust-on-first-use", cp,
+                        ("no trusted checkpoint was recorded and no verified model was serving",),
+                    )  # fmt: skip
+
+            plain = ConfigMapTrustStore(
+                self.kube, self.namespace, ledger.verifier_key, identity,
+                first_use=check, on_first_use=trusted_on_first_use,
+            )  # fmt: skip
             store = plain if requirement is None else WitnessedTrustStore(plain, requirement)
             self._stores[cache_key] = store
         return store
+
+    # --- the trust boundary -----------------------------------------------------------------
+
+    def inconsistent(self, ledger: LedgerSpec) -> str | None:
+        """Why this ledger was judged rolled back or forked (None: it was not)."""
+        return self._inconsistent.get(self.store_key(ledger))
+
+    def _judge(self, ledger: LedgerSpec, err: Exception) -> Exception:
+        """Remember an inconsistency judgement (sticky until reset_trust)."""
+        if isinstance(err, LedgerInconsistent):
+            key = self.store_key(ledger)
+            if key not in self._inconsistent:
+                self._inconsistent[key] = str(err)
+                log.error(
+                    "LEDGER INCONSISTENT (%s): %s; nothing more is sent to it and every rollout "
+                    "under it is refused until an explicit trust reset (docs/operator.md)",
+                    ledger.url, err,
+                )  # fmt: skip
+        return err
+
+    async def _ready(self, ledger: LedgerSpec) -> None:
+        """Before any call: not judged inconsistent, and the policy's trust anchor proven."""
+        judged = self.inconsistent(ledger)
+        if judged is not None:
+            raise LedgerInconsistent(f"{judged} (judged earlier; sticky until a trust reset)")
+        anchor = ledger.minimum_checkpoint
+        if anchor is None:
+            return
+        key = (self.store_key(ledger), anchor.size, anchor.root_hash)
+        if key in self._anchored:
+            return
+        try:
+            await self.prove_from(ledger, anchor)
+        except LedgerInconsistent as exc:
+            # Refused for this policy (asked again on every call); not a judgement of the
+            # ledger's key: another policy may pin another anchor, or a typo was made.
+            log.error("ledger %s fails the policy's minimumCheckpoint: %s", ledger.url, exc)
+            raise LedgerInconsistent(
+                f"the ledger is below or not consistent with the policy's "
+                f"minimumCheckpoint ({anchor.describe()}): {exc}"
+            ) from None
+        self._anchored.add(key)
+
+    async def prove_from(self, ledger: LedgerSpec, ref: CheckpointRef) -> VerifiedCheckpoint:
+        """The ledger's current checkpoint, proven to contain the tree `ref` names (equal to
+        it, or a consistency proof from it), with the policy's witness quorum. Uses its own
+        client and memory, never the trusted-checkpoint record."""
+        anchor = TrustedCheckpoint(ledger.expected_origin, ref.size, ref.root_hash, note="")
+        client = AsyncLedgerClient(
+            ledger.url,
+            verifier_key=ledger.verifier_key,
+            origin=ledger.expected_origin,
+            trust_store=MemoryTrustStateStore(anchor),
+            timeout=self.timeout,
+        )
+        try:
+            vcp = await client.checkpoint()
+            requirement = WitnessRequirement.from_ledger(ledger)
+            if requirement is not None:
+                requirement.check(vcp.note, what=f"the ledger's checkpoint of size {vcp.size}")
+        except ChainError as exc:
+            raise classify(exc) from exc
+        finally:
+            await client.close()
+        if vcp.size < ref.size:  # an older one proven a prefix: the ledger lost entries
+            raise LedgerInconsistent(
+                f"the ledger's checkpoint has size {vcp.size}, below {ref.describe()}"
+            )
+        return vcp
+
+    async def reset_trust(
+        self, ledger: LedgerSpec, ref: CheckpointRef, reasons: tuple[str, ...]
+    ) -> tuple[VerifiedCheckpoint, TrustedCheckpoint | None]:
+        """The explicit trust reset: prove the ledger's current checkpoint contains `ref`
+        (and the policy's minimumCheckpoint), make it the trusted checkpoint whatever was
+        trusted before, forget the inconsistency judgement and everything read from the
+        ledger under the old trust, and audit the reset. Returns (trusted now, before)."""
+        vcp = await self.prove_from(ledger, ref)
+        if ledger.minimum_checkpoint is not None:
+            await self.prove_from(ledger, ledger.minimum_checkpoint)
+        cp = vcp.checkpoint
+        new = TrustedCheckpoint(cp.origin, cp.size, cp.root_hash, vcp.note)
+        try:
+            before = await self.store(ledger).reset(new)
+        except ChainError as exc:
+            raise classify(exc) from exc
+        key = self.store_key(ledger)
+        self._inconsistent.pop(key, None)
+        self._anchored = {a for a in self._anchored if a[0] != key}
+        # Clients and revocation indexes built under the old trust read another tree.
+        for ck in [k for k, sk in self._client_store.items() if sk == key]:
+            self._client_store.pop(ck)
+            self._indexes.pop(ck, None)
+            client = self._clients.pop(ck, None)
+            if client is not None:
+                await client.close()
+        if self.trust_events is not None:
+            await self.trust_events(ledger, "trust-reset", new, reasons)
+        return vcp, before
 
     @staticmethod
     def _key(ledger: LedgerSpec) -> tuple[str, str, str, str]:
@@ -164,6 +329,7 @@ class LedgerAccess:
                 max_lookup_pages=MAX_LOOKUP_PAGES,
             )
             self._clients[key] = client
+            self._client_store[key] = self.store_key(ledger)
         return client
 
     def index(self, ledger: LedgerSpec) -> RevocationIndex:
@@ -181,24 +347,29 @@ class LedgerAccess:
 
     async def checkpoint(self, ledger: LedgerSpec) -> VerifiedCheckpoint:
         """The ledger's current checkpoint, verified (and witnessed, if the policy says so)."""
+        await self._ready(ledger)
         try:
             return await self.client(ledger).checkpoint()
         except ChainError as exc:
-            raise classify(exc) from exc
+            raise self._judge(ledger, classify(exc)) from exc
 
     async def evidence(
         self, ledger: LedgerSpec, keys: TrustedKeys, digest: str, model_name: str
     ) -> LedgerEvidence:
         """Registrations of `digest` and the revocations that could apply to it."""
         try:
-            read = await read_ledger_async(self.client(ledger), self.index(ledger), digest)
-        except ChainError as exc:
-            err = classify(exc)
-            if isinstance(err, LedgerInconsistent):
-                log.error("LEDGER INCONSISTENT (%s): all rollouts are blocked: %s", ledger.url, err)
-                return LedgerEvidence(inconsistent=str(err))
-            if isinstance(err, LedgerUnwitnessed):
-                return LedgerEvidence(unwitnessed=str(err))
+            await self._ready(ledger)
+            try:
+                read = await read_ledger_async(self.client(ledger), self.index(ledger), digest)
+            except ChainError as exc:
+                raise self._judge(ledger, classify(exc)) from exc
+        except LedgerInconsistent as err:
+            return LedgerEvidence(inconsistent=str(err))
+        except LedgerUnwitnessed as err:
+            return LedgerEvidence(unwitnessed=str(err))
+        except LedgerTrustMissing as err:
+            return LedgerEvidence(trust_missing=str(err))
+        except LedgerUnverified as err:
             return LedgerEvidence(error=str(err))
         found = read.registrations
         size = max((ve.checkpoint.size for ve in found), default=None)
@@ -209,12 +380,21 @@ class LedgerAccess:
             entries={ve.index: ve for ve in found},
         )
 
+    async def audit_trail(self, ledger: LedgerSpec, uid: str) -> list[VerifiedEntry]:
+        """Every audit entry about the object `uid`, each proven in the verified tree."""
+        await self._ready(ledger)
+        try:
+            return await self.client(ledger).audit_trail(uid=uid)
+        except ChainError as exc:
+            raise self._judge(ledger, classify(exc)) from exc
+
     async def registration(self, ledger: LedgerSpec, index: int) -> VerifiedEntry:
         """The registration at `index`, proven at the ledger's current verified checkpoint."""
+        await self._ready(ledger)
         try:
             found = await self.client(ledger).entry(index)
         except ChainError as exc:
-            raise classify(exc) from exc
+            raise self._judge(ledger, classify(exc)) from exc
         if not isinstance(found.entry, Registration):
             raise LedgerUnverified(f"ledger entry {index} is not a registration")
         return found
@@ -266,19 +446,23 @@ class LedgerAccess:
         LedgerTokenMissing (a LedgerUnverified) before sending anything without a token."""
         if not self.token():
             raise LedgerTokenMissing(APPENDS_UNCONFIGURED)
+        await self._ready(ledger)
         client = self.client(ledger)
         try:
+            # Judge the ledger before sending it anything: a rolled-back or forked ledger
+            # (or one without a trusted checkpoint while models serve) gets no entry.
+            await client.checkpoint()
             receipt = await client.append(entry)
         except EntryExistsError as exc:
             if exc.index is None:
                 raise LedgerUnverified(str(exc)) from exc
-            return await self._recorded_earlier(client, entry, exc.index)
+            return await self._recorded_earlier(ledger, client, entry, exc.index)
         except ChainError as exc:
-            raise classify(exc) from exc
+            raise self._judge(ledger, classify(exc)) from exc
         return receipt.index
 
     async def _recorded_earlier(
-        self, client: AsyncLedgerClient, entry: AuditEntry, index: int
+        self, ledger: LedgerSpec, client: AsyncLedgerClient, entry: AuditEntry, index: int
     ) -> int:
         """A 409 names the entry recorded for this idempotency key earlier; the answer is
         not proof, so read that entry through the verifying client and require that it
@@ -287,7 +471,7 @@ class LedgerAccess:
             found = await client.entry(index)
         except ChainError as exc:
             if isinstance(exc, LedgerRollbackError | LedgerForkError):
-                raise classify(exc) from exc
+                raise self._judge(ledger, classify(exc)) from exc
             raise LedgerUnverified(
                 f"the ledger says the audit entry was recorded at index {index}, "
                 f"but that entry could not be verified: {exc}"

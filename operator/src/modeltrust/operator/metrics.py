@@ -35,6 +35,31 @@ class Metrics:
             "1 when the ledger rolled back or forked relative to the trusted checkpoint.",
             ["ledger"], registry=r,
         )  # fmt: skip
+        self.trust_resets = Counter(
+            "modeltrust_operator_trust_resets",
+            "Explicit trust resets applied (modeltrust.dev/trust-reset).",
+            ["ledger"], registry=r,
+        )  # fmt: skip
+        self.trust_first_use = Counter(
+            "modeltrust_operator_trust_first_use",
+            "Ledgers trusted on first use (no record, nothing serving).",
+            ["ledger"], registry=r,
+        )  # fmt: skip
+        self.outbox_pending = Gauge(
+            "modeltrust_operator_audit_outbox_pending",
+            "Decisions waiting in the audit outbox for their ledger.",
+            ["ledger"], registry=r,
+        )  # fmt: skip
+        self.outbox_oldest_age = Gauge(
+            "modeltrust_operator_audit_outbox_oldest_age_seconds",
+            "Age of the oldest decision waiting in the audit outbox (0 when none).",
+            ["ledger"], registry=r,
+        )  # fmt: skip
+        self.outbox_dropped = Counter(
+            "modeltrust_operator_audit_outbox_dropped",
+            "Decisions that could be neither recorded nor kept (outbox full).",
+            ["ledger"], registry=r,
+        )  # fmt: skip
         self.drift = Counter(
             "modeltrust_operator_drift_corrections", "Owned Deployments restored.", registry=r
         )

@@ -17,6 +17,7 @@ from typing import Any
 from modeltrust.operator.deps import Deps
 from modeltrust.operator.errors import (
     LedgerInconsistent,
+    LedgerTrustMissing,
     LedgerUnverified,
     LedgerUnwitnessed,
     SpecError,
@@ -54,6 +55,8 @@ async def ledger_condition(deps: Deps, policy: TrustPolicy) -> tuple[ConditionVa
         return ledger_failed("LedgerInconsistent", str(exc)), None
     except LedgerUnwitnessed as exc:
         return ledger_failed("WitnessQuorumNotMet", str(exc)), None
+    except LedgerTrustMissing as exc:
+        return ledger_failed("TrustRecordMissing", str(exc)), None
     except LedgerUnverified as exc:
         return ledger_failed("LedgerUnavailable", str(exc)), None
     return ledger_verified(vcp.size, vcp.checkpoint.origin), vcp.size

@@ -22,6 +22,7 @@ from typing import Any, NoReturn
 
 from modeltrust.operator import builders
 from modeltrust.operator.artifact import ArtifactEvidence
+from modeltrust.operator.audit import KEPT, record_audit
 from modeltrust.operator.builders import VerifiedModel
 from modeltrust.operator.decisions import Decision, Evidence, decide
 from modeltrust.operator.deps import Deps, load_policy
@@ -105,6 +106,7 @@ def _evidence(md: ModelDeployment, artifact: ArtifactEvidence, ledger: LedgerEvi
         ledger_error=ledger.error,
         ledger_unwitnessed=ledger.unwitnessed,
         ledger_inconsistent=ledger.inconsistent,
+        ledger_trust_missing=ledger.trust_missing,
     )
 
 
@@ -150,8 +152,13 @@ async def _reconcile_locked(
     audit_error: str | None = None
     try:
         entry = plan_audit(md, decision, deps.actor, deps.clock())
-        audit_index = await deps.ledger.append_audit(policy.ledger, entry)
-        deps.metrics.audits.labels(result="recorded").inc()
+        # A refusal that cannot be recorded now is kept (audit outbox); a rollout waits.
+        audit_index = await record_audit(deps, policy.ledger, entry, keep=not decision.allowed)
+        if audit_index is None:
+            audit_error = KEPT
+            deps.metrics.audits.labels(result="kept").inc()
+        else:
+            deps.metrics.audits.labels(result="recorded").inc()
     except (LedgerUnverified, LedgerInconsistent) as exc:
         audit_error = str(exc)
         deps.metrics.audits.labels(result="failed").inc()

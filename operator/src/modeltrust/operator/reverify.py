@@ -170,6 +170,7 @@ async def reverify_serving(
                 ledger_error=ledger.error,
                 ledger_unwitnessed=ledger.unwitnessed,
                 ledger_inconsistent=ledger.inconsistent,
+                ledger_trust_missing=ledger.trust_missing,
             ),
             policy,
             size if size is not None and size > 0 else None,

@@ -13,10 +13,13 @@ name a forked ledger's checkpoint):
   a write answers 409). A record that differs from it (older, missing, newer, or another
   root at the same size) is ignored: trust moves on only through the verifying client,
   which proves every newer checkpoint consistent with the high-water mark, and then
-  replaces the record (logged at ERROR with what it replaced). So resetting trust takes a
-  deliberate act: repair or delete the ConfigMap AND restart the operator
-  (docs/operator.md); at start the process adopts the stored record after checking its
-  note.
+  replaces the record (logged at ERROR with what it replaced). At start the process adopts
+  the stored record after checking its note.
+- a missing record is not a reason to trust whatever the ledger shows now: the `first_use`
+  hook decides (trust_reset.first_use_refusal). While models verified against this ledger
+  are serving, first use is refused (TrustRecordMissing, logged at ERROR) until trust is
+  reset explicitly (`reset`, driven by trust_reset.py); a brand-new install may still
+  trust on first use, which `on_first_use` logs at WARNING and audits.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ import asyncio
 import hashlib
 import json
 import logging
+import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from modeltrust.chain.checkpoint import verify_checkpoint
@@ -39,6 +44,18 @@ log = logging.getLogger("modeltrust.operator.trust")
 DATA_KEY = "trusted-checkpoint.json"
 # Writes of one checkpoint that keep answering 409 before the client is told to retry.
 WRITE_ATTEMPTS = 4
+# A refused first use is asked again (the hook lists ModelDeployments) at most this often.
+FIRST_USE_RECHECK_SECONDS = 5.0
+
+
+class TrustRecordMissing(LedgerTrustError):
+    """No trusted checkpoint is recorded, and trusting the ledger on first use is refused
+    (models verified against it are serving): only an explicit trust reset moves on."""
+
+
+# Returns None when trust on first use is acceptable, else why not (the refusal message).
+FirstUseCheck = Callable[[], Awaitable[str | None]]
+FirstUseHook = Callable[[TrustedCheckpoint], Awaitable[None]]
 
 
 def config_map_name(verifier_key: str, witnesses: str = "") -> str:
@@ -55,8 +72,21 @@ class ConfigMapTrustStore:
     first use); the ConfigMap is written only when a verified checkpoint moves trust
     forward, one write at a time, and re-read only when a write answers 409."""
 
-    def __init__(self, kube: Kube, namespace: str, verifier_key: str, witnesses: str = "") -> None:
+    def __init__(
+        self,
+        kube: Kube,
+        namespace: str,
+        verifier_key: str,
+        witnesses: str = "",
+        *,
+        first_use: FirstUseCheck | None = None,
+        on_first_use: FirstUseHook | None = None,
+    ) -> None:
         self.kube = kube
+        self.first_use = first_use
+        self.on_first_use = on_first_use
+        self._refusing_first_use = False  # logged once per refusal episode
+        self._refusal: tuple[float, str] | None = None  # (monotonic time, message)
         self.namespace = namespace
         self.name = config_map_name(verifier_key, witnesses)
         self.verifier_key = verifier_key
@@ -133,11 +163,73 @@ class ConfigMapTrustStore:
             return await self._adopt_stored()
 
     async def _adopt_stored(self) -> TrustedCheckpoint | None:
-        """First use in this process: the persisted record (its note checked) is trusted."""
+        """First use in this process: the persisted record (its note checked) is trusted.
+
+        No record: the `first_use` hook decides whether the ledger may be trusted as it is
+        now; if not, TrustRecordMissing, and the record is read again on the next call (an
+        explicit reset, or a record restored by hand, lifts it)."""
         if not self._adopted:
-            self._high_water = await self._read()
+            record = await self._read()
+            if record is None and self.first_use is not None:
+                recent = self._refusal
+                if recent is not None and time.monotonic() - recent[0] < FIRST_USE_RECHECK_SECONDS:
+                    raise TrustRecordMissing(recent[1])
+                refusal = await self.first_use()
+                self._refusal = None if refusal is None else (time.monotonic(), refusal)
+                if refusal is not None:
+                    if not self._refusing_first_use:
+                        log.error("TRUST RECORD MISSING: %s", refusal)
+                        self._refusing_first_use = True
+                    raise TrustRecordMissing(refusal)
+            self._refusing_first_use = False
+            self._high_water = record
             self._adopted = True
         return self._high_water
+
+    async def reset(self, new: TrustedCheckpoint) -> TrustedCheckpoint | None:
+        """An explicit trust reset: `new` (already proven by the caller against the
+        checkpoint the cluster operator named) replaces the record and the high-water mark,
+        whatever they held, even when it is older. Returns what was trusted before."""
+        async with self._writer:
+            before = self._high_water
+            for _ in range(WRITE_ATTEMPTS):
+                cm = await self.kube.get_config_map(self.namespace, self.name)
+                meta = {} if cm is None else cm["metadata"]
+                self._resource_version = meta.get("resourceVersion")
+                body = self._body(new)
+                try:
+                    if self._resource_version is None:
+                        written = await self.kube.create_config_map(self.namespace, body)
+                    else:
+                        body["metadata"]["resourceVersion"] = self._resource_version
+                        replaced = await self.kube.replace_config_map(
+                            self.namespace, self.name, body
+                        )
+                        if replaced is None:
+                            continue
+                        written = replaced
+                except Conflict:
+                    continue
+                self._resource_version = (written.get("metadata") or {}).get("resourceVersion")
+                self._high_water = new
+                self._adopted = True
+                self._refusing_first_use = False
+                self._refusal = None
+                return before
+        raise LedgerTrustError(f"{self.where} kept changing during the trust reset; retry")
+
+    def _body(self, new: TrustedCheckpoint) -> dict[str, Any]:
+        return {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {
+                "name": self.name,
+                "namespace": self.namespace,
+                "labels": {"app.kubernetes.io/part-of": "modeltrust"},
+                "annotations": {"modeltrust.dev/ledger-origin": new.origin},
+            },
+            "data": {DATA_KEY: json.dumps(new.to_json(), indent=1)},
+        }
 
     async def compare_and_swap(
         self, expected: TrustedCheckpoint | None, new: TrustedCheckpoint
@@ -156,21 +248,13 @@ class ConfigMapTrustStore:
             if not await self._write(current, new):
                 return False
             self._high_water = new
+            if current is None and self.on_first_use is not None:
+                await self.on_first_use(new)
             return True
 
     async def _write(self, current: TrustedCheckpoint | None, new: TrustedCheckpoint) -> bool:
         """Store `new` over the record last seen; on 409 re-read once per attempt."""
-        body: dict[str, Any] = {
-            "apiVersion": "v1",
-            "kind": "ConfigMap",
-            "metadata": {
-                "name": self.name,
-                "namespace": self.namespace,
-                "labels": {"app.kubernetes.io/part-of": "modeltrust"},
-                "annotations": {"modeltrust.dev/ledger-origin": new.origin},
-            },
-            "data": {DATA_KEY: json.dumps(new.to_json(), indent=1)},
-        }
+        body = self._body(new)
         for _ in range(WRITE_ATTEMPTS):
             try:
                 if self._resource_version is None:

@@ -7,6 +7,8 @@ hand-written test object must produce a clear refusal, never a half-understood s
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -329,12 +331,40 @@ class Publisher:
 
 
 @dataclass(frozen=True)
+class CheckpointRef:
+    """A tree named by its size and root hash (what a trust anchor or a reset names)."""
+
+    size: int
+    root_hash: bytes
+
+    def describe(self) -> str:
+        return f"size {self.size}, root {base64.b64encode(self.root_hash).decode()}"
+
+
+def parse_checkpoint_ref(obj: Mapping[str, Any], path: str) -> CheckpointRef:
+    """{size, rootHash (base64 of 32 bytes)}; size at least 1 (a tree of size 0 is empty,
+    and a consistency proof from it proves nothing)."""
+    size = _integer(obj, "size", f"{path}.size", default=0, low=1, high=2**63 - 1)
+    text = _string(obj, "rootHash", f"{path}.rootHash", max_length=64)
+    try:
+        root = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise SpecError(f"{path}.rootHash", "must be standard base64") from None
+    if len(root) != 32:
+        raise SpecError(f"{path}.rootHash", f"must be 32 bytes (SHA-256), got {len(root)}")
+    return CheckpointRef(size, root)
+
+
+@dataclass(frozen=True)
 class LedgerSpec:
     url: str
     verifier_key: str
     origin: str | None = None
     witnesses: tuple[str, ...] = ()
     witness_quorum: int = 0
+    # spec.ledger.minimumCheckpoint: a tree the ledger must contain (its size and root);
+    # a ledger below it or inconsistent with it is refused (trust anchor, ledger_access).
+    minimum_checkpoint: CheckpointRef | None = None
 
     @property
     def expected_origin(self) -> str:
@@ -422,6 +452,12 @@ def parse_trust_policy(body: Mapping[str, Any]) -> TrustPolicy:
     quorum = _integer(
         ledger, "witnessQuorum", "spec.ledger.witnessQuorum", default=0, low=0, high=len(witnesses)
     )
+    minimum = None
+    if ledger.get("minimumCheckpoint") is not None:
+        minimum = parse_checkpoint_ref(
+            _mapping(ledger, "minimumCheckpoint", "spec.ledger.minimumCheckpoint", required=True),
+            "spec.ledger.minimumCheckpoint",
+        )
     publishers = _parse_publishers(spec)
     threshold = _integer(
         spec, "threshold", "spec.threshold", default=1, low=1, high=len(publishers)
@@ -455,6 +491,7 @@ def parse_trust_policy(body: Mapping[str, Any]) -> TrustPolicy:
             origin=_optional_string(ledger, "origin", "spec.ledger.origin", max_length=1024),
             witnesses=tuple(witnesses),
             witness_quorum=quorum,
+            minimum_checkpoint=minimum,
         ),
         publishers=publishers,
         threshold=threshold,

@@ -23,6 +23,7 @@ The client (modeltrust.chain.client) has no witness option; this wrapper is the 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 from modeltrust.chain.checkpoint import verify_checkpoint
 from modeltrust.chain.errors import ChainError, UnknownVerifierError
@@ -111,10 +112,14 @@ class WitnessRequirement:
             ) from None
 
 
+class ResettableTrustStore(AsyncTrustStateStore, Protocol):
+    async def reset(self, new: TrustedCheckpoint) -> TrustedCheckpoint | None: ...
+
+
 class WitnessedTrustStore:
     """An AsyncTrustStateStore that holds only checkpoints meeting the witness quorum."""
 
-    def __init__(self, inner: AsyncTrustStateStore, requirement: WitnessRequirement) -> None:
+    def __init__(self, inner: ResettableTrustStore, requirement: WitnessRequirement) -> None:
         self.inner = inner
         self.requirement = requirement
         # The note last found witnessed: every ledger call loads the same high-water mark,
@@ -138,3 +143,10 @@ class WitnessedTrustStore:
         if swapped:
             self._witnessed = new.note
         return swapped
+
+    async def reset(self, new: TrustedCheckpoint) -> TrustedCheckpoint | None:
+        """An explicit trust reset (trust_reset.py): only to a witnessed checkpoint."""
+        self.requirement.check(new.note, what=f"the reset checkpoint of size {new.size}")
+        before = await self.inner.reset(new)
+        self._witnessed = new.note
+        return before
