@@ -17,7 +17,7 @@ from typing import Any
 import kopf
 from prometheus_client import start_http_server
 
-from modeltrust.operator import builders, kube
+from modeltrust.operator import builders, kube, ledger_follower
 from modeltrust.operator.artifact import ArtifactChecker
 from modeltrust.operator.builders import BuildSettings
 from modeltrust.operator.ledger_access import (
@@ -133,6 +133,10 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     )
     task = asyncio.create_task(_refresh_policies(_deps))
     _background.add(task)
+    # Revocations reach serving models within seconds, not at the next due timer tick.
+    follow = ledger_follower.start(_deps, ledger_follower.settings_from_env(os.environ))
+    if follow is not None:
+        _background.add(follow)
     log.info("modeltrust operator started; trust state in namespace %s", namespace)
 
 

@@ -332,11 +332,13 @@ async def reverify_serving(
     keys: TrustedKeys,
     *,
     periodic: bool = False,
+    force: bool = False,
 ) -> str:
     """Decide the serving version again under `policy` and act on the decision.
 
     From the ledger and the policy only (decide_serving): the pinned bytes are not fetched
-    again, so an unreachable artifact never leaves an untrusted model running."""
+    again, so an unreachable artifact never leaves an untrusted model running. `force`
+    decides now whatever was decided when (the ledger follower, on a new revocation)."""
     meta = body.get("metadata") or {}
     async with deps.lock(str(meta.get("uid") or "")):
         fresh = await deps.kube.get_model_deployment(meta["namespace"], meta["name"])
@@ -346,7 +348,11 @@ async def reverify_serving(
         if served is None:
             return "nothing serving"
         status = fresh.get("status") or {}
-        if decided_under(status, policy) and not (periodic and due(status, policy, deps.clock())):
+        if (
+            not force
+            and decided_under(status, policy)
+            and not (periodic and due(status, policy, deps.clock()))
+        ):
             return "already decided under this policy generation"
         md, verified = served
         ledger = await deps.ledger.evidence(policy.ledger, keys, verified.digest, md.model.name)
