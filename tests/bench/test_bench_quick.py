@@ -64,3 +64,17 @@ def test_operator_bench_quick_prints_its_table() -> None:
     assert any(r.startswith("| operator peak RSS (VmHWM) at 30 |") for r in rows)
     assert "| Ready=True (Deployment available on the kwok node) |" in out
     assert "| modeltrust ledger serve |" in out
+
+
+@pytest.mark.e2e
+def test_revocation_bench_quick_prints_its_table() -> None:
+    # Its own control plane, ledger and operator; 20 serving, 5 + 5 revoked, no timer-only
+    # reference (that one takes minutes).
+    out = run_quick("revocation_bench.py", timeout=600)
+
+    assert "## Revocation latency" in out
+    rows = result_rows(out)
+    assert any(r.startswith("| append -> Deployment at 0 replicas and Revoked=True, p99 of 5 ")
+               for r in rows)  # fmt: skip
+    assert "| ledger: append answered (entry in a signed checkpoint) |" in out
+    assert "| follower, batch of 5: 0 replicas and Revoked=True |" in out

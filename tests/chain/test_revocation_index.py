@@ -66,3 +66,18 @@ def test_revocations_are_found_by_digest_and_by_key_once_each() -> None:
     index._add([LoggedEntry(5, by_key, b"\x00" * 32), LoggedEntry(3, by_digest, b"\x00" * 32)])
     assert [le.index for le in index.revocations(DIGEST, [KEY, KEY])] == [3, 5]
     assert index.revocations("sha256:" + "cd" * 32, []) == []
+
+
+def test_revocations_since_gives_each_revocation_once_in_ledger_order() -> None:
+    index = RevocationIndex()
+    revs = [
+        Revocation("digest", DIGEST, "r", KEY, "2025-01-01T00:00:00Z", "c2ln"),
+        Revocation("key", KEY, "r", KEY, "2025-01-01T00:00:00Z", "c2ln"),
+    ]
+    index._add([registration_at(1), LoggedEntry(3, revs[0], b"\x00" * 32)])
+    index._add([LoggedEntry(8, revs[1], b"\x00" * 32)])
+    found, covered = index.revocations_since(0)
+    assert [le.index for le in found] == [3, 8]
+    assert covered == index.size
+    assert [le.index for le in index.revocations_since(4)[0]] == [8]
+    assert index.revocations_since(9)[0] == []

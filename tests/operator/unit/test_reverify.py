@@ -21,6 +21,7 @@ from modeltrust.operator.decisions import RegistrationCheck, RevocationFact
 from modeltrust.operator.deps import Deps
 from modeltrust.operator.keys import TrustedKeys
 from modeltrust.operator.ledger_access import LedgerEvidence
+from modeltrust.operator.ledger_follower import reverify_now
 from modeltrust.operator.metrics import Metrics
 from modeltrust.operator.reverify import recheck, reverify_serving
 from modeltrust.operator.status_record import PolicyRef
@@ -336,3 +337,24 @@ async def test_the_timer_takes_the_policy_from_the_watch_and_reads_it_only_when_
     await recheck(w.deps, w.kube.md, watched=watched)
     assert w.kube.policy_reads == 1
     assert w.condition("Verified")["reason"] == "PolicyNotFound"
+
+
+async def test_the_ledger_follower_decides_at_once_as_the_timer_would_when_due() -> None:
+    # A revocation appears on the ledger 30 s after the last re-check, reverifyInterval 1m:
+    # the timer waits; the follower's reverify_now takes the timer's decision path now.
+    w = world(policy_body(A), LEDGER_OK)
+    watched = {"default": policy_body(A)}
+    revoked = RevocationFact(9, "digest", DIGEST, "poisoned", KID_A, True)
+    w.ledger.answer = LedgerEvidence(registrations=[registration("p0")], revocations=[revoked])
+    assert await recheck(w.deps, w.kube.md) == "not due"
+    assert w.replicas == 2
+    message = await reverify_now(w.deps, w.kube.md, watched)
+    assert "poisoned" in message
+    assert w.condition("Revoked")["status"] == "True"
+    assert w.condition("Revoked")["reason"] == "Revoked"
+    assert w.replicas == 0
+    assert [(a.action, a.decision) for a in w.ledger.audits] == [("revoke", "scaletozero")]
+    assert [r for r, _ in w.events] == ["Revoked"]
+    # Acting again changes nothing and audits nothing more.
+    assert await reverify_now(w.deps, w.kube.md, watched) == "already revoked"
+    assert len(w.ledger.audits) == 1

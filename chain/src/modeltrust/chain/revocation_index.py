@@ -26,6 +26,7 @@ it, look up the digest's registrations and check the lookup left none out.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
 import time
 from collections.abc import Iterable, Sequence
@@ -62,6 +63,7 @@ class RevocationIndex:
         self._by_digest: dict[str, list[LoggedEntry]] = {}
         self._by_key: dict[str, list[LoggedEntry]] = {}
         self._registrations: dict[str, list[int]] = {}
+        self._revocations: list[LoggedEntry] = []  # every revocation, in ledger order
         self._lock = asyncio.Lock()
 
     @property
@@ -117,6 +119,7 @@ class RevocationIndex:
             if isinstance(e, Revocation):
                 table = self._by_digest if e.target_kind == "digest" else self._by_key
                 table.setdefault(e.target, []).append(le)
+                self._revocations.append(le)
             elif isinstance(e, Registration):
                 self._registrations.setdefault(e.digest, []).append(le.index)
 
@@ -129,6 +132,13 @@ class RevocationIndex:
         for k in key_ids:
             found.update((le.index, le) for le in self._by_key.get(k, ()))
         return [found[i] for i in sorted(found)]
+
+    def revocations_since(self, start: int) -> tuple[list[LoggedEntry], int]:
+        """Every revocation entry at ledger index ``start`` or later that the index holds, and
+        the size it covers: a follower passes that size as ``start`` next time and so sees
+        each revocation once, whoever advanced the index (signatures are not checked here)."""
+        first = bisect.bisect_left(self._revocations, start, key=lambda le: le.index)
+        return self._revocations[first:], self._range.size
 
     def require_all_registrations(
         self, digest: str, returned: Iterable[VerifiedEntry], below: int

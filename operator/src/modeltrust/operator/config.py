@@ -128,6 +128,14 @@ class OperatorConfig:
     policy_check_interval: float = field(
         default=60.0, metadata=_env("MODELTRUST_POLICY_CHECK_INTERVAL", _seconds())
     )
+    # The ledger follower: seconds between checkpoint polls of each ledger (0: off, the timer
+    # alone acts on revocations) and the longest back-off while a ledger does not answer.
+    ledger_follow_interval: float = field(
+        default=1.0, metadata=_env("MODELTRUST_LEDGER_FOLLOW_INTERVAL", _seconds(zero=True))
+    )
+    ledger_follow_max_backoff: float = field(
+        default=30.0, metadata=_env("MODELTRUST_LEDGER_FOLLOW_MAX_BACKOFF", _seconds())
+    )
     # How often the audit outbox is drained (decisions kept while their ledger was unavailable).
     outbox_interval: float = field(
         default=10.0, metadata=_env("MODELTRUST_OUTBOX_INTERVAL", _seconds())

@@ -21,7 +21,7 @@ from typing import Any
 import kopf
 from prometheus_client import start_http_server
 
-from modeltrust.operator import builders, kube
+from modeltrust.operator import builders, kube, ledger_follower
 from modeltrust.operator.artifact import ArtifactChecker
 from modeltrust.operator.audit import audit_deletion
 from modeltrust.operator.audit_outbox import AuditOutbox, drain_forever
@@ -77,7 +77,7 @@ def token_source(config: OperatorConfig) -> Callable[[], str]:
     return token_reader(config.ledger_token, config.ledger_token_file)
 
 
-async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -> None:
     config = _config(memo)
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="modeltrust.dev")
@@ -123,6 +123,16 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         asyncio.create_task(_refresh_policies(deps, config)),
         asyncio.create_task(drain_forever(outbox, config.outbox_interval, deps.lock)),
     }
+    # Revocations reach serving models within seconds, not at the next due timer tick. The
+    # policies index is kopf's live view (startup handlers get it, empty until watching).
+    index = kwargs["policies"]
+    follow = ledger_follower.start(
+        deps,
+        ledger_follower.FollowSettings.from_config(config),
+        lambda: watched_policies(index),
+    )
+    if follow is not None:
+        memo["background"].add(follow)
     log.info("modeltrust operator started; trust state in namespace %s", config.namespace)
 
 

@@ -144,8 +144,10 @@ async def reverify_serving(
     keys: TrustedKeys,
     *,
     periodic: bool = False,
+    force: bool = False,
 ) -> str:
-    """Decide the serving version again under `policy` and act on the decision."""
+    """Decide the serving version again under `policy` and act on the decision. `force`
+    decides now whatever was decided when (the ledger follower, on a new revocation)."""
     meta = body.get("metadata") or {}
     async with deps.lock(str(meta.get("uid") or "")):
         fresh = await deps.kube.get_model_deployment(meta["namespace"], meta["name"])
@@ -155,7 +157,11 @@ async def reverify_serving(
         if served is None:
             return "nothing serving"
         record = MDStatus.from_status(fresh.get("status"))
-        if record.decided_under(policy) and not (periodic and due(record, policy, deps.clock())):
+        if (
+            not force
+            and record.decided_under(policy)
+            and not (periodic and due(record, policy, deps.clock()))
+        ):
             return "already decided under this policy generation"
         md, verified = served
         ledger = await deps.ledger.evidence(policy.ledger, keys, verified.digest, md.model.name)
