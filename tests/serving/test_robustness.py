@@ -260,7 +260,8 @@ def test_headers_under_the_limits_are_fine(raw: _Raw) -> None:
 # Health probes while a large request is parsed and run ----------------------------------------
 
 
-def _probe(port: int) -> float:
+def _probe(port: int) -> tuple[float, float]:
+    """One liveness probe on a new connection: (seconds it took, when it finished)."""
     started = time.perf_counter()
     with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
         sock.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
@@ -268,49 +269,58 @@ def _probe(port: int) -> float:
         while chunk := sock.recv(4096):
             data += chunk
     assert data.startswith(b"HTTP/1.1 200"), data[:100]
-    return time.perf_counter() - started
+    finished = time.perf_counter()
+    return finished - started, finished
 
 
 def test_health_is_answered_while_a_large_request_is_in_flight(tmp_path: Path) -> None:
     model = onnx_models.identity_model(tmp_path / "id.onnx", "FP32", shape=("n",))
-    # ~4 M floats: tens of MiB of JSON, seconds of parsing on this machine.
-    values = np.random.default_rng(0).random(4_000_000).round(6)
+    # ~3 M floats: ~25 MiB of JSON, a few seconds of parsing and encoding here.
+    values = np.random.default_rng(0).random(3_000_000).round(6)
     body = orjson.dumps(
         {"inputs": [{"name": "x", "shape": [len(values)], "datatype": "FP32", "data": values}]},
         option=orjson.OPT_SERIALIZE_NUMPY,
     )
     with running_server(model, "id", ServerSettings(port=0)) as server:
-        baseline = min(_probe(server.port) for _ in range(5))
+        baseline = min(_probe(server.port)[0] for _ in range(5))
         done = threading.Event()
-        big_took: list[float] = []
+        timings: dict[str, float] = {}
 
         def big() -> None:
+            connection = server.connect()
+            connection.timeout = 120
             started = time.perf_counter()
-            status, _, answer = server.request("POST", "/v2/models/id/infer", body)
-            big_took.append(time.perf_counter() - started)
-            assert status == 200, answer[:200]
+            connection.request("POST", "/v2/models/id/infer", body)
+            response = connection.getresponse()  # returns at the answer's first bytes
+            timings["first_byte"] = time.perf_counter()
+            answer = response.read()
+            timings["took"] = time.perf_counter() - started
+            connection.close()
+            assert response.status == 200, answer[:200]
             done.set()
 
         worker = threading.Thread(target=big)
         worker.start()
+        probes: list[tuple[float, float]] = []
         try:
-            # Wait until the request is being handled (the body is on the server).
+            # Probe from the moment the request is being handled (its body has arrived).
             deadline = time.monotonic() + 60
             while server.app.metrics.in_flight == 0 and not done.is_set():
                 assert time.monotonic() < deadline
-                time.sleep(0.005)
-            probes: list[float] = []
-            while not done.is_set() and len(probes) < 20:
+                time.sleep(0.002)
+            while not done.is_set() and len(probes) < 50:
                 probes.append(_probe(server.port))
-            answered_during = len(probes) > 0 and not (done.is_set() and len(probes) == 1)
         finally:
             worker.join(120)
-        assert big_took, "the large request did not complete"
-    assert answered_during, "no health probe was answered while the large request ran"
-    # Relative bounds only: each probe well under the large request's time, and within
-    # a generous multiple of an idle probe (plus scheduling slack of this shared machine).
-    assert max(probes) < big_took[0] / 2, (probes, big_took)
-    assert max(probes) < 200 * baseline + 0.5, (probes, baseline)
+        assert "took" in timings, "the large request did not complete"
+    # Before: the loop parsed and ran the request, and no probe was answered until its
+    # answer went out. Now probes are answered while it is parsed and run.
+    answered_before = [took for took, finished in probes if finished < timings["first_byte"]]
+    assert answered_before, (probes, timings)
+    # Relative bounds only (this machine is shared and noisy): the typical probe is far
+    # quicker than the request, and the quickest within a generous multiple of idle.
+    assert sorted(answered_before)[len(answered_before) // 2] < timings["took"] / 2
+    assert min(answered_before) < 100 * baseline + 0.1, (answered_before, baseline)
 
 
 # KServe's and Triton's clients against every endpoint -----------------------------------------
