@@ -150,7 +150,10 @@ class LedgerAPI:
             if exc.status == 401:
                 response.headers["WWW-Authenticate"] = 'Bearer realm="modeltrust-ledger"'
         except AppendRejectedError as exc:
-            response = _error(409, str(exc), index=exc.index)
+            if exc.index is None:
+                response = _error(409, str(exc))
+            else:
+                response = _error(409, str(exc), index=exc.index)
         except SequencerUnavailableError as exc:
             response = _error(503, str(exc))
         except ChainError as exc:
