@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +15,9 @@ import pytest
 from harness.ledger import TOKEN, LedgerKeys, audit, make_keys, registration, service_config
 from modeltrust.chain.checkpoint import verify_checkpoint
 from modeltrust.chain.entries import entry_to_json
+from modeltrust.chain.merkle import NodeID
 from modeltrust.chain.service import LedgerService
+from modeltrust.chain.storage import StorageCorruptError, node_position
 
 pytestmark = pytest.mark.integration
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -100,8 +104,6 @@ async def test_one_key_on_two_entries_of_a_request_names_no_missing_index(api: A
 
 
 async def test_replay_within_a_batch_of_requests_names_an_index_that_exists(api: Api) -> None:
-    import asyncio
-
     reg = entry_to_json(registration(api.keys, 5))
     other = entry_to_json(registration(api.keys, 6))
     results = await asyncio.gather(api.post([other, reg]), api.post(reg), api.post(reg))
@@ -110,3 +112,104 @@ async def test_replay_within_a_batch_of_requests_names_an_index_that_exists(api:
     for index in indexes:
         assert index < size
         assert (await api.get(f"/v1/entries/{index}"))[0] == 200
+
+
+# A damaged store --------------------------------------------------------------------------------
+
+
+async def _ledger_of_four(keys: LedgerKeys, db: Path, session: aiohttp.ClientSession) -> Api:
+    service = await _serve(keys, db)
+    api = Api(service, session, keys)
+    regs = [entry_to_json(registration(keys, i)) for i in range(4)]
+    assert (await api.post(regs))[0] == 201
+    return api
+
+
+def _damage(db: Path, sql: str, *params: object) -> None:
+    with sqlite3.connect(db) as conn:
+        assert conn.execute(sql, params).rowcount == 1
+
+
+def _damage_report(body: bytes, index: int) -> str:
+    doc = orjson.loads(body)  # always JSON, never the damaged bytes
+    assert doc["index"] == index, doc
+    assert "store is damaged" in doc["error"]
+    assert "ledger verify" in doc["error"]  # what the operator should do
+    assert "backup" in doc["error"]
+    return str(doc["error"])
+
+
+async def _refuses_to_start(keys: LedgerKeys, db: Path) -> str:
+    with pytest.raises(StorageCorruptError) as failure:
+        await _serve(keys, db)
+    message = str(failure.value)
+    assert "refusing to start" in message
+    assert "backup" in message
+    return message
+
+
+async def test_deleted_entry_row_is_a_500_naming_it_never_a_silent_skip(
+    tmp_path: Path, keys: LedgerKeys
+) -> None:
+    db = tmp_path / "l.db"
+    async with aiohttp.ClientSession() as session:
+        api = await _ledger_of_four(keys, db, session)
+        try:
+            _damage(db, "DELETE FROM entries WHERE idx = 1")
+            status, body = await api.get("/v1/entries/1")
+            assert status == 500
+            assert "entry 1 is missing" in _damage_report(body, 1)
+            status, body = await api.get("/v1/entries?start=0&end=4")  # was 200 with 3 entries
+            assert status == 500
+            _damage_report(body, 1)
+            status, body = await api.get("/v1/proofs/inclusion?index=1&size=4")
+            assert status == 500
+            _damage_report(body, 1)
+            assert (await api.get("/v1/entries/2"))[0] == 200  # undamaged entries still serve
+        finally:
+            await api.service.stop()
+    assert "entry 1 is missing" in await _refuses_to_start(keys, db)
+
+
+async def test_corrupt_entry_bytes_are_a_500_json_naming_the_index(
+    tmp_path: Path, keys: LedgerKeys
+) -> None:
+    db = tmp_path / "l.db"
+    async with aiohttp.ClientSession() as session:
+        api = await _ledger_of_four(keys, db, session)
+        try:
+            _damage(db, "UPDATE entries SET data = ? WHERE idx = 2", b'{"kind": "regis')
+            for path in (
+                "/v1/entries/2",
+                "/v1/entries?start=0",
+                "/v1/proofs/inclusion?index=2&size=4",
+            ):
+                status, body = await api.get(path)
+                assert status == 500, path  # was 200 with invalid JSON
+                assert "entry 2" in _damage_report(body, 2)
+        finally:
+            await api.service.stop()
+    assert "entry 2" in await _refuses_to_start(keys, db)
+
+
+async def test_corrupt_tree_node_gives_no_wrong_proof_and_blocks_the_start(
+    tmp_path: Path, keys: LedgerKeys
+) -> None:
+    db = tmp_path / "l.db"
+    async with aiohttp.ClientSession() as session:
+        api = await _ledger_of_four(keys, db, session)
+        try:
+            # The node over entries [0, 2) (level 1): in the proofs of entries 2 and 3.
+            position = node_position(NodeID(1, 0))
+            _damage(db, "UPDATE nodes SET hash = ? WHERE pos = ?", b"\x07" * 32, position)
+            status, body = await api.get("/v1/proofs/inclusion?index=3&size=4")
+            assert status == 500  # was 200 with a proof that does not verify
+            _damage_report(body, 3)
+            status, body = await api.get("/v1/proofs/consistency?from=3&to=4")
+            assert status == 500
+            _damage_report(body, 3)
+            assert (await api.get("/v1/proofs/inclusion?index=0&size=4"))[0] == 200
+        finally:
+            await api.service.stop()
+    message = await _refuses_to_start(keys, db)
+    assert "level 1 over entries [0, 2)" in message

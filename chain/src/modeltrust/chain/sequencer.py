@@ -38,6 +38,7 @@ from modeltrust.chain.blocks import GENESIS_PREV_HASH, BlockHeader, header_hash
 from modeltrust.chain.checkpoint import Checkpoint, sign_checkpoint, verify_checkpoint
 from modeltrust.chain.entries import AuditEntry, Entry, leaf_data
 from modeltrust.chain.errors import ChainError, InvalidArgumentError
+from modeltrust.chain.ledger_verify import LedgerVerificationError, verify_sqlite
 from modeltrust.chain.lookup import AUDIT_IDEMPOTENCY, lookup_keys
 from modeltrust.chain.merkle import CompactRange, NodeID, empty_root, leaf_hash
 from modeltrust.chain.metrics import LedgerMetrics
@@ -47,9 +48,18 @@ from modeltrust.chain.storage import (
     LedgerIdentity,
     LedgerStore,
     NewEntry,
+    SQLiteLedgerStore,
     StorageCorruptError,
     StorageError,
     StoredBlock,
+)
+
+OPERATOR_ADVICE = (
+    "Operator of this ledger: keep the damaged database for investigation, run "
+    "`modeltrust ledger verify --db <file> --verifier-key <key>` for the first damage, and "
+    "restore the database from a backup or replica whose latest checkpoint is at least as "
+    "new as any checkpoint clients have seen. Do not edit rows or re-sign: clients that "
+    "trust a newer checkpoint would rightly report a rollback or a fork."
 )
 
 
@@ -148,6 +158,7 @@ class Sequencer:
         origin: str,
         max_batch: int = 2048,
         metrics: LedgerMetrics | None = None,
+        audit_on_start: bool = True,
     ) -> None:
         if max_batch < 1:
             raise InvalidArgumentError("max_batch must be at least 1")
@@ -155,6 +166,7 @@ class Sequencer:
         self._signer = signer
         self._origin = origin
         self._max_batch = max_batch
+        self._audit_on_start = audit_on_start
         self._metrics = metrics or LedgerMetrics()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger-sequencer")
         self._queue: list[_Pending] = []
@@ -299,17 +311,33 @@ class Sequencer:
             raise StorageCorruptError(
                 f"the stored checkpoint of block {block.height}: {exc}"
             ) from exc
+        if self._audit_on_start and isinstance(store, SQLiteLedgerStore):
+            self._audit(store, block.height, cp.size)
         rng = CompactRange.load(size, store)
         if cp.size != size or rng.root() != cp.root_hash:
             raise StorageCorruptError(
                 f"the stored Merkle nodes do not match the checkpoint of block {block.height} "
-                f"(size {cp.size}); refusing to extend a damaged log: "
-                "run `modeltrust ledger verify`"
+                f"(size {cp.size}); refusing to extend a damaged log. {OPERATOR_ADVICE}"
             )
         self._range = rng
         self._latest = SignedCheckpoint(cp, block.checkpoint)
         self._height = block.height + 1
         self._prev_header_hash = block.header_hash
+
+    def _audit(self, store: SQLiteLedgerStore, height: int, size: int) -> None:
+        """Recompute the whole tree from the stored entries; refuse to serve a damaged store.
+
+        Every leaf hash, Merkle node, block header and checkpoint is checked (as by
+        `modeltrust ledger verify`); the error names the first entry (and node level)
+        that disagrees with the last signed checkpoint.
+        """
+        try:
+            verify_sqlite(str(store.path), self._signer.verifier(), origin=self._origin)
+        except LedgerVerificationError as exc:
+            raise StorageCorruptError(
+                f"refusing to start: the ledger database {store.path} does not match its last "
+                f"signed checkpoint (block {height}, tree size {size}): {exc}. {OPERATOR_ADVICE}"
+            ) from exc
 
     def _commit(self, groups: Sequence[_Pending]) -> list[GroupReceipt | AppendRejectedError]:
         store = self._store
