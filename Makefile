@@ -11,8 +11,17 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-install: $(BIN)/python  ## the Python components (editable) and dev tools, pinned
+KSERVE_VENV ?= $(HOME)/.cache/modeltrust/kserve-venv
+
+install: $(BIN)/python $(KSERVE_VENV)/.installed  ## the Python components (editable) and dev tools, pinned
 	$(BIN)/pip install --quiet -r requirements/dev.in -c requirements/constraints.txt
+
+# KServe's SDK cannot share the dev environment's pins: its own virtualenv, for the
+# off-the-shelf client test and the serving benchmark's KServe baseline.
+$(KSERVE_VENV)/.installed: requirements/kserve.txt
+	$(PY) -m venv $(KSERVE_VENV)
+	$(KSERVE_VENV)/bin/pip install --quiet -r requirements/kserve.txt
+	touch $@
 
 tools:  ## the local control plane binaries (built once, cached by version)
 	bash tests/cluster/build-tools.sh $(if $(filter real,$(MODELTRUST_CLUSTER)),--real-node)

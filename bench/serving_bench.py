@@ -1,20 +1,21 @@
 """Model server and fetch-and-verify benchmarks, each against a reference in the same run.
 
     python bench/serving_bench.py [--quick] [--kserve-python PATH] [--skip-kserve] [--skip-fetch]
+                                  [--skip-uvicorn]
 
 Prints markdown tables:
 1. Latency, batch-1 MNIST-size MLP: raw onnxruntime InferenceSession.run in-process vs
    one keep-alive HTTP client against `modeltrust serve` (JSON and binary tensor data),
    and against KServe's Python model server wrapping the same onnxruntime session.
 2. Throughput with 16 concurrent keep-alive clients (wrk if installed, else a raw-socket
-   asyncio load generator in its own process), ours vs KServe.
+   asyncio load generator in its own process), ours vs KServe, and vs a minimal
+   uvicorn ASGI app (uvloop + httptools, like ours) calling the very same
+   InferenceApp: the cost of our hand-written HTTP layer against a framework's.
 3. Fetch-and-verify of a 1 GiB artifact over loopback HTTP vs `sha256sum` on the same
    file, with peak RSS of the fetching process at two artifact sizes (flat = streaming).
 
-KServe needs its own virtualenv (its pins are not ours):
-    python3 -m venv ~/.cache/modeltrust/kserve-venv
-    ~/.cache/modeltrust/kserve-venv/bin/pip install kserve onnxruntime numpy
-The script looks there (or at --kserve-python / $KSERVE_PYTHON) and says so when absent.
+KServe needs its own virtualenv (its pins are not ours): `make install` makes it at
+~/.cache/modeltrust/kserve-venv from requirements/kserve.txt. The script looks there (or at --kserve-python / $KSERVE_PYTHON) and says so when absent.
 """
 
 from __future__ import annotations
@@ -303,6 +304,68 @@ def start_kserve(python: Path, model: Path) -> tuple[subprocess.Popen[bytes], in
     return process, port, version
 
 
+# The same InferenceApp (same onnxruntime session settings, same JSON handling) behind
+# uvicorn instead of our transport: the request and response bytes differ only in the
+# headers each server adds.
+UVICORN_APP = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+    import uvicorn
+    from modeltrust.serving.model import ServedModel
+    from modeltrust.serving.oip import Request
+    from modeltrust.serving.runtime import build_app
+
+    model_path, digest, port = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+    app = build_app(ServedModel.load(model_path, name="mnist", expected_digest=digest))
+
+    async def asgi(scope, receive, send):
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                kind = message["type"].rsplit(".", 1)[-1]
+                await send({"type": f"lifespan.{kind}.complete"})
+                if kind == "shutdown":
+                    return
+        chunks, more = [], True
+        while more:
+            message = await receive()
+            chunks.append(message.get("body", b""))
+            more = message.get("more_body", False)
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        path = scope["raw_path"].decode("latin-1")
+        if scope["query_string"]:
+            path += "?" + scope["query_string"].decode("latin-1")
+        response = app.handle(Request(scope["method"], path, headers, b"".join(chunks)))
+        head = [
+            (b"content-type", response.content_type.encode("latin-1")),
+            (b"content-length", str(len(response.body)).encode("ascii")),
+        ]
+        head += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers]
+        await send({"type": "http.response.start", "status": response.status, "headers": head})
+        await send({"type": "http.response.body", "body": response.body})
+
+    uvicorn.run(asgi, host="127.0.0.1", port=port, loop="uvloop", http="httptools",
+                log_level="warning", access_log=False, lifespan="on")
+    """
+)
+
+
+def start_uvicorn(model: Path) -> tuple[subprocess.Popen[bytes], int, str]:
+    import uvicorn
+
+    digest = "sha256:" + hashlib.sha256(model.read_bytes()).hexdigest()
+    script = Path(tempfile.mkdtemp()) / "uvicorn_oip.py"
+    script.write_text(UVICORN_APP)
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, str(script), str(model), digest, str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    wait_ready(port, process)
+    return process, port, uvicorn.__version__
+
+
 def stop(process: subprocess.Popen[bytes]) -> None:
     process.terminate()
     try:
@@ -427,6 +490,7 @@ def main() -> None:
     )
     parser.add_argument("--skip-kserve", action="store_true")
     parser.add_argument("--skip-fetch", action="store_true")
+    parser.add_argument("--skip-uvicorn", action="store_true")
     parser.add_argument("--loadgen", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.loadgen:
@@ -463,6 +527,31 @@ def main() -> None:
         rates.append(("modeltrust serve, HTTP JSON", rate, tool))
     finally:
         stop(ours)
+
+    uvicorn_rates: list[tuple[str, float]] = []
+    if not args.skip_uvicorn:
+        # Side by side, alternating (ours, uvicorn, ours, uvicorn): this machine is shared,
+        # and a single pair of runs moves by more than the difference being measured.
+        for round_ in range(2):
+            uv, uport, uversion = start_uvicorn(model)
+            try:
+                if round_ == 0:
+                    latencies.append(
+                        http_latency(
+                            f"uvicorn {uversion} + same InferenceApp, HTTP JSON",
+                            uport,
+                            http_request(path, json_body),
+                            count,
+                        )
+                    )
+                uvicorn_rates.append(("uvicorn", throughput(uport, path, json_body, seconds)[0]))
+            finally:
+                stop(uv)
+            ours, port = start_ours(model)
+            try:
+                uvicorn_rates.append(("ours", throughput(port, path, json_body, seconds)[0]))
+            finally:
+                stop(ours)
 
     kserve_note = ""
     if args.skip_kserve:
@@ -504,6 +593,20 @@ def main() -> None:
     reference = rates[-1][1] if len(rates) > 1 else rates[0][1]
     for name, rate, tool in rates:
         lines.append(f"| {name} | {rate:,.0f} | {tool} | {rate / reference:.2f}x |")
+    if uvicorn_rates:
+        ours_runs = [r for who, r in uvicorn_rates if who == "ours"]
+        uv_runs = [r for who, r in uvicorn_rates if who == "uvicorn"]
+        best_ours, best_uv = max(ours_runs), max(uv_runs)
+        lines += [
+            "",
+            "Transport only, same InferenceApp, alternating runs (best of "
+            f"{len(ours_runs)}; all runs: ours {', '.join(f'{r:,.0f}' for r in ours_runs)}; "
+            f"uvicorn {', '.join(f'{r:,.0f}' for r in uv_runs)}):\n",
+            "| transport | inferences/s | ratio |",
+            "|---|---:|---:|",
+            f"| modeltrust (asyncio + httptools, hand-written) | {best_ours:,.0f} | 1.00x |",
+            f"| uvicorn ASGI (uvloop + httptools) | {best_uv:,.0f} | {best_uv / best_ours:.2f}x |",
+        ]
     ours_json = latencies[1]
     ours_rate = rates[0][1]
     lines += [

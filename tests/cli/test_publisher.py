@@ -11,9 +11,17 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from harness.ledger import LedgerKeys, LedgerThread, free_port, make_keys, service_config
+from harness.ledger import (
+    LedgerKeys,
+    LedgerThread,
+    free_port,
+    make_keys,
+    registration,
+    service_config,
+)
+from modeltrust.chain.canonical import canonical_json
 from modeltrust.chain.digest import format_digest
-from modeltrust.chain.entries import Registration, entry_from_json
+from modeltrust.chain.entries import Registration, entry_from_json, entry_to_json
 from modeltrust.chain.note import NoteSigner
 from modeltrust.chain.signatures import (
     key_id,
@@ -276,3 +284,29 @@ def test_ledger_failures_and_bad_arguments(
     result = runner.invoke(main, ["register", str(not_a_reg), *conn])
     assert result.exit_code == 3
     assert "entry kind" in result.stderr
+
+
+def test_register_on_a_rolled_back_ledger_refuses_before_appending(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    keys = make_keys(tmp_path / "keys")
+    regs = []
+    for i in range(3):
+        path = tmp_path / f"reg{i}.json"
+        path.write_bytes(canonical_json(entry_to_json(registration(keys, i))))
+        regs.append(str(path))
+    state = ["--trust-state", str(tmp_path / "trusted.json")]
+    with LedgerThread(service_config(keys, tmp_path / "ledger.db")) as thread:
+        conn = ["--ledger", thread.url, "--ledger-key", keys.verifier_key, *state]
+        for reg in regs[:2]:
+            result = runner.invoke(main, ["register", reg, *conn])
+            assert result.exit_code == 0, result.output
+    # The same log, restored from an older (here: empty) backup: a rollback from size 2.
+    with LedgerThread(service_config(keys, tmp_path / "restored.db")) as thread:
+        conn = ["--ledger", thread.url, "--ledger-key", keys.verifier_key, *state]
+        result = runner.invoke(main, ["register", regs[2], *conn])
+        assert result.exit_code != 0, result.output
+        assert "rollback" in result.stderr
+        sequencer = thread.service.sequencer
+        assert sequencer is not None
+        assert sequencer.latest.size == 0  # nothing was written to the rolled-back ledger

@@ -166,7 +166,10 @@ class _Replay:
     @staticmethod
     def _node_failure(index: int, level: int, stored: tuple[int, bytes] | None, pos: int) -> None:
         first = (index >> level) << level
-        where = f"entry {index}: stored Merkle node over entries [{first}, {first + (1 << level)})"
+        where = (
+            f"entry {index}: stored Merkle node at level {level} over entries "
+            f"[{first}, {first + (1 << level)})"
+        )
         if stored is None or stored[0] != pos:
             raise LedgerVerificationError(f"{where} is missing", index=index)
         raise LedgerVerificationError(f"{where} differs from the recomputed hash", index=index)

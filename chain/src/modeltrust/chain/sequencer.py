@@ -13,6 +13,12 @@ key: resubmitting the same entry under the same key returns the existing entry;
 the same key with a different entry is a conflict (409). A request's entries are
 all-or-nothing: if one is refused, none of them is appended.
 
+Within one request, the same entry twice is a replay too (409), and two different
+audit entries under one idempotency key a conflict (409); neither names an index,
+since nothing of the request is in the log. The same audit entry twice under its key
+is idempotent: appended once, both receipts name its index. A 409 that names an index
+always names an entry that exists when the client reads the answer.
+
 The worker thread keeps signing, hashing and SQLite work off the event loop; the
 loop only queues and resolves futures.
 """
@@ -32,6 +38,7 @@ from modeltrust.chain.blocks import GENESIS_PREV_HASH, BlockHeader, header_hash
 from modeltrust.chain.checkpoint import Checkpoint, sign_checkpoint, verify_checkpoint
 from modeltrust.chain.entries import AuditEntry, Entry, leaf_data
 from modeltrust.chain.errors import ChainError, InvalidArgumentError
+from modeltrust.chain.ledger_verify import LedgerVerificationError, verify_sqlite
 from modeltrust.chain.lookup import AUDIT_IDEMPOTENCY, lookup_keys
 from modeltrust.chain.merkle import CompactRange, NodeID, empty_root, leaf_hash
 from modeltrust.chain.metrics import LedgerMetrics
@@ -41,16 +48,28 @@ from modeltrust.chain.storage import (
     LedgerIdentity,
     LedgerStore,
     NewEntry,
+    SQLiteLedgerStore,
     StorageCorruptError,
     StorageError,
     StoredBlock,
 )
 
+OPERATOR_ADVICE = (
+    "Operator of this ledger: keep the damaged database for investigation, run "
+    "`modeltrust ledger verify --db <file> --verifier-key <key>` for the first damage, and "
+    "restore the database from a backup or replica whose latest checkpoint is at least as "
+    "new as any checkpoint clients have seen. Do not edit rows or re-sign: clients that "
+    "trust a newer checkpoint would rightly report a rollback or a fork."
+)
+
 
 class AppendRejectedError(ChainError):
-    """The ledger refused an entry (HTTP 409); ``index`` names the entry it collides with."""
+    """The ledger refused an entry (HTTP 409); ``index`` names the entry it collides with.
 
-    def __init__(self, message: str, index: int) -> None:
+    ``index`` is None when the collision is inside the request itself.
+    """
+
+    def __init__(self, message: str, index: int | None) -> None:
         super().__init__(message)
         self.index = index
 
@@ -139,6 +158,7 @@ class Sequencer:
         origin: str,
         max_batch: int = 2048,
         metrics: LedgerMetrics | None = None,
+        audit_on_start: bool = True,
     ) -> None:
         if max_batch < 1:
             raise InvalidArgumentError("max_batch must be at least 1")
@@ -146,6 +166,7 @@ class Sequencer:
         self._signer = signer
         self._origin = origin
         self._max_batch = max_batch
+        self._audit_on_start = audit_on_start
         self._metrics = metrics or LedgerMetrics()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger-sequencer")
         self._queue: list[_Pending] = []
@@ -290,17 +311,33 @@ class Sequencer:
             raise StorageCorruptError(
                 f"the stored checkpoint of block {block.height}: {exc}"
             ) from exc
+        if self._audit_on_start and isinstance(store, SQLiteLedgerStore):
+            self._audit(store, block.height, cp.size)
         rng = CompactRange.load(size, store)
         if cp.size != size or rng.root() != cp.root_hash:
             raise StorageCorruptError(
                 f"the stored Merkle nodes do not match the checkpoint of block {block.height} "
-                f"(size {cp.size}); refusing to extend a damaged log: "
-                "run `modeltrust ledger verify`"
+                f"(size {cp.size}); refusing to extend a damaged log. {OPERATOR_ADVICE}"
             )
         self._range = rng
         self._latest = SignedCheckpoint(cp, block.checkpoint)
         self._height = block.height + 1
         self._prev_header_hash = block.header_hash
+
+    def _audit(self, store: SQLiteLedgerStore, height: int, size: int) -> None:
+        """Recompute the whole tree from the stored entries; refuse to serve a damaged store.
+
+        Every leaf hash, Merkle node, block header and checkpoint is checked (as by
+        `modeltrust ledger verify`); the error names the first entry (and node level)
+        that disagrees with the last signed checkpoint.
+        """
+        try:
+            verify_sqlite(str(store.path), self._signer.verifier(), origin=self._origin)
+        except LedgerVerificationError as exc:
+            raise StorageCorruptError(
+                f"refusing to start: the ledger database {store.path} does not match its last "
+                f"signed checkpoint (block {height}, tree size {size}): {exc}. {OPERATOR_ADVICE}"
+            ) from exc
 
     def _commit(self, groups: Sequence[_Pending]) -> list[GroupReceipt | AppendRejectedError]:
         store = self._store
@@ -318,21 +355,20 @@ class Sequencer:
         plans: list[list[tuple[int, bool]] | AppendRejectedError] = []
 
         for g in groups:
-            group_leaves: dict[bytes, int] = {}
-            group_keys: dict[str, int] = {}
+            group_leaves: dict[bytes, int] = {}  # leaf hash -> position in the request
+            group_keys: dict[str, tuple[int, int, bytes]] = {}  # key -> (position, index, hash)
             plan: list[tuple[int, bool]] = []
+            repeats: set[int] = set()  # positions repeating an earlier entry of this request
             next_index = rng.size
             try:
-                for s in g.items:
+                for position, s in enumerate(g.items):
                     key = s.idempotency_key
                     if key is not None:
                         owner = key_owners.get(key)
                         if owner is None:
-                            owner = batch_keys.get(key, group_keys.get(key))
+                            owner = batch_keys.get(key)
                         if owner is not None:
-                            owner_hash = owner_hashes.get(owner) or _hash_at(
-                                owner, new_entries, group_leaves
-                            )
+                            owner_hash = owner_hashes.get(owner) or _hash_at(owner, new_entries)
                             if owner_hash != s.leaf_hash:
                                 raise IdempotencyConflictError(
                                     f"idempotency key {key!r} already names a different audit "
@@ -341,27 +377,47 @@ class Sequencer:
                                 )
                             plan.append((owner, True))
                             continue
+                        first = group_keys.get(key)
+                        if first is not None:
+                            if first[2] != s.leaf_hash:
+                                raise IdempotencyConflictError(
+                                    f"entries {first[0]} and {position} of this request carry "
+                                    f"the same idempotency key {key!r} but are different "
+                                    "entries; nothing was appended",
+                                    None,
+                                )
+                            plan.append((first[1], False))  # idempotent within the request
+                            repeats.add(position)
+                            continue
                     seen = known_leaves.get(s.leaf_hash)
                     if seen is None:
-                        seen = batch_leaves.get(s.leaf_hash, group_leaves.get(s.leaf_hash))
+                        seen = batch_leaves.get(s.leaf_hash)
                     if seen is not None:
                         raise ReplayError(
                             f"replay: this entry is already in the ledger at index {seen}", seen
                         )
-                    group_leaves[s.leaf_hash] = next_index
+                    first_position = group_leaves.get(s.leaf_hash)
+                    if first_position is not None:
+                        # Not in the log (the request is all-or-nothing): name no index.
+                        raise ReplayError(
+                            f"replay: entries {first_position} and {position} of this request "
+                            "are the same entry; nothing was appended",
+                            None,
+                        )
+                    group_leaves[s.leaf_hash] = position
                     if key is not None:
-                        group_keys[key] = next_index
+                        group_keys[key] = (position, next_index, s.leaf_hash)
                     plan.append((next_index, False))
                     next_index += 1
             except AppendRejectedError as exc:
                 plans.append(exc)
                 continue
-            for s, (index, existing) in zip(g.items, plan, strict=True):
-                if not existing:
+            for position, (s, (index, existing)) in enumerate(zip(g.items, plan, strict=True)):
+                if not existing and position not in repeats:
                     new_entries.append(NewEntry(index, s.leaf_hash, s.leaf_data, s.lookup_keys))
                     nodes.extend(rng.append(s.leaf_hash))
-            batch_leaves.update(group_leaves)
-            batch_keys.update(group_keys)
+            batch_leaves.update((h, plan[p][0]) for h, p in group_leaves.items())
+            batch_keys.update((k, v[1]) for k, v in group_keys.items())
             plans.append(plan)
 
         latest = self.latest
@@ -436,14 +492,11 @@ class Sequencer:
         return out
 
 
-def _hash_at(index: int, new_entries: list[NewEntry], group_leaves: dict[bytes, int]) -> bytes:
-    """The leaf hash of an entry appended earlier in the same batch."""
+def _hash_at(index: int, new_entries: list[NewEntry]) -> bytes:
+    """The leaf hash of an entry appended by an earlier request of the same batch."""
     for e in new_entries:
         if e.index == index:
             return e.leaf_hash
-    for h, i in group_leaves.items():
-        if i == index:
-            return h
     raise AssertionError(f"index {index} was not assigned in this batch")
 
 

@@ -7,6 +7,14 @@ are durable and covered by a signed checkpoint. Only checkpointed entries are ev
 served: every read is bounded by the latest checkpoint's size.
 
 Bad input always gets a 4xx JSON ``{"error": ...}`` naming what was wrong.
+
+What is served is checked on the way out, because the store is a file anyone with
+access can damage: an entry's bytes must hash to its stored leaf hash and parse as
+JSON, a page of entries must have no gap, and every inclusion or consistency proof
+must verify against the signed root (or, for an older size, the root the stored
+nodes give). A damaged store gets a 500 ``{"error": ..., "index": N}`` that names
+what is wrong and what the ledger's operator should do; never a silent skip, never
+invalid JSON, never a wrong proof.
 """
 
 from __future__ import annotations
@@ -27,7 +35,7 @@ from modeltrust.chain.auth import AuthError, PublisherSet, TokenAuthenticator
 from modeltrust.chain.canonical import parse_json_strict
 from modeltrust.chain.digest import parse_digest
 from modeltrust.chain.entries import AuditEntry, Entry, entry_from_json
-from modeltrust.chain.errors import ChainError
+from modeltrust.chain.errors import ChainError, MissingNodeError, ProofError
 from modeltrust.chain.lookup import (
     AUDIT_OBJECT,
     AUDIT_UID,
@@ -36,10 +44,18 @@ from modeltrust.chain.lookup import (
     REVOCATION_KEY,
     audit_object_key,
 )
-from modeltrust.chain.merkle import consistency_proof, inclusion_proof
+from modeltrust.chain.merkle import (
+    CompactRange,
+    consistency_proof,
+    inclusion_proof,
+    leaf_hash,
+    verify_consistency,
+    verify_inclusion,
+)
 from modeltrust.chain.metrics import LedgerMetrics
 from modeltrust.chain.openapi import openapi_document
 from modeltrust.chain.sequencer import (
+    OPERATOR_ADVICE,
     AppendRejectedError,
     GroupReceipt,
     Sequencer,
@@ -80,6 +96,14 @@ class APIError(ChainError):
     def __init__(self, message: str, status: int = 400) -> None:
         super().__init__(message)
         self.status = status
+
+
+class StoreDamagedError(APIError):
+    """What the store holds is not what the ledger wrote (HTTP 500, naming the index)."""
+
+    def __init__(self, message: str, index: int) -> None:
+        super().__init__(f"the ledger's store is damaged: {message}. {OPERATOR_ADVICE}", 500)
+        self.index = index
 
 
 class LedgerAPI:
@@ -143,6 +167,9 @@ class LedgerAPI:
             response = _error(exc.status, _http_error_message(exc))
             if exc.status == 405:
                 response.headers["Allow"] = exc.headers.get("Allow", "")
+        except StoreDamagedError as exc:
+            log.error("serving %s %s: %s", request.method, request.path_qs, exc)
+            response = _error(exc.status, str(exc), index=exc.index)
         except APIError as exc:
             response = _error(exc.status, str(exc))
         except AuthError as exc:
@@ -150,7 +177,10 @@ class LedgerAPI:
             if exc.status == 401:
                 response.headers["WWW-Authenticate"] = 'Bearer realm="modeltrust-ledger"'
         except AppendRejectedError as exc:
-            response = _error(409, str(exc), index=exc.index)
+            if exc.index is None:
+                response = _error(409, str(exc))
+            else:
+                response = _error(409, str(exc), index=exc.index)
         except SequencerUnavailableError as exc:
             response = _error(503, str(exc))
         except ChainError as exc:
@@ -250,8 +280,7 @@ class LedgerAPI:
         size = self.sequencer.latest.size
         if index >= size:
             raise APIError(f"no entry {index}: the tree size is {size}", 404)
-        entries = self.reader.get_entries(index, index + 1)
-        return _json(_entry_json(entries[0]))
+        return _json(_entry_json(self._entries(index, index + 1)[0]))
 
     async def get_entry_range(self, request: web.Request) -> web.Response:
         size = self.sequencer.latest.size
@@ -262,7 +291,7 @@ class LedgerAPI:
         if start >= size:
             raise APIError(f"start {start} is not below the tree size {size}", 404)
         end = min(end, size, start + self.limits.max_range)
-        rows = self.reader.get_entries(start, end)
+        rows = self._entries(start, end)
         return _json({"start": start, "end": end, "entries": [_entry_json(e) for e in rows]})
 
     async def get_inclusion_proof(self, request: web.Request) -> web.Response:
@@ -271,7 +300,7 @@ class LedgerAPI:
         self._check_size(size)
         if index >= size:
             raise APIError(f"index {index} is not below the tree size {size}")
-        proof = inclusion_proof(index, size, self.reader)
+        proof = self._inclusion_proof(index, size)
         return _json(
             {"index": index, "tree_size": size, "inclusion_proof": [b64(h) for h in proof]}
         )
@@ -284,8 +313,82 @@ class LedgerAPI:
         if first > second:
             raise APIError(f"from {first} is larger than to {second}")
         self._check_size(second)
-        proof = consistency_proof(first, second, self.reader)
+        proof = self._consistency_proof(first, second)
         return _json({"from": first, "to": second, "consistency_proof": [b64(h) for h in proof]})
+
+    # -- what the store says, checked before it is served --------------------------------
+
+    def _entries(self, start: int, end: int) -> list[StoredEntry]:
+        """Entries [start, end): all present, hashing to their leaf hashes, valid JSON."""
+        rows = self.reader.get_entries(start, end)
+        expected = start
+        for e in rows:
+            if e.index != expected:
+                raise StoreDamagedError(f"entry {expected} is missing from the store", expected)
+            data = e.leaf_data
+            if not isinstance(data, bytes) or leaf_hash(data) != e.leaf_hash:
+                raise StoreDamagedError(
+                    f"the stored bytes of entry {e.index} do not hash to its stored leaf hash",
+                    e.index,
+                )
+            try:
+                orjson.loads(data)
+            except orjson.JSONDecodeError:
+                raise StoreDamagedError(
+                    f"the stored bytes of entry {e.index} are not JSON", e.index
+                ) from None
+            expected += 1
+        if expected != end:
+            raise StoreDamagedError(f"entry {expected} is missing from the store", expected)
+        return rows
+
+    def _root_at(self, size: int, index: int) -> bytes:
+        """The signed root at the latest size; else the root the stored nodes give."""
+        latest = self.sequencer.latest
+        if size == latest.size:
+            return latest.checkpoint.root_hash
+        try:
+            return CompactRange.load(size, self.reader).root()
+        except MissingNodeError as exc:
+            raise StoreDamagedError(str(exc), index) from None
+
+    def _inclusion_proof(
+        self, index: int, size: int, stored_hash: bytes | None = None
+    ) -> list[bytes]:
+        try:
+            proof = inclusion_proof(index, size, self.reader)
+        except MissingNodeError as exc:
+            raise StoreDamagedError(f"{exc} (inclusion proof of entry {index})", index) from None
+        if stored_hash is None:
+            stored_hash = self._entries(index, index + 1)[0].leaf_hash
+        try:
+            verify_inclusion(stored_hash, index, size, proof, self._root_at(size, index))
+        except ProofError:
+            raise StoreDamagedError(
+                f"the stored Merkle nodes give an inclusion proof of entry {index} at tree "
+                f"size {size} that does not verify against the root",
+                index,
+            ) from None
+        return proof
+
+    def _consistency_proof(self, first: int, second: int) -> list[bytes]:
+        try:
+            proof = consistency_proof(first, second, self.reader)
+        except MissingNodeError as exc:
+            raise StoreDamagedError(
+                f"{exc} (consistency proof {first} to {second})", first
+            ) from None
+        try:
+            verify_consistency(
+                first, second, proof, self._root_at(first, first), self._root_at(second, first)
+            )
+        except ProofError:
+            raise StoreDamagedError(
+                f"the stored Merkle nodes give a consistency proof from tree size {first} to "
+                f"{second} that does not verify against the roots",
+                first,
+            ) from None
+        return proof
 
     def _check_size(self, size: int) -> None:
         current = self.sequencer.latest.size
@@ -367,9 +470,10 @@ class LedgerAPI:
         indexes = sorted(i for i in found if i < size)[:limit]
         results = []
         for index in indexes:
-            stored = self.reader.get_entries(index, index + 1)[0]
+            stored = self._entries(index, index + 1)[0]
             item = _entry_json(stored)
-            item["inclusion_proof"] = [b64(h) for h in inclusion_proof(index, size, self.reader)]
+            proof = self._inclusion_proof(index, size, stored.leaf_hash)
+            item["inclusion_proof"] = [b64(h) for h in proof]
             results.append(item)
         more = len(indexes) == limit
         return _json(

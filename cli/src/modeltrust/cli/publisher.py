@@ -488,6 +488,10 @@ def _finding_json(f: Finding) -> dict[str, str]:
 
 
 def _append(client: LedgerClient, entry: Entry) -> VerifiedReceipt:
+    # Check the ledger's checkpoint against the trusted one (a consistency proof from
+    # it) before writing: a rolled-back or forked ledger must get nothing from us, not
+    # an entry first and the finding after.
+    client.checkpoint()
     try:
         return client.append(entry)
     except EntryExistsError as e:

@@ -262,8 +262,8 @@ def _progress_bar() -> _TqdmProgress:
     default=0,
     show_default=True,
     type=click.IntRange(min=0),
-    help="Answer inference on a pool of N threads (0: inline on the event loop, "
-    "fastest for models that run in well under a millisecond).",
+    help="Answer every inference on a pool of N threads (0: small requests of a fast "
+    "model inline on the event loop, large or slow ones on a small pool).",
 )
 @click.option(
     "--max-body-bytes",

@@ -1,14 +1,17 @@
 """The Open Inference Protocol v2 REST application, independent of the HTTP transport.
 
 Routes (as KServe and Triton serve them):
-  GET  /v2/health/live, /v2/health/ready        200 when true, 400 when not; empty body
+  GET  /v2/health/live, /v2/health/ready        200 when true, 400 when not;
+                                                {"live": true} / {"ready": ...}
   GET  /v2                                      server metadata
   GET  /v2/models/{name}[/versions/{v}]         model metadata
-  GET  /v2/models/{name}[/versions/{v}]/ready   200 / 400, empty body
+  GET  /v2/models/{name}[/versions/{v}]/ready   200 / 400, {"name": ..., "ready": ...}
   POST /v2/models/{name}[/versions/{v}]/infer   inference (JSON, or Triton's binary
                                                 tensor data extension)
   GET  /metrics                                 Prometheus text format
 Errors are {"error": "..."} with a 4xx status (5xx only for faults of the server).
+The protocol allows empty health bodies; KServe's Python client reads the JSON
+fields above, Triton's client only the status, so both work against these.
 """
 
 from __future__ import annotations
@@ -41,6 +44,9 @@ JSON = "application/json"
 OCTET_STREAM = "application/octet-stream"
 HEADER_LENGTH = "inference-header-content-length"
 _DUMPS_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
+_LIVE = b'{"live":true}'
+_READY = b'{"ready":true}'
+_NOT_READY = b'{"ready":false}'
 
 
 @dataclass(slots=True)
@@ -138,8 +144,13 @@ class InferenceApp:
             return Response(200, self._server_metadata, endpoint="server_metadata")
         if rest[0] == "health" and len(rest) == 2 and rest[1] in ("live", "ready"):
             self._allow(request, "GET")
-            healthy = True if rest[1] == "live" else self.ready
-            return Response(200 if healthy else 400, endpoint=f"health_{rest[1]}")
+            if rest[1] == "live":
+                return Response(200, _LIVE, endpoint="health_live")
+            return Response(
+                200 if self.ready else 400,
+                _READY if self.ready else _NOT_READY,
+                endpoint="health_ready",
+            )
         if rest[0] == "models" and len(rest) >= 2:
             return self._model_route(request, rest[1], rest[2:])
         raise RequestError(404, f"no such endpoint {path!r}")
@@ -161,7 +172,12 @@ class InferenceApp:
             return Response(200, self._model_metadata, model=name, endpoint="model_metadata")
         if rest == ["ready"]:
             self._allow(request, "GET")
-            return Response(200 if self.ready else 400, model=name, endpoint="model_ready")
+            return Response(
+                200 if self.ready else 400,
+                orjson.dumps({"name": name, "ready": self.ready}),
+                model=name,
+                endpoint="model_ready",
+            )
         if rest == ["infer"]:
             self._allow(request, "POST")
             return self.infer(request)
@@ -197,7 +213,10 @@ class InferenceApp:
         if not isinstance(document, dict):
             raise RequestError(400, 'request body must be a JSON object with an "inputs" array')
 
-        feeds = self._decode_inputs(document.get("inputs"), binary)
+        # Booleans can only be where the JSON text says true or false: skip the
+        # per-element boolean check of numeric data when it says neither (the usual case).
+        may_hold_booleans = b"true" in body or b"false" in body
+        feeds = self._decode_inputs(document.get("inputs"), binary, may_hold_booleans)
         outputs, binary_outputs = self._requested_outputs(document)
         try:
             results = model.run(outputs, feeds)
@@ -241,7 +260,9 @@ class InferenceApp:
             endpoint="infer",
         )
 
-    def _decode_inputs(self, inputs: object, binary: memoryview | None) -> dict[str, np.ndarray]:
+    def _decode_inputs(
+        self, inputs: object, binary: memoryview | None, may_hold_booleans: bool = True
+    ) -> dict[str, np.ndarray]:
         model = self.model
         if not isinstance(inputs, list) or not inputs:
             raise RequestError(400, 'request needs a non-empty "inputs" array')
@@ -269,7 +290,7 @@ class InferenceApp:
                     f"input {name!r} has datatype {datatype.name} but the model expects "
                     f"{spec.datatype.name}",
                 )
-            shape = _parse_shape(item.get("shape"), name)
+            shape = _parse_shape(item.get("shape"), name, datatype.dtype.itemsize)
             _check_shape(shape, spec.shape, name)
             binary_size = _binary_size(item)
             if binary_size is not None:
@@ -288,7 +309,9 @@ class InferenceApp:
                 )
                 offset += binary_size
             elif "data" in item:
-                feeds[name] = decode_json_data(datatype, shape, item["data"], name)
+                feeds[name] = decode_json_data(
+                    datatype, shape, item["data"], name, may_hold_booleans=may_hold_booleans
+                )
             else:
                 raise RequestError(400, f'input {name!r} has neither "data" nor binary_data_size')
         if binary is not None and offset != len(binary):
@@ -349,9 +372,23 @@ def _parse_header_length(value: str, body_length: int) -> int:
     return size
 
 
-def _parse_shape(shape: object, name: str) -> tuple[int, ...]:
+# numpy (and onnxruntime) refuse a shape whose non-zero dimensions multiply, in bytes,
+# past a signed 64-bit size even when another dimension is 0 and the tensor is empty.
+_MAX_EXTENT = 2**62
+
+
+def _parse_shape(shape: object, name: str, itemsize: int) -> tuple[int, ...]:
     if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
         raise RequestError(400, f"input {name!r}: shape must be an array of non-negative integers")
+    extent = max(itemsize, 1)
+    for d in shape:
+        extent *= d or 1
+        if extent > _MAX_EXTENT:
+            raise RequestError(
+                400,
+                f"input {name!r}: shape [{','.join(map(str, shape))}] is too large: its "
+                f"non-zero dimensions multiply to more than {_MAX_EXTENT} bytes",
+            )
     return tuple(shape)
 
 

@@ -1,17 +1,27 @@
 """A lean HTTP/1.1 server for the OIP application: asyncio + httptools (+ uvloop).
 
-Why not a framework: at ~10 us of model time per request, an ASGI stack's per-request
-cost would dominate. This server parses with httptools (llhttp, in C), keeps
-connections alive, answers pipelined requests in order, and by default runs
-inference inline on the event loop (for small models a thread hop costs more than
-the inference; `inference_threads` > 0 moves the whole request handling to a pool
-for models slow enough that the loop must keep reading meanwhile).
+Why not a framework: see docs/serving.md ("The HTTP transport") for the measured
+comparison with uvicorn. This server parses with httptools (llhttp, in C), keeps
+connections alive and answers pipelined requests in order.
 
-Limits: bodies above `max_body_bytes` get 413 (checked on Content-Length before
-reading, and while reading chunked bodies); a request must arrive completely within
-`request_timeout` seconds; idle keep-alive connections close after
-`keepalive_timeout`. SIGTERM/SIGINT: stop accepting, answer what is in flight
-(with `Connection: close`), close idle connections, exit within `shutdown_timeout`.
+Where requests run: small inference requests of a fast model are answered inline on
+the event loop (for a model that runs in microseconds a thread hop costs more than
+the inference). An inference request whose body is over `inline_body_bytes`, or any
+inference while the model's recent requests took over `inline_budget` seconds, is
+parsed and run on a thread pool, so the loop keeps answering health probes and
+metadata meanwhile. `inference_threads` > 0 sends every inference to a pool of that
+size.
+
+Limits: a request line over `max_request_line_bytes` gets 414, a header section over
+`max_header_bytes` 431 (both counted while reading, so a client cannot fill memory
+with an endless header); bodies above `max_body_bytes` get 413 (checked on
+Content-Length before reading, and while reading chunked bodies); an HTTP/1.1 request
+without exactly one Host header gets 400 (RFC 9112 section 3.2); a request must arrive
+completely within `request_timeout` seconds; idle keep-alive connections close after
+`keepalive_timeout`. `Upgrade` (e.g. h2c from `curl --http2`) is ignored, as RFC 9110
+section 7.8 allows: the request is answered over HTTP/1.1 with its body. SIGTERM/SIGINT:
+stop accepting, answer what is in flight (with `Connection: close`), close idle
+connections, exit within `shutdown_timeout`.
 """
 
 from __future__ import annotations
@@ -19,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import socket
 import time
@@ -44,8 +55,12 @@ _INTERESTING_HEADERS = frozenset(
         "content-type",
         "expect",
         "inference-header-content-length",
+        "transfer-encoding",
     }
 )
+# How much more than the two limits a connection may send before its head is complete:
+# httptools buffers a header internally until it ends, so this bounds that buffer.
+_HEAD_SLACK = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +69,10 @@ class ServerSettings:
     port: int = 8080
     max_body_bytes: int = 64 * 1024 * 1024
     inference_threads: int = 0
+    inline_body_bytes: int = 256 * 1024
+    inline_budget: float = 0.002
+    max_request_line_bytes: int = 8 * 1024
+    max_header_bytes: int = 64 * 1024
     keepalive_timeout: float = 75.0
     request_timeout: float = 60.0
     shutdown_timeout: float = 30.0
@@ -82,8 +101,13 @@ class _Pending:
     started: float
 
 
-class _TooLarge(Exception):
-    """Raised inside a parser callback to stop reading a body that is over the limit."""
+class _Refuse(Exception):
+    """Raised inside a parser callback: answer `status` with `message`, then close."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
 
 
 class HttpServer:
@@ -96,11 +120,9 @@ class HttpServer:
         self.connections: set[_Connection] = set()
         self.draining = False
         self.all_closed = asyncio.Event()  # set once draining and the last connection closed
-        self.executor: ThreadPoolExecutor | None = (
-            ThreadPoolExecutor(settings.inference_threads, thread_name_prefix="infer")
-            if settings.inference_threads > 0
-            else None
-        )
+        threads = settings.inference_threads or max(2, min(4, os.cpu_count() or 1))
+        self.executor = ThreadPoolExecutor(threads, thread_name_prefix="infer")
+        self.inline_cost = 0.0  # moving average of an inference's handling time, seconds
         self.date_header = b""
         self._server: asyncio.base_events.Server | None = None
         self._sweeper: asyncio.TimerHandle | None = None
@@ -151,8 +173,24 @@ class HttpServer:
             connection.abort()
         if self._sweeper is not None:
             self._sweeper.cancel()
-        if self.executor is not None:
-            self.executor.shutdown(wait=True)
+        self.executor.shutdown(wait=True)
+
+    def offloads(self, request: Request) -> bool:
+        """Whether an inference request is handled on the pool rather than the loop."""
+        settings = self.settings
+        return (
+            settings.inference_threads > 0
+            or len(request.body) > settings.inline_body_bytes
+            or self.inline_cost > settings.inline_budget
+        )
+
+    def note_cost(self, seconds: float) -> None:
+        self.inline_cost += (seconds - self.inline_cost) * 0.2
+
+    def timed_handle(self, request: Request) -> tuple[Response, float]:
+        started = time.perf_counter()
+        response = self.app.handle(request)
+        return response, time.perf_counter() - started
 
 
 class _Connection(asyncio.Protocol):
@@ -177,6 +215,15 @@ class _Connection(asyncio.Protocol):
         self.headers: dict[str, str] = {}
         self.body: list[bytes] = []
         self.body_size = 0
+        self.in_head = False  # between the first byte of a request and its last header
+        self.head_bytes = 0  # bytes received while in_head (an upper bound of the head)
+        self.header_bytes = 0
+        self.hosts = 0
+        # A request with Upgrade: httptools stops at the end of its head and hands the
+        # rest over as "another protocol"; we read its body ourselves (Content-Length).
+        self.upgrading = False
+        self.raw_pending: _Pending | None = None
+        self.raw_remaining = 0
 
     # asyncio.Protocol ------------------------------------------------------------
 
@@ -200,22 +247,56 @@ class _Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closing:
             return
+        if self.raw_remaining:
+            data = self._take_raw_body(data)
+            if not data or self.closing:
+                return
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserCallbackError as error:
-            if isinstance(error.__context__, _TooLarge):
-                self._fail(
-                    413,
-                    f"request body exceeds the limit of "
-                    f"{self.server.settings.max_body_bytes} bytes",
-                )
+            refused = error.__context__
+            if isinstance(refused, _Refuse):
+                self._fail(refused.status, refused.message)
             else:
-                log.error("HTTP parser callback failed", exc_info=error.__context__)
+                log.error("HTTP parser callback failed", exc_info=refused)
                 self._fail(500, "internal server error")
-        except httptools.HttpParserUpgrade:
-            self._fail(400, "protocol upgrades are not supported")
+            return
+        except httptools.HttpParserUpgrade as upgrade:
+            # The head asked for another protocol; we stay on HTTP/1.1 (RFC 9110 7.8).
+            rest = data[int(upgrade.args[0]) :] if upgrade.args else b""
+            self.parser = httptools.HttpRequestParser(self)
+            self.upgrading = False
+            if rest:
+                self.data_received(rest)
+            return
         except httptools.HttpParserError as error:
             self._fail(400, f"malformed HTTP request: {error}")
+            return
+        if self.in_head:
+            self.head_bytes += len(data)
+            settings = self.server.settings
+            if self.head_bytes > settings.max_request_line_bytes + settings.max_header_bytes + (
+                _HEAD_SLACK
+            ):
+                self._fail(431, self._head_too_large())
+
+    def _head_too_large(self) -> str:
+        return f"the request's header section exceeds {self.server.settings.max_header_bytes} bytes"
+
+    def _take_raw_body(self, data: bytes) -> bytes:
+        """Body bytes of an Upgrade request; returns what follows the body."""
+        take = data[: self.raw_remaining]
+        self.raw_remaining -= len(take)
+        self.body.append(take)
+        pending = self.raw_pending
+        if self.raw_remaining or pending is None:
+            return b""
+        self.raw_pending = None
+        self.in_message = False
+        pending.request.body = b"".join(self.body)
+        self.body = []
+        self._enqueue(pending)
+        return data[len(take) :]
 
     def pause_writing(self) -> None:
         # The client is not reading its answers: stop reading its requests.
@@ -231,6 +312,10 @@ class _Connection(asyncio.Protocol):
 
     def on_message_begin(self) -> None:
         self.in_message = True
+        self.in_head = True
+        self.head_bytes = 0
+        self.header_bytes = 0
+        self.hosts = 0
         self.message_started = self.last_active = self.loop.time()
         self.url = b""
         self.headers = {}
@@ -239,20 +324,46 @@ class _Connection(asyncio.Protocol):
 
     def on_url(self, url: bytes) -> None:
         self.url += url
+        limit = self.server.settings.max_request_line_bytes
+        if len(self.url) > limit:
+            raise _Refuse(414, f"the request target exceeds {limit} bytes")
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self.header_bytes += len(name) + len(value) + 4
+        if self.header_bytes > self.server.settings.max_header_bytes:
+            raise _Refuse(431, self._head_too_large())
         key = name.decode("latin-1").lower()
         if key in _INTERESTING_HEADERS:
             self.headers[key] = value.decode("latin-1")
+        elif key == "host":
+            self.hosts += 1
 
     def on_headers_complete(self) -> None:
+        self.in_head = False
+        parser = self.parser
+        if self.hosts > 1 or (self.hosts == 0 and parser.get_http_version() == "1.1"):
+            raise _Refuse(
+                400,
+                "an HTTP/1.1 request needs exactly one Host header (RFC 9112 section 3.2), "
+                f"this one has {self.hosts}",
+            )
         length = self.headers.get("content-length")
         if (
             length is not None
             and length.isdigit()
             and int(length) > self.server.settings.max_body_bytes
         ):
-            raise _TooLarge
+            raise _Refuse(
+                413,
+                f"request body exceeds the limit of {self.server.settings.max_body_bytes} bytes",
+            )
+        if parser.should_upgrade():
+            if "chunked" in self.headers.get("transfer-encoding", "").lower():
+                raise _Refuse(
+                    400, "a request asking for a protocol upgrade must not have a chunked body"
+                )
+            self.upgrading = True
+            self.raw_remaining = int(length) if length is not None and length.isdigit() else 0
         if (
             self.headers.get("expect", "").lower() == "100-continue"
             and not self.busy
@@ -264,11 +375,13 @@ class _Connection(asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         self.body_size += len(body)
         if self.body_size > self.server.settings.max_body_bytes:
-            raise _TooLarge
+            raise _Refuse(
+                413,
+                f"request body exceeds the limit of {self.server.settings.max_body_bytes} bytes",
+            )
         self.body.append(body)
 
     def on_message_complete(self) -> None:
-        self.in_message = False
         parser = self.parser
         body = self.body[0] if len(self.body) == 1 else b"".join(self.body)
         request = Request(
@@ -282,6 +395,14 @@ class _Connection(asyncio.Protocol):
             time.perf_counter(),
         )
         self.body = []
+        if self.upgrading and self.raw_remaining:
+            # httptools skipped the body as "the other protocol": read it ourselves.
+            self.raw_pending = pending
+            return
+        self.in_message = False
+        self._enqueue(pending)
+
+    def _enqueue(self, pending: _Pending) -> None:
         if self.busy or self.queue:
             self.queue.append(pending)
             if len(self.queue) >= _MAX_PIPELINED:
@@ -292,26 +413,33 @@ class _Connection(asyncio.Protocol):
     # Answering ---------------------------------------------------------------------
 
     def _dispatch(self, pending: _Pending) -> None:
-        self.server.metrics.in_flight += 1
-        executor = self.server.executor
+        server = self.server
+        server.metrics.in_flight += 1
+        request = pending.request
         # Only inference goes to the pool: metadata, health and /metrics are cheap, and
         # /metrics must read the counters on the loop thread that writes them.
-        if (
-            pending.ready is not None
-            or executor is None
-            or not pending.request.path.endswith("/infer")
-        ):
-            response = pending.ready or self.app.handle(pending.request)
+        if pending.ready is not None:
+            self._send(pending, pending.ready)
+            return
+        if not request.path.endswith("/infer"):
+            self._send(pending, self.app.handle(request))
+            return
+        if not server.offloads(request):
+            response, seconds = server.timed_handle(request)
+            server.note_cost(seconds)
             self._send(pending, response)
             return
         self.busy = True
-        future = self.loop.run_in_executor(executor, self.app.handle, pending.request)
+        future = self.loop.run_in_executor(server.executor, server.timed_handle, request)
         future.add_done_callback(lambda done: self._finish_async(pending, done))
 
-    def _finish_async(self, pending: _Pending, done: asyncio.Future[Response]) -> None:
+    def _finish_async(
+        self, pending: _Pending, done: asyncio.Future[tuple[Response, float]]
+    ) -> None:
         self.busy = False
         try:
-            response = done.result()
+            response, seconds = done.result()
+            self.server.note_cost(seconds)
         except Exception:
             log.exception("request handler failed")
             response = error_response(500, "internal server error")
@@ -369,6 +497,8 @@ class _Connection(asyncio.Protocol):
             time.perf_counter(),
         )
         self.in_message = False
+        self.in_head = False
+        self.raw_remaining = 0
         self._pause_reading()
         if self.busy or self.queue:
             self.queue.append(pending)

@@ -9,6 +9,7 @@ must fit the target width, booleans must be true/false, BYTES must be strings.
 
 from __future__ import annotations
 
+import itertools
 import math
 import struct
 from dataclasses import dataclass
@@ -78,12 +79,19 @@ def _fmt(shape: tuple[int, ...] | list[int]) -> str:
 
 
 def decode_json_data(
-    datatype: Datatype, shape: tuple[int, ...], data: object, name: str
+    datatype: Datatype,
+    shape: tuple[int, ...],
+    data: object,
+    name: str,
+    *,
+    may_hold_booleans: bool = True,
 ) -> np.ndarray:
     """The JSON `data` of input `name` (flat row-major or nested lists) as an array.
 
     Raises RequestError(400) naming the input when the data does not fit the shape
-    or the datatype.
+    or the datatype. `may_hold_booleans=False` is the caller's promise that the JSON
+    document has no `true`/`false` at all, which skips the per-element boolean check
+    of numeric data.
     """
     if not isinstance(data, list):
         raise RequestError(400, f"input {name!r}: data must be a JSON array")
@@ -109,7 +117,38 @@ def decode_json_data(
         )
     if count == 0:
         return np.empty(shape, dtype=datatype.dtype)
+    if may_hold_booleans and array.dtype.kind in "iuf" and not datatype.is_bytes:
+        _refuse_booleans(data, array.ndim, shape, datatype, name)
     return _coerce(datatype, array, data, name).reshape(shape)
+
+
+def _refuse_booleans(
+    data: list[Any], ndim: int, shape: tuple[int, ...], datatype: Datatype, name: str
+) -> None:
+    """numpy reads `[1, true, 3]` as the integers `[1, 1, 3]`: find such a boolean.
+
+    One C-level pass (map/set over the flattened list), no Python loop per element.
+    """
+    items: Any = data
+    for _ in range(ndim - 1):
+        items = itertools.chain.from_iterable(items)
+    if bool not in set(map(type, items)):
+        return
+    items = data
+    for _ in range(ndim - 1):
+        items = itertools.chain.from_iterable(items)
+    position = next(i for i, v in enumerate(items) if type(v) is bool)
+    where = (
+        f"element {position}"
+        if len(shape) <= 1
+        else f"element {position} (index {list(map(int, np.unravel_index(position, shape)))})"
+    )
+    raise RequestError(
+        400,
+        f"input {name!r}: {where} is a boolean; {datatype.name} data must be "
+        + ("integers" if datatype.dtype.kind in "iu" else "numbers")
+        + ", and booleans are not numbers",
+    )
 
 
 def _coerce(datatype: Datatype, array: np.ndarray, data: list[Any], name: str) -> np.ndarray:
