@@ -15,7 +15,8 @@ Prints markdown tables:
    file, with peak RSS of the fetching process at two artifact sizes (flat = streaming).
 
 KServe needs its own virtualenv (its pins are not ours): `make install` makes it at
-~/.cache/modeltrust/kserve-venv from requirements/kserve.txt. The script looks there (or at --kserve-python / $KSERVE_PYTHON) and says so when absent.
+~/.cache/modeltrust/kserve-venv from requirements/kserve.txt. The script looks there
+(or at --kserve-python / $KSERVE_PYTHON) and says so when absent.
 """
 
 from __future__ import annotations
