@@ -37,6 +37,12 @@ class Verdict(StrEnum):
 class Reason(StrEnum):
     """Condition reasons, most severe first: the first failing one becomes the headline."""
 
+    # The trust boundary around the model (policy_scope, runtime_policy): refused in every
+    # mode, before anything about the artifact.
+    POLICY_NOT_IN_SCOPE = "PolicyNotInScope"
+    RUNTIME_IMAGE_NOT_PINNED = "RuntimeImageNotPinned"
+    RUNTIME_IMAGE_NOT_ALLOWED = "RuntimeImageNotAllowed"
+    RUNTIME_ENV_NOT_ALLOWED = "RuntimeEnvNotAllowed"
     LEDGER_INCONSISTENT = "LedgerInconsistent"
     FETCH_FAILED = "FetchFailed"
     DIGEST_MISMATCH = "DigestMismatch"
