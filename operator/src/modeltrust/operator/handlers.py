@@ -18,7 +18,7 @@ import kopf
 from prometheus_client import start_http_server
 
 from modeltrust.operator import builders, kube
-from modeltrust.operator.artifact import ArtifactChecker
+from modeltrust.operator.artifact import ArtifactChecker, parse_window
 from modeltrust.operator.builders import BuildSettings
 from modeltrust.operator.ledger_access import (
     APPENDS_UNCONFIGURED,
@@ -42,6 +42,7 @@ from modeltrust.operator.reconcile import (
     on_deployment_change,
     reconcile,
 )
+from modeltrust.operator.runtime_policy import image_identity
 from modeltrust.operator.types import GROUP, MODEL_DEPLOYMENT_PLURAL, POLICY_PLURAL, VERSION
 
 log = logging.getLogger("modeltrust.operator")
@@ -120,7 +121,10 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     _deps = Deps(
         kube=k,
         ledger=LedgerAccess(k, namespace, token),
-        artifacts=ArtifactChecker(local_root=_local_model_root()),
+        artifacts=ArtifactChecker(
+            local_root=_local_model_root(),
+            recheck_window=parse_window(os.environ.get("MODELTRUST_ARTIFACT_RECHECK_WINDOW", "")),
+        ),
         metrics=metrics,
         events=_post_event,
         build=BuildSettings(
@@ -131,6 +135,11 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         namespaces=WATCHED_NAMESPACES,
         drift_check_seconds=DRIFT_CHECK_INTERVAL,
     )
+    if image_identity(_deps.build.default_image) is None:
+        log.warning(
+            "MODELTRUST_IMAGE %r is not pinned by digest: ModelDeployments without "
+            "spec.runtime.image are refused (RuntimeImageNotPinned)", _deps.build.default_image,
+        )  # fmt: skip
     task = asyncio.create_task(_refresh_policies(_deps))
     _background.add(task)
     log.info("modeltrust operator started; trust state in namespace %s", namespace)

@@ -74,6 +74,7 @@ from modeltrust.operator.reconcile import (
     reconcile,
     serving_model,
 )
+from modeltrust.operator.runtime_policy import boundary_findings, refuse_with, serving_mode
 from modeltrust.operator.status import is_revoked, readiness, short_digest, with_readiness
 from modeltrust.operator.types import (
     DEFAULT_POLICY,
@@ -364,6 +365,10 @@ async def reverify_serving(
             policy,
             int(size) if isinstance(size, int) and size > 0 else None,
         )
+        # Still in the policy's scope, still a runtime the policy allows (hard in every mode).
+        decision = refuse_with(
+            decision, await boundary_findings(deps.kube, md, policy, deps.build.default_image)
+        )
         if ledger.inconsistent:
             deps.metrics.ledger_inconsistent.labels(ledger=policy.ledger.url).set(1)
         return await _act(deps, fresh, policy, decision)
@@ -412,6 +417,7 @@ async def _act(deps: Deps, body: Mapping[str, Any], policy: TrustPolicy, decisio
 
     patch: dict[str, Any] = {"verifiedPolicy": policy_ref(policy), "lastVerifiedTime": rfc3339(now)}
     if decision.allowed:
+        patch["mode"] = serving_mode(decision)
         message = f"re-verified under {why}: {decision.message}"
         restore = decision.verdict is Verdict.ALLOWED and is_revoked(status)
         if policy_changed or restore:

@@ -46,13 +46,27 @@ from modeltrust.operator.decisions import (
 )
 from modeltrust.operator.keys import TrustedKeys
 from modeltrust.operator.kube import Conflict, Kube
-from modeltrust.operator.ledger_access import LedgerAccess, LedgerInconsistent, LedgerUnverified
+from modeltrust.operator.ledger_access import (
+    LedgerAccess,
+    LedgerEvidence,
+    LedgerInconsistent,
+    LedgerUnverified,
+)
 from modeltrust.operator.metrics import Metrics
 from modeltrust.operator.pod_provenance import (
     PodProvenance,
     ProvenanceError,
     apply_provenance,
+    planned_provenance,
     restore_provenance,
+)
+from modeltrust.operator.runtime_policy import (
+    audit_facts,
+    boundary_findings,
+    effective_image,
+    pod_template_digest,
+    refuse_with,
+    serving_mode,
 )
 from modeltrust.operator.status import Readiness, readiness, short_digest, with_readiness
 from modeltrust.operator.types import (
@@ -117,9 +131,12 @@ def backoff(retry: int, base: float = 10.0, cap: float = 300.0) -> float:
     return float(min(cap, base * 2.0 ** min(retry, 10)))
 
 
-def _audit_reasons(decision_reasons: tuple[str, ...], fallback: str) -> tuple[str, ...]:
-    reasons = decision_reasons or (fallback,)
-    return tuple(r[:MAX_REASON_TEXT] for r in reasons[:MAX_REASONS])
+def _audit_reasons(
+    decision_reasons: tuple[str, ...], fallback: str, facts: tuple[str, ...] = ()
+) -> tuple[str, ...]:
+    """The decision's reasons, then `facts` (runtime_policy.audit_facts), which always fit."""
+    reasons = (*(decision_reasons or (fallback,))[: MAX_REASONS - len(facts)], *facts)
+    return tuple(r[:MAX_REASON_TEXT] for r in reasons)
 
 
 def audit_entry(
@@ -283,9 +300,13 @@ async def _reconcile_locked(
         await _refuse_without_ledger(deps, body, reason, str(exc))
         raise Retry(str(exc), backoff(retry, base=15)) from exc
 
+    # The trust boundary (policy scope, allowed runtime): refused in every mode.
+    boundary = await boundary_findings(deps.kube, md, policy, deps.build.default_image)
     started = deps.clock()
     artifact, ledger = await asyncio.gather(
-        deps.artifacts.check(md.model.uri, md.model.digest, max_size=policy.max_model_size),
+        deps.artifacts.check(
+            md.model.uri, md.model.digest, max_size=policy.max_model_size, owner=md.ref.uid
+        ),
         deps.ledger.evidence(policy.ledger, keys, md.model.digest, md.model.name),
     )
     evidence = Evidence(
@@ -300,13 +321,28 @@ async def _reconcile_locked(
         ledger_unwitnessed=ledger.unwitnessed,
         ledger_inconsistent=ledger.inconsistent,
     )
-    decision = decide(evidence, policy)
+    decision = refuse_with(decide(evidence, policy), boundary)
     deps.metrics.decisions.labels(
         verdict=decision.verdict.value, reason=decision.reason.value
     ).inc()
     if ledger.inconsistent:
         deps.metrics.ledger_inconsistent.labels(ledger=policy.ledger.url).set(1)
 
+    # What a rollout would apply, known before the audit entry that records it.
+    image = effective_image(md, deps.build.default_image)
+    found = None
+    if decision.registration_index is not None:
+        found = ledger.entries.get(decision.registration_index)
+    planned = planned_provenance(md, policy.ledger, found) if found is not None else None
+    template_digest: str | None = None
+    if decision.allowed:
+        assert artifact.artifact.size is not None
+        template_digest = pod_template_digest(
+            builders.build_pod_template(
+                md, _verified_model(md, decision, artifact.artifact.size, ledger, planned),
+                deps.build,
+            )
+        )  # fmt: skip
     action = "rollout" if decision.allowed else "refuse"
     key = idempotency_key(md.ref.uid, md.ref.generation, action, decision.reason.value)
     entry = audit_entry(
@@ -314,7 +350,11 @@ async def _reconcile_locked(
         action=action,
         decision=decision.verdict.value,
         digest=md.model.digest,
-        reasons=_audit_reasons(decision.reasons, f"{decision.reason.value}: {decision.message}"),
+        reasons=_audit_reasons(
+            decision.reasons,
+            f"{decision.reason.value}: {decision.message}",
+            audit_facts(image, template_digest, artifact.read_at),
+        ),
         key=key,
         actor=deps.actor,
         now=deps.clock(),
@@ -397,8 +437,6 @@ async def _reconcile_locked(
     # Allowed: write the pod's offline proof, then roll out the pinned version.
     assert artifact.artifact.size is not None
     provenance: PodProvenance | None = None
-    index = decision.registration_index
-    found = ledger.entries.get(index) if index is not None else None
     if found is not None:
         try:
             provenance = await apply_provenance(
@@ -412,19 +450,12 @@ async def _reconcile_locked(
             await _patch_status(deps, md, {**new_status, "conditions": conditions})
             deps.events(body, "Warning", "ProvenancePending", message[:1024])
             raise Retry(message, backoff(retry)) from exc
-    verified = VerifiedModel(
-        digest=md.model.digest,
-        size=artifact.artifact.size,
-        generation=md.ref.generation,
-        signer_key_ids=decision.signer_key_ids,
-        registration_index=decision.registration_index,
-        checkpoint_size=ledger.checkpoint_size,
-        fetch_args=provenance.fetch_args if provenance else (),
-        provenance_config_map=provenance.config_map if provenance else None,
-    )
-    deployment = await apply_deployment(
-        deps, md, builders.build_deployment(md, verified, deps.build)
-    )
+    verified = _verified_model(md, decision, artifact.artifact.size, ledger, provenance)
+    desired = builders.build_deployment(md, verified, deps.build)
+    if pod_template_digest(desired["spec"]["template"]) != template_digest:
+        # Never apply a template other than the one the audit entry records.
+        raise Retry("the pod template differs from the audited one; deciding again", 5)
+    deployment = await apply_deployment(deps, md, desired)
     await apply_service(deps, md)
     # Under Audit a model that failed trust checks is rolled out, but it is not verified:
     # Verified=False/AuditOnly says so; Ready says whether it serves.
@@ -457,6 +488,10 @@ async def _reconcile_locked(
         provenance=provenance.to_status() if provenance else None,
         revocationAction=None,
         verifiedPolicy=policy_ref(policy),
+        runtimeImage=image,
+        podTemplateDigest=template_digest,
+        mode=serving_mode(decision),
+        artifactReadTime=rfc3339(artifact.read_at) if artifact.read_at else None,
     )
     await _patch_status(deps, md, new_status)
     deps.metrics.verify_seconds.observe((deps.clock() - started).total_seconds())
@@ -465,6 +500,25 @@ async def _reconcile_locked(
         body, kind, "RolledOut", f"{short_digest(md.model.digest)}: {decision.message}"[:1024]
     )
     return Outcome(decision, audit_index, decision.message)
+
+
+def _verified_model(
+    md: ModelDeployment,
+    decision: Decision,
+    size: int,
+    ledger: LedgerEvidence,
+    provenance: PodProvenance | None,
+) -> VerifiedModel:
+    return VerifiedModel(
+        digest=md.model.digest,
+        size=size,
+        generation=md.ref.generation,
+        signer_key_ids=decision.signer_key_ids,
+        registration_index=decision.registration_index,
+        checkpoint_size=ledger.checkpoint_size,
+        fetch_args=provenance.fetch_args if provenance else (),
+        provenance_config_map=provenance.config_map if provenance else None,
+    )
 
 
 def policy_ref(policy: TrustPolicy) -> dict[str, Any]:
