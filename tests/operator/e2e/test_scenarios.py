@@ -15,6 +15,7 @@ from modeltrust.chain.client import LedgerHTTPError
 from modeltrust.chain.signatures import sign_registration
 
 from .conftest import (
+    E2E_IMAGE,
     Ledger,
     Models,
     Operator,
@@ -165,7 +166,7 @@ def test_drift_is_restored_and_audited(
             c["image"]
             for c in dep.get("spec", {}).get("template", {}).get("spec", {}).get("containers", [])
         ]
-        return images == ["registry.example/modeltrust:e2e"]
+        return images == [E2E_IMAGE]
 
     wait_for("the verified template to be restored", restored)
     audits = wait_for(
