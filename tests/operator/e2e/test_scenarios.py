@@ -65,7 +65,9 @@ def test_verified_model_rolls_out_and_is_audited(
     assert [(a.action, a.decision, a.digest) for a in audits] == [("rollout", "allowed", digest)]
     assert status["lastAuditIndex"] >= 0
     row = crds.kubectl("get", "md", "mnist", "-n", namespace, "--no-headers").stdout.split()
-    assert row[1:6] == ["mnist", "1.0.0", digest[7:19], "True", "2"]
+    assert row[1:9] == [
+        "mnist", "1.0.0", "1.0.0", digest[7:19], "Verified", "Enforced", "True", "2"
+    ]  # fmt: skip
 
 
 @pytest.mark.parametrize("case", ["wrong-digest", "unsigned", "not-registered", "untrusted-key"])

@@ -144,6 +144,7 @@ class ArtifactChecker:
         local_root: Path | None = None,
         recheck_window: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
+        max_concurrent: int = 4,
     ) -> None:
         self.workdir = workdir
         self.local_root = local_root
@@ -157,6 +158,9 @@ class ArtifactChecker:
         # One download+load per (owner, uri, digest) at a time: a retry of one decision
         # must not fetch while the previous try still does.
         self._locks: dict[_Key, asyncio.Lock] = {}
+        # Every decision reads its bytes: 100 ModelDeployments of one model are 100 downloads
+        # and onnxruntime loads, run a few at a time rather than all at once.
+        self._slots = asyncio.Semaphore(max_concurrent)
         self.fetches = 0  # number of real downloads, for metrics and tests
 
     def _remember(self, key: _Key, evidence: ArtifactEvidence) -> None:
@@ -195,7 +199,8 @@ class ArtifactChecker:
             cached = self._cached(key, max_size)
             if cached is not None:
                 return cached
-            evidence = await self._check_uncached(uri, digest, max_size=max_size)
+            async with self._slots:
+                evidence = await self._check_uncached(uri, digest, max_size=max_size)
             if evidence.load is not None and evidence.load.ok:
                 self._remember(key, evidence)
         if len(self._locks) > 4 * self._cache_size:

@@ -258,6 +258,13 @@ async def reconcile(deps: Deps, body: Mapping[str, Any], *, retry: int = 0) -> O
         await _refuse_without_ledger(deps, body, "InvalidSpec", str(exc))
         raise Fatal(str(exc)) from exc
     async with deps.lock(md.ref.uid):
+        # Another handler may have decided this generation while we waited for the lock:
+        # act on the object as it is now (no second decision, no second download).
+        fresh = await deps.kube.get_model_deployment(md.ref.namespace, md.ref.name)
+        if fresh is None or (fresh.get("metadata") or {}).get("uid") != md.ref.uid:
+            return Outcome(None, None, "gone")
+        if (fresh.get("metadata") or {}).get("generation") == md.ref.generation:
+            body = fresh
         return await _reconcile_locked(deps, body, md, retry)
 
 
