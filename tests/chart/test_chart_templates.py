@@ -334,6 +334,9 @@ def test_policy_scope_and_runtime_values(tmp_path: Path, values: dict[str, Any])
     everything = merge(values, {"policy": {"namespaceSelector": {}, "runtime": {"allowedEnv": []}}})
     spec = find(render(tmp_path, everything), "ModelTrustPolicy")["spec"]
     assert (spec["namespaceSelector"], spec["runtime"]) == ({}, {"allowedEnv": []})
+    # Values from before these keys existed (helm upgrade --reuse-values) still render.
+    older = merge(values, {"policy": {"runtime": None, "namespaceSelector": None}})
+    assert "runtime" not in find(render(tmp_path, older), "ModelTrustPolicy")["spec"]
     bad = merge(values, {"policy": {"runtime": {"allowedImages": ["img:latest"]}}})
     assert "allowedImages" in render_error(tmp_path, bad)
 
