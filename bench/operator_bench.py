@@ -79,7 +79,8 @@ TARGET_SCALE_SECONDS = 120.0
 TARGET_SCALE_COUNT = 500
 TARGET_RSS_BYTES = 300 * 1000 * 1000
 OPERATOR_SETTINGS = {
-    "MODELTRUST_IMAGE": "registry.example/modeltrust:bench",
+    # Pinned by digest: the operator refuses runtimes that are not (RuntimeImageNotPinned).
+    "MODELTRUST_IMAGE": "registry.example/modeltrust@sha256:" + "be" * 32,
     "MODELTRUST_ACTOR": "bench-operator",
 }
 

@@ -363,6 +363,9 @@ class Demo:
             MODELTRUST_NAMESPACE=self.namespace,
             MODELTRUST_LEDGER_TOKEN=self.audit_token,
             MODELTRUST_ACTOR="modeltrust-operator (demo)",
+            # The model server image: pinned by digest, or every rollout is refused
+            # (RuntimeImageNotPinned). Nothing pulls it here: the demo's nodes are simulated.
+            MODELTRUST_IMAGE="registry.example/modeltrust@sha256:" + "de" * 32,
         )
         self.operator = Background(
             "operator", argv, env=env, cwd=self.work, log=self.work / "operator.log"

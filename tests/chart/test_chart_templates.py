@@ -171,8 +171,9 @@ def test_rbac_is_least_privilege(tmp_path: Path, values: dict[str, Any]) -> None
     assert state == documented["Role"], "the operator namespace's Role differs from docs/rbac.md"
     state_role = find(docs, "Role", "-operator")
     assert state_role["metadata"]["namespace"] == NAMESPACE, "checkpoint state is namespaced"
-    # kopf lists namespaces only when it serves a list of them.
-    assert not {g for g in operator if g[1] == "namespaces"}
+    # kopf lists namespaces only when it serves a list of them; the operator only reads one
+    # namespace's labels (a policy's namespaceSelector).
+    assert {g for g in operator if g[1] == "namespaces"} == {("", "namespaces", "get")}
     docs = render(tmp_path, merge(values, {"operator": {"watchNamespaces": ["ml"]}}))
     (cluster_role,) = [
         d for d in docs if d["kind"] == "ClusterRole" and d["metadata"]["name"].endswith("operator")
@@ -322,6 +323,27 @@ def test_default_policy_trusts_this_ledger_and_the_given_publishers(
     # The ledger accepts registrations from the same publishers.
     pems = find(docs, "ConfigMap", "-ledger-publishers")["data"]["publishers.pem"]
     assert expected["publicKey"].strip() in pems
+
+
+def test_policy_scope_and_runtime_values(tmp_path: Path, values: dict[str, Any]) -> None:
+    plain = find(render(tmp_path, values), "ModelTrustPolicy")["spec"]
+    assert not {"namespaces", "namespaceSelector", "runtime"} & set(plain)
+    image = "registry.example/modeltrust@sha256:" + "ab" * 32
+    scoped = {
+        "namespaces": ["ml"],
+        "namespaceSelector": {"matchLabels": {"team": "ml"}},
+        "runtime": {"allowedImages": [image], "allowedEnv": ["OMP_NUM_THREADS"]},
+    }
+    spec = find(render(tmp_path, merge(values, {"policy": scoped})), "ModelTrustPolicy")["spec"]
+    assert {k: spec[k] for k in scoped} == scoped
+    everything = merge(values, {"policy": {"namespaceSelector": {}, "runtime": {"allowedEnv": []}}})
+    spec = find(render(tmp_path, everything), "ModelTrustPolicy")["spec"]
+    assert (spec["namespaceSelector"], spec["runtime"]) == ({}, {"allowedEnv": []})
+    # Values from before these keys existed (helm upgrade --reuse-values) still render.
+    older = merge(values, {"policy": {"runtime": None, "namespaceSelector": None}})
+    assert "runtime" not in find(render(tmp_path, older), "ModelTrustPolicy")["spec"]
+    bad = merge(values, {"policy": {"runtime": {"allowedImages": ["img:latest"]}}})
+    assert "allowedImages" in render_error(tmp_path, bad)
 
 
 def test_policy_can_be_left_to_the_user(tmp_path: Path, values: dict[str, Any]) -> None:

@@ -679,7 +679,7 @@ def test_operator_with_the_charts_account_rolls_out_a_verified_model(
             KUBECONFIG=str(service_account_kubeconfig(cluster, api_token, release.tmp_path)),
             MODELTRUST_NAMESPACE=release.namespace,
             MODELTRUST_LEDGER_TOKEN_FILE=str(ledger_token),
-            MODELTRUST_IMAGE="registry.example/modeltrust:e2e",
+            MODELTRUST_IMAGE="registry.example/modeltrust@sha256:" + "e2" * 32,
         )
         operator = LocalProcess(
             [sys.executable, "-m", "modeltrust.operator", "-n", models_ns, "--log-format",

@@ -105,7 +105,11 @@ def test_demo_tells_the_whole_story(cluster: Cluster) -> None:
     assert "\x1b[" not in out, "no ANSI colour when stdout is not a terminal"
 
     assert re.search(r"✓ +9/14  Deploy digits 1\.0\.0: verified, Ready", out)
-    assert re.search(r"^ +digits +digits +1\.0\.0 +[0-9a-f]{12} +True +2 +2 ", out, re.MULTILINE)
+    assert re.search(
+        r"^ +digits +digits +1\.0\.0 +1\.0\.0 +[0-9a-f]{12} +Verified +Enforced +True +2 ",
+        out,
+        re.MULTILINE,
+    )
     assert re.search(r"Deployment digits: 2/2 available on kwok-node-0, pinned to sha256:", out)
 
     tampered = out[out.index("10/14") : out.index("11/14")]
@@ -117,6 +121,12 @@ def test_demo_tells_the_whole_story(cluster: Cluster) -> None:
     assert "no Deployment was created" in unregistered
 
     serving = out[out.index("12/14") : out.index("13/14")]
+    # What was asked next to what serves: never "1.1.0 ... True" alone while 1.0.0 serves.
+    assert re.search(
+        r"^ +digits +digits +1\.1\.0 +1\.0\.0 +[0-9a-f]{12} +DigestMismatch +Enforced +True ",
+        serving,
+        re.MULTILINE,
+    )
     assert "Ready=True" in serving
     assert "still serving the previously verified" in serving
 

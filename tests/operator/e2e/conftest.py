@@ -32,6 +32,7 @@ from harness.operator_process import OperatorProcess as Operator
 from harness.waiting import wait_for
 
 __all__ = [
+    "E2E_IMAGE",
     "MODELTRUST",
     "Ledger",
     "Models",
@@ -46,6 +47,7 @@ __all__ = [
     "free_port",
     "get_md",
     "model_deployment",
+    "trust_policy_body",
     "wait_condition",
     "wait_for",
     "wait_replicas",
@@ -99,10 +101,14 @@ def wait_condition(
     return result
 
 
+# The operator's default model server image, pinned by digest as every runtime image must
+# be; make_policy allows it.
+E2E_IMAGE = "registry.example/modeltrust@sha256:" + "e2" * 32
+
 # The timer every second and the drift check every 2 s: the tests wait on them.
 OPERATOR_SETTINGS = {
     "MODELTRUST_TIMER_INTERVAL": "1",
-    "MODELTRUST_IMAGE": "registry.example/modeltrust:e2e",
+    "MODELTRUST_IMAGE": E2E_IMAGE,
     "MODELTRUST_ACTOR": "e2e-operator",
     # The timer also looks at each owned Deployment (drift the watch cannot see).
     "MODELTRUST_DRIFT_CHECK_INTERVAL": "2",
@@ -181,19 +187,33 @@ def models(tmp_path: Path) -> Models:
 PolicyFactory = Callable[..., str]
 
 
+def trust_policy_body(
+    name: str, ledger: Ledger, publisher: Publisher, spec: dict[str, Any]
+) -> dict[str, Any]:
+    """A ModelTrustPolicy on `ledger` trusting `publisher`, with `spec` fields added."""
+    return trust_policy(name, ledger.url, ledger.verifier_key, [publisher], spec)
+
+
 @pytest.fixture
 def make_policy(
     crds: Cluster, ledger: Ledger, publishers: dict[str, Publisher], namespace: str
 ) -> Iterator[PolicyFactory]:
-    """Apply a cluster-scoped ModelTrustPolicy trusting only the "trusted" publisher;
-    keyword arguments replace spec fields (enforcement, revocationAction, ledger, ...)."""
+    """Apply a cluster-scoped ModelTrustPolicy trusting only the "trusted" publisher, scoped
+    to the test's namespace and allowing the operator's default image (E2E_IMAGE); keyword
+    arguments replace spec fields (enforcement, revocationAction, ledger, namespaces,
+    runtime, ...)."""
     created: list[str] = []
 
     def make(suffix: str = "", **spec: Any) -> str:
         name = f"policy-{namespace}" + (f"-{suffix}" if suffix else "")
-        spec = {"reverifyInterval": "10s", **spec}
-        trusted = [publishers["trusted"]]
-        apply(crds, trust_policy(name, ledger.url, ledger.verifier_key, trusted, spec))
+        spec = {
+            "reverifyInterval": "10s",
+            "namespaces": [namespace],
+            "runtime": {"allowedImages": [E2E_IMAGE]},
+            **spec,
+        }
+        spec = {k: v for k, v in spec.items() if v is not None}  # None: leave the field out
+        apply(crds, trust_policy_body(name, ledger, publishers["trusted"], spec))
         if name not in created:
             created.append(name)
         return name

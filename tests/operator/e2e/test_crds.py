@@ -183,6 +183,14 @@ def test_valid_policy_gets_defaults(crds: Cluster) -> None:
             },
             "witnessQuorum must not exceed",
         ),
+        ({"enforcement": "Audit"}, "an Audit policy must name its scope"),
+        ({"namespaces": ["Team_B"]}, "must be a namespace name"),
+        ({"runtime": {"allowedImages": ["evil.example/backdoor:1"]}}, "pinned by digest"),
+        ({"runtime": {"allowedEnv": ["LD PRELOAD"]}}, "allowedEnv entry"),
+        (
+            {"namespaceSelector": {"matchExpressions": [{"key": "k", "operator": "In"}]}},
+            "values must be non-empty for In",
+        ),
     ],
 )
 def test_cel_rejects_bad_policies(crds: Cluster, spec: dict[str, Any], message: str) -> None:
@@ -207,9 +215,13 @@ def test_status_and_scale_subresources_and_columns(crds: Cluster, namespace: str
             "replicas": 1,
             "readyReplicas": 1,
             "selector": "app=x",
+            "servingSpec": {"model": {"version": "0.9.0"}},
+            "mode": "Enforced",
             "conditions": [
                 {"type": "Ready", "status": "True", "reason": "Available", "message": "",
                  "lastTransitionTime": "2026-01-01T00:00:00Z"},
+                {"type": "Verified", "status": "False", "reason": "NotRegistered",
+                 "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"},
             ],
         }
     }  # fmt: skip
@@ -218,17 +230,15 @@ def test_status_and_scale_subresources_and_columns(crds: Cluster, namespace: str
         "-p", json.dumps(status),
     )  # fmt: skip
     table = crds.kubectl("get", "md", "m1", "-n", namespace).stdout.splitlines()
+    # What was asked next to what serves, and how it was admitted.
     assert table[0].split() == [
-        "NAME",
-        "MODEL",
-        "VERSION",
-        "DIGEST",
-        "READY",
-        "REPLICAS",
-        "AVAILABLE",
-        "AGE",
-    ]
-    assert table[1].split()[:7] == ["m1", "resnet50", "1.0.0", "abababababab", "True", "1", "1"]
+        "NAME", "MODEL", "REQUESTED", "SERVING", "DIGEST", "VERIFIED", "MODE", "READY",
+        "AVAILABLE", "AGE",
+    ]  # fmt: skip
+    assert table[1].split()[:9] == [
+        "m1", "resnet50", "1.0.0", "0.9.0", "abababababab", "NotRegistered", "Enforced", "True",
+        "1",
+    ]  # fmt: skip
     crds.kubectl("scale", "md", "m1", "-n", namespace, "--replicas=3")
     got = crds.kubectl_json("get", "md", "m1", "-n", namespace)
     assert got["spec"]["replicas"] == 3  # type: ignore[index]

@@ -13,6 +13,7 @@ import pytest
 from harness.cluster import Cluster
 
 from .conftest import (
+    E2E_IMAGE,
     Ledger,
     Models,
     Publisher,
@@ -106,7 +107,7 @@ def test_a_deployment_without_its_label_is_still_checked(
         dep = deployment(crds, namespace, "l") or {}
         labels = dep.get("metadata", {}).get("labels", {})
         return bool(
-            server(dep)["image"] == "registry.example/modeltrust:e2e"
+            server(dep)["image"] == E2E_IMAGE
             and labels.get("app.kubernetes.io/managed-by") == "modeltrust-operator"
         )
 

@@ -15,6 +15,7 @@ from modeltrust.chain.client import LedgerHTTPError
 from modeltrust.chain.signatures import sign_registration
 
 from .conftest import (
+    E2E_IMAGE,
     Ledger,
     Models,
     Operator,
@@ -64,7 +65,9 @@ def test_verified_model_rolls_out_and_is_audited(
     assert [(a.action, a.decision, a.digest) for a in audits] == [("rollout", "allowed", digest)]
     assert status["lastAuditIndex"] >= 0
     row = crds.kubectl("get", "md", "mnist", "-n", namespace, "--no-headers").stdout.split()
-    assert row[1:6] == ["mnist", "1.0.0", digest[7:19], "True", "2"]
+    assert row[1:9] == [
+        "mnist", "1.0.0", "1.0.0", digest[7:19], "Verified", "Enforced", "True", "2"
+    ]  # fmt: skip
 
 
 @pytest.mark.parametrize("case", ["wrong-digest", "unsigned", "not-registered", "untrusted-key"])
@@ -165,7 +168,7 @@ def test_drift_is_restored_and_audited(
             c["image"]
             for c in dep.get("spec", {}).get("template", {}).get("spec", {}).get("containers", [])
         ]
-        return images == ["registry.example/modeltrust:e2e"]
+        return images == [E2E_IMAGE]
 
     wait_for("the verified template to be restored", restored)
     audits = wait_for(

@@ -3,6 +3,7 @@ real onnxruntime sessions in a real child process."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import http.server
 import os
@@ -16,7 +17,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from harness.onnx_models import mnist_mlp
-from modeltrust.operator.artifact import ArtifactChecker
+from modeltrust.operator.artifact import ArtifactChecker, parse_window
 from modeltrust.operator.errors import ModelCheckFailed
 from modeltrust.operator.onnx_check import external_data_problem, structural_check
 
@@ -147,21 +148,75 @@ def test_external_data_messages() -> None:
     assert "escapes" not in external_data_problem("sub/w.bin")
 
 
-async def test_successes_are_cached_failures_are_not(model: Path, tmp_path: Path) -> None:
+async def test_by_default_every_check_reads_the_bytes_again(model: Path, tmp_path: Path) -> None:
+    # No claim without a check: the window is 0 unless configured.
     checker = ArtifactChecker(local_root=tmp_path)
     digest = digest_of(model)
+    first = await checker.check(str(model), digest, max_size=MAX, owner="uid-a")
+    second = await checker.check(str(model), digest, max_size=MAX, owner="uid-a")
+    assert checker.fetches == 2
+    assert first.read_at is not None
+    assert second.read_at is not None
+    assert second.read_at >= first.read_at
+
+
+async def test_successes_are_reused_within_the_window_by_the_same_owner_only(
+    model: Path, tmp_path: Path
+) -> None:
+    now = [1000.0]
+    checker = ArtifactChecker(local_root=tmp_path, recheck_window=60, clock=lambda: now[0])
+    digest = digest_of(model)
     missing = str(tmp_path / "not-yet.onnx")
-    assert (await checker.check(missing, digest, max_size=MAX)).artifact.error is not None
-    assert (await checker.check(missing, digest, max_size=MAX)).artifact.error is not None
+    assert (await checker.check(missing, digest, max_size=MAX, owner="a")).artifact.error
+    assert (await checker.check(missing, digest, max_size=MAX, owner="a")).artifact.error
     assert checker.fetches == 2  # a failure is retried, never served from cache
-    first = await checker.check(str(model), digest, max_size=MAX)
-    second = await checker.check(str(model), digest, max_size=MAX)
+    first = await checker.check(str(model), digest, max_size=MAX, owner="a")
+    second = await checker.check(str(model), digest, max_size=MAX, owner="a")
     assert checker.fetches == 3
-    assert second == first
-    # A stricter policy cap is still enforced on a cached success.
-    capped = await checker.check(str(model), digest, max_size=10)
-    assert capped.artifact.error is not None
+    assert second == first  # the same read, with the same read_at: the audit says when
+    # Another ModelDeployment never shares that success: it reads the bytes itself.
+    await checker.check(str(model), digest, max_size=MAX, owner="b")
     assert checker.fetches == 4
+    # Without an owner, nothing is reused.
+    await checker.check(str(model), digest, max_size=MAX)
+    await checker.check(str(model), digest, max_size=MAX)
+    assert checker.fetches == 6
+    # A stricter policy cap is still enforced on a cached success.
+    capped = await checker.check(str(model), digest, max_size=10, owner="a")
+    assert capped.artifact.error is not None
+    assert checker.fetches == 7
+    # After the window the bytes are read again.
+    now[0] += 61
+    await checker.check(str(model), digest, max_size=MAX, owner="a")
+    assert checker.fetches == 8
+
+
+async def test_bytes_changed_at_the_url_are_found_by_the_next_check(
+    model: Path, tmp_path: Path
+) -> None:
+    # The attack: a second ModelDeployment of the same URL and digest was told "matches the
+    # pin" from a cache after the bytes had changed.
+    checker = ArtifactChecker(local_root=tmp_path, recheck_window=3600)
+    digest = digest_of(model)
+    assert (await checker.check(str(model), digest, max_size=MAX, owner="a")).load
+    await asyncio.to_thread(model.write_bytes, digest_bytes_changed(model))
+    changed = await checker.check(str(model), digest, max_size=MAX, owner="b")
+    assert changed.artifact.digest not in (None, digest)
+    assert changed.read_at is not None
+
+
+def digest_bytes_changed(path: Path) -> bytes:
+    return path.read_bytes() + b"\0"
+
+
+def test_recheck_window_setting() -> None:
+    assert parse_window("") == 0
+    assert parse_window("0") == 0
+    assert parse_window("90") == 90
+    assert parse_window("5m") == 300
+    for bad in ("-1", "soon", "25h"):
+        with pytest.raises(ValueError, match="RECHECK_WINDOW"):
+            parse_window(bad)
 
 
 # --- external data anywhere in the model (not covered by the digest; paths escape) -----------

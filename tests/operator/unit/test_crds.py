@@ -77,7 +77,10 @@ def test_model_deployment_contract() -> None:
     assert version["subresources"]["status"] == {}
     assert version["subresources"]["scale"]["specReplicasPath"] == ".spec.replicas"
     columns = [c["name"] for c in version["additionalPrinterColumns"] if not c.get("priority")]
-    assert columns == ["Model", "Version", "Digest", "Ready", "Replicas", "Available", "Age"]
+    # What was asked next to what serves, and whether it is verified or only audit-mode.
+    assert columns == [
+        "Model", "Requested", "Serving", "Digest", "Verified", "Mode", "Ready", "Available", "Age"
+    ]  # fmt: skip
     spec = version["schema"]["openAPIV3Schema"]["properties"]["spec"]
     assert spec["properties"]["replicas"]["default"] == 1
     assert spec["properties"]["policy"]["default"] == "default"
@@ -96,6 +99,10 @@ def test_model_deployment_contract() -> None:
         "servingDigest",
         "shortDigest",
         "selector",
+        "runtimeImage",
+        "podTemplateDigest",
+        "mode",
+        "artifactReadTime",
     ):
         assert field in status, field
     cond = status["conditions"]["items"]
@@ -111,3 +118,5 @@ def test_trust_policy_contract() -> None:
     assert spec["enforcement"]["default"] == "Enforce"
     assert spec["revocationAction"]["enum"] == ["ScaleToZero", "KeepAndFlag"]
     assert spec["threshold"]["default"] == 1
+    assert set(spec) >= {"namespaces", "namespaceSelector", "runtime"}
+    assert set(spec["runtime"]["properties"]) == {"allowedImages", "allowedEnv"}

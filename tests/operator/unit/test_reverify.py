@@ -33,6 +33,8 @@ A = generate_private_key("ed25519")
 B = generate_private_key("ed25519")
 KID_A = key_id(A.public_key())
 DIGEST = "sha256:" + "ab" * 32
+IMAGE = "registry.example/modeltrust@sha256:" + "0e" * 32
+BUILD = BuildSettings(default_image=IMAGE)
 NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
 SPEC = {
     "model": {
@@ -80,9 +82,13 @@ class FakeKube:
     deployments: dict[str, dict[str, Any]] = field(default_factory=dict)
     status_patches: list[dict[str, Any]] = field(default_factory=list)
     policy_reads: int = 0
+    namespace_labels: dict[str, str] = field(default_factory=dict)
 
     async def get_model_deployment(self, ns: str, name: str) -> dict[str, Any]:
         return copy.deepcopy(self.md)
+
+    async def get_namespace(self, name: str) -> dict[str, Any]:
+        return {"metadata": {"name": name, "labels": dict(self.namespace_labels)}}
 
     async def get_policy(self, name: str) -> dict[str, Any]:
         self.policy_reads += 1
@@ -126,7 +132,7 @@ class FakeLedger:
 
 
 class NoFetching(ArtifactChecker):
-    async def check(self, uri: str, digest: str, *, max_size: int) -> Any:
+    async def check(self, uri: str, digest: str, *, max_size: int, owner: str = "") -> Any:
         raise AssertionError("a re-check must not fetch the artifact")
 
 
@@ -154,7 +160,7 @@ def world(policy: dict[str, Any], answer: LedgerEvidence, **status: Any) -> Worl
                "spec": SPEC}  # fmt: skip
     md = parse_model_deployment(md_body)
     verified = VerifiedModel(DIGEST, size=1000, generation=1, signer_key_ids=(KID_A,))
-    deployment = build_deployment(md, verified, BuildSettings())
+    deployment = build_deployment(md, verified, BUILD)
     deployment["metadata"]["resourceVersion"] = "1"
     old_policy = parse_trust_policy(policy_body(A))
     md_body["status"] = {
@@ -179,6 +185,7 @@ def world(policy: dict[str, Any], answer: LedgerEvidence, **status: Any) -> Worl
         metrics=Metrics(),
         events=lambda body, kind, reason, message: events.append((reason, message)),
         clock=lambda: NOW,
+        build=BUILD,
         drift_check_seconds=float("inf"),
     )
     deps.objects.drift_checked["u1"] = 0.0  # drift is tested elsewhere
@@ -214,6 +221,39 @@ async def test_a_lower_max_model_size_revokes() -> None:
     assert w.condition("Revoked")["reason"] == "ModelTooLarge"
     assert "over the policy's maxModelSize of 500" in w.condition("Revoked")["message"]
     assert w.replicas == 0
+
+
+async def test_a_namespace_leaving_the_policys_scope_is_judged_at_reverification() -> None:
+    # The policy now serves namespaces labelled team=a; "ml" is not (any longer).
+    scoped = policy_body(A, generation=2, namespaceSelector={"matchLabels": {"team": "a"}})
+    w = world(scoped, LedgerEvidence(registrations=[registration("p0")]))
+    w.kube.namespace_labels = {"team": "b"}
+    await run_policy_change(w)
+    assert w.condition("Revoked")["reason"] == "PolicyNotInScope"
+    assert w.replicas == 0
+    assert [a.action for a in w.ledger.audits] == ["revoke"]
+    assert w.ledger.audits[0].reasons[0].startswith("PolicyNotInScope: namespace 'ml'")
+
+
+async def test_an_image_no_longer_allowed_is_judged_at_reverification() -> None:
+    # Even under Audit: the runtime is outside what Audit relaxes.
+    other = "registry.example/modeltrust@sha256:" + "0f" * 32
+    narrowed = policy_body(
+        A, generation=2, enforcement="Audit", namespaces=["ml"],
+        runtime={"allowedImages": [other]},
+    )  # fmt: skip
+    w = world(narrowed, LedgerEvidence(registrations=[registration("p0")]))
+    await run_policy_change(w)
+    assert w.condition("Revoked")["reason"] == "RuntimeImageNotAllowed"
+    assert w.replicas == 0
+    # Allowed again: restored, and the mode of what serves is recorded.
+    w.kube.policy = policy_body(
+        A, generation=3, namespaces=["ml"], runtime={"allowedImages": [other, IMAGE]}
+    )
+    await run_policy_change(w)
+    assert w.condition("Revoked")["status"] == "False"
+    assert w.status["mode"] == "Enforced"
+    assert w.replicas == 2
 
 
 async def test_an_undecided_check_is_flagged_retried_and_never_counts_as_verified() -> None:

@@ -66,6 +66,12 @@ class Reason(StrEnum):
     DigestMismatch, LoadFailed, ModelTooLarge) come from whoever fetched the bytes.
     """
 
+    # The operator's trust boundary around the model (who may use the policy, what runtime
+    # runs the bytes): refused in every mode, before anything about the artifact.
+    POLICY_NOT_IN_SCOPE = "PolicyNotInScope"
+    RUNTIME_IMAGE_NOT_PINNED = "RuntimeImageNotPinned"
+    RUNTIME_IMAGE_NOT_ALLOWED = "RuntimeImageNotAllowed"
+    RUNTIME_ENV_NOT_ALLOWED = "RuntimeEnvNotAllowed"
     LEDGER_INCONSISTENT = "LedgerInconsistent"  # rollback or fork against a trusted checkpoint
     # No trusted checkpoint recorded while models verified against the ledger are serving:
     # trusting whatever the ledger shows now would be a silent trust reset.

@@ -11,9 +11,13 @@ the root: otherwise anyone who may create a ModelDeployment could make the opera
 (and report the digest of) any file it can read, or block a worker on a FIFO. Without a
 root, local paths are refused; "/" allows them all, deliberately.
 
-Only successes are cached, keyed on (uri, digest): a digest is content-addressed, so "the
-bytes with this digest load in onnxruntime" never goes stale, while a failure (network,
-404, crash) might be transient and must be retried (Ratify #92 / Kyverno #5289 lessons).
+No claim without a check: a decision may say "the artifact matches the pin" only about
+bytes read for it. What the URL serves can change at any time, so by default
+(`recheck_window` 0, MODELTRUST_ARTIFACT_RECHECK_WINDOW) every check reads the bytes again.
+With a window, a success is reused for at most that many seconds, and only by the same
+ModelDeployment (the cache key is (owner uid, uri, digest)): two ModelDeployments never
+share a success, and every result says when its bytes were read (`read_at`), which the
+audit entry records. Failures (network, 404, mismatch, crash) are never cached.
 """
 
 from __future__ import annotations
@@ -24,12 +28,17 @@ import json
 import shutil
 import sys
 import tempfile
+import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from modeltrust.operator.decisions import ArtifactResult, LoadResult, TensorInfo
+from modeltrust.operator.errors import SpecError
+from modeltrust.operator.types import parse_duration
 from modeltrust.serving.errors import DigestMismatchError, FetchError, ServingError
 from modeltrust.serving.fetch import fetch_artifact
 
@@ -44,6 +53,25 @@ MEMORY_PER_MODEL_BYTE = 4
 class ArtifactEvidence:
     artifact: ArtifactResult
     load: LoadResult | None
+    read_at: datetime | None = None  # when the bytes were read (None: nothing was read)
+
+
+def parse_window(text: str) -> float:
+    """MODELTRUST_ARTIFACT_RECHECK_WINDOW: seconds ("300") or a duration ("5m", "1h");
+    empty means 0 (always re-read)."""
+    text = text.strip()
+    if not text:
+        return 0.0
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            seconds = parse_duration(text, "MODELTRUST_ARTIFACT_RECHECK_WINDOW")
+        except SpecError as exc:
+            raise ValueError(str(exc)) from None
+    if not 0 <= seconds <= 24 * 3600:
+        raise ValueError("MODELTRUST_ARTIFACT_RECHECK_WINDOW must be between 0 and 24h")
+    return seconds
 
 
 def _load_result(payload: dict[str, object]) -> LoadResult:
@@ -99,8 +127,12 @@ async def load_in_subprocess(
     return _load_result(payload)
 
 
+_Key = tuple[str, str, str]  # (owner uid, uri, digest)
+
+
 class ArtifactChecker:
-    """Fetches and load-checks artifacts, remembering successes only."""
+    """Fetches and load-checks artifacts; a success is reused only by the same owner and
+    within `recheck_window` seconds (0: never)."""
 
     def __init__(
         self,
@@ -111,35 +143,55 @@ class ArtifactChecker:
         load_timeout: float = 120.0,
         ca_file: Path | None = None,
         local_root: Path | None = None,
+        recheck_window: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
+        max_concurrent: int = 4,
     ) -> None:
         self.workdir = workdir
         self.local_root = local_root
         self.fetch_timeout = fetch_timeout
         self.load_timeout = load_timeout
         self.ca_file = ca_file
-        self._ok: OrderedDict[tuple[str, str], ArtifactEvidence] = OrderedDict()
+        self.recheck_window = recheck_window
+        self._clock = clock
+        self._ok: OrderedDict[_Key, tuple[float, ArtifactEvidence]] = OrderedDict()
         self._cache_size = cache_size
-        # One download+load per (uri, digest) at a time: 100 ModelDeployments of the same
-        # model must not fetch it 100 times concurrently.
-        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        # One download+load per (owner, uri, digest) at a time: a retry of one decision
+        # must not fetch while the previous try still does.
+        self._locks: dict[_Key, asyncio.Lock] = {}
+        # Every decision reads its bytes: 100 ModelDeployments of one model are 100 downloads
+        # and onnxruntime loads, run a few at a time rather than all at once.
+        self._slots = asyncio.Semaphore(max_concurrent)
         self.fetches = 0  # number of real downloads, for metrics and tests
 
-    def _remember(self, key: tuple[str, str], evidence: ArtifactEvidence) -> None:
-        self._ok[key] = evidence
+    def _remember(self, key: _Key, evidence: ArtifactEvidence) -> None:
+        if self.recheck_window <= 0 or not key[0]:
+            return
+        self._ok[key] = (self._clock(), evidence)
         self._ok.move_to_end(key)
         while len(self._ok) > self._cache_size:
             self._ok.popitem(last=False)
 
-    def _cached(self, key: tuple[str, str], max_size: int) -> ArtifactEvidence | None:
+    def _cached(self, key: _Key, max_size: int) -> ArtifactEvidence | None:
+        found = self._ok.get(key)
+        if found is None:
+            return None
+        read, cached = found
+        if self._clock() - read > self.recheck_window:
+            del self._ok[key]
+            return None
         # A cached success still obeys the current policy's size cap.
-        cached = self._ok.get(key)
-        if cached is None or cached.artifact.size is None or cached.artifact.size > max_size:
+        if cached.artifact.size is None or cached.artifact.size > max_size:
             return None
         self._ok.move_to_end(key)
         return cached
 
-    async def check(self, uri: str, digest: str, *, max_size: int) -> ArtifactEvidence:
-        key = (uri, digest)
+    async def check(
+        self, uri: str, digest: str, *, max_size: int, owner: str = ""
+    ) -> ArtifactEvidence:
+        """Fetch, hash and load the artifact for the ModelDeployment with uid `owner` (no
+        owner: never reused)."""
+        key = (owner, uri, digest)
         cached = self._cached(key, max_size)
         if cached is not None:
             return cached
@@ -148,7 +200,8 @@ class ArtifactChecker:
             cached = self._cached(key, max_size)
             if cached is not None:
                 return cached
-            evidence = await self._check_uncached(uri, digest, max_size=max_size)
+            async with self._slots:
+                evidence = await self._check_uncached(uri, digest, max_size=max_size)
             if evidence.load is not None and evidence.load.ok:
                 self._remember(key, evidence)
         if len(self._locks) > 4 * self._cache_size:
@@ -185,16 +238,17 @@ class ArtifactChecker:
                     local_root=self.local_root,
                 )
             except DigestMismatchError as exc:
-                return ArtifactEvidence(ArtifactResult(digest=exc.actual), None)
+                return ArtifactEvidence(ArtifactResult(digest=exc.actual), None, datetime.now(UTC))
             except FetchError as exc:
                 return ArtifactEvidence(ArtifactResult(error=str(exc)), None)
             except (ServingError, ValueError, OSError) as exc:
                 return ArtifactEvidence(ArtifactResult(error=f"fetching {uri} failed: {exc}"), None)
+            read_at = datetime.now(UTC)
             artifact = ArtifactResult(digest=fetched.digest, size=fetched.size)
             load = await load_in_subprocess(
                 dest, digest, size=fetched.size, limit_seconds=self.load_timeout
             )
-            return ArtifactEvidence(artifact, load)
+            return ArtifactEvidence(artifact, load, read_at)
         finally:
             with contextlib.suppress(OSError):
                 shutil.rmtree(tmp)

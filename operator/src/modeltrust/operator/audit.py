@@ -33,10 +33,14 @@ MAX_REASON_TEXT = 1000
 MAX_REASONS = 32
 
 
-def audit_reasons(reasons: tuple[str, ...], fallback: str) -> tuple[str, ...]:
-    """The reasons as an entry holds them: at least one, each and their number bounded."""
-    reasons = reasons or (fallback,)
-    return tuple(r[:MAX_REASON_TEXT] for r in reasons[:MAX_REASONS])
+def audit_reasons(
+    reasons: tuple[str, ...], fallback: str, facts: tuple[str, ...] = ()
+) -> tuple[str, ...]:
+    """The reasons as an entry holds them: at least one, each and their number bounded,
+    then `facts` (runtime_policy.audit_facts: image, pod template, read time), which
+    always fit."""
+    kept = (*(reasons or (fallback,))[: MAX_REASONS - len(facts)], *facts)
+    return tuple(r[:MAX_REASON_TEXT] for r in kept)
 
 
 def audit_entry(

@@ -61,6 +61,18 @@ def _int(low: int, high: int | None = None) -> Callable[[str, str], int]:
     return parse
 
 
+def _window() -> Callable[[str, str], float]:
+    from modeltrust.operator.artifact import parse_window
+
+    def parse(name: str, raw: str) -> float:
+        try:
+            return parse_window(raw)
+        except ValueError as exc:
+            raise ConfigError(name, raw, f"seconds or a duration up to 24h ({exc})") from None
+
+    return parse
+
+
 def _seconds(*, zero: bool = False) -> Callable[[str, str], float]:
     what = "a number of seconds" + (" >= 0" if zero else " > 0")
 
@@ -135,6 +147,11 @@ class OperatorConfig:
     )
     ledger_follow_max_backoff: float = field(
         default=30.0, metadata=_env("MODELTRUST_LEDGER_FOLLOW_MAX_BACKOFF", _seconds())
+    )
+    # How long a successful artifact check may be reused by the same ModelDeployment
+    # (0: every decision reads the bytes; failures are never reused).
+    artifact_recheck_window: float = field(
+        default=0.0, metadata=_env("MODELTRUST_ARTIFACT_RECHECK_WINDOW", _window())
     )
     # How often the audit outbox is drained (decisions kept while their ledger was unavailable).
     outbox_interval: float = field(

@@ -35,6 +35,7 @@ from modeltrust.operator.metrics import Metrics
 from modeltrust.operator.policy_events import on_policy_event, refresh_ledger_conditions
 from modeltrust.operator.reconcile import reconcile
 from modeltrust.operator.reverify import recheck
+from modeltrust.operator.runtime_policy import image_identity
 from modeltrust.operator.trust_reset import first_use_refusal, handle_policy
 from modeltrust.operator.types import GROUP, MODEL_DEPLOYMENT_PLURAL, POLICY_PLURAL, VERSION
 
@@ -106,7 +107,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: 
     deps = Deps(
         kube=k,
         ledger=ledger,
-        artifacts=ArtifactChecker(local_root=config.local_model_root),
+        artifacts=ArtifactChecker(
+            local_root=config.local_model_root, recheck_window=config.artifact_recheck_window
+        ),
         metrics=metrics,
         events=_post_event,
         build=BuildSettings(
@@ -118,6 +121,11 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: 
         drift_check_seconds=config.drift_check_interval,
         outbox=outbox,
     )
+    if image_identity(deps.build.default_image) is None:
+        log.warning(
+            "MODELTRUST_IMAGE %r is not pinned by digest: ModelDeployments without "
+            "spec.runtime.image are refused (RuntimeImageNotPinned)", deps.build.default_image,
+        )  # fmt: skip
     memo["deps"] = deps
     memo["background"] = {
         asyncio.create_task(_refresh_policies(deps, config)),

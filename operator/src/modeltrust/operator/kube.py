@@ -127,6 +127,10 @@ class Kube:
             GROUP, VERSION, namespace, MODEL_DEPLOYMENT_PLURAL, name, {"status": dict(status)},
         )  # fmt: skip
 
+    async def get_namespace(self, name: str) -> JSON | None:
+        """A namespace (for its labels: a policy's namespaceSelector), None if it is gone."""
+        return await self._call(self.core.read_namespace, name)
+
     # --- owned workloads -------------------------------------------------------------------
 
     async def get_deployment(self, namespace: str, name: str) -> JSON | None:

@@ -32,6 +32,7 @@ from modeltrust.operator.conditions import (
 from modeltrust.operator.decisions import Decision, Verdict, idempotency_key
 from modeltrust.operator.errors import OperatorError, Retry, SpecError, condition_reason
 from modeltrust.operator.pod_provenance import PodProvenance
+from modeltrust.operator.runtime_policy import serving_mode
 from modeltrust.operator.status import Readiness, readiness, with_readiness
 from modeltrust.operator.status_record import MDStatus, PolicyRef, StatusPatch
 from modeltrust.operator.types import ModelDeployment, RevocationAction, TrustPolicy
@@ -96,15 +97,24 @@ def plan_policy_unusable(
     return Plan(plan.status, plan.events, Retry(str(exc), delay))
 
 
-def plan_audit(md: ModelDeployment, decision: Decision, actor: str, now: datetime) -> AuditEntry:
-    """The entry recording the decision on a generation, appended before anything is done."""
+def plan_audit(
+    md: ModelDeployment,
+    decision: Decision,
+    actor: str,
+    now: datetime,
+    facts: tuple[str, ...] = (),
+) -> AuditEntry:
+    """The entry recording the decision on a generation, appended before anything is done;
+    `facts` say what would run (image, pod template digest) and when the bytes were read."""
     action = "rollout" if decision.allowed else "refuse"
     return audit_entry(
         md,
         action=action,
         decision=decision.verdict.value,
         digest=md.model.digest,
-        reasons=audit_reasons(decision.reasons, f"{decision.reason.value}: {decision.message}"),
+        reasons=audit_reasons(
+            decision.reasons, f"{decision.reason.value}: {decision.message}", facts
+        ),
         key=idempotency_key(md.ref.uid, md.ref.generation, action, decision.reason.value),
         actor=actor,
         now=now,
@@ -197,6 +207,9 @@ def plan_rollout(
     deployment: Mapping[str, Any],
     audit_index: int | None,
     now: datetime,
+    runtime_image: str | None = None,
+    pod_template_digest: str | None = None,
+    artifact_read_time: str | None = None,
 ) -> Plan:
     """Rolled out: the serving version is this generation. Under Audit a model that failed
     trust checks is rolled out, but it is not verified: Verified=False/AuditOnly says so;
@@ -232,6 +245,10 @@ def plan_rollout(
         provenance=provenance,
         revocation_action=None,
         verified_policy=PolicyRef.of(policy),
+        runtime_image=runtime_image,
+        pod_template_digest=pod_template_digest,
+        mode=serving_mode(decision),
+        artifact_read_time=artifact_read_time,
     )
     message = f"{short_digest(md.model.digest)}: {decision.message}"
     event = (
@@ -350,6 +367,7 @@ def plan_still_trusted(
         verified_policy=PolicyRef.of(policy),
         last_verified_time=rfc3339(now),
         conditions=tuple(conditions),
+        mode=serving_mode(decision),
     )
     if restore:
         patch = patch.also(revocation_action=None)

@@ -169,6 +169,15 @@ async def _usable(
     return True
 
 
+def planned_provenance(
+    md: ModelDeployment, spec: LedgerSpec, found: VerifiedEntry
+) -> PodProvenance:
+    """The proof apply_provenance writes for registration `found` (known before writing it,
+    so the pod template can be audited before anything is applied)."""
+    name = config_map_name(md.ref.name, md.model.digest, spec.verifier_key, found.index)
+    return PodProvenance(name, found.checkpoint.checkpoint.origin)
+
+
 async def apply_provenance(
     kube: Kube,
     ledger: LedgerAccess,
@@ -187,8 +196,8 @@ async def apply_provenance(
             f"registration {found.index} is signed by key {short_key_id(reg.signer_key_id)}, "
             "which the policy does not trust"
         )
-    name = config_map_name(md.ref.name, reg.digest, spec.verifier_key, found.index)
-    result = PodProvenance(name, found.checkpoint.checkpoint.origin)
+    result = planned_provenance(md, spec, found)
+    name = result.config_map
     try:
         if await _usable(kube, md, name, spec, keys, found.index):
             return result

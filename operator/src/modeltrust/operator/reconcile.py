@@ -24,6 +24,7 @@ from modeltrust.operator import builders
 from modeltrust.operator.artifact import ArtifactEvidence
 from modeltrust.operator.audit import KEPT, record_audit
 from modeltrust.operator.builders import VerifiedModel
+from modeltrust.operator.conditions import rfc3339
 from modeltrust.operator.decisions import Decision, Evidence, decide
 from modeltrust.operator.deps import Deps, load_policy
 from modeltrust.operator.errors import (
@@ -31,6 +32,7 @@ from modeltrust.operator.errors import (
     LedgerInconsistent,
     LedgerUnverified,
     ProvenancePending,
+    Retry,
     SpecError,
     condition_reason,
 )
@@ -45,7 +47,18 @@ from modeltrust.operator.plans import (
     plan_unusable,
     plan_waiting,
 )
-from modeltrust.operator.pod_provenance import PodProvenance, apply_provenance
+from modeltrust.operator.pod_provenance import (
+    PodProvenance,
+    apply_provenance,
+    planned_provenance,
+)
+from modeltrust.operator.runtime_policy import (
+    audit_facts,
+    boundary_findings,
+    effective_image,
+    pod_template_digest,
+    refuse_with,
+)
 from modeltrust.operator.status_record import MDStatus
 from modeltrust.operator.types import ModelDeployment, parse_model_deployment
 
@@ -91,6 +104,13 @@ async def reconcile(deps: Deps, body: Mapping[str, Any], *, retry: int = 0) -> O
         await apply_plan(deps, body, plan)
         raise Fatal(str(exc)) from exc
     async with deps.lock(md.ref.uid):
+        # Another handler may have decided this generation while we waited for the lock:
+        # act on the object as it is now (no second decision, no second download).
+        fresh = await deps.kube.get_model_deployment(md.ref.namespace, md.ref.name)
+        if fresh is None or (fresh.get("metadata") or {}).get("uid") != md.ref.uid:
+            return Outcome(None, None, "gone")
+        if (fresh.get("metadata") or {}).get("generation") == md.ref.generation:
+            body = fresh
         return await _reconcile_locked(deps, body, md, retry)
 
 
@@ -134,24 +154,44 @@ async def _reconcile_locked(
         plan = plan_policy_unusable(record, md, exc, deps.clock(), delay)
         await apply_and_stop(deps, body, plan)
 
-    # 1. Evidence and decision.
+    # 1. Evidence and decision. The trust boundary (policy scope, allowed runtime) is
+    # refused in every mode, ahead of anything about the artifact.
+    boundary = await boundary_findings(deps.kube, md, policy, deps.build.default_image)
     started = deps.clock()
     artifact, ledger = await asyncio.gather(
-        deps.artifacts.check(md.model.uri, md.model.digest, max_size=policy.max_model_size),
+        deps.artifacts.check(
+            md.model.uri, md.model.digest, max_size=policy.max_model_size, owner=md.ref.uid
+        ),
         deps.ledger.evidence(policy.ledger, keys, md.model.digest, md.model.name),
     )
-    decision = decide(_evidence(md, artifact, ledger), policy)
+    decision = refuse_with(decide(_evidence(md, artifact, ledger), policy), boundary)
     deps.metrics.decisions.labels(
         verdict=decision.verdict.value, reason=decision.reason.value
     ).inc()
     if ledger.inconsistent:
         deps.metrics.ledger_inconsistent.labels(ledger=policy.ledger.url).set(1)
 
+    # What a rollout would apply, known before the audit entry that records it.
+    image = effective_image(md, deps.build.default_image)
+    index = decision.registration_index
+    found = ledger.entries.get(index) if index is not None else None
+    planned = planned_provenance(md, policy.ledger, found) if found is not None else None
+    template_digest: str | None = None
+    if decision.allowed:
+        assert artifact.artifact.size is not None
+        template_digest = pod_template_digest(
+            builders.build_pod_template(
+                md, _verified_model(md, decision, artifact.artifact.size, ledger, planned),
+                deps.build,
+            )
+        )  # fmt: skip
+
     # 2. The audit entry, before anything is acted on.
     audit_index: int | None = None
     audit_error: str | None = None
     try:
-        entry = plan_audit(md, decision, deps.actor, deps.clock())
+        facts = audit_facts(image, template_digest, artifact.read_at)
+        entry = plan_audit(md, decision, deps.actor, deps.clock(), facts)
         # A refusal that cannot be recorded now is kept (audit outbox); a rollout waits.
         audit_index = await record_audit(deps, policy.ledger, entry, keep=not decision.allowed)
         if audit_index is None:
@@ -193,8 +233,6 @@ async def _reconcile_locked(
     # Allowed: write the pod's offline proof, then roll out the pinned version.
     assert artifact.artifact.size is not None
     provenance: PodProvenance | None = None
-    index = decision.registration_index
-    found = ledger.entries.get(index) if index is not None else None
     if found is not None:
         try:
             provenance = await apply_provenance(
@@ -205,27 +243,40 @@ async def _reconcile_locked(
             delay = deps.backoff.delay(deps.backoff.retry, retry)
             plan = plan_waiting(record, md, audit_index, "ProvenancePending", message, now, delay)
             await apply_and_stop(deps, body, plan)
-    verified = VerifiedModel(
-        digest=md.model.digest,
-        size=artifact.artifact.size,
-        generation=generation,
-        signer_key_ids=decision.signer_key_ids,
-        registration_index=decision.registration_index,
-        checkpoint_size=ledger.checkpoint_size,
-        fetch_args=provenance.fetch_args if provenance else (),
-        provenance_config_map=provenance.config_map if provenance else None,
-    )
-    deployment = await apply_deployment(
-        deps, md, builders.build_deployment(md, verified, deps.build)
-    )
+    verified = _verified_model(md, decision, artifact.artifact.size, ledger, provenance)
+    desired = builders.build_deployment(md, verified, deps.build)
+    if pod_template_digest(desired["spec"]["template"]) != template_digest:
+        # Never apply a template other than the one the audit entry records.
+        raise Retry("the pod template differs from the audited one; deciding again", 5)
+    deployment = await apply_deployment(deps, md, desired)
     await apply_service(deps, md)
 
     # 4. Status and events.
     plan = plan_rollout(
         record, md, decision, verified=verified, provenance=provenance, policy=policy,
         serving_spec=_spec_snapshot(body), deployment=deployment, audit_index=audit_index,
-        now=now,
+        now=now, runtime_image=image, pod_template_digest=template_digest,
+        artifact_read_time=rfc3339(artifact.read_at) if artifact.read_at else None,
     )  # fmt: skip
     await apply_plan(deps, body, plan)
     deps.metrics.verify_seconds.observe((deps.clock() - started).total_seconds())
     return Outcome(decision, audit_index, decision.message)
+
+
+def _verified_model(
+    md: ModelDeployment,
+    decision: Decision,
+    size: int,
+    ledger: LedgerEvidence,
+    provenance: PodProvenance | None,
+) -> VerifiedModel:
+    return VerifiedModel(
+        digest=md.model.digest,
+        size=size,
+        generation=md.ref.generation,
+        signer_key_ids=decision.signer_key_ids,
+        registration_index=decision.registration_index,
+        checkpoint_size=ledger.checkpoint_size,
+        fetch_args=provenance.fetch_args if provenance else (),
+        provenance_config_map=provenance.config_map if provenance else None,
+    )

@@ -45,6 +45,7 @@ from modeltrust.operator.plans import (
     plan_still_trusted,
 )
 from modeltrust.operator.reconcile import apply_plan, reconcile
+from modeltrust.operator.runtime_policy import boundary_findings, refuse_with
 from modeltrust.operator.status_record import MDStatus
 from modeltrust.operator.types import DEFAULT_POLICY, TrustPolicy, parse_model_deployment
 
@@ -183,6 +184,10 @@ async def reverify_serving(
         )
         if ledger.inconsistent:
             deps.metrics.ledger_inconsistent.labels(ledger=policy.ledger.url).set(1)
+        # Still in the policy's scope, still a runtime the policy allows (hard in every mode).
+        decision = refuse_with(
+            decision, await boundary_findings(deps.kube, md, policy, deps.build.default_image)
+        )
         return await _act(deps, fresh, policy, decision)
 
 

@@ -80,6 +80,10 @@ _KEYS = {
     "provenance": "provenance",
     "revocation_action": "revocationAction",
     "verified_policy": "verifiedPolicy",
+    "runtime_image": "runtimeImage",
+    "pod_template_digest": "podTemplateDigest",
+    "mode": "mode",
+    "artifact_read_time": "artifactReadTime",
 }
 
 
@@ -111,6 +115,11 @@ class MDStatus:
     provenance: PodProvenance | None = None
     revocation_action: str | None = None
     verified_policy: PolicyRef | None = None
+    # What runs the serving version and when its bytes were read (the trust boundary).
+    runtime_image: str | None = None
+    pod_template_digest: str | None = None
+    mode: str | None = None  # Enforced or AuditOnly
+    artifact_read_time: str | None = None
 
     @classmethod
     def from_status(cls, status: Mapping[str, Any] | None) -> MDStatus:
@@ -143,6 +152,10 @@ class MDStatus:
             provenance=PodProvenance.from_status(s),
             revocation_action=_str(s.get("revocationAction")),
             verified_policy=PolicyRef.from_status(s.get("verifiedPolicy")),
+            runtime_image=_str(s.get("runtimeImage")),
+            pod_template_digest=_str(s.get("podTemplateDigest")),
+            mode=_str(s.get("mode")),
+            artifact_read_time=_str(s.get("artifactReadTime")),
         )
 
     def to_status(self, only: Iterable[str] | None = None) -> dict[str, Any]:

@@ -43,6 +43,14 @@ _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _VERIFIER_KEY_RE = re.compile(r"^[^+\s]+\+[0-9a-f]{8}\+[A-Za-z0-9+/]+={0,2}$")
 _KEY_ID_RE = re.compile(r"^[0-9a-f]{64}$")
 _DURATION_RE = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+_DNS_LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+# A container image pinned by digest: repository[:tag]@sha256:<64 hex>.
+PINNED_IMAGE_RE = re.compile(
+    r"^(?P<repository>[^\s@]+?)(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?"
+    r"@(?P<digest>sha256:[0-9a-f]{64})$"
+)
+_ENV_PATTERN_RE = re.compile(r"^[A-Za-z0-9_*?]+$")
+SELECTOR_OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist")
 
 
 # --- small typed getters -------------------------------------------------------------------
@@ -222,6 +230,10 @@ def _parse_runtime(spec: Mapping[str, Any]) -> RuntimeSpec:
         value = item.get("value", "")
         if not isinstance(value, str):
             raise SpecError(f"{p}.value", "must be a string")
+        if item.get("valueFrom") is not None:
+            # Not in the CRD (the API server prunes it): a value read at pod start from a
+            # Secret or ConfigMap is not part of the template the operator verified.
+            raise SpecError(f"{p}.valueFrom", "is not supported; give a literal value")
         env.append((name, value))
     tolerations: list[Mapping[str, Any]] = []
     for i, tol in enumerate(_list(rt, "tolerations", "spec.runtime.tolerations", max_items=32)):
@@ -372,6 +384,46 @@ class LedgerSpec:
 
 
 @dataclass(frozen=True)
+class SelectorRequirement:
+    key: str
+    operator: str  # In, NotIn, Exists, DoesNotExist
+    values: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class LabelSelector:
+    """A standard Kubernetes LabelSelector (the empty selector selects everything)."""
+
+    match_labels: Mapping[str, str] = field(default_factory=dict)
+    match_expressions: tuple[SelectorRequirement, ...] = ()
+
+
+@dataclass(frozen=True)
+class PolicyScope:
+    """Which namespaces may name the policy: listed in `namespaces` or selected by
+    `selector`. Neither given: every namespace (Enforce policies only, see policy_scope)."""
+
+    namespaces: tuple[str, ...] = ()
+    selector: LabelSelector | None = None
+
+    @property
+    def explicit(self) -> bool:
+        return bool(self.namespaces) or self.selector is not None
+
+
+@dataclass(frozen=True)
+class RuntimeRules:
+    """What a ModelDeployment under the policy may run (see runtime_policy).
+
+    `allowed_images`: digest-pinned references; empty means only the operator's default
+    image. `allowed_env`: shell-style name patterns; None (field absent) means the
+    built-in thread-count knobs only."""
+
+    allowed_images: tuple[str, ...] = ()
+    allowed_env: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
 class TrustPolicy:
     name: str
     generation: int
@@ -383,6 +435,8 @@ class TrustPolicy:
     max_model_size: int = DEFAULT_MAX_MODEL_SIZE
     reverify_seconds: float = DEFAULT_REVERIFY_SECONDS
     uid: str = ""
+    scope: PolicyScope = field(default_factory=PolicyScope)
+    runtime: RuntimeRules = field(default_factory=RuntimeRules)
 
 
 def parse_duration(text: str, path: str) -> float:
@@ -434,6 +488,65 @@ def _parse_publishers(spec: Mapping[str, Any]) -> tuple[Publisher, ...]:
     return tuple(publishers)
 
 
+def _parse_selector(spec: Mapping[str, Any], path: str) -> LabelSelector | None:
+    if spec.get("namespaceSelector") is None:
+        return None
+    raw = _mapping(spec, "namespaceSelector", path, required=True)
+    requirements: list[SelectorRequirement] = []
+    items = _list(raw, "matchExpressions", f"{path}.matchExpressions", max_items=32)
+    for i, item in enumerate(items):
+        p = f"{path}.matchExpressions[{i}]"
+        if not isinstance(item, Mapping):
+            raise SpecError(p, "must be an object with key, operator and values")
+        op = _string(item, "operator", f"{p}.operator", max_length=16)
+        if op not in SELECTOR_OPERATORS:
+            raise SpecError(f"{p}.operator", "must be In, NotIn, Exists or DoesNotExist")
+        values = _list(item, "values", f"{p}.values", max_items=64)
+        if not all(isinstance(v, str) for v in values):
+            raise SpecError(f"{p}.values", "must be strings")
+        if (op in ("In", "NotIn")) != bool(values):
+            raise SpecError(f"{p}.values", "must be non-empty for In and NotIn, empty otherwise")
+        requirements.append(
+            SelectorRequirement(_string(item, "key", f"{p}.key", max_length=317), op, tuple(values))
+        )
+    return LabelSelector(
+        match_labels=_string_map(raw, "matchLabels", f"{path}.matchLabels"),
+        match_expressions=tuple(requirements),
+    )
+
+
+def _parse_scope(spec: Mapping[str, Any]) -> PolicyScope:
+    namespaces = _list(spec, "namespaces", "spec.namespaces", max_items=256)
+    for i, ns in enumerate(namespaces):
+        if not isinstance(ns, str) or not _DNS_LABEL_RE.match(ns):
+            raise SpecError(f"spec.namespaces[{i}]", "must be a namespace name (a DNS label)")
+    if spec.get("namespaces") is not None and not namespaces:
+        raise SpecError("spec.namespaces", "must name at least one namespace when given")
+    return PolicyScope(tuple(namespaces), _parse_selector(spec, "spec.namespaceSelector"))
+
+
+def _parse_runtime_rules(spec: Mapping[str, Any]) -> RuntimeRules:
+    rt = _mapping(spec, "runtime", "spec.runtime", required=False)
+    images = _list(rt, "allowedImages", "spec.runtime.allowedImages", max_items=64)
+    for i, image in enumerate(images):
+        if not isinstance(image, str) or not PINNED_IMAGE_RE.match(image):
+            raise SpecError(
+                f"spec.runtime.allowedImages[{i}]",
+                "must be an image pinned by digest: repository@sha256:<64 lowercase hex>",
+            )
+    env: tuple[str, ...] | None = None
+    if rt.get("allowedEnv") is not None:
+        patterns = _list(rt, "allowedEnv", "spec.runtime.allowedEnv", max_items=64)
+        for i, pattern in enumerate(patterns):
+            if not isinstance(pattern, str) or not _ENV_PATTERN_RE.match(pattern):
+                raise SpecError(
+                    f"spec.runtime.allowedEnv[{i}]",
+                    "must be a variable name or a pattern of letters, digits, '_', '*', '?'",
+                )
+        env = tuple(patterns)
+    return RuntimeRules(allowed_images=tuple(images), allowed_env=env)
+
+
 def parse_trust_policy(body: Mapping[str, Any]) -> TrustPolicy:
     """Parse a ModelTrustPolicy object into a typed view (keys are parsed later, in keys.py)."""
     meta = _mapping(body, "metadata", "metadata", required=True)
@@ -472,6 +585,14 @@ def parse_trust_policy(body: Mapping[str, Any]) -> TrustPolicy:
         action = RevocationAction(action_text)
     except ValueError as exc:
         raise SpecError("spec.revocationAction", "must be ScaleToZero or KeepAndFlag") from exc
+    scope = _parse_scope(spec)
+    if enforcement is Enforcement.AUDIT and not scope.explicit:
+        # Audit rolls out models that failed their checks: whose namespaces get that must
+        # be written down, never implied (an unscoped policy serves every namespace).
+        raise SpecError(
+            "spec.enforcement",
+            "an Audit policy must name its scope (spec.namespaces or spec.namespaceSelector)",
+        )
     max_size_raw = spec.get("maxModelSize", "2Gi")
     max_size = parse_size(max_size_raw, "spec.maxModelSize")
     reverify = parse_duration(
@@ -500,4 +621,6 @@ def parse_trust_policy(body: Mapping[str, Any]) -> TrustPolicy:
         max_model_size=max_size,
         reverify_seconds=reverify,
         uid=str(meta.get("uid") or ""),
+        scope=scope,
+        runtime=_parse_runtime_rules(spec),
     )
