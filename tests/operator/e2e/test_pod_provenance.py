@@ -2,9 +2,10 @@
 
 The operator writes the registration, publisher key, signed checkpoint and inclusion proof
 into an immutable ConfigMap owned by the ModelDeployment and mounts it into the init step.
-Pods on kwok nodes run nothing, so the test runs the init container's exact command line
-locally, with the pod's paths mapped to a directory holding the ConfigMap's files, against
-the model served over loopback HTTP.
+The test runs the init container's exact command line locally, with the pod's paths mapped
+to a directory holding the ConfigMap's files, against the model served over HTTP (on
+loopback with kwok, whose pods run nothing; on the host address pods reach with a real
+node, where the pods' own init step runs it too before they become Ready).
 """
 
 from __future__ import annotations
@@ -40,15 +41,15 @@ POD_MODEL_PATH = "/models/model.onnx"
 
 
 @pytest.fixture
-def model_server(models: Models) -> Iterator[str]:
-    """The models directory over HTTP on 127.0.0.1 (what a model store would be)."""
+def model_server(cluster: Cluster, models: Models) -> Iterator[str]:
+    """The models directory over HTTP (what a model store would be), where pods reach it."""
     models.root.mkdir(parents=True, exist_ok=True)
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(models.root))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server = http.server.ThreadingHTTPServer((cluster.host_address, 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
+        yield f"http://{cluster.host_address}:{server.server_address[1]}"
     finally:
         server.shutdown()
         server.server_close()

@@ -17,6 +17,7 @@ from modeltrust.chain.signatures import sign_registration
 from .conftest import (
     Ledger,
     Models,
+    ModelUri,
     Operator,
     Publisher,
     RolloutFactory,
@@ -74,6 +75,7 @@ def test_unverifiable_models_are_refused_and_audited(
     ledger: Ledger,
     publishers: dict[str, Publisher],
     models: Models,
+    model_uri: ModelUri,
     policy: str,
     case: str,
 ) -> None:
@@ -95,7 +97,7 @@ def test_unverifiable_models_are_refused_and_audited(
         unsigned = dataclasses.replace(signed, signature=base64.b64encode(bytes(64)).decode())
         with ledger.client() as c, pytest.raises(LedgerHTTPError, match="signature"):
             c.append(unsigned)
-    apply(crds, model_deployment(namespace, "bad", policy, str(path), digest))
+    apply(crds, model_deployment(namespace, "bad", policy, model_uri(path), digest))
 
     md = wait_condition(crds, namespace, "bad", "Verified", "False", reason)
     assert condition(md, "Ready")["status"] == "False"
@@ -111,13 +113,14 @@ def test_bad_update_keeps_the_verified_version_serving(
     ledger: Ledger,
     publishers: dict[str, Publisher],
     models: Models,
+    model_uri: ModelUri,
     policy: str,
     rolled_out: RolloutFactory,
 ) -> None:
     d1 = rolled_out("m", policy, seed=4).digest
     v2, d2 = models.make("v2", seed=5)
     apply(
-        crds, model_deployment(namespace, "m", policy, str(v2), d2, version="2.0.0")
+        crds, model_deployment(namespace, "m", policy, model_uri(v2), d2, version="2.0.0")
     )  # unregistered
 
     md = wait_condition(crds, namespace, "m", "Verified", "False", "NotRegistered")
@@ -181,12 +184,13 @@ def test_ledger_outage_fails_closed_then_recovers(
     ledger: Ledger,
     publishers: dict[str, Publisher],
     models: Models,
+    model_uri: ModelUri,
     policy: str,
 ) -> None:
     path, digest = models.make("m", seed=8)
     ledger.register(publishers["trusted"], path, "mnist", "1.0.0")
     ledger.stop()
-    apply(crds, model_deployment(namespace, "o", policy, str(path), digest))
+    apply(crds, model_deployment(namespace, "o", policy, model_uri(path), digest))
     wait_condition(crds, namespace, "o", "Verified", "False", "LedgerUnavailable")
     assert deployment(crds, namespace, "o") is None
     ledger.start()
@@ -200,6 +204,7 @@ def test_ledger_rollback_blocks_rollouts(
     ledger: Ledger,
     publishers: dict[str, Publisher],
     models: Models,
+    model_uri: ModelUri,
     policy: str,
 ) -> None:
     path, digest = models.make("m", seed=9)
@@ -207,12 +212,12 @@ def test_ledger_rollback_blocks_rollouts(
     ledger.stop()
     ledger.snapshot("old")
     ledger.start()
-    apply(crds, model_deployment(namespace, "first", policy, str(path), digest))
+    apply(crds, model_deployment(namespace, "first", policy, model_uri(path), digest))
     wait_condition(crds, namespace, "first", "Ready", "True")  # trusted checkpoint moves on
     ledger.stop()
     ledger.restore("old")  # the ledger forgets the audit entry: a rollback
     ledger.start()
-    apply(crds, model_deployment(namespace, "second", policy, str(path), digest))
+    apply(crds, model_deployment(namespace, "second", policy, model_uri(path), digest))
     md = wait_condition(crds, namespace, "second", "Verified", "False", "LedgerInconsistent")
     assert "rollback" in condition(md, "Verified")["message"]
     assert deployment(crds, namespace, "second") is None
@@ -226,12 +231,13 @@ def test_operator_killed_and_restarted_records_one_audit_entry(
     ledger: Ledger,
     publishers: dict[str, Publisher],
     models: Models,
+    model_uri: ModelUri,
     policy: str,
     operator: Operator,
 ) -> None:
     path, digest = models.make("m", seed=10)
     ledger.register(publishers["trusted"], path, "mnist", "1.0.0")
-    apply(crds, model_deployment(namespace, "k", policy, str(path), digest))
+    apply(crds, model_deployment(namespace, "k", policy, model_uri(path), digest))
     uid = wait_for("the object's uid", lambda: get_md(crds, namespace, "k")["metadata"].get("uid"))
     # Kill as soon as the decision is on the ledger: mid-rollout, before or after the
     # Deployment and status were written.
@@ -263,19 +269,25 @@ def test_deletion_is_audited_and_owned_objects_collected(
     )
 
 
+@pytest.mark.kwok_only(
+    reason="the operator deciding 100 ModelDeployments at once; on one real node that is "
+    "100 model-server pods (a fetch, then onnxruntime, each), which measures the node"
+)
 def test_a_hundred_model_deployments_become_ready(
     crds: Cluster,
     namespace: str,
     ledger: Ledger,
     publishers: dict[str, Publisher],
     models: Models,
+    model_uri: ModelUri,
     policy: str,
 ) -> None:
     count = 100
     path, digest = models.make("m", seed=12)
     ledger.register(publishers["trusted"], path, "mnist", "1.0.0")
     items = [
-        model_deployment(namespace, f"m{i:03d}", policy, str(path), digest) for i in range(count)
+        model_deployment(namespace, f"m{i:03d}", policy, model_uri(path), digest)
+        for i in range(count)
     ]
     crds.kubectl(
         "apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": items})
