@@ -112,10 +112,15 @@ def test_pod_reverifies_the_registration_offline(
 
     result = run_init_step(template, cm, tmp_path / "pod")
     assert result.returncode == 0, result.stderr
-    assert (
+    proven = (
         f"registered: mnist 1.0.0 signed by key {publishers['trusted'].key_id}, "
         f"proven at ledger index {index}"
-    ) in result.stdout
+    )
+    assert proven in result.stdout
+    if crds.real_pods:
+        # The pod's own init step ran it too, from the mounted ConfigMap, before Ready.
+        log = crds.kubectl("logs", "deployment/p", "-n", namespace, "-c", "fetch").stdout
+        assert proven in log, log
     assert (tmp_path / "pod" / "models" / "model.onnx").read_bytes() == path.read_bytes()
 
     # The same command refuses a ConfigMap whose publisher key was swapped.

@@ -151,6 +151,7 @@ def test_revocation_after_rollout_scales_to_zero(
 
 def test_drift_is_restored_and_audited(
     crds: Cluster,
+    pod_image: str,
     namespace: str,
     ledger: Ledger,
     publishers: dict[str, Publisher],
@@ -168,7 +169,7 @@ def test_drift_is_restored_and_audited(
             c["image"]
             for c in dep.get("spec", {}).get("template", {}).get("spec", {}).get("containers", [])
         ]
-        return images == ["registry.example/modeltrust:e2e"]
+        return images == [pod_image]
 
     wait_for("the verified template to be restored", restored)
     audits = wait_for(
