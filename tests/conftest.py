@@ -23,13 +23,40 @@ _MARKERS = ("unit", "integration", "e2e")
 _cluster_summary = SUMMARY  # lines for the terminal summary, tests may add theirs
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     # Tests under an e2e/ folder are e2e; a test that says nothing else is a unit test.
     for item in items:
         if "e2e" in Path(str(item.fspath)).parts:
             item.add_marker(pytest.mark.e2e)
         elif not any(item.get_closest_marker(m) for m in _MARKERS):
             item.add_marker(pytest.mark.unit)
+    _deselect_kwok_only(config, items)
+
+
+def _pods_really_run() -> bool:
+    """Whether the session's cluster runs pods: the real-node mode, or a cluster KUBECONFIG
+    names (kind, ...). An unknown mode is left to the `cluster` fixture to report."""
+    return bool(os.environ.get("KUBECONFIG")) or os.environ.get("MODELTRUST_CLUSTER") == "real"
+
+
+def _deselect_kwok_only(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Deselect (not skip) the tests marked kwok_only where pods really run; each one's
+    reason goes into the terminal summary. A kwok_only mark without a reason is an error."""
+    kept, dropped = [], []
+    for item in items:
+        marker = item.get_closest_marker("kwok_only")
+        if marker is None:
+            kept.append(item)
+            continue
+        reason = marker.kwargs.get("reason") or (marker.args[0] if marker.args else "")
+        if not reason:
+            raise pytest.UsageError(f"{item.nodeid}: kwok_only needs a reason")
+        dropped.append(item)
+        if _pods_really_run():
+            _cluster_summary.append(f"deselected (kwok only) {item.nodeid}: {reason}")
+    if dropped and _pods_really_run():
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
 
 
 @pytest.fixture(scope="session")

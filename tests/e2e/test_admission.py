@@ -7,11 +7,14 @@ so other tests sharing the cluster are untouched. A namespace user ("alice", wit
 built-in `edit` role) tries each forbidden change and is refused with the rule's message;
 the operator (its service account, impersonated), the Deployment and ReplicaSet
 controllers, the garbage collector and the namespace controller still do their work: pods
-come up Running on the kwok node, and deleting a ModelDeployment or a namespace completes.
+come up Running (on kwok's node, or for real on a real node: the modeltrust image there,
+fetching a real model from a store on the host address), and deleting a ModelDeployment or
+a namespace completes.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import uuid
@@ -24,7 +27,10 @@ import pytest
 
 from chart.chartlib import CHART, LedgerKey, documents, helm, install_values, merge, write_values
 from harness.cluster import Cluster
+from harness.file_server import serve_files
+from harness.image import build_image, image_on_node
 from harness.modeltrust_objects import install_crds, model_deployment
+from harness.onnx_models import mnist_mlp
 from harness.waiting import wait_for
 from modeltrust.operator import builders
 from modeltrust.operator.types import parse_model_deployment
@@ -42,12 +48,42 @@ DEBUG_RULE = "nobody may add ephemeral containers to a model server pod"
 
 
 @dataclass(frozen=True)
+class PodSource:
+    """What the model server pods run and fetch: `image`, then `other_image` for the
+    operator's changed template, and the model at `uri` with `digest` and `size`."""
+
+    image: str
+    other_image: str
+    uri: str
+    digest: str
+    size: int
+
+
+@pytest.fixture(scope="module")
+def pod_source(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PodSource]:
+    """kwok's pods run nothing: names do. On a real node the pods really start: the
+    modeltrust image imported into it (under its two names) and a real model served where
+    pods reach the host."""
+    if not (cluster.real_pods and cluster.local):
+        yield PodSource(IMAGE, IMAGE + "-2", "https://models.example/m.onnx", DIGEST, 1024)
+        return
+    image = image_on_node(cluster)  # localhost/modeltrust:ctx-<hash>, also modeltrust:<tag>
+    root = tmp_path_factory.mktemp("admission-models")
+    data = mnist_mlp(root / "m.onnx", seed=3).read_bytes()
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    with serve_files(root, host=cluster.host_address) as base:
+        yield PodSource(image, build_image().reference, f"{base}/m.onnx", digest, len(data))
+
+
+@dataclass(frozen=True)
 class Admission:
-    """The chart's policies as installed for this module, and who the operator is."""
+    """The chart's policies as installed for this module, who the operator is, and what
+    the model server pods run."""
 
     scope: str
     operator_namespace: str
     manifest: str
+    pods: PodSource
 
     @property
     def operator(self) -> str:
@@ -91,7 +127,9 @@ def labelled_pod(name: str, labels: dict[str, str]) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def admission(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Admission]:
+def admission(
+    cluster: Cluster, tmp_path_factory: pytest.TempPathFactory, pod_source: PodSource
+) -> Iterator[Admission]:
     install_crds(cluster)
     run = uuid.uuid4().hex[:8]
     operator_ns = f"mt-adm-op-{run}"
@@ -105,7 +143,7 @@ def admission(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Ite
     manifest = render(cluster, f"adm{run}", operator_ns, values, tmp_path_factory.mktemp("adm"))
     cluster.kubectl("create", "namespace", operator_ns)
     cluster.kubectl("apply", "-f", "-", input=manifest)
-    installed = Admission(scope=run, operator_namespace=operator_ns, manifest=manifest)
+    installed = Admission(run, operator_ns, manifest, pod_source)
     # Policies take effect once the API server has compiled them: probe with a dry run.
     probe_ns = f"mt-adm-probe-{run}"
     cluster.kubectl("create", "namespace", probe_ns)
@@ -158,13 +196,14 @@ def serve(
     cluster: Cluster, admission: Admission, namespace: str, name: str = "mnist", replicas: int = 2
 ) -> Served:
     """What the operator does after verifying: create the owned Deployment and Service."""
-    body = model_deployment(namespace, name, "default", "https://models.example/m.onnx", DIGEST)
+    pods = admission.pods
+    body = model_deployment(namespace, name, "default", pods.uri, pods.digest)
     body["spec"]["replicas"] = replicas
     cluster.kubectl("create", "-f", "-", input=json.dumps(body))
     md = cluster.kubectl_json("get", "modeldeployment", name, "-n", namespace)
     parsed = parse_model_deployment(md)
-    verified = builders.VerifiedModel(digest=DIGEST, size=1024, generation=1)
-    settings = builders.BuildSettings(default_image=IMAGE)
+    verified = builders.VerifiedModel(digest=pods.digest, size=pods.size, generation=1)
+    settings = builders.BuildSettings(default_image=pods.image)
     for obj in (
         builders.build_deployment(parsed, verified, settings),
         builders.build_service(parsed),
@@ -324,9 +363,10 @@ def test_the_operator_and_the_controllers_still_do_their_work(
     # The operator changes its Deployment (a new verified template) and Service: a new
     # ReplicaSet and new pods follow.
     parsed = parse_model_deployment(served.md)
-    verified = builders.VerifiedModel(digest=DIGEST, size=1024, generation=2)
+    source = admission.pods
+    verified = builders.VerifiedModel(digest=source.digest, size=source.size, generation=2)
     updated = builders.build_deployment(
-        parsed, verified, builders.BuildSettings(default_image=IMAGE + "-2"), replicas=3
+        parsed, verified, builders.BuildSettings(default_image=source.other_image), replicas=3
     )
     allowed(cluster, admission.as_operator, "replace", "-f", "-", input=json.dumps(updated))
     allowed(
@@ -337,7 +377,7 @@ def test_the_operator_and_the_controllers_still_do_their_work(
     def rolled() -> bool:
         pods = live_pods(cluster, served)
         images = [p["spec"]["containers"][0]["image"] for p in pods]
-        return images == [IMAGE + "-2"] * 3 and all(
+        return images == [source.other_image] * 3 and all(
             p["status"].get("phase") == "Running" for p in pods
         )
 
@@ -371,19 +411,21 @@ def test_the_operator_and_the_controllers_still_do_their_work(
 
 
 def refusals_in_control_plane_logs(cluster: Cluster) -> list[str]:
-    """Lines of the local control plane's logs (controllers, scheduler, kwok) where one of
-    the policies refused a request: the controllers must never be refused. A cluster named
-    by KUBECONFIG keeps its logs elsewhere; there the tests' own assertions have to do."""
-    if not cluster.local:
+    """Lines of the local cluster's logs (controllers, scheduler, kwok or the kubelet) where
+    one of the policies refused a request: the controllers must never be refused. A cluster
+    named by KUBECONFIG keeps its logs elsewhere; there the tests' own assertions have to do.
+    The policies' messages start with "modeltrust: " (image names like modeltrust:0.1.0 in
+    the kubelet's and containerd's logs have no space)."""
+    if cluster.logs_dir is None:
         return []
-    logs = cluster.kubeconfig.parent / "clusters" / cluster.kubeconfig.stem / "logs"
+    logs = cluster.logs_dir
     assert logs.is_dir(), logs
     return [
         line
         for log in sorted(logs.glob("*.log"))
         if log.name != "audit.log"
         for line in log.read_text(errors="replace").splitlines()
-        if "modeltrust:" in line
+        if "modeltrust: " in line
     ]
 
 

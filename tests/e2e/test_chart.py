@@ -1,12 +1,14 @@
 """The Helm chart against a real API server: lint, server-side dry run, install, upgrade,
 uninstall in the documented order.
 
-Pods on kwok's fake nodes run nothing, so "Ready" here is what kwok reports once the
+Pods on kwok's fake nodes run nothing, so "Ready" there is what kwok reports once the
 scheduler bound the pod (and, for the ledger, once its PersistentVolumeClaim is bound to a
-PersistentVolume the test creates, as a cluster without a provisioner needs). Everything the
-API server decides is real: schemas, defaults, CEL rules, RBAC objects, Pod Security
-admission (each namespace here enforces the "restricted" standard), PVC binding, and
-garbage collection.
+PersistentVolume the test creates, as a cluster without a provisioner needs). Where pods
+really run (the real-node mode, kind) the chart runs the modeltrust image loaded into the
+node and a provisioner makes the ledger's volume; ledgers and model stores the tests run
+here listen on `cluster.host_address`, where pods reach them. Everything the API server
+decides is real: schemas, defaults, CEL rules, RBAC objects, Pod Security admission (each
+namespace here enforces the "restricted" standard), PVC binding, and garbage collection.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from chart.chartlib import (
     write_values,
 )
 from harness.cluster import Cluster, ClusterError, LocalControlPlane
+from harness.image import image_on_node
 from harness.ledger import audit, free_port
 from harness.onnx_models import mnist_mlp
 from harness.waiting import wait_for
@@ -79,19 +82,29 @@ class Release:
         self.key = LedgerKey.generate(f"{self.name}.ledger.test")
         self.tmp_path = tmp_path
         self.values = install_values(self.key, secret=KEY_SECRET, policy_name=f"{self.name}-policy")
-        if cluster.local:
-            # No provisioner on the local control plane: bind the claim to a PV the test
-            # creates. A real cluster (kind) provisions one from its default StorageClass.
+        # The image of the pods an operator makes (kwok's pods run nothing: any name).
+        self.pod_image = "registry.example/modeltrust:e2e"
+        if not cluster.real_pods:
+            # No provisioner with kwok: bind the claim to a PV the test creates. Where pods
+            # run (the real node, kind) one is provisioned from the default StorageClass.
             self.values = merge(self.values, {"ledger": {"persistence": {"storageClassName": "-"}}})
         else:
-            # Pods really run there: use the image the kind script built and loaded, and keep
-            # this release's operator from acting on other tests' namespaces.
-            image = os.environ.get("MODELTRUST_E2E_IMAGE", "modeltrust:e2e")
+            # Pods really run there: use the modeltrust image the node has (imported into the
+            # real node here; built and loaded by the kind script), and keep this release's
+            # operator from acting on other tests' namespaces.
+            if cluster.local:
+                image, pull = image_on_node(cluster), "Never"
+            else:
+                image, pull = (
+                    os.environ.get("MODELTRUST_E2E_IMAGE", "modeltrust:e2e"),
+                    "IfNotPresent",
+                )
+            self.pod_image = image
             repository, _, tag = image.rpartition(":")
             self.values = merge(
                 self.values,
                 {
-                    "image": {"repository": repository, "tag": tag, "pullPolicy": "IfNotPresent"},
+                    "image": {"repository": repository, "tag": tag, "pullPolicy": pull},
                     "operator": {"watchNamespaces": [f"{self.name}-inert"]},
                 },
             )
@@ -117,7 +130,7 @@ class Release:
         )  # fmt: skip
 
     def create_volume(self) -> None:
-        if not self.cluster.local:
+        if self.cluster.real_pods:
             return  # the cluster's provisioner makes it
         # Pre-bound to the StatefulSet's claim, so no other claim can take it.
         pv = {
@@ -233,7 +246,7 @@ def test_install_is_ready_and_upgrade_keeps_the_ledger_key_and_volume(
     assert ready_replicas(cluster, "deployment", operator, ns) == 1
     claim = get(cluster, "pvc", release.claim, "-n", ns)
     assert claim["status"]["phase"] == "Bound"
-    if cluster.local:
+    if not cluster.real_pods:
         assert claim["spec"]["volumeName"] == release.pv_name
     spec = get(cluster, "modeltrustpolicy", f"{release.name}-policy")["spec"]
     assert spec["ledger"]["verifierKey"] == release.key.verifier_key
@@ -357,8 +370,10 @@ class LocalProcess:
 
 
 def start_ledger(release: Release, port: int, auth: list[str] | None = None) -> LocalProcess:
-    """`modeltrust ledger serve` with the release's key, as the chart's StatefulSet runs it;
-    audit writers authenticate with `auth` arguments, else with a static token."""
+    """`modeltrust ledger serve` with the release's key, as the chart's StatefulSet runs it,
+    on the cluster's host address (pods reach it there); audit writers authenticate with
+    `auth` arguments, else with a static token."""
+    host = release.cluster.host_address
     work = release.tmp_path / "ledger"
     work.mkdir()
     (work / "signer.key").write_text(release.key.signer_key + "\n")
@@ -367,7 +382,7 @@ def start_ledger(release: Release, port: int, auth: list[str] | None = None) -> 
     ledger = LocalProcess(
         [str(MODELTRUST), "ledger", "serve", "--db", str(work / "ledger.db"),
          "--key", str(work / "signer.key"), "--origin", release.key.verifier_key.split("+")[0],
-         "--publishers", str(work / "publishers.pem"), "--listen", f"127.0.0.1:{port}",
+         "--publishers", str(work / "publishers.pem"), "--listen", f"{host}:{port}",
          *(auth if auth is not None else ["--static-tokens", str(work / "tokens")])],
         work / "ledger.log",
     )  # fmt: skip
@@ -376,7 +391,7 @@ def start_ledger(release: Release, port: int, auth: list[str] | None = None) -> 
         if ledger.proc.poll() is not None:
             raise AssertionError(f"the ledger exited:\n{ledger.tail()}")
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
+            with urllib.request.urlopen(f"http://{host}:{port}/readyz", timeout=2) as r:
                 return bool(r.status == 200)
         except OSError:
             return False
@@ -395,10 +410,11 @@ def test_uninstall_in_the_documented_order_leaves_nothing_stuck(
         "label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted"
     )
     release = Release(cluster, namespace, tmp_path)
-    port = free_port()
+    host = cluster.host_address
+    port = free_port(host)
     # Pods on fake nodes run nothing: the ledger and the operator run here, as local processes
     # the in-cluster objects stand for, and the policy points at the local ledger.
-    release.values = merge(release.values, {"policy": {"ledgerUrl": f"http://127.0.0.1:{port}"}})
+    release.values = merge(release.values, {"policy": {"ledgerUrl": f"http://{host}:{port}"}})
     release.create_key_secret()
     release.create_volume()
     ledger = start_ledger(release, port)
@@ -442,9 +458,7 @@ def test_uninstall_in_the_documented_order_leaves_nothing_stuck(
             check=False, timeout=120,
         )  # fmt: skip
         assert deleted.returncode == 0, f"{deleted.stderr}\n{operator.tail()}"
-        with LedgerClient(
-            f"http://127.0.0.1:{port}", verifier_key=release.key.verifier_key
-        ) as client:
+        with LedgerClient(f"http://{host}:{port}", verifier_key=release.key.verifier_key) as client:
             trail = [e.entry for e in client.audit_trail(uid=uid)]
         actions = [e.action for e in trail if isinstance(e, AuditEntry)]
         assert "delete" in actions, f"the deletion was not audited: {actions}"
@@ -561,15 +575,15 @@ def post_audit(url: str, token: str, uid: str) -> tuple[int, str]:
 def test_ledger_accepts_the_operators_ledger_token_and_never_its_api_token(
     cluster: Cluster, release: Release
 ) -> None:
-    port = free_port()
-    release.values = merge(release.values, {"policy": {"ledgerUrl": f"http://127.0.0.1:{port}"}})
+    url = f"http://{cluster.host_address}:{free_port(cluster.host_address)}"
+    port = int(url.rsplit(":", 1)[1])
+    release.values = merge(release.values, {"policy": {"ledgerUrl": url}})
     release.create_key_secret()
     release.create_volume()
     installed = release.install()
     assert installed.returncode == 0, installed.stderr
     ledger = start_ledger(release, port, tokenreview_args(release, cluster))
     try:
-        url = f"http://127.0.0.1:{port}"
         operator_sa = f"{release.fullname}-operator"
         api_token = service_account_token(cluster, release.namespace, operator_sa)
         status, body = post_audit(url, api_token, "api-token")
@@ -610,16 +624,16 @@ def service_account_kubeconfig(cluster: Cluster, token: str, workdir: Path) -> P
 
 
 @pytest.fixture
-def model_files(tmp_path: Path) -> Iterator[tuple[Path, str]]:
-    """A directory served over loopback HTTP (the model store) and its URL."""
+def model_files(cluster: Cluster, tmp_path: Path) -> Iterator[tuple[Path, str]]:
+    """A directory served over HTTP (the model store) where pods reach it, and its URL."""
     root = tmp_path / "models"
     root.mkdir()
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server = http.server.ThreadingHTTPServer((cluster.host_address, 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield root, f"http://127.0.0.1:{server.server_address[1]}"
+        yield root, f"http://{cluster.host_address}:{server.server_address[1]}"
     finally:
         server.shutdown()
         server.server_close()
@@ -637,13 +651,14 @@ def test_operator_with_the_charts_account_rolls_out_a_verified_model(
     into another namespace writes the pods' proof ConfigMap there, and the audit entries
     reach the ledger only through the audience-bound token."""
     publisher = Ed25519PrivateKey.generate()
-    port = free_port()
+    ledger_url = f"http://{cluster.host_address}:{free_port(cluster.host_address)}"
+    port = int(ledger_url.rsplit(":", 1)[1])
     models_ns = f"{release.namespace}-models"
     release.values = merge(
         release.values,
         {
             "policy": {
-                "ledgerUrl": f"http://127.0.0.1:{port}",
+                "ledgerUrl": ledger_url,
                 "publishers": [{"name": "acme-ml", "publicKey": public_key_pem(
                     publisher.public_key()).decode()}],
             },
@@ -663,7 +678,6 @@ def test_operator_with_the_charts_account_rolls_out_a_verified_model(
         model = mnist_mlp(root / "mnist.onnx", seed=7)
         data = model.read_bytes()
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
-        ledger_url = f"http://127.0.0.1:{port}"
         with LedgerClient(ledger_url, verifier_key=release.key.verifier_key) as client:
             client.append(
                 sign_registration(publisher, name="mnist", version="1", digest=digest,
@@ -679,7 +693,7 @@ def test_operator_with_the_charts_account_rolls_out_a_verified_model(
             KUBECONFIG=str(service_account_kubeconfig(cluster, api_token, release.tmp_path)),
             MODELTRUST_NAMESPACE=release.namespace,
             MODELTRUST_LEDGER_TOKEN_FILE=str(ledger_token),
-            MODELTRUST_IMAGE="registry.example/modeltrust@sha256:" + "e2" * 32,
+            MODELTRUST_IMAGE=release.pod_image,
         )
         operator = LocalProcess(
             [sys.executable, "-m", "modeltrust.operator", "-n", models_ns, "--log-format",

@@ -103,7 +103,8 @@ class Cluster:
     `host_address` is where a pod reaches a server the tests run on this machine (model
     stores, ledgers): bind those servers to it, never to 127.0.0.1, which in a pod is the
     pod itself. `node_info` is the node's status.nodeInfo (kubeletVersion,
-    containerRuntimeVersion, ...) when the harness started a real node.
+    containerRuntimeVersion, ...) when the harness started a real node. `logs_dir` holds
+    the logs of the components a local cluster runs (None for a cluster KUBECONFIG names).
     """
 
     kubeconfig: Path
@@ -115,17 +116,19 @@ class Cluster:
     real_pods: bool = False
     host_address: str = "127.0.0.1"
     node_info: dict[str, str] = field(default_factory=dict)
-    importer: Callable[[Path], None] | None = field(default=None, repr=False)
+    logs_dir: Path | None = None
+    importer: Callable[[Path], dict[str, str]] | None = field(default=None, repr=False)
 
-    def import_image(self, archive: Path) -> None:
+    def import_image(self, archive: Path) -> dict[str, str]:
         """Load an image archive (`docker save`, `buildah push docker-archive:`, OCI) into
-        the node's container runtime, so pods can use its tag with no registry."""
+        the node's container runtime, so pods can use its tag with no registry; returns each
+        imported name with its digest-pinned reference (`repo@sha256:...`)."""
         if self.importer is None:
             raise ClusterError(
                 f"a {self.mode} cluster has no container runtime to import {archive} into; "
                 "use MODELTRUST_CLUSTER=real (or load it into your own cluster yourself)"
             )
-        self.importer(archive)
+        return self.importer(archive)
 
     def kubectl(
         self, *args: str, input: str | None = None, check: bool = True, timeout: float = 120
@@ -213,7 +216,13 @@ class LocalControlPlane:
 
     def up(self, timeout: float = 180) -> Cluster:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        cluster = Cluster(self.kubeconfig, self.bin_dir, local=True, env=self._env())
+        cluster = Cluster(
+            self.kubeconfig,
+            self.bin_dir,
+            local=True,
+            env=self._env(),
+            logs_dir=self.workdir / "clusters" / self.name / "logs",
+        )
         if self._running():
             cluster.server_version = _read_server_version(cluster)
             return cluster
@@ -372,6 +381,7 @@ class RealNodePlane:
                 real_pods=True,
                 host_address=addresses.host_ip,
                 node_info=self.node.node_info(),
+                logs_dir=self.node.logs,
                 importer=self.node.import_image,
             )
         except RealNodeError as exc:

@@ -1,4 +1,5 @@
-"""A static file server on 127.0.0.1 for model artifacts, fast enough to benchmark against.
+"""A static file server for model artifacts, fast enough to benchmark against; on
+127.0.0.1 unless told another address (a cluster's `host_address`, for pods to reach).
 
     with serve_files(root) as base_url:      # e.g. http://127.0.0.1:40123
         fetch_artifact(f"{base_url}/model.onnx", digest, dest)
@@ -64,15 +65,15 @@ class _Server(http.server.ThreadingHTTPServer):
 
 
 @contextmanager
-def serve_files(root: Path) -> Iterator[str]:
-    """Serve `root` on an ephemeral loopback port; yields the base URL."""
+def serve_files(root: Path, host: str = "127.0.0.1") -> Iterator[str]:
+    """Serve `root` on an ephemeral port of `host` (loopback by default); yields the base URL."""
     resolved = Path(os.path.realpath(root))
     handler = type("Handler", (_FileHandler,), {"root": resolved})
-    server = _Server(("127.0.0.1", 0), handler)
+    server = _Server((host, 0), handler)
     thread = threading.Thread(target=server.serve_forever, name="file-server", daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
+        yield f"http://{host}:{server.server_address[1]}"
     finally:
         server.shutdown()
         server.server_close()

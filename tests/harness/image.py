@@ -3,6 +3,7 @@
     image = build_image()          # builds once per build-context hash; seconds when cached
     image.reference                # "modeltrust:0.1.0", what the chart deploys by default
     image.archive_path             # docker-archive for `ctr -n k8s.io images import`
+    image_on_node(cluster)         # imported into a real node once; the reference pods use
     with image.container() as c:   # a working container (buildah) or `docker run`
         c.run(["modeltrust", "--help"], user="65532:65532")
 
@@ -19,6 +20,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+from harness.cluster import Cluster
 
 REPO = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = REPO / "hack" / "build-image.sh"
@@ -133,3 +136,23 @@ def build_image(force: bool = False, timeout: float = 3600) -> BuiltImage:
         buildah_root=Path(f["BUILDAH_ROOT"]),
         buildah_runroot=Path(f["BUILDAH_RUNROOT"]),
     )
+
+
+# (kubeconfig, archive) -> the reference pods use; a session imports each archive once.
+_ON_NODE: dict[tuple[Path, Path], str] = {}
+
+
+def image_on_node(cluster: Cluster) -> str:
+    """The built modeltrust image, imported into the real node's containerd once per cluster;
+    returns the reference pods name it by: pinned by digest (`localhost/modeltrust@sha256:...`,
+    as policies require of runtime images), never `latest`, so the pods' default pull policy
+    (IfNotPresent) never pulls."""
+    image = build_image()
+    key = (cluster.kubeconfig, image.archive_path)
+    if key not in _ON_NODE:
+        pinned = cluster.import_image(image.archive_path)
+        name = f"localhost/{image.hash_reference}"
+        if name not in pinned:
+            raise RuntimeError(f"{image.archive_path} did not import as {name}: {pinned}")
+        _ON_NODE[key] = pinned[name]
+    return _ON_NODE[key]

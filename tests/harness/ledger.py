@@ -21,7 +21,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
@@ -132,9 +132,10 @@ class LedgerThread:
         return self.service.url
 
 
-def free_port() -> int:
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port free on `host` right now (the caller binds it soon after)."""
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((host, 0))
         port: int = s.getsockname()[1]
         return port
 
@@ -207,16 +208,21 @@ class LedgerProcess:
     """`modeltrust ledger serve` as a real process with its own signer key, the given
     publishers' keys and the audit token e2e operators present; stop()/start() keep its
     database and port, snapshot()/restore() copy the database while it is stopped.
-    `no_passwd=True` runs it as a uid with no passwd entry and no HOME, as in a pod."""
+    `no_passwd=True` runs it as a uid with no passwd entry and no HOME, as in a pod.
+    `host` is the address it listens on: loopback unless pods must reach it (then the
+    cluster's `host_address`)."""
 
     workdir: Path
     publishers: list[Publisher]
     origin: str = "ledger.e2e.modeltrust.dev"
-    port: int = field(default_factory=free_port)
+    host: str = "127.0.0.1"
+    port: int = 0  # 0: a free port on `host`, chosen once (restarts keep it)
     no_passwd: bool = False
     proc: subprocess.Popen[bytes] | None = None
 
     def __post_init__(self) -> None:
+        if not self.port:
+            self.port = free_port(self.host)
         self.signer = NoteSigner.generate(self.origin)
         (self.workdir / "publishers").mkdir(parents=True, exist_ok=True)
         for p in self.publishers:
@@ -227,7 +233,7 @@ class LedgerProcess:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     @property
     def verifier_key(self) -> str:
@@ -238,7 +244,7 @@ class LedgerProcess:
         argv = [str(MODELTRUST), "ledger", "serve", "--db", str(self.db),
                 "--key", str(self.workdir / "signer.key"), "--origin", self.origin,
                 "--publishers", str(self.workdir / "publishers"),
-                "--listen", f"127.0.0.1:{self.port}",
+                "--listen", f"{self.host}:{self.port}",
                 "--static-tokens", str(self.workdir / "tokens"), "--max-batch", "256"]  # fmt: skip
         env = dict(os.environ)
         if self.no_passwd:

@@ -31,6 +31,7 @@ import hashlib
 import ipaddress
 import json
 import os
+import re
 import shutil
 import signal
 import ssl
@@ -694,14 +695,33 @@ disabled_plugins = [
             self.tail_logs,
         )
 
-    def import_image(self, archive: Path) -> None:
-        """Import a `docker save`/OCI archive into the node's containerd (k8s.io namespace).
+    def import_image(self, archive: Path) -> dict[str, str]:
+        """Import a `docker save`/OCI archive into the node's containerd (k8s.io namespace);
+        returns each imported name with the digest-pinned reference (`repo@sha256:...`) it
+        can also be run by.
 
-        Pods then use it by the name it is tagged with, with imagePullPolicy IfNotPresent
-        or Never (there is no registry to pull from)."""
+        A registry pull records both references; `ctr import` only the tag, and the kubelet
+        resolves a `repo@sha256:` reference only if containerd has an image by that name.
+        Policies allow runtime images by digest only, so the digest reference is made here.
+        Pods use either with imagePullPolicy IfNotPresent or Never (nothing can be pulled)."""
         result = self._ctr("images", "import", str(archive), timeout=900)
         if result.returncode != 0:
             raise RealNodeError(f"importing {archive} failed: {result.stderr.strip()}")
+        names = set(re.findall(r"^unpacking (\S+) \(sha256:", result.stdout, re.MULTILINE))
+        listed = self._ctr("images", "ls")
+        pinned: dict[str, str] = {}
+        for line in listed.stdout.splitlines()[1:]:
+            fields = line.split()
+            if len(fields) < 3 or fields[0] not in names:
+                continue
+            name, digest = fields[0], fields[2]
+            repo = name.rsplit(":", 1)[0] if ":" in name.rsplit("/", 1)[-1] else name
+            ref = f"{repo}@{digest}"
+            tagged = self._ctr("images", "tag", "--force", name, ref)
+            if tagged.returncode != 0:
+                raise RealNodeError(f"tagging {name} as {ref} failed: {tagged.stderr.strip()}")
+            pinned[name] = ref
+        return pinned
 
     def _write_cni_config(self, a: Addresses) -> None:
         net_d = self.dir / "cni" / "net.d"

@@ -1,6 +1,14 @@
 """Fixtures for operator e2e tests: the CRDs on the API server, a ledger
-(`modeltrust ledger serve` on 127.0.0.1 with a SQLite file), the operator
-(`python -m modeltrust.operator`), publisher keys, ONNX models, and a trust policy.
+(`modeltrust ledger serve` with a SQLite file), the operator (`python -m
+modeltrust.operator`), publisher keys, ONNX models and where pods fetch them, the image
+the operator's pods run, and a trust policy.
+
+On kwok (pods run nothing) the ledger listens on 127.0.0.1, the models are named by their
+file paths and the pods' image is a name nothing pulls. On a real node
+(`cluster.real_pods`) the pods' fetch step really downloads and re-verifies the model:
+the ledger and a model store listen on `cluster.host_address`, model URIs are
+http://<host_address>:<port>/..., and the pods run the modeltrust image imported into
+the node.
 
 The processes and objects themselves are in tests/harness/; the tests here import
 them from this module under their e2e names (Ledger, Operator, Models)."""
@@ -9,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +26,8 @@ from typing import Any, Protocol
 import pytest
 
 from harness.cluster import Cluster
+from harness.file_server import serve_files
+from harness.image import image_on_node
 from harness.ledger import MODELTRUST, free_port
 from harness.ledger import LedgerProcess as Ledger
 from harness.modeltrust_objects import (
@@ -32,9 +43,9 @@ from harness.operator_process import OperatorProcess as Operator
 from harness.waiting import wait_for
 
 __all__ = [
-    "E2E_IMAGE",
     "MODELTRUST",
     "Ledger",
+    "ModelUri",
     "Models",
     "Operator",
     "PolicyFactory",
@@ -101,14 +112,15 @@ def wait_condition(
     return result
 
 
-# The operator's default model server image, pinned by digest as every runtime image must
-# be; make_policy allows it.
-E2E_IMAGE = "registry.example/modeltrust@sha256:" + "e2" * 32
+# The pods' image on kwok, whose pods run nothing: a name nothing ever pulls, pinned by
+# digest as every runtime image must be (make_policy allows the cluster's pod image).
+KWOK_IMAGE = "registry.example/modeltrust@sha256:" + "e2" * 32
 
 # The timer every second and the drift check every 2 s: the tests wait on them.
+# MODELTRUST_IMAGE is kwok's; the `operator_settings` fixture has the one for the cluster.
 OPERATOR_SETTINGS = {
     "MODELTRUST_TIMER_INTERVAL": "1",
-    "MODELTRUST_IMAGE": E2E_IMAGE,
+    "MODELTRUST_IMAGE": KWOK_IMAGE,
     "MODELTRUST_ACTOR": "e2e-operator",
     # The timer also looks at each owned Deployment (drift the watch cannot see).
     "MODELTRUST_DRIFT_CHECK_INTERVAL": "2",
@@ -123,6 +135,24 @@ def crds(cluster: Cluster) -> Cluster:
     return cluster
 
 
+@pytest.fixture(scope="session")
+def pod_image(cluster: Cluster) -> str:
+    """The image of the operator's pods: on a real node the modeltrust image, imported into
+    its containerd (nothing can be pulled), so the fetch step really runs; on kwok a name."""
+    return image_on_node(cluster) if cluster.real_pods else KWOK_IMAGE
+
+
+@pytest.fixture
+def operator_settings(pod_image: str, tmp_path: Path) -> dict[str, str]:
+    """OPERATOR_SETTINGS with this cluster's pod image; the tests' models are files under
+    the test's directory (Models.root), which the operator may read."""
+    return {
+        **OPERATOR_SETTINGS,
+        "MODELTRUST_IMAGE": pod_image,
+        "MODELTRUST_LOCAL_MODEL_ROOT": str(tmp_path),
+    }
+
+
 @pytest.fixture
 def publishers() -> dict[str, Publisher]:
     # "trusted" is in the policy; "outsider" may write to the ledger but the policy ignores it.
@@ -130,8 +160,9 @@ def publishers() -> dict[str, Publisher]:
 
 
 @pytest.fixture
-def ledger(tmp_path: Path, publishers: dict[str, Publisher]) -> Iterator[Ledger]:
-    led = Ledger(tmp_path / "ledger", list(publishers.values()))
+def ledger(cluster: Cluster, tmp_path: Path, publishers: dict[str, Publisher]) -> Iterator[Ledger]:
+    # Loopback on kwok; where pods reach the host on a real node.
+    led = Ledger(tmp_path / "ledger", list(publishers.values()), host=cluster.host_address)
     led.start()
     try:
         yield led
@@ -141,32 +172,36 @@ def ledger(tmp_path: Path, publishers: dict[str, Publisher]) -> Iterator[Ledger]
 
 @pytest.fixture
 def operator(
-    crds: Cluster, namespace: str, tmp_path: Path, request: pytest.FixtureRequest
+    crds: Cluster,
+    namespace: str,
+    tmp_path: Path,
+    operator_settings: dict[str, str],
+    request: pytest.FixtureRequest,
 ) -> Iterator[Operator]:
     if "ledger" in request.fixturenames:
         # Set the ledger up first, so it is torn down after the operator: the deletions
         # below are audited on it.
         request.getfixturevalue("ledger")
-    # The tests' models are files under the test's directory (Models.root).
-    settings = {**OPERATOR_SETTINGS, "MODELTRUST_LOCAL_MODEL_ROOT": str(tmp_path)}
-    op = Operator(crds.env, namespace, tmp_path, TOKEN, settings)
+    op = Operator(crds.env, namespace, tmp_path, TOKEN, operator_settings)
     op.start()
     try:
         yield op
     finally:
-        release_model_deployments(crds, namespace, op)
+        release_model_deployments(crds, namespace, op.proc)
         op.stop()
         if os.environ.get("MODELTRUST_E2E_SHOW_LOGS"):
             print(op.log()[-20000:])
 
 
-def release_model_deployments(cluster: Cluster, ns: str, op: Operator) -> None:
+def release_model_deployments(
+    cluster: Cluster, ns: str, operator: subprocess.Popen[bytes] | None
+) -> None:
     """Delete the test's ModelDeployments while its operator still runs, so their finalizer
     is honoured and the namespace can go. On a long-lived cluster (kind, a real node) a
     ModelDeployment left behind keeps its namespace Terminating forever once the operator
     that owns the finalizer is gone. Where the operator cannot finish (it was killed, or its
     ledger is already stopped), the finalizer is removed by hand: nobody else will."""
-    if op.proc is not None and op.proc.poll() is None:
+    if operator is not None and operator.poll() is None:
         cluster.kubectl(
             "delete", "md", "--all", "-n", ns, "--wait=true", "--timeout=20s",
             check=False, timeout=40,
@@ -184,6 +219,28 @@ def models(tmp_path: Path) -> Models:
     return Models(tmp_path / "models")
 
 
+ModelUri = Callable[[Path], str]
+
+
+@pytest.fixture
+def model_uri(cluster: Cluster, models: Models) -> Iterator[ModelUri]:
+    """The URI a ModelDeployment names a model file under Models.root by. On kwok its path
+    (the operator reads it under MODELTRUST_LOCAL_MODEL_ROOT; pods run nothing). On a real
+    node the pod's fetch step downloads it too, and a pod can read neither the host's files
+    nor its loopback: the directory is served over HTTP on `cluster.host_address`, which
+    the operator (on the host) reaches as well."""
+    if not cluster.real_pods:
+        yield str
+        return
+    models.root.mkdir(parents=True, exist_ok=True)
+    with serve_files(models.root, host=cluster.host_address) as base:
+
+        def uri(path: Path) -> str:
+            return f"{base}/{path.relative_to(models.root)}"
+
+        yield uri
+
+
 PolicyFactory = Callable[..., str]
 
 
@@ -196,10 +253,14 @@ def trust_policy_body(
 
 @pytest.fixture
 def make_policy(
-    crds: Cluster, ledger: Ledger, publishers: dict[str, Publisher], namespace: str
+    crds: Cluster,
+    ledger: Ledger,
+    publishers: dict[str, Publisher],
+    namespace: str,
+    pod_image: str,
 ) -> Iterator[PolicyFactory]:
     """Apply a cluster-scoped ModelTrustPolicy trusting only the "trusted" publisher, scoped
-    to the test's namespace and allowing the operator's default image (E2E_IMAGE); keyword
+    to the test's namespace and allowing the operator's default image (pod_image); keyword
     arguments replace spec fields (enforcement, revocationAction, ledger, namespaces,
     runtime, ...)."""
     created: list[str] = []
@@ -209,7 +270,7 @@ def make_policy(
         spec = {
             "reverifyInterval": "10s",
             "namespaces": [namespace],
-            "runtime": {"allowedImages": [E2E_IMAGE]},
+            "runtime": {"allowedImages": [pod_image]},
             **spec,
         }
         spec = {k: v for k, v in spec.items() if v is not None}  # None: leave the field out
@@ -266,6 +327,7 @@ def rolled_out(
     ledger: Ledger,
     publishers: dict[str, Publisher],
     models: Models,
+    model_uri: ModelUri,
 ) -> RolloutFactory:
     """Roll out a registered model the ordinary way: write models/<name>.onnx, register it
     on the ledger signed by `publisher`, apply the ModelDeployment <name> pinning it under
@@ -283,7 +345,7 @@ def rolled_out(
         path, digest = models.make(name, seed=seed)
         index = ledger.register(publishers[publisher], path, "mnist", version)
         body = model_deployment(
-            namespace, name, policy, str(path), digest, version=version, replicas=replicas
+            namespace, name, policy, model_uri(path), digest, version=version, replicas=replicas
         )
         apply(crds, body)
         md = wait_condition(crds, namespace, name, "Ready", "True")

@@ -52,7 +52,7 @@ def metered(
     try:
         yield op, port
     finally:
-        release_model_deployments(crds, namespace, op)
+        release_model_deployments(crds, namespace, op.proc)
         op.stop()
 
 

@@ -13,7 +13,6 @@ import pytest
 from harness.cluster import Cluster
 
 from .conftest import (
-    E2E_IMAGE,
     Ledger,
     Models,
     Publisher,
@@ -90,6 +89,7 @@ def test_changes_anywhere_in_the_pod_template_are_reverted_and_audited(
 
 def test_a_deployment_without_its_label_is_still_checked(
     crds: Cluster,
+    pod_image: str,
     namespace: str,
     ledger: Ledger,
     publishers: dict[str, Publisher],
@@ -107,7 +107,7 @@ def test_a_deployment_without_its_label_is_still_checked(
         dep = deployment(crds, namespace, "l") or {}
         labels = dep.get("metadata", {}).get("labels", {})
         return bool(
-            server(dep)["image"] == E2E_IMAGE
+            server(dep)["image"] == pod_image
             and labels.get("app.kubernetes.io/managed-by") == "modeltrust-operator"
         )
 

@@ -19,6 +19,7 @@ from harness.tampering_proxy import (
 from .conftest import (
     Ledger,
     Models,
+    ModelUri,
     PolicyFactory,
     Publisher,
     RolloutFactory,
@@ -45,6 +46,7 @@ def test_a_proxy_hiding_revocations_cannot_get_a_revoked_model_served(
     ledger: Ledger,
     publishers: dict[str, Publisher],
     models: Models,
+    model_uri: ModelUri,
     make_policy: PolicyFactory,
     proxy: TamperingProxy,
     rolled_out: RolloutFactory,
@@ -56,7 +58,7 @@ def test_a_proxy_hiding_revocations_cannot_get_a_revoked_model_served(
     pre_path, pre_digest = models.make("pre", seed=61)
     ledger.register(trusted, pre_path, "mnist", "1.0.0")
     ledger.revoke_digest(trusted, pre_digest, "backdoored weights")
-    apply(crds, model_deployment(namespace, "pre", policy, str(pre_path), pre_digest))
+    apply(crds, model_deployment(namespace, "pre", policy, model_uri(pre_path), pre_digest))
     md = wait_condition(crds, namespace, "pre", "Verified", "False", "Revoked")
     assert "backdoored weights" in condition(md, "Verified")["message"]
     assert deployment(crds, namespace, "pre") is None
@@ -76,6 +78,6 @@ def test_a_proxy_hiding_revocations_cannot_get_a_revoked_model_served(
     late_path, late_digest = models.make("late", seed=63)
     ledger.register(trusted, late_path, "mnist", "1.0.0")
     ledger.revoke_digest(trusted, late_digest, "pulled by the publisher")
-    apply(crds, model_deployment(namespace, "late", policy, str(late_path), late_digest))
+    apply(crds, model_deployment(namespace, "late", policy, model_uri(late_path), late_digest))
     md = wait_condition(crds, namespace, "late", "Verified", "False", "LedgerUnavailable")
     assert deployment(crds, namespace, "late") is None

@@ -17,12 +17,14 @@ from harness.cluster import Cluster
 from harness.modeltrust_objects import TOKEN
 from harness.nopasswd import environment_is_passwdless
 
-from .conftest import OPERATOR_SETTINGS, Ledger, Operator, Publisher, RolloutFactory
+from .conftest import Ledger, Operator, Publisher, RolloutFactory, release_model_deployments
 
 
 @pytest.fixture
-def ledger(tmp_path: Path, publishers: dict[str, Publisher]) -> Iterator[Ledger]:
-    led = Ledger(tmp_path / "ledger", list(publishers.values()), no_passwd=True)
+def ledger(cluster: Cluster, tmp_path: Path, publishers: dict[str, Publisher]) -> Iterator[Ledger]:
+    led = Ledger(
+        tmp_path / "ledger", list(publishers.values()), host=cluster.host_address, no_passwd=True
+    )
     led.start()
     try:
         yield led
@@ -31,14 +33,16 @@ def ledger(tmp_path: Path, publishers: dict[str, Publisher]) -> Iterator[Ledger]
 
 
 @pytest.fixture
-def operator(crds: Cluster, namespace: str, tmp_path: Path) -> Iterator[Operator]:
+def operator(
+    crds: Cluster, namespace: str, tmp_path: Path, operator_settings: dict[str, str]
+) -> Iterator[Operator]:
     environment_is_passwdless()
-    settings = {**OPERATOR_SETTINGS, "MODELTRUST_LOCAL_MODEL_ROOT": str(tmp_path)}
-    op = Operator(crds.env, namespace, tmp_path, TOKEN, settings, no_passwd=True)
+    op = Operator(crds.env, namespace, tmp_path, TOKEN, operator_settings, no_passwd=True)
     op.start()
     try:
         yield op
     finally:
+        release_model_deployments(crds, namespace, op.proc)
         op.stop()
         if os.environ.get("MODELTRUST_E2E_SHOW_LOGS"):
             print(op.log()[-20000:])

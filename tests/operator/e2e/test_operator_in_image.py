@@ -2,9 +2,9 @@
 the test cluster: it must verify and roll out a registered model, as the chart's pod would.
 
 No kubelet: the container runs with `buildah run --isolation chroot` (or `docker run
---network=host`), which shares the host's network, so the API server and the ledger on
-127.0.0.1 are reachable; the flattened kubeconfig and the test's model directory are mounted
-at the paths the operator is given.
+--network=host`), which shares the host's network, so the API server and the ledger are
+reachable; the flattened kubeconfig and the test's model directory are mounted at the paths
+the operator is given.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from harness.image import BuiltImage, build_image
 from harness.modeltrust_objects import TOKEN
 from harness.processes import stop_process
 
-from .conftest import OPERATOR_SETTINGS, RolloutFactory
+from .conftest import RolloutFactory, release_model_deployments
 
 USER = "65532:65532"
 
@@ -54,7 +54,9 @@ def _command(image: BuiltImage, name: str, mounts: dict[Path, str], env: dict[st
 
 
 @pytest.fixture
-def operator(crds: Cluster, namespace: str, tmp_path: Path) -> Iterator[ImageOperator]:
+def operator(
+    crds: Cluster, namespace: str, tmp_path: Path, operator_settings: dict[str, str]
+) -> Iterator[ImageOperator]:
     image = build_image()
     kubeconfig = tmp_path / "kubeconfig"
     flat = crds.kubectl("config", "view", "--flatten", "--minify", "--raw")
@@ -62,11 +64,10 @@ def operator(crds: Cluster, namespace: str, tmp_path: Path) -> Iterator[ImageOpe
     kubeconfig.chmod(0o644)
     tmp_path.chmod(0o755)
     env = {
-        **OPERATOR_SETTINGS,
+        **operator_settings,
         "KUBECONFIG": "/etc/modeltrust/kubeconfig",
         "MODELTRUST_NAMESPACE": namespace,
         "MODELTRUST_LEDGER_TOKEN": TOKEN,
-        "MODELTRUST_LOCAL_MODEL_ROOT": str(tmp_path),
     }
     mounts = {kubeconfig: "/etc/modeltrust/kubeconfig:ro", tmp_path: f"{tmp_path}:ro"}
     argv = ["modeltrust", "operator", "-n", namespace, "--log-format", "plain"]
@@ -85,6 +86,7 @@ def operator(crds: Cluster, namespace: str, tmp_path: Path) -> Iterator[ImageOpe
     try:
         yield ImageOperator(proc, log_path)
     finally:
+        release_model_deployments(crds, namespace, proc)
         stop_process(proc, timeout=20)
         if image.builder == "buildah":
             subprocess.run(image.buildah("rm", name), capture_output=True, check=False)

@@ -2,9 +2,10 @@
 
 The operator writes the registration, publisher key, signed checkpoint and inclusion proof
 into an immutable ConfigMap owned by the ModelDeployment and mounts it into the init step.
-Pods on kwok nodes run nothing, so the test runs the init container's exact command line
-locally, with the pod's paths mapped to a directory holding the ConfigMap's files, against
-the model served over loopback HTTP.
+The test runs the init container's exact command line locally, with the pod's paths mapped
+to a directory holding the ConfigMap's files, against the model served over HTTP (on
+loopback with kwok, whose pods run nothing; on the host address pods reach with a real
+node, where the pods' own init step runs it too before they become Ready).
 """
 
 from __future__ import annotations
@@ -40,15 +41,15 @@ POD_MODEL_PATH = "/models/model.onnx"
 
 
 @pytest.fixture
-def model_server(models: Models) -> Iterator[str]:
-    """The models directory over HTTP on 127.0.0.1 (what a model store would be)."""
+def model_server(cluster: Cluster, models: Models) -> Iterator[str]:
+    """The models directory over HTTP (what a model store would be), where pods reach it."""
     models.root.mkdir(parents=True, exist_ok=True)
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(models.root))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server = http.server.ThreadingHTTPServer((cluster.host_address, 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
+        yield f"http://{cluster.host_address}:{server.server_address[1]}"
     finally:
         server.shutdown()
         server.server_close()
@@ -111,10 +112,15 @@ def test_pod_reverifies_the_registration_offline(
 
     result = run_init_step(template, cm, tmp_path / "pod")
     assert result.returncode == 0, result.stderr
-    assert (
+    proven = (
         f"registered: mnist 1.0.0 signed by key {publishers['trusted'].key_id}, "
         f"proven at ledger index {index}"
-    ) in result.stdout
+    )
+    assert proven in result.stdout
+    if crds.real_pods:
+        # The pod's own init step ran it too, from the mounted ConfigMap, before Ready.
+        log = crds.kubectl("logs", "deployment/p", "-n", namespace, "-c", "fetch").stdout
+        assert proven in log, log
     assert (tmp_path / "pod" / "models" / "model.onnx").read_bytes() == path.read_bytes()
 
     # The same command refuses a ConfigMap whose publisher key was swapped.

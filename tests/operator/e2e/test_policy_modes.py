@@ -16,6 +16,7 @@ from harness.cluster import Cluster
 from .conftest import (
     Ledger,
     Models,
+    ModelUri,
     PolicyFactory,
     Publisher,
     RolloutFactory,
@@ -44,11 +45,12 @@ def test_audit_mode_rolls_out_a_failing_model_and_records_the_failure(
     namespace: str,
     ledger: Ledger,
     models: Models,
+    model_uri: ModelUri,
     make_policy: PolicyFactory,
 ) -> None:
     policy = make_policy(enforcement="Audit")
     path, digest = models.make("unregistered", seed=31)  # nobody registered it
-    apply(crds, model_deployment(namespace, "a", policy, str(path), digest))
+    apply(crds, model_deployment(namespace, "a", policy, model_uri(path), digest))
 
     md = wait_condition(crds, namespace, "a", "Ready", "True")
     verified = condition(md, "Verified")
@@ -83,13 +85,14 @@ def test_audit_mode_still_refuses_bytes_that_are_not_the_pin(
     ledger: Ledger,
     publishers: dict[str, Publisher],
     models: Models,
+    model_uri: ModelUri,
     make_policy: PolicyFactory,
 ) -> None:
     policy = make_policy(enforcement="Audit")
     path, _ = models.make("served", seed=32)
     ledger.register(publishers["trusted"], path, "mnist", "1.0.0")
     _, other = models.make("pinned", seed=33)
-    apply(crds, model_deployment(namespace, "h", policy, str(path), other))
+    apply(crds, model_deployment(namespace, "h", policy, model_uri(path), other))
     md = wait_condition(crds, namespace, "h", "Verified", "False", "DigestMismatch")
     assert deployment(crds, namespace, "h") is None
     audits = wait_for("the refusal on the ledger", lambda: ledger.audits(md["metadata"]["uid"]))

@@ -57,7 +57,7 @@ def operator(crds: Cluster, namespace: str, tmp_path: Path, ledger: Ledger) -> I
     finally:
         if ledger.proc is None:
             ledger.start()  # deletions are audited
-        release_model_deployments(crds, namespace, op)
+        release_model_deployments(crds, namespace, op.proc)
         op.stop()
         if os.environ.get("MODELTRUST_E2E_SHOW_LOGS"):
             print(op.log()[-20000:])

@@ -16,7 +16,6 @@ import pytest
 from harness.cluster import Cluster
 
 from .conftest import (
-    E2E_IMAGE,
     Ledger,
     Models,
     PolicyFactory,
@@ -95,17 +94,18 @@ def test_the_last_verified_version_keeps_serving_when_a_new_image_is_refused(
     ledger: Ledger,
     policy: str,
     rolled_out: RolloutFactory,
+    pod_image: str,
 ) -> None:
     first = rolled_out("s", policy, seed=62)
     body = model_deployment(namespace, "s", policy, str(first.path), first.digest)
     apply(crds, with_runtime(body, image=EVIL))
     md = wait_condition(crds, namespace, "s", "Verified", "False", "RuntimeImageNotAllowed")
     assert md["status"]["servingDigest"] == first.digest
-    assert md["status"]["runtimeImage"] == E2E_IMAGE
+    assert md["status"]["runtimeImage"] == pod_image
     assert condition(md, "Ready")["status"] == "True"
     dep = deployment(crds, namespace, "s")
     assert dep is not None
-    assert set(images(dep)) == {E2E_IMAGE}
+    assert set(images(dep)) == {pod_image}
     audit = refused_audit(ledger, first.uid)
     assert f"runtime image: {EVIL}" in audit.reasons
 
@@ -119,9 +119,10 @@ def test_environment_that_changes_what_code_runs_is_refused(
     models: Models,
     make_policy: PolicyFactory,
     name: str,
+    pod_image: str,
 ) -> None:
     # A wildcard in the policy does not let them through: they must be named literally.
-    policy = make_policy(runtime={"allowedImages": [E2E_IMAGE], "allowedEnv": ["*"]})
+    policy = make_policy(runtime={"allowedImages": [pod_image], "allowedEnv": ["*"]})
     path, digest = models.make("e", seed=63)
     ledger.register(publishers["trusted"], path, "mnist", "1.0.0")
     env = [{"name": name, "value": "/models/evil"}, {"name": "APP_MODE", "value": "fast"}]
@@ -142,9 +143,10 @@ def test_a_rollout_records_the_runtime_image_and_the_pod_template_digest(
     publishers: dict[str, Publisher],
     models: Models,
     make_policy: PolicyFactory,
+    pod_image: str,
 ) -> None:
     policy = make_policy(
-        runtime={"allowedImages": [E2E_IMAGE, OTHER], "allowedEnv": ["OMP_NUM_THREADS"]}
+        runtime={"allowedImages": [pod_image, OTHER], "allowedEnv": ["OMP_NUM_THREADS"]}
     )
     path, digest = models.make("g", seed=64)
     ledger.register(publishers["trusted"], path, "mnist", "1.0.0")

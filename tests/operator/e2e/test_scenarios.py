@@ -15,9 +15,9 @@ from modeltrust.chain.client import LedgerHTTPError
 from modeltrust.chain.signatures import sign_registration
 
 from .conftest import (
-    E2E_IMAGE,
     Ledger,
     Models,
+    ModelUri,
     Operator,
     Publisher,
     RolloutFactory,
@@ -77,6 +77,7 @@ def test_unverifiable_models_are_refused_and_audited(
     ledger: Ledger,
     publishers: dict[str, Publisher],
     models: Models,
+    model_uri: ModelUri,
     policy: str,
     case: str,
 ) -> None:
@@ -98,7 +99,7 @@ def test_unverifiable_models_are_refused_and_audited(
         unsigned = dataclasses.replace(signed, signature=base64.b64encode(bytes(64)).decode())
         with ledger.client() as c, pytest.raises(LedgerHTTPError, match="signature"):
             c.append(unsigned)
-    apply(crds, model_deployment(namespace, "bad", policy, str(path), digest))
+    apply(crds, model_deployment(namespace, "bad", policy, model_uri(path), digest))
 
     md = wait_condition(crds, namespace, "bad", "Verified", "False", reason)
     assert condition(md, "Ready")["status"] == "False"
@@ -114,13 +115,14 @@ def test_bad_update_keeps_the_verified_version_serving(
     ledger: Ledger,
     publishers: dict[str, Publisher],
     models: Models,
+    model_uri: ModelUri,
     policy: str,
     rolled_out: RolloutFactory,
 ) -> None:
     d1 = rolled_out("m", policy, seed=4).digest
     v2, d2 = models.make("v2", seed=5)
     apply(
-        crds, model_deployment(namespace, "m", policy, str(v2), d2, version="2.0.0")
+        crds, model_deployment(namespace, "m", policy, model_uri(v2), d2, version="2.0.0")
     )  # unregistered
 
     md = wait_condition(crds, namespace, "m", "Verified", "False", "NotRegistered")
@@ -151,6 +153,7 @@ def test_revocation_after_rollout_scales_to_zero(
 
 def test_drift_is_restored_and_audited(
     crds: Cluster,
+    pod_image: str,
     namespace: str,
     ledger: Ledger,
     publishers: dict[str, Publisher],
@@ -168,7 +171,7 @@ def test_drift_is_restored_and_audited(
             c["image"]
             for c in dep.get("spec", {}).get("template", {}).get("spec", {}).get("containers", [])
         ]
-        return images == [E2E_IMAGE]
+        return images == [pod_image]
 
     wait_for("the verified template to be restored", restored)
     audits = wait_for(
@@ -184,12 +187,13 @@ def test_ledger_outage_fails_closed_then_recovers(
     ledger: Ledger,
     publishers: dict[str, Publisher],
     models: Models,
+    model_uri: ModelUri,
     policy: str,
 ) -> None:
     path, digest = models.make("m", seed=8)
     ledger.register(publishers["trusted"], path, "mnist", "1.0.0")
     ledger.stop()
-    apply(crds, model_deployment(namespace, "o", policy, str(path), digest))
+    apply(crds, model_deployment(namespace, "o", policy, model_uri(path), digest))
     wait_condition(crds, namespace, "o", "Verified", "False", "LedgerUnavailable")
     assert deployment(crds, namespace, "o") is None
     ledger.start()
@@ -204,6 +208,7 @@ def test_ledger_rollback_blocks_rollouts(
     ledger: Ledger,
     publishers: dict[str, Publisher],
     models: Models,
+    model_uri: ModelUri,
     policy: str,
 ) -> None:
     path, digest = models.make("m", seed=9)
@@ -211,12 +216,12 @@ def test_ledger_rollback_blocks_rollouts(
     ledger.stop()
     ledger.snapshot("old")
     ledger.start()
-    apply(crds, model_deployment(namespace, "first", policy, str(path), digest))
+    apply(crds, model_deployment(namespace, "first", policy, model_uri(path), digest))
     wait_condition(crds, namespace, "first", "Ready", "True")  # trusted checkpoint moves on
     ledger.stop()
     ledger.restore("old")  # the ledger forgets the audit entry: a rollback
     ledger.start()
-    apply(crds, model_deployment(namespace, "second", policy, str(path), digest))
+    apply(crds, model_deployment(namespace, "second", policy, model_uri(path), digest))
     md = wait_condition(crds, namespace, "second", "Verified", "False", "LedgerInconsistent")
     assert "rollback" in condition(md, "Verified")["message"]
     assert deployment(crds, namespace, "second") is None
@@ -230,12 +235,13 @@ def test_operator_killed_and_restarted_records_one_audit_entry(
     ledger: Ledger,
     publishers: dict[str, Publisher],
     models: Models,
+    model_uri: ModelUri,
     policy: str,
     operator: Operator,
 ) -> None:
     path, digest = models.make("m", seed=10)
     ledger.register(publishers["trusted"], path, "mnist", "1.0.0")
-    apply(crds, model_deployment(namespace, "k", policy, str(path), digest))
+    apply(crds, model_deployment(namespace, "k", policy, model_uri(path), digest))
     uid = wait_for("the object's uid", lambda: get_md(crds, namespace, "k")["metadata"].get("uid"))
     # Kill as soon as the decision is on the ledger: mid-rollout, before or after the
     # Deployment and status were written.
@@ -268,19 +274,25 @@ def test_deletion_is_audited_and_owned_objects_collected(
 
 
 @pytest.mark.slow  # scale: a hundred rollouts
+@pytest.mark.kwok_only(
+    reason="the operator deciding 100 ModelDeployments at once; on one real node that is "
+    "100 model-server pods (a fetch, then onnxruntime, each), which measures the node"
+)
 def test_a_hundred_model_deployments_become_ready(
     crds: Cluster,
     namespace: str,
     ledger: Ledger,
     publishers: dict[str, Publisher],
     models: Models,
+    model_uri: ModelUri,
     policy: str,
 ) -> None:
     count = 100
     path, digest = models.make("m", seed=12)
     ledger.register(publishers["trusted"], path, "mnist", "1.0.0")
     items = [
-        model_deployment(namespace, f"m{i:03d}", policy, str(path), digest) for i in range(count)
+        model_deployment(namespace, f"m{i:03d}", policy, model_uri(path), digest)
+        for i in range(count)
     ]
     crds.kubectl(
         "apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": items})

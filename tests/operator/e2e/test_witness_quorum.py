@@ -16,6 +16,7 @@ from modeltrust.chain.note import ALG_COSIGNATURE_V1, NoteSigner
 from .conftest import (
     Ledger,
     Models,
+    ModelUri,
     PolicyFactory,
     Publisher,
     RolloutFactory,
@@ -38,6 +39,7 @@ def test_a_checkpoint_without_enough_cosignatures_blocks_rollout(
     ledger: Ledger,
     publishers: dict[str, Publisher],
     models: Models,
+    model_uri: ModelUri,
     make_policy: PolicyFactory,
 ) -> None:
     witness = NoteSigner.generate("witness.e2e.modeltrust.dev", alg=ALG_COSIGNATURE_V1)
@@ -51,7 +53,7 @@ def test_a_checkpoint_without_enough_cosignatures_blocks_rollout(
     )
     path, digest = models.make("m", seed=51)
     ledger.register(publishers["trusted"], path, "mnist", "1.0.0")  # registered and signed
-    apply(crds, model_deployment(namespace, "w", policy, str(path), digest))
+    apply(crds, model_deployment(namespace, "w", policy, model_uri(path), digest))
 
     md = wait_condition(crds, namespace, "w", "Verified", "False", "WitnessQuorumNotMet")
     message = condition(md, "Verified")["message"]
