@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import kopf
+from kubernetes.client.exceptions import ApiException
 from prometheus_client import start_http_server
 
 from modeltrust.operator import builders, kube
@@ -28,6 +29,7 @@ from modeltrust.operator.ledger_access import (
     token_reader,
 )
 from modeltrust.operator.metrics import Metrics
+from modeltrust.operator.pod_failures import on_pod_change
 from modeltrust.operator.policy_reconcile import (
     on_policy_event,
     recheck,
@@ -229,3 +231,14 @@ async def owned_deployment_event(body: kopf.Body, **_: Any) -> None:
         await on_deployment_change(_deps, owner)
     except (Retry, Fatal, kube.Conflict) as exc:
         log.warning("owned Deployment %s/%s: %s", body.meta.namespace, body.meta.name, exc)
+
+
+@kopf.on.event("", "v1", "pods", labels={builders.LABEL_MANAGED_BY: builders.MANAGED_BY})
+async def owned_pod_event(body: kopf.Body, **_: Any) -> None:
+    """A model server pod's init step refused (or accepted) the model: pod_failures.py."""
+    if _deps is None:
+        return
+    try:
+        await on_pod_change(_deps, body)
+    except (kube.Conflict, ApiException) as exc:
+        log.warning("model server pod %s/%s: %s", body.meta.namespace, body.meta.name, exc)
