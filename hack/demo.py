@@ -769,7 +769,7 @@ class Demo:
         if not np.allclose(got, local, rtol=1e-5, atol=1e-6):
             raise StepFailed(f"the pods answered {got.tolist()}, onnxruntime here {local.tolist()}")
         pods = self.get_json("get", "pods", "-n", self.namespace, "-l",
-                             f"modeltrust.dev/model-deployment={MODEL}")  # fmt: skip
+                             f"app.kubernetes.io/instance={MODEL}")  # fmt: skip
         names = [p["metadata"]["name"] for p in (pods or {}).get("items", [])]
         step.good(
             f"class {int(got.argmax())}, logits equal to onnxruntime's on this machine "

@@ -330,7 +330,7 @@ def deploy(rel: RealRelease, model: Model) -> dict[str, Any]:
 
 
 def model_pods(rel: RealRelease, name: str) -> list[dict[str, Any]]:
-    return rel.pods(rel.models, f"modeltrust.dev/model-deployment={name}")
+    return rel.pods(rel.models, f"app.kubernetes.io/instance={name}")
 
 
 def ready_pod(rel: RealRelease, name: str, timeout: float = 180) -> dict[str, Any]:

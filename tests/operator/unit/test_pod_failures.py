@@ -23,7 +23,7 @@ def pod(state: dict[str, Any], last: dict[str, Any] | None = None, name: str = "
     return {
         "metadata": {
             "name": name, "namespace": "ml",
-            "labels": {"modeltrust.dev/model-deployment": "r"},
+            "labels": {"app.kubernetes.io/instance": "r"},
         },
         "status": {"initContainerStatuses": [
             {"name": "fetch", "state": state, "lastState": last or {}},
@@ -51,6 +51,10 @@ def test_fetch_outcome_reads_the_current_and_the_last_state() -> None:
 class FakeKube:
     md: dict[str, Any]
     patches: list[dict[str, Any]] = field(default_factory=list)
+
+    async def get_deployment(self, ns: str, name: str) -> dict[str, Any] | None:
+        owner = {"kind": "ModelDeployment", "name": "r", "uid": "u1", "controller": True}
+        return {"metadata": {"name": name, "ownerReferences": [owner]}} if name == "r" else None
 
     async def get_model_deployment(self, ns: str, name: str) -> dict[str, Any] | None:
         return copy.deepcopy(self.md) if name == "r" else None
@@ -100,4 +104,8 @@ async def test_a_refusal_sets_the_condition_and_posts_one_event() -> None:
     await on_pod_change(deps, pod(OK, name="p3"))
     assert len(kube.patches) == 2, "a pod that verified changes nothing when all is well"
     await on_pod_change(deps, {**pod(REFUSED), "metadata": {"name": "x", "namespace": "ml"}})
-    assert len(kube.patches) == 2, "a pod without the ModelDeployment label is ignored"
+    assert len(kube.patches) == 2, "a pod without the instance label is ignored"
+    other = pod(REFUSED)
+    other["metadata"]["labels"]["app.kubernetes.io/instance"] = "not-ours"
+    await on_pod_change(deps, other)
+    assert len(kube.patches) == 2, "a pod whose Deployment no ModelDeployment controls is ignored"

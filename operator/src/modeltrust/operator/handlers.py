@@ -233,7 +233,7 @@ async def owned_deployment_event(body: kopf.Body, **_: Any) -> None:
         log.warning("owned Deployment %s/%s: %s", body.meta.namespace, body.meta.name, exc)
 
 
-@kopf.on.event("", "v1", "pods", labels={builders.LABEL_MANAGED_BY: builders.MANAGED_BY})
+@kopf.on.event("", "v1", "pods", labels={builders.LABEL_NAME: builders.APP_NAME})
 async def owned_pod_event(body: kopf.Body, **_: Any) -> None:
     """A model server pod's init step refused (or accepted) the model: pod_failures.py."""
     if _deps is None:

@@ -4,7 +4,9 @@ The operator verified the bytes at rollout; each pod's init container downloads 
 them again (digest, and the inclusion proof of the registration). When that check fails,
 for example because the bytes at the model's URL were swapped after verification, the pod
 never starts, and without this the only trace would be in the pod's own status. So the
-operator watches its model server pods (by the managed-by label) and, when a pod's `fetch`
+operator watches its model server pods (by their `app.kubernetes.io/name` label; their
+`app.kubernetes.io/instance` names the owned Deployment, whose controlling owner is the
+ModelDeployment) and, when a pod's `fetch`
 container exited non-zero, sets the condition `PodsVerified=False/FetchRefused` with the
 pod's reason (the container's last log lines: the fetch container's
 terminationMessagePolicy is FallbackToLogsOnError) and posts a Warning Event
@@ -17,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from modeltrust.operator.builders import FETCH_CONTAINER, LABEL_MODEL_DEPLOYMENT
+from modeltrust.operator.builders import FETCH_CONTAINER, LABEL_INSTANCE
 from modeltrust.operator.conditions import get_condition, set_condition
 from modeltrust.operator.reconcile import Deps
 
@@ -48,15 +50,26 @@ def fetch_outcome(pod: Mapping[str, Any]) -> tuple[bool, str] | None:
     return None
 
 
+def _controlling_model_deployment(deployment: Mapping[str, Any] | None) -> str | None:
+    for ref in ((deployment or {}).get("metadata") or {}).get("ownerReferences") or []:
+        if ref.get("kind") == "ModelDeployment" and ref.get("controller") and ref.get("name"):
+            return str(ref["name"])
+    return None
+
+
 async def on_pod_change(deps: Deps, pod: Mapping[str, Any]) -> None:
     """Record a model server pod's fetch outcome on its ModelDeployment (only changes)."""
     meta = pod.get("metadata") or {}
-    owner_name = (meta.get("labels") or {}).get(LABEL_MODEL_DEPLOYMENT)
+    deployment_name = (meta.get("labels") or {}).get(LABEL_INSTANCE)
     namespace = meta.get("namespace")
     outcome = fetch_outcome(pod)
-    if not owner_name or not namespace or outcome is None:
+    if not deployment_name or not namespace or outcome is None:
         return
     ok, why = outcome
+    deployment = await deps.kube.get_deployment(namespace, deployment_name)
+    owner_name = _controlling_model_deployment(deployment)
+    if owner_name is None:
+        return
     md = await deps.kube.get_model_deployment(namespace, owner_name)
     if md is None:
         return
