@@ -821,14 +821,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--store-address",
         default="",
-        help="with --real --use-current-context: the address of this machine that pods "
-        "reach (the model storage listens there)",
+        help="with --use-current-context on a cluster whose pods run: the address of this "
+        "machine that pods reach (the model storage listens there; default 127.0.0.1)",
     )
     parser.add_argument(
         "--image",
         default="",
-        help="with --real --use-current-context: the modeltrust image the model pods run "
-        "(default: `make image`'s modeltrust:<appVersion>)",
+        help="with --use-current-context: the modeltrust image model pods run (default: "
+        "the operator's; with --real, `make image`'s modeltrust:<appVersion>)",
     )
     parser.add_argument(
         "--timeout",
@@ -889,9 +889,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     cleanup = Cleanup()
     steps = Steps(term, TOTAL_STEPS + (1 if args.real else 0))
     demo = Demo(term, steps, cleanup, work, args.use_current_context, args.timeout, real=args.real)
-    if args.real and args.use_current_context:
-        demo.store_address = args.store_address
-        demo.image = args.image or f"modeltrust:{_app_version()}"
+    if args.use_current_context:
+        demo.store_address = args.store_address or demo.store_address
+        demo.image = args.image or (f"modeltrust:{_app_version()}" if args.real else "")
 
     term.write(term.bold("modeltrust demo: only signed, registered models reach production"))
     term.write(term.dim(f"work directory {work}"))
