@@ -41,8 +41,9 @@ test: install tools-real-node image  ## the whole suite on kwok, then the e2e su
 test-kwok:  ## every test; e2e on a kwok control plane (real_pods tests on a real-node cluster)
 	MODELTRUST_CLUSTER=kwok $(BIN)/pytest
 
+# test_real_node.py starts real-node clusters of its own whatever the mode: once (test-kwok) is enough.
 test-real:  ## the e2e suite again with real pods (MODELTRUST_CLUSTER=real; real_pods ran in test-kwok)
-	MODELTRUST_CLUSTER=real $(BIN)/pytest -m "e2e and not real_pods"
+	MODELTRUST_CLUSTER=real $(BIN)/pytest -m "e2e and not real_pods" --ignore=tests/e2e/test_real_node.py
 
 test-unit:
 	$(BIN)/pytest -m unit
@@ -50,7 +51,7 @@ test-unit:
 test-integration:
 	$(BIN)/pytest -m integration
 
-test-e2e: tools
+test-e2e: tools-real-node  ## e2e only (the real_pods tests and test_real_node.py need the real-node tools)
 	$(BIN)/pytest -m e2e
 
 test-real-pods: install tools-real-node image  ## only the real-pod tests (tests/e2e/test_real_pods.py)

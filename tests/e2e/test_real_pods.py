@@ -201,6 +201,17 @@ def rel(real_cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iter
         server.server_close()
 
 
+@pytest.fixture
+def models(rel: RealRelease) -> Iterator[None]:
+    """A model test's ModelDeployments are deleted after it even when it fails (while the
+    operator runs), so the next test and the uninstall start clean."""
+    yield
+    rel.cluster.kubectl(
+        "delete", "modeldeployments", "--all", "-n", rel.models, "--wait", "--timeout=90s",
+        check=False, timeout=120,
+    )  # fmt: skip
+
+
 def _restarts(pod: dict[str, Any]) -> int:
     status = pod.get("status") or {}
     return sum(
@@ -375,7 +386,9 @@ def infer(url: str, x: np.ndarray) -> np.ndarray:
     return np.asarray(logits["data"], dtype=np.float32).reshape(logits["shape"])
 
 
-def test_a_verified_model_runs_and_answers_what_onnxruntime_computes(rel: RealRelease) -> None:
+def test_a_verified_model_runs_and_answers_what_onnxruntime_computes(
+    rel: RealRelease, models: None
+) -> None:
     model = register(rel, "mnist-a", seed=11)
     started = time.monotonic()
     deploy(rel, model)
@@ -392,7 +405,7 @@ def test_a_verified_model_runs_and_answers_what_onnxruntime_computes(rel: RealRe
     assert f"verified {model.digest}" in log, log
     assert "registered: mnist 1 signed by key" in log, log
     assert "proven at ledger index" in log, log
-    serve = {c["name"]: c for c in pod["status"]["containerStatuses"]}["serve"]
+    serve = {c["name"]: c for c in pod["status"]["containerStatuses"]}["model-server"]
     assert serve["ready"] is True
 
     service = rel.get(
@@ -420,7 +433,9 @@ def test_a_verified_model_runs_and_answers_what_onnxruntime_computes(rel: RealRe
 # --- swapped bytes -------------------------------------------------------------------------
 
 
-def test_bytes_swapped_after_verification_are_refused_by_a_new_pod(rel: RealRelease) -> None:
+def test_bytes_swapped_after_verification_are_refused_by_a_new_pod(
+    rel: RealRelease, models: None
+) -> None:
     model = register(rel, "mnist-b", seed=12)
     deploy(rel, model)
     (old,) = model_pods(rel, model.name)
@@ -487,7 +502,7 @@ def test_bytes_swapped_after_verification_are_refused_by_a_new_pod(rel: RealRele
 
 
 def test_a_revoked_digest_scales_the_model_to_zero_within_the_reverify_bound(
-    rel: RealRelease,
+    rel: RealRelease, models: None
 ) -> None:
     model = register(rel, "mnist-c", seed=13)
     deploy(rel, model)
