@@ -39,10 +39,12 @@ test: install tools-real-node image  ## the whole suite on kwok, then the e2e su
 	exit $$rc
 
 test-kwok:  ## every test; e2e on a kwok control plane (real_pods tests on a real-node cluster)
+	@echo "== make test-kwok: every test, e2e on kwok (real_pods on a real-node cluster)"
 	MODELTRUST_CLUSTER=kwok $(BIN)/pytest
 
 # test_real_node.py starts real-node clusters of its own whatever the mode: once (test-kwok) is enough.
 test-real:  ## the e2e suite again with real pods (MODELTRUST_CLUSTER=real; real_pods ran in test-kwok)
+	@echo "== make test-real: the e2e suite on a real-node cluster"
 	MODELTRUST_CLUSTER=real $(BIN)/pytest -m "e2e and not real_pods" --ignore=tests/e2e/test_real_node.py
 
 test-unit:

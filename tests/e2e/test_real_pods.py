@@ -418,13 +418,13 @@ def test_a_verified_model_runs_and_answers_what_onnxruntime_computes(
     x = np.random.default_rng(5).random((3, MNIST_FEATURES), dtype=np.float32)
     expected = ort.InferenceSession(str(model.path)).run(["logits"], {"input": x})[0]
 
-    def answered() -> np.ndarray | None:
+    def answered() -> list[np.ndarray] | None:
         try:  # kube-proxy may need a moment for a new Service
-            return infer(url, x)
+            return [infer(url, x)]  # a list: wait_for tests truthiness, an array has none
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             return None
 
-    got = wait_for("an inference through the model's Service", answered, timeout=60, every=1)
+    (got,) = wait_for("an inference through the model's Service", answered, timeout=60, every=1)
     assert got.shape == expected.shape == (3, 10)
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
     delete_model(rel, model.name)
