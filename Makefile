@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 TOOLS   := $(shell bash tests/cluster/build-tools.sh --print-bin-dir 2>/dev/null)
 export PATH := $(TOOLS):$(PATH)
 
-.PHONY: install tools tools-real-node node-deps lint test test-fast test-unit test-integration test-e2e cluster-up cluster-down demo bench image e2e-kind clean
+.PHONY: install tools tools-real-node node-deps lint test test-fast test-kwok test-real test-unit test-integration test-e2e test-real-pods cluster-up cluster-down demo bench image e2e-kind clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -39,8 +39,23 @@ lint:  ## ruff, mypy --strict, and the layering of the four distributions (impor
 	MYPYPATH=hack $(BIN)/mypy hack
 	$(BIN)/lint-imports
 
-test: install tools  ## unit, integration and e2e tests (e2e on a local control plane or $KUBECONFIG)
-	$(BIN)/pytest
+# `make test` = test-kwok, then test-real (both run even if the first fails; either failing
+# fails the target). The real-pod tests and tests/e2e/test_real_node.py start real-node
+# clusters of their own in test-kwok, so they need the image and the real-node tools too.
+test: install tools-real-node image  ## the whole suite on kwok, then the e2e suite on real pods
+	@rc=0; \
+	$(MAKE) --no-print-directory test-kwok || rc=1; \
+	$(MAKE) --no-print-directory test-real || rc=1; \
+	exit $$rc
+
+test-kwok:  ## every test; e2e on a kwok control plane (real_pods tests on a real-node cluster)
+	@echo "== make test-kwok: every test, e2e on kwok (real_pods on a real-node cluster)"
+	MODELTRUST_CLUSTER=kwok $(BIN)/pytest
+
+# test_real_node.py starts real-node clusters of its own whatever the mode: once (test-kwok) is enough.
+test-real:  ## the e2e suite again with real pods (MODELTRUST_CLUSTER=real; real_pods ran in test-kwok)
+	@echo "== make test-real: the e2e suite on a real-node cluster"
+	MODELTRUST_CLUSTER=real $(BIN)/pytest -m "e2e and not real_pods" --ignore=tests/e2e/test_real_node.py
 
 test-fast: tools  ## the inner loop: everything but the tests marked slow (scale, benchmarks, demo, chart, reliability)
 	$(BIN)/pytest -m "not slow"
@@ -51,11 +66,16 @@ test-unit:
 test-integration:
 	$(BIN)/pytest -m integration
 
-test-e2e: tools
+test-e2e: tools-real-node  ## e2e only (the real_pods tests and test_real_node.py need the real-node tools)
 	$(BIN)/pytest -m e2e
 
-demo: install tools  ## the whole story on a local cluster: sign, register, roll out, refuse, audit (~15 s)
-	$(BIN)/python hack/demo.py
+test-real-pods: install tools-real-node image  ## only the real-pod tests (tests/e2e/test_real_pods.py)
+	$(BIN)/pytest -m real_pods
+
+# REAL=1: real pods (a kubelet and containerd; root), ending with an inference through the
+# model's Service (~2 min with the image and tools cached).
+demo: install $(if $(REAL),tools-real-node image,tools)  ## the whole story on a local cluster: sign, register, roll out, refuse, audit (~15 s; REAL=1: real pods)
+	$(BIN)/python hack/demo.py $(if $(REAL),--real)
 
 cluster-up: tools  ## a local cluster (MODELTRUST_CLUSTER=real: real pods); prints how to use it
 	PYTHONPATH=tests $(BIN)/python -m harness.cluster up

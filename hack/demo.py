@@ -6,8 +6,13 @@ a model whose bytes were swapped in storage and one that was never registered ar
 refused while the verified one keeps serving; every decision is on the ledger, and an
 auditor verifies the whole ledger from genesis.
 
-    python hack/demo.py                        # its own local control plane
+    python hack/demo.py                        # its own local control plane (kwok)
+    python hack/demo.py --real                 # real pods: a kubelet and containerd (root)
     python hack/demo.py --use-current-context  # the cluster KUBECONFIG names
+
+With --real the model pods really run the modeltrust image (`make image`, imported into the
+node's containerd): their init containers fetch and re-verify the model from the storage,
+and the demo ends with an inference request through the model's Service.
 
 Everything the demo starts (control plane, ledger, operator, model store) is stopped on
 exit, on failure and on Ctrl-C. Exit code 0 when every step worked, 1 when one failed
@@ -57,9 +62,11 @@ from harness.cluster import (  # noqa: E402
     Cluster,
     ClusterError,
     LocalControlPlane,
+    RealNodePlane,
     connect_existing,
 )
-from harness.onnx_models import mnist_mlp  # noqa: E402
+from harness.image import ImageBuildError, build_image  # noqa: E402
+from harness.onnx_models import MNIST_FEATURES, mnist_mlp  # noqa: E402
 from modeltrust.chain.client import LedgerClient  # noqa: E402
 from modeltrust.chain.entries import AuditEntry, entry_from_json  # noqa: E402
 
@@ -133,6 +140,11 @@ class Demo:
     work: Path
     use_current_context: bool
     timeout: float
+    # Real pods: the model store listens on `store_address` (where pods reach this machine)
+    # and model server pods run `image`.
+    real: bool = False
+    store_address: str = "127.0.0.1"
+    image: str = ""
     cluster: Cluster | None = None
     namespace: str = CLUSTER_NAME
     policy: str = CLUSTER_NAME
@@ -239,6 +251,9 @@ class Demo:
             self.audit_trail(step)
         with self.steps.run("Auditor verifies the whole ledger from genesis") as step:
             self.verify_ledger(step)
+        if self.real:
+            with self.steps.run(f"Ask {MODEL} {GOOD} through its Service") as step:
+                self.infer(step)
 
     # 1
     def start_cluster(self, step: Step) -> None:
@@ -255,6 +270,9 @@ class Demo:
             suffix = secrets.token_hex(3)
             self.namespace = self.policy = f"{CLUSTER_NAME}-{suffix}"
             step.say(f"KUBECONFIG={kubeconfig}, kube-apiserver {self.kube.server_version}")
+            return
+        if self.real:
+            self.start_real_cluster(step)
             return
         try:
             plane = LocalControlPlane(name=CLUSTER_NAME)
@@ -277,6 +295,33 @@ class Demo:
         step.say(
             f"etcd, kube-apiserver {self.kube.server_version}, controller-manager, scheduler "
             f"on 127.0.0.1; kwok fake node {NODE_NAME} Ready",
+            wrap=True,
+        )
+
+    def start_real_cluster(self, step: Step) -> None:
+        plane = RealNodePlane(name=f"{CLUSTER_NAME}-real")
+        if plane.kubeconfig.exists():
+            plane.down()  # a leftover of an interrupted run
+            step.say("removed a leftover demo cluster from an earlier run")
+        self.cleanup.add(f"cluster {plane.name}", plane.down)
+        try:
+            built = build_image()  # `make image`: seconds when the tree did not change
+        except ImageBuildError as exc:
+            raise StepFailed("the modeltrust image could not be built", (str(exc)[-600:],)) from exc
+        try:
+            self.cluster = plane.up(timeout=max(self.timeout * 4, 240))
+            pinned = self.kube.import_image(built.archive_path)
+        except ClusterError as exc:
+            raise StepFailed(str(exc)) from exc
+        # Policies allow runtime images by digest only: the pods run it by its digest.
+        self.image = pinned.get(f"localhost/{built.hash_reference}") or next(iter(pinned.values()))
+        self.store_address = self.kube.host_address
+        info = self.kube.node_info
+        step.say(
+            f"etcd, kube-apiserver {self.kube.server_version}, controller-manager, scheduler; "
+            f"node {info.get('kubeletVersion')} kubelet, {info.get('containerRuntimeVersion')}, "
+            f"kube-proxy, CoreDNS; image {built.reference} imported; pods reach this machine "
+            f"at {self.store_address}",
             wrap=True,
         )
 
@@ -364,8 +409,8 @@ class Demo:
             MODELTRUST_LEDGER_TOKEN=self.audit_token,
             MODELTRUST_ACTOR="modeltrust-operator (demo)",
             # The model server image: pinned by digest, or every rollout is refused
-            # (RuntimeImageNotPinned). Nothing pulls it here: the demo's nodes are simulated.
-            MODELTRUST_IMAGE="registry.example/modeltrust@sha256:" + "de" * 32,
+            # (RuntimeImageNotPinned). On kwok nothing pulls it: the nodes are simulated.
+            MODELTRUST_IMAGE=self.image or "registry.example/modeltrust@sha256:" + "de" * 32,
         )
         self.operator = Background(
             "operator", argv, env=env, cwd=self.work, log=self.work / "operator.log"
@@ -384,7 +429,7 @@ class Demo:
 
     # 6
     def build_models(self, step: Step) -> None:
-        self.store = ModelStore(self.work / "storage")
+        self.store = ModelStore(self.work / "storage", host=self.store_address)
         self.cleanup.add("model storage", self.store.close)
         for seed, version in enumerate((GOOD, TAMPERED, UNREGISTERED), start=1):
             path = mnist_mlp(self.store.root / f"{MODEL}-{version}.onnx", seed=seed)
@@ -691,6 +736,49 @@ class Demo:
         if len(note) >= 3:
             step.note(f"checkpoint {note[0]} size {note[1]} root {note[2]} (C2SP signed note)")
 
+    # 15 (--real)
+    def infer(self, step: Step) -> None:
+        import numpy as np
+        import onnxruntime as ort
+
+        service = self.get_json("get", "service", MODEL, "-n", self.namespace)
+        if service is None:
+            raise StepFailed(f"Service {MODEL} is missing")
+        ip, port = service["spec"]["clusterIP"], service["spec"]["ports"][0]["port"]
+        url = f"http://{ip}:{port}/v2/models/{MODEL}/infer"
+        x = np.random.default_rng(7).random((1, MNIST_FEATURES), dtype=np.float32)
+        body = {"inputs": [{"name": "input", "shape": [1, MNIST_FEATURES], "datatype": "FP32",
+                            "data": x.flatten().tolist()}]}  # fmt: skip
+        step.command(["curl", "-d", "@request.json", url], "784 pixels in, 10 logits out")
+
+        def answer() -> dict[str, Any] | None:
+            request = urllib.request.Request(
+                url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=10) as r:  # noqa: S310
+                    got: dict[str, Any] = json.load(r)
+                    return got
+            except OSError:
+                return None  # kube-proxy may need a moment for a new Service
+
+        reply = wait_until(
+            f"an answer from Service {MODEL}", answer, timeout=self.timeout, alive=self.alive()
+        )
+        (logits,) = [o for o in reply["outputs"] if o["name"] == "logits"]
+        got = np.asarray(logits["data"], dtype=np.float32)
+        good = self.models[GOOD]
+        local = ort.InferenceSession(str(good.path)).run(["logits"], {"input": x})[0].flatten()
+        if not np.allclose(got, local, rtol=1e-5, atol=1e-6):
+            raise StepFailed(f"the pods answered {got.tolist()}, onnxruntime here {local.tolist()}")
+        pods = self.get_json("get", "pods", "-n", self.namespace, "-l",
+                             f"app.kubernetes.io/instance={MODEL}")  # fmt: skip
+        names = [p["metadata"]["name"] for p in (pods or {}).get("items", [])]
+        step.good(
+            f"class {int(got.argmax())}, logits equal to onnxruntime's on this machine "
+            f"(served by {', '.join(names)} at {ip})"
+        )
+
     # --- cleanup in a shared cluster ---------------------------------------------------------
 
     def delete_model_deployments(self) -> None:
@@ -726,6 +814,26 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "a local control plane; the demo works in its own namespace and removes it",
     )
     parser.add_argument(
+        "--real",
+        action="store_true",
+        help="real pods: start a real-node cluster (kubelet, containerd; needs root, "
+        "`make tools-real-node`) running the modeltrust image, or with --use-current-context "
+        "use that cluster (the image named by --image must be on its nodes); ends with an "
+        "inference through the model's Service",
+    )
+    parser.add_argument(
+        "--store-address",
+        default="",
+        help="with --use-current-context on a cluster whose pods run: the address of this "
+        "machine that pods reach (the model storage listens there; default 127.0.0.1)",
+    )
+    parser.add_argument(
+        "--image",
+        default="",
+        help="with --use-current-context: the modeltrust image model pods run (default: "
+        "the operator's; with --real, `make image`'s modeltrust:<appVersion>)",
+    )
+    parser.add_argument(
         "--timeout",
         type=float,
         default=60.0,
@@ -759,12 +867,20 @@ def _tools_on_path() -> bool:
     return True
 
 
+def _app_version() -> str:
+    chart = yaml.safe_load((REPO / "charts" / "modeltrust" / "Chart.yaml").read_text())
+    return str(chart["appVersion"])
+
+
 def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise Interrupted(signal.Signals(signum).name)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.real and args.use_current_context and not args.store_address:
+        print("--real --use-current-context needs --store-address", file=sys.stderr)
+        return 2
     term = Terminal()
     built = _tools_on_path()
     # Ctrl-C raises KeyboardInterrupt even when started from a shell that ignores SIGINT
@@ -774,8 +890,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.signal(sig, _interrupt)
     work = Path(tempfile.mkdtemp(prefix="modeltrust-demo-"))
     cleanup = Cleanup()
-    steps = Steps(term, TOTAL_STEPS)
-    demo = Demo(term, steps, cleanup, work, args.use_current_context, args.timeout)
+    steps = Steps(term, TOTAL_STEPS + (1 if args.real else 0))
+    demo = Demo(term, steps, cleanup, work, args.use_current_context, args.timeout, real=args.real)
+    if args.use_current_context:
+        demo.store_address = args.store_address or demo.store_address
+        demo.image = args.image or (f"modeltrust:{_app_version()}" if args.real else "")
 
     term.write(term.bold("modeltrust demo: only signed, registered models reach production"))
     term.write(term.dim(f"work directory {work}"))
@@ -819,6 +938,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         term.write(
             term.green(term.bold(f"{term.tick} demo finished in {steps.elapsed:.1f}s")) + ": "
             "1 model verified and serving, 2 refused, every decision on the ledger and proven"
+            + (", a real inference answered" if args.real else "")
         )
     elif code == EXIT_FAILED:
         term.write(term.red(term.bold(f"{term.cross} demo failed")) + " (see the step above)")

@@ -96,16 +96,17 @@ class _QuietFiles(SimpleHTTPRequestHandler):
 
 
 class ModelStore:
-    """Model storage: a plain HTTP file server on 127.0.0.1 over one directory.
+    """Model storage: a plain HTTP file server (127.0.0.1, or the address pods reach the host at).
 
     It is deliberately untrusted, as real storage is: whoever controls it can swap bytes.
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, host: str = "127.0.0.1") -> None:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
         handler = functools.partial(_QuietFiles, directory=str(root))
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        # Real pods fetch from it: then `host` is the address they reach this machine at.
+        self._server = ThreadingHTTPServer((host, 0), handler)
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="model-store", daemon=True
         )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,10 +16,12 @@ from harness.cluster import (
     SUMMARY,
     Cluster,
     ClusterError,
+    RealNodePlane,
     cluster_mode,
     connect_existing,
     temporary_cluster,
 )
+from harness.image import ImageBuildError, build_image, image_on_node
 
 _MARKERS = ("unit", "integration", "e2e")
 _cluster_summary = SUMMARY  # lines for the terminal summary, tests may add theirs
@@ -95,6 +99,56 @@ def cluster() -> Iterator[Cluster]:
     finally:
         plane.down()
         shutil.rmtree(plane.workdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def real_cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
+    """A cluster whose pods really run, with the modeltrust image in its container runtime.
+
+    The session's `cluster` when that one runs pods (MODELTRUST_CLUSTER=real, or the
+    cluster KUBECONFIG names, e.g. kind, where hack/e2e-kind.sh loaded the image and
+    MODELTRUST_E2E_IMAGE names it); otherwise one real-node cluster started for the session
+    and shared by every real-pod test. The image is `make image`'s (harness.image), built
+    if needed and imported once. Nothing is skipped: a cluster or image that cannot be had
+    fails the tests with the reason.
+    """
+    if os.environ.get("KUBECONFIG") or cluster_mode() == "real":
+        shared: Cluster = request.getfixturevalue("cluster")
+        _import_modeltrust_image(shared)
+        yield shared
+        return
+    plane = RealNodePlane(name=f"rp{os.getpid()}", workdir=Path(tempfile.mkdtemp(prefix="mt-rp-")))
+    try:
+        started = plane.up()
+    except ClusterError as exc:
+        pytest.fail(f"the real-node cluster for real-pod tests did not start: {exc}", pytrace=False)
+    try:
+        info = started.node_info
+        _cluster_summary.append(
+            f"real-pod tests' real-node cluster {plane.name}, kube-apiserver "
+            f"{started.server_version}, kubelet {info.get('kubeletVersion')}, "
+            f"{info.get('containerRuntimeVersion')}, pods reach the host at {started.host_address}"
+        )
+        _import_modeltrust_image(started)
+        yield started
+    finally:
+        plane.down()
+        shutil.rmtree(plane.workdir, ignore_errors=True)
+
+
+def _import_modeltrust_image(cluster: Cluster) -> None:
+    if cluster.importer is None:
+        return  # an external cluster: its image was loaded by whoever made it (hack/e2e-kind.sh)
+    try:
+        image = build_image()
+    except ImageBuildError as exc:
+        pytest.fail(f"the modeltrust image could not be built: {exc}", pytrace=False)
+    started = time.monotonic()
+    image_on_node(cluster)  # imported once, by its digest reference too
+    _cluster_summary.append(
+        f"imported {image.reference} ({image.archive_path.stat().st_size >> 20} MiB) "
+        f"in {time.monotonic() - started:.0f}s"
+    )
 
 
 @pytest.fixture

@@ -45,7 +45,7 @@ from chart.chartlib import (
     write_values,
 )
 from harness.cluster import Cluster, ClusterError, LocalControlPlane
-from harness.image import image_on_node
+from harness.image import chart_image_values, image_on_node
 from harness.ledger import audit, free_port
 from harness.onnx_models import mnist_mlp
 from harness.waiting import wait_for
@@ -83,7 +83,7 @@ class Release:
         self.tmp_path = tmp_path
         self.values = install_values(self.key, secret=KEY_SECRET, policy_name=f"{self.name}-policy")
         # The image of the pods an operator makes (kwok's pods run nothing: any name).
-        self.pod_image = "registry.example/modeltrust:e2e"
+        self.pod_image = "registry.example/modeltrust@sha256:" + "e2" * 32
         if not cluster.real_pods:
             # No provisioner with kwok: bind the claim to a PV the test creates. Where pods
             # run (the real node, kind) one is provisioned from the default StorageClass.
@@ -92,19 +92,13 @@ class Release:
             # Pods really run there: use the modeltrust image the node has (imported into the
             # real node here; built and loaded by the kind script), and keep this release's
             # operator from acting on other tests' namespaces.
-            if cluster.local:
-                image, pull = image_on_node(cluster), "Never"
-            else:
-                image, pull = (
-                    os.environ.get("MODELTRUST_E2E_IMAGE", "modeltrust:e2e"),
-                    "IfNotPresent",
-                )
+            image = image_on_node(cluster)
+            pull = "Never" if cluster.local else "IfNotPresent"
             self.pod_image = image
-            repository, _, tag = image.rpartition(":")
             self.values = merge(
                 self.values,
                 {
-                    "image": {"repository": repository, "tag": tag, "pullPolicy": pull},
+                    "image": chart_image_values(image, pull),
                     "operator": {"watchNamespaces": [f"{self.name}-inert"]},
                 },
             )

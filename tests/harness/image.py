@@ -14,6 +14,7 @@ error here carries. Docker is used where a Docker engine answers, buildah otherw
 from __future__ import annotations
 
 import functools
+import os
 import shutil
 import subprocess
 from collections.abc import Iterator, Sequence
@@ -147,6 +148,15 @@ def image_on_node(cluster: Cluster) -> str:
     returns the reference pods name it by: pinned by digest (`localhost/modeltrust@sha256:...`,
     as policies require of runtime images), never `latest`, so the pods' default pull policy
     (IfNotPresent) never pulls."""
+    if cluster.importer is None:
+        # A cluster we did not start (kind): whoever made it loaded the image.
+        ref = os.environ.get("MODELTRUST_E2E_IMAGE", "")
+        if "@sha256:" not in ref:
+            raise RuntimeError(
+                "set MODELTRUST_E2E_IMAGE to the modeltrust image loaded into this cluster, "
+                f"pinned by digest (repository@sha256:...), got {ref!r}"
+            )
+        return ref
     image = build_image()
     key = (cluster.kubeconfig, image.archive_path)
     if key not in _ON_NODE:
@@ -156,3 +166,12 @@ def image_on_node(cluster: Cluster) -> str:
             raise RuntimeError(f"{image.archive_path} did not import as {name}: {pinned}")
         _ON_NODE[key] = pinned[name]
     return _ON_NODE[key]
+
+
+def chart_image_values(ref: str, pull_policy: str) -> dict[str, str]:
+    """The chart's `image` values for an image reference: by digest when it has one."""
+    if "@" in ref:
+        repository, digest = ref.split("@", 1)
+        return {"repository": repository, "digest": digest, "pullPolicy": pull_policy}
+    repository, _, tag = ref.rpartition(":")
+    return {"repository": repository, "tag": tag, "pullPolicy": pull_policy}

@@ -50,8 +50,9 @@ def as_the_api_server_returns_it(d: dict[str, Any]) -> dict[str, Any]:
     pod.update(restartPolicy="Always", terminationGracePeriodSeconds=30, dnsPolicy="ClusterFirst",
                schedulerName="default-scheduler")  # fmt: skip
     for c in [*pod["containers"], *pod["initContainers"]]:
-        c.update(terminationMessagePath="/dev/termination-log", terminationMessagePolicy="File",
-                 imagePullPolicy="IfNotPresent")  # fmt: skip
+        # Defaults fill only what is absent (the fetch container sets FallbackToLogsOnError).
+        c.setdefault("terminationMessagePolicy", "File")
+        c.update(terminationMessagePath="/dev/termination-log", imagePullPolicy="IfNotPresent")
         for env in c.get("env", []):
             if env.get("value") == "":
                 del env["value"]

@@ -203,6 +203,9 @@ def build_pod_template(
             *verified.fetch_args,
         ],
         "volumeMounts": [*fetch_mounts, {"name": "tmp", "mountPath": "/tmp"}],  # noqa: S108
+        # A refusal's last log lines become the termination message the operator reports
+        # (pod_failures.py) without reading pod logs.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": _restricted_container_security(),
         "resources": _resources(md),
     }

@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import kopf
+from kubernetes.client.exceptions import ApiException
 from prometheus_client import start_http_server
 
 from modeltrust.operator import builders, kube, ledger_follower
@@ -32,6 +33,7 @@ from modeltrust.operator.drift_correction import on_deployment_change
 from modeltrust.operator.errors import Conflict, Fatal, LedgerInconsistent, LedgerUnverified, Retry
 from modeltrust.operator.ledger_access import APPENDS_UNCONFIGURED, LedgerAccess, token_reader
 from modeltrust.operator.metrics import Metrics
+from modeltrust.operator.pod_failures import on_pod_change
 from modeltrust.operator.policy_events import on_policy_event, refresh_ledger_conditions
 from modeltrust.operator.reconcile import reconcile
 from modeltrust.operator.reverify import recheck
@@ -253,6 +255,17 @@ async def owned_deployment_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> 
         log.warning("owned Deployment %s/%s: %s", body.meta.namespace, body.meta.name, exc)
 
 
+async def owned_pod_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """A model server pod's init step refused (or accepted) the model: pod_failures.py."""
+    deps = memo.get("deps")
+    if not isinstance(deps, Deps):  # startup handlers run before watching starts: a guard
+        return
+    try:
+        await on_pod_change(deps, body)
+    except (Conflict, ApiException) as exc:
+        log.warning("model server pod %s/%s: %s", body.meta.namespace, body.meta.name, exc)
+
+
 def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
     """Add every handler to `registry`, with the timer interval of `config`."""
     md = (GROUP, VERSION, MODEL_DEPLOYMENT_PLURAL)
@@ -281,3 +294,6 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
         labels={builders.LABEL_MANAGED_BY: builders.MANAGED_BY},
         registry=registry,
     )(owned_deployment_event)
+    kopf.on.event(
+        "", "v1", "pods", labels={builders.LABEL_NAME: builders.APP_NAME}, registry=registry
+    )(owned_pod_event)
