@@ -122,7 +122,12 @@ def test_keep_and_flag_keeps_serving_a_revoked_model_and_flags_it(
     )
     assert audits[0].decision == "keepandflag"
     assert "license withdrawn" in audits[0].reasons[0]
-    assert any(e["reason"] == "Revoked" for e in events(crds, namespace, "k"))
+    # Events are posted after the status is written: wait for it as a user would.
+    wait_for(
+        "the Revoked event",
+        lambda: any(e["reason"] == "Revoked" for e in events(crds, namespace, "k")) or None,
+        timeout=30,
+    )
 
     # Still serving, untouched: same replicas, same pinned digest, still Ready.
     dep = deployment(crds, namespace, "k")

@@ -16,9 +16,11 @@ import contextlib
 import functools
 import logging
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import kopf
+from kopf._core.engines import posting  # where kopf keeps its per-handler event queue
 from kubernetes.client.exceptions import ApiException
 from prometheus_client import start_http_server
 
@@ -28,7 +30,7 @@ from modeltrust.operator.audit import audit_deletion
 from modeltrust.operator.audit_outbox import AuditOutbox, drain_forever
 from modeltrust.operator.builders import BuildSettings
 from modeltrust.operator.config import OperatorConfig
-from modeltrust.operator.deps import Deps
+from modeltrust.operator.deps import Deps, EventSink
 from modeltrust.operator.drift_correction import on_deployment_change
 from modeltrust.operator.errors import Conflict, Fatal, LedgerInconsistent, LedgerUnverified, Retry
 from modeltrust.operator.ledger_access import APPENDS_UNCONFIGURED, LedgerAccess, token_reader
@@ -71,6 +73,30 @@ def _post_event(body: Any, type_: str, reason: str, message: str) -> None:
         log.exception("could not post event %s", reason)
 
 
+def event_poster(k: kube.Kube) -> EventSink:
+    """Post Events through kopf's queue where it has one (inside a resource handler), else
+    through the API ourselves: kopf sets its queue only in the task of one object's handler,
+    so the ledger follower, the audit outbox's drain and trust resets (background tasks)
+    would otherwise lose every Event they post."""
+    background: set[asyncio.Task[None]] = set()
+
+    async def post(body: Any, type_: str, reason: str, message: str) -> None:
+        try:
+            await k.create_event(body, type_, reason, message, datetime.now(UTC))
+        except Exception:  # best effort, as kopf's own posting
+            log.exception("could not post event %s", reason)
+
+    def sink(body: Any, type_: str, reason: str, message: str) -> None:
+        if posting.event_queue_loop_var.get(None) is not None:
+            _post_event(body, type_, reason, message)
+            return
+        task = asyncio.get_running_loop().create_task(post(body, type_, reason, message))
+        background.add(task)
+        task.add_done_callback(background.discard)
+
+    return sink
+
+
 def token_source(config: OperatorConfig) -> Callable[[], str]:
     """MODELTRUST_LEDGER_TOKEN (local use) or the file MODELTRUST_LEDGER_TOKEN_FILE names,
     re-read on use. Nothing else: the pod's service-account token is a credential for the
@@ -104,7 +130,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: 
         k, config.namespace, token_source(config),
         first_use=functools.partial(first_use_refusal, k, namespaces, config.namespace),
     )  # fmt: skip
-    outbox = AuditOutbox(k, config.namespace, ledger, metrics, _post_event, actor=config.actor)
+    events = event_poster(k)
+    outbox = AuditOutbox(k, config.namespace, ledger, metrics, events, actor=config.actor)
     ledger.trust_events = outbox.trust_event
     deps = Deps(
         kube=k,
@@ -113,7 +140,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: 
             local_root=config.local_model_root, recheck_window=config.artifact_recheck_window
         ),
         metrics=metrics,
-        events=_post_event,
+        events=events,
         build=BuildSettings(
             default_image=config.image, service_account_name=config.model_service_account
         ),

@@ -12,6 +12,7 @@ import functools
 import json
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from typing import Any
 
 import kubernetes
@@ -161,6 +162,32 @@ class Kube:
         return await self._call(self.core.patch_namespaced_service, name, namespace, body)
 
     # --- config maps (trusted checkpoint) --------------------------------------------------
+
+    async def create_event(
+        self, involved: Mapping[str, Any], type_: str, reason: str, message: str, now: datetime
+    ) -> None:
+        """A core/v1 Event about `involved` (an object as the API returned it)."""
+        meta = involved.get("metadata") or {}
+        namespace = str(meta.get("namespace") or "default")
+        stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+        body = {
+            "metadata": {"generateName": f"{meta.get('name', 'object')}.", "namespace": namespace},
+            "involvedObject": {
+                "apiVersion": involved.get("apiVersion"),
+                "kind": involved.get("kind"),
+                "name": meta.get("name"),
+                "namespace": meta.get("namespace"),
+                "uid": meta.get("uid"),
+            },
+            "type": type_,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": "modeltrust-operator"},
+            "firstTimestamp": stamp,
+            "lastTimestamp": stamp,
+            "count": 1,
+        }
+        await self._call(self.core.create_namespaced_event, namespace, body)
 
     async def get_config_map(self, namespace: str, name: str) -> JSON | None:
         return await self._call(self.core.read_namespaced_config_map, name, namespace)
