@@ -1,5 +1,8 @@
 """Verifying ledger clients: ``LedgerClient`` (blocking) and ``AsyncLedgerClient`` (asyncio).
 
+Why one long module: the blocking and asyncio clients are two thin drivers of the same
+sans-IO flows and must stay identical in what they check; they sit together for that.
+
 Both pin the ledger's checkpoint verifier key and origin and keep the newest verified
 checkpoint in a TrustStateStore; nothing they return is unverified. The verification
 itself lives in ``client_flows`` and is shared by both.

@@ -1,5 +1,9 @@
 """What a verifying ledger client does, written once without I/O ("sans-IO").
 
+Why one long module: every flow (append, checkpoint, proofs, range reads) shares the
+same verification steps; splitting them would scatter the one place that decides what a
+client believes.
+
 Each operation is a generator that yields the I/O it needs (an HTTP request, or a
 read / compare-and-swap of the trusted checkpoint) and receives the result; the sync
 client (http.client) and the async client (aiohttp) only drive these generators.

@@ -1,5 +1,9 @@
 """RFC 9162 (Certificate Transparency v2) Merkle tree: hashing, proofs, verification.
 
+Why one long module: hashing, proof generation and proof verification mirror each
+other step for step (RFC 9162 2.1); kept side by side so a change to one is seen
+against the other.
+
 Storage model: only *perfect* subtrees are stored, as ``NodeID(level, index)``
 covering leaves ``[index * 2**level, (index + 1) * 2**level)``. They never change
 once written, so a store is append-only. The hashes on the right edge of a tree

@@ -1,5 +1,7 @@
 """The OpenAPI 3.1 document of the ledger API, served at /openapi.json.
 
+Why one long module: it is data (the API document), one entry per route.
+
 Kept next to the handlers by hand (the API is small); tests check that every route
 the server registers is documented and that documented responses match reality.
 """

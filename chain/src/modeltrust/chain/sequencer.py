@@ -1,5 +1,9 @@
 """The sequencer: group commit of pending entries into blocks, each ending in a signed checkpoint.
 
+Why one long module: batching, dedup within a batch, the tree update and the signed
+checkpoint form one critical section whose ordering is the log's safety; it is kept in
+one place on purpose.
+
 Submissions queue up while a block is being written; one task takes whatever is
 pending (up to ``max_batch`` entries, never splitting one request's group), and a
 single worker thread checks duplicates, appends the leaves to the compact range,

@@ -1,5 +1,8 @@
 """The ledger's HTTP API (docs/ledger.md section 6) on aiohttp, with orjson for responses.
 
+Why one long module: one handler per route over the same read-only store and verify-
+on-read helpers; the routes are short and read best together.
+
 Reads run on the event loop against a read-only SQLite connection (WAL readers never
 wait for the writer, and a batched node read is tens of microseconds, less than a
 thread hop). Writes go through the sequencer, which answers only once the entries

@@ -1,5 +1,8 @@
 """Publisher keys and the three registration signature kinds, plus signed revocations.
 
+Why one long module: the three signature kinds share key loading, key ids and the
+statements they sign; one file keeps the domain separation between them visible.
+
 Keys are Ed25519 or ECDSA P-256, exchanged as PEM (PKCS#8 private keys,
 SubjectPublicKeyInfo public keys). A key id is the lowercase hex SHA-256 of the
 DER SubjectPublicKeyInfo.

@@ -1,5 +1,8 @@
 """Ledger storage: the narrow interface the sequencer and server use, and its SQLite backend.
 
+Why one long module: the interface and its one backend change together; the SQL
+and the invariants it keeps (append-only rows, tree nodes, checkpoints) are read as one.
+
 The interface (:class:`LedgerStore`) is deliberately small so a PostgreSQL backend can
 slot in beside SQLite (docs/architecture.md): one atomic ``append`` per block, batched
 reads, and a handful of exact-match lookups. Nothing in it knows about HTTP or about

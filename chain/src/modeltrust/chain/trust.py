@@ -1,5 +1,8 @@
 """Is this model trusted? The one answer, for every verifier of modeltrust.
 
+Why one long module: it is the single copy of every trust rule; splitting it would
+invite the second copies it exists to remove.
+
 The operator (``modeltrust.operator.decisions``), ``modeltrust verify``, ``modeltrust
 fetch`` (the pod's init step, through ``modeltrust.chain.provenance``) and a third-party
 verifier that installs modeltrust-chain alone all ask it here, so they cannot disagree.

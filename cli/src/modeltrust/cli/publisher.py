@@ -1,5 +1,8 @@
 """Publisher commands: keygen, sign, register, revoke, verify.
 
+Why one long module: the publisher's five commands share key reading, ledger options
+and receipts; each command is a short function over modeltrust.chain.
+
 Exit codes: modeltrust.cli.common (0 ok, 1 refused, 2 usage, 3 could not check).
 
 Ledger commands take --ledger URL and --ledger-key (the checkpoint verifier key,

@@ -1,5 +1,8 @@
 """The audit outbox: every decision reaches its ledger exactly once, eventually.
 
+Why one long module: keeping, ordering, draining and reporting pending entries are one
+exactly-once protocol; its parts are only correct together.
+
 A decision that cannot be recorded now (the ledger is down, refuses the token, has no
 trusted checkpoint, or was judged inconsistent) is kept, with the exact entry that will be
 appended, in one ConfigMap in the operator's namespace (`modeltrust-audit-outbox`), and

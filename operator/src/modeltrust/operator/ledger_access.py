@@ -1,5 +1,8 @@
 """Talking to a policy's ledger through modeltrust.chain's verifying client.
 
+Why one long module: every ledger call the operator makes, and the trust-store and
+first-use rules around them, in one place so that no caller bypasses them.
+
 Every answer used here was checked by the client against a signed checkpoint that is
 consistent with the trusted one (kept in a ConfigMap, see trust_store). Errors are
 sorted into the two kinds `decide` distinguishes: "no verified answer" (fail closed,

@@ -1,5 +1,8 @@
 """Following each policy's ledger, so that a revocation reaches serving models in seconds.
 
+Why one long module: the pure matching, one follower's state machine and the
+supervisor that starts and stops followers; the pure parts come first and are tested alone.
+
 The re-verification timer alone acts on a revocation only when `reverifyInterval` has
 elapsed for each model (5 minutes by default). Here one `Follower` per distinct ledger
 (shared by every policy naming it; stopped when none does) polls the ledger's signed

@@ -1,5 +1,8 @@
 """From a decision and the status record to what the operator writes: pure functions.
 
+Why one long module: every status transition the operator makes is here, as pure
+functions; seeing them together is how a reviewer checks they agree.
+
 Each `plan_*` takes what was decided (and what was observed: the owned Deployment, the
 audit append's result) together with the current `MDStatus`, and returns a `Plan`: the
 status patch, the events to post and, when the object must be tried again, the Retry to

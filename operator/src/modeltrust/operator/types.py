@@ -1,5 +1,8 @@
 """Typed, validated views of ModelDeployment and ModelTrustPolicy objects.
 
+Why one long module: one parser per CRD field, mirroring the CRD schema it re-checks;
+kept in one file so it can be read against crds/ side by side.
+
 The API server already enforces the CRD schema and CEL rules, but the operator re-checks
 everything it relies on: a CRD installed without validation, an older schema version, or a
 hand-written test object must produce a clear refusal, never a half-understood spec.

@@ -1,5 +1,8 @@
 """The Open Inference Protocol v2 REST application, independent of the HTTP transport.
 
+Why one long module: one handler per protocol route, with the request validation the
+protocol defines (datatypes, shapes, limits) next to the handler that relies on it.
+
 Routes (as KServe and Triton serve them):
   GET  /v2/health/live, /v2/health/ready        200 when true, 400 when not;
                                                 {"live": true} / {"ready": ...}

@@ -1,5 +1,8 @@
 """A lean HTTP/1.1 server for the OIP application: asyncio + httptools (+ uvloop).
 
+Why one long module: the HTTP/1.1 state machine (request line, headers, limits,
+keep-alive, Upgrade) is one protocol; its limits only make sense read together.
+
 Why not a framework: see docs/serving.md ("The HTTP transport") for the measured
 comparison with uvicorn. This server parses with httptools (llhttp, in C), keeps
 connections alive and answers pipelined requests in order.
