@@ -55,6 +55,7 @@ from types import FrameType
 from typing import Any
 
 from operator_bench import (
+    OPERATOR_SETTINGS,
     REPO,
     BenchError,
     Model,
@@ -83,10 +84,6 @@ NAMESPACE = "bench"
 MODEL_BYTES = 100 * 1000
 TARGET_P99 = 5.0
 TARGET_SERVING = 200
-OPERATOR_SETTINGS = {
-    "MODELTRUST_IMAGE": "registry.example/modeltrust:bench",
-    "MODELTRUST_ACTOR": "bench-operator",
-}
 FOLLOWER_OFF = {"MODELTRUST_LEDGER_FOLLOW_INTERVAL": "0"}
 
 
