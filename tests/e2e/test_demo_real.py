@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from harness.cluster import Cluster
-from harness.image import build_image
+from harness.image import image_on_node
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "hack" / "demo.py"
@@ -31,7 +31,7 @@ def test_the_demo_on_real_pods_ends_with_a_real_inference(real_cluster: Cluster)
     argv = [sys.executable, str(DEMO), "--real", "--use-current-context", "--timeout", "180",
             "--store-address", cluster.host_address]  # fmt: skip
     if cluster.importer is not None:
-        argv += ["--image", build_image().reference]
+        argv += ["--image", image_on_node(cluster)]  # by digest, as policies require
     result = subprocess.run(
         argv, env=env, capture_output=True, text=True, timeout=900, check=False
     )  # fmt: skip
@@ -40,7 +40,11 @@ def test_the_demo_on_real_pods_ends_with_a_real_inference(real_cluster: Cluster)
     ticked = re.findall(rf"^ ✓ +(\d+)/{STEPS}  ", out, re.MULTILINE)
     assert [int(n) for n in ticked] == list(range(1, STEPS + 1)), out
     assert "✗" not in out
-    assert re.search(r"^ +digits +digits +1\.0\.0 +[0-9a-f]{12} +True +2 +2 ", out, re.MULTILINE)
+    assert re.search(
+        r"^ +digits +digits +1\.0\.0 +1\.0\.0 +[0-9a-f]{12} +Verified +Enforced +True +2 ",
+        out,
+        re.MULTILINE,
+    )
     last = out[out.index(f"15/{STEPS}") :]
     assert "logits equal to onnxruntime's on this machine" in last, last
     assert "a real inference answered" in out
