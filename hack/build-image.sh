@@ -196,13 +196,18 @@ else
   fi
   mv "$archive.tmp" "$archive"
   log "built in $((SECONDS - start)) s"
-  # Only the newest build is kept: each archive and each vfs copy is hundreds of MB.
-  for old in "$image_cache/$name-"*.tar; do
-    [[ $old == "$archive" || $old == "$latest" ]] || rm -f "$old"
+  # Only the newest few builds are kept (each archive and each vfs copy is hundreds of MB),
+  # not only the newest one: two checkouts (or a test run beside a CI run) that build in
+  # turn would otherwise delete the image the other one is about to use.
+  keep=3
+  mapfile -t archives < <(ls -t "$image_cache/$name-$tag-"*.tar 2>/dev/null)
+  for old in "${archives[@]:$keep}"; do
+    [[ $old == "$archive" ]] || rm -f "$old"
   done
   if [[ $builder == buildah ]]; then
     for old in $(bah images --format '{{.Name}}:{{.Tag}}'); do
-      [[ $old == */$name:ctx-* && $old != */$name:$hash_tag ]] || continue
+      [[ $old == */$name:ctx-* ]] || continue
+      [[ -e $image_cache/$name-$tag-${old##*:ctx-}.tar ]] && continue  # still kept
       bah rmi "$old" >/dev/null 2>&1 || true
     done
     bah rmi --prune >/dev/null 2>&1 || true
