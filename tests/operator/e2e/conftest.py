@@ -170,27 +170,49 @@ def ledger(cluster: Cluster, tmp_path: Path, publishers: dict[str, Publisher]) -
         led.stop()
 
 
+OperatorFactory = Callable[..., Operator]
+
+
 @pytest.fixture
-def operator(
+def start_operator(
     crds: Cluster,
     namespace: str,
     tmp_path: Path,
     operator_settings: dict[str, str],
     request: pytest.FixtureRequest,
-) -> Iterator[Operator]:
+) -> Iterator[OperatorFactory]:
+    """Start the test's operator with `operator_settings` plus `extra` settings (the only way
+    tests start one, so every operator runs with this cluster's pod image); stopped at the
+    end, after its ModelDeployments were released while it still ran."""
     if "ledger" in request.fixturenames:
         # Set the ledger up first, so it is torn down after the operator: the deletions
         # below are audited on it.
         request.getfixturevalue("ledger")
-    op = Operator(crds.env, namespace, tmp_path, TOKEN, operator_settings)
-    op.start()
+    started: list[Operator] = []
+
+    def start(no_passwd: bool = False, **extra: str) -> Operator:
+        settings = {**operator_settings, **extra}
+        op = Operator(crds.env, namespace, tmp_path, TOKEN, settings, no_passwd=no_passwd)
+        op.start()
+        started.append(op)
+        return op
+
     try:
-        yield op
+        yield start
     finally:
-        release_model_deployments(crds, namespace, op.proc)
-        op.stop()
-        if os.environ.get("MODELTRUST_E2E_SHOW_LOGS"):
-            print(op.log()[-20000:])
+        for op in started:
+            ledger = request.getfixturevalue("ledger") if "ledger" in request.fixturenames else None
+            if ledger is not None and ledger.proc is None:
+                ledger.start()  # a test that stopped it: deletions are audited
+            release_model_deployments(crds, namespace, op.proc)
+            op.stop()
+            if os.environ.get("MODELTRUST_E2E_SHOW_LOGS"):
+                print(op.log()[-20000:])
+
+
+@pytest.fixture
+def operator(start_operator: OperatorFactory) -> Operator:
+    return start_operator()
 
 
 def release_model_deployments(

@@ -6,21 +6,18 @@ from __future__ import annotations
 
 import json
 import urllib.request
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from harness.cluster import Cluster
-from harness.modeltrust_objects import TOKEN
 from modeltrust.chain.entries import AuditEntry
 from modeltrust.operator.audit_outbox import CONFIG_MAP, DATA_KEY
 
 from .conftest import (
-    OPERATOR_SETTINGS,
     Ledger,
     Models,
     Operator,
+    OperatorFactory,
     Publisher,
     RolloutFactory,
     apply,
@@ -28,7 +25,6 @@ from .conftest import (
     free_port,
     get_md,
     model_deployment,
-    release_model_deployments,
     wait_condition,
     wait_for,
     wait_replicas,
@@ -36,24 +32,11 @@ from .conftest import (
 
 
 @pytest.fixture
-def metered(
-    crds: Cluster, namespace: str, tmp_path: Path, ledger: Ledger
-) -> Iterator[tuple[Operator, int]]:
+def metered(start_operator: OperatorFactory) -> tuple[Operator, int]:
     """The operator with its Prometheus endpoint on."""
     port = free_port()
-    settings = {
-        **OPERATOR_SETTINGS,
-        "MODELTRUST_LOCAL_MODEL_ROOT": str(tmp_path),
-        "MODELTRUST_METRICS_PORT": str(port),
-        "MODELTRUST_METRICS_ADDR": "127.0.0.1",
-    }
-    op = Operator(crds.env, namespace, tmp_path, TOKEN, settings)
-    op.start()
-    try:
-        yield op, port
-    finally:
-        release_model_deployments(crds, namespace, op.proc)
-        op.stop()
+    op = start_operator(MODELTRUST_METRICS_PORT=str(port), MODELTRUST_METRICS_ADDR="127.0.0.1")
+    return op, port
 
 
 def metric(port: int, name: str, ledger_url: str) -> float | None:

@@ -6,7 +6,6 @@ running that way: watch, download, digest, ledger proofs, onnxruntime, Deploymen
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,10 +13,15 @@ from pathlib import Path
 import pytest
 
 from harness.cluster import Cluster
-from harness.modeltrust_objects import TOKEN
 from harness.nopasswd import environment_is_passwdless
 
-from .conftest import Ledger, Operator, Publisher, RolloutFactory, release_model_deployments
+from .conftest import (
+    Ledger,
+    Operator,
+    OperatorFactory,
+    Publisher,
+    RolloutFactory,
+)
 
 
 @pytest.fixture
@@ -33,19 +37,9 @@ def ledger(cluster: Cluster, tmp_path: Path, publishers: dict[str, Publisher]) -
 
 
 @pytest.fixture
-def operator(
-    crds: Cluster, namespace: str, tmp_path: Path, operator_settings: dict[str, str]
-) -> Iterator[Operator]:
+def operator(start_operator: OperatorFactory) -> Operator:
     environment_is_passwdless()
-    op = Operator(crds.env, namespace, tmp_path, TOKEN, operator_settings, no_passwd=True)
-    op.start()
-    try:
-        yield op
-    finally:
-        release_model_deployments(crds, namespace, op.proc)
-        op.stop()
-        if os.environ.get("MODELTRUST_E2E_SHOW_LOGS"):
-            print(op.log()[-20000:])
+    return start_operator(no_passwd=True)
 
 
 def test_operator_with_no_passwd_entry_rolls_out_a_verified_model(

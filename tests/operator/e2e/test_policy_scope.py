@@ -16,6 +16,7 @@ from harness.cluster import Cluster, ClusterError
 from .conftest import (
     Ledger,
     Models,
+    ModelUri,
     PolicyFactory,
     Publisher,
     RolloutFactory,
@@ -40,11 +41,12 @@ def test_a_namespace_outside_the_policys_scope_is_refused(
     ledger: Ledger,
     models: Models,
     make_policy: PolicyFactory,
+    model_uri: ModelUri,
 ) -> None:
     # The admin's lab policy: Audit, for the lab namespace only.
     lab = make_policy("lab", enforcement="Audit", namespaces=[f"lab-{namespace}"[:63]])
     path, digest = models.make("unregistered", seed=71)  # nobody registered it
-    apply(crds, model_deployment(namespace, "x", lab, str(path), digest))
+    apply(crds, model_deployment(namespace, "x", lab, model_uri(path), digest))
 
     md = wait_condition(crds, namespace, "x", "Verified", "False", "PolicyNotInScope")
     assert (
@@ -113,6 +115,7 @@ def test_default_columns_show_what_serves_next_to_what_was_asked(
     models: Models,
     policy: str,
     rolled_out: RolloutFactory,
+    model_uri: ModelUri,
 ) -> None:
     served = rolled_out("p", policy, seed=73)
     row = columns(crds, namespace, "p")
@@ -121,7 +124,7 @@ def test_default_columns_show_what_serves_next_to_what_was_asked(
     assert row["DIGEST"] == served.digest.removeprefix("sha256:")[:12]
     # 1.1.0 is refused: the row must not read "1.1.0 ... True" while 1.0.0 serves.
     path, digest = models.make("p-next", seed=74)  # not registered
-    apply(crds, model_deployment(namespace, "p", policy, str(path), digest, version="1.1.0"))
+    apply(crds, model_deployment(namespace, "p", policy, model_uri(path), digest, version="1.1.0"))
     wait_condition(crds, namespace, "p", "Verified", "False", "NotRegistered")
     row = columns(crds, namespace, "p")
     assert (row["REQUESTED"], row["SERVING"]) == ("1.1.0", "1.0.0")
@@ -131,11 +134,16 @@ def test_default_columns_show_what_serves_next_to_what_was_asked(
 
 
 def test_default_columns_show_an_audit_only_rollout(
-    crds: Cluster, namespace: str, ledger: Ledger, models: Models, make_policy: PolicyFactory
+    crds: Cluster,
+    namespace: str,
+    ledger: Ledger,
+    models: Models,
+    make_policy: PolicyFactory,
+    model_uri: ModelUri,
 ) -> None:
     policy = make_policy(enforcement="Audit")
     path, digest = models.make("unregistered", seed=75)
-    apply(crds, model_deployment(namespace, "a", policy, str(path), digest))
+    apply(crds, model_deployment(namespace, "a", policy, model_uri(path), digest))
     md = wait_condition(crds, namespace, "a", "Ready", "True")
     assert md["status"]["mode"] == "AuditOnly"
     assert md["status"]["servingDigest"] == digest

@@ -10,27 +10,22 @@ does not bring the operator down, is logged once, and is followed again afterwar
 
 from __future__ import annotations
 
-import os
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from harness.cluster import Cluster
-from harness.modeltrust_objects import TOKEN
 
 from .conftest import (
-    OPERATOR_SETTINGS,
     Ledger,
     Operator,
+    OperatorFactory,
     PolicyFactory,
     Publisher,
     RolloutFactory,
     condition,
     deployment,
     get_md,
-    release_model_deployments,
     wait_condition,
     wait_for,
 )
@@ -40,7 +35,6 @@ from .conftest import (
 # for a loaded shared machine: the timer would take 300 s.
 WITHIN = 15.0
 FOLLOW_SETTINGS = {
-    **OPERATOR_SETTINGS,
     "MODELTRUST_TIMER_INTERVAL": "300",
     "MODELTRUST_LEDGER_FOLLOW_INTERVAL": "1",
     "MODELTRUST_LEDGER_FOLLOW_MAX_BACKOFF": "2",  # a restarted ledger is followed at once
@@ -48,19 +42,8 @@ FOLLOW_SETTINGS = {
 
 
 @pytest.fixture
-def operator(crds: Cluster, namespace: str, tmp_path: Path, ledger: Ledger) -> Iterator[Operator]:
-    settings = {**FOLLOW_SETTINGS, "MODELTRUST_LOCAL_MODEL_ROOT": str(tmp_path)}
-    op = Operator(crds.env, namespace, tmp_path, TOKEN, settings)
-    op.start()
-    try:
-        yield op
-    finally:
-        if ledger.proc is None:
-            ledger.start()  # deletions are audited
-        release_model_deployments(crds, namespace, op.proc)
-        op.stop()
-        if os.environ.get("MODELTRUST_E2E_SHOW_LOGS"):
-            print(op.log()[-20000:])
+def operator(start_operator: OperatorFactory) -> Operator:
+    return start_operator(**FOLLOW_SETTINGS)
 
 
 def replicas(cluster: Cluster, ns: str, name: str) -> int | None:

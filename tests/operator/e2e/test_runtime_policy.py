@@ -18,6 +18,7 @@ from harness.cluster import Cluster
 from .conftest import (
     Ledger,
     Models,
+    ModelUri,
     PolicyFactory,
     Publisher,
     RolloutFactory,
@@ -71,12 +72,13 @@ def test_an_image_the_policy_does_not_allow_is_refused_and_audited(
     make_policy: PolicyFactory,
     image: str,
     reason: str,
+    model_uri: ModelUri,
 ) -> None:
     # Even under Audit: the runtime is not what Audit relaxes.
     policy = make_policy(enforcement="Audit")
     path, digest = models.make("m", seed=61)
     ledger.register(publishers["trusted"], path, "mnist", "1.0.0")
-    body = model_deployment(namespace, "m", policy, str(path), digest)
+    body = model_deployment(namespace, "m", policy, model_uri(path), digest)
     apply(crds, with_runtime(body, image=image))
 
     md = wait_condition(crds, namespace, "m", "Verified", "False", reason)
@@ -96,9 +98,10 @@ def test_the_last_verified_version_keeps_serving_when_a_new_image_is_refused(
     policy: str,
     rolled_out: RolloutFactory,
     pod_image: str,
+    model_uri: ModelUri,
 ) -> None:
     first = rolled_out("s", policy, seed=62)
-    body = model_deployment(namespace, "s", policy, str(first.path), first.digest)
+    body = model_deployment(namespace, "s", policy, model_uri(first.path), first.digest)
     apply(crds, with_runtime(body, image=EVIL))
     md = wait_condition(crds, namespace, "s", "Verified", "False", "RuntimeImageNotAllowed")
     assert md["status"]["servingDigest"] == first.digest
@@ -121,13 +124,14 @@ def test_environment_that_changes_what_code_runs_is_refused(
     make_policy: PolicyFactory,
     name: str,
     pod_image: str,
+    model_uri: ModelUri,
 ) -> None:
     # A wildcard in the policy does not let them through: they must be named literally.
     policy = make_policy(runtime={"allowedImages": [pod_image], "allowedEnv": ["*"]})
     path, digest = models.make("e", seed=63)
     ledger.register(publishers["trusted"], path, "mnist", "1.0.0")
     env = [{"name": name, "value": "/models/evil"}, {"name": "APP_MODE", "value": "fast"}]
-    body = model_deployment(namespace, "e", policy, str(path), digest)
+    body = model_deployment(namespace, "e", policy, model_uri(path), digest)
     apply(crds, with_runtime(body, env=env))
 
     md = wait_condition(crds, namespace, "e", "Verified", "False", "RuntimeEnvNotAllowed")
@@ -145,6 +149,7 @@ def test_a_rollout_records_the_runtime_image_and_the_pod_template_digest(
     models: Models,
     make_policy: PolicyFactory,
     pod_image: str,
+    model_uri: ModelUri,
 ) -> None:
     policy = make_policy(
         runtime={"allowedImages": [pod_image, OTHER], "allowedEnv": ["OMP_NUM_THREADS"]}
@@ -152,7 +157,7 @@ def test_a_rollout_records_the_runtime_image_and_the_pod_template_digest(
     path, digest = models.make("g", seed=64)
     ledger.register(publishers["trusted"], path, "mnist", "1.0.0")
     body = with_runtime(
-        model_deployment(namespace, "g", policy, str(path), digest),
+        model_deployment(namespace, "g", policy, model_uri(path), digest),
         image=OTHER, env=[{"name": "OMP_NUM_THREADS", "value": "2"}],
     )  # fmt: skip
     apply(crds, body)

@@ -21,6 +21,7 @@ from modeltrust.operator.trust_store import config_map_name
 from .conftest import (
     Ledger,
     Models,
+    ModelUri,
     Operator,
     Publisher,
     RolloutFactory,
@@ -67,6 +68,7 @@ def test_trust_is_never_reset_silently_and_an_explicit_reset_reverifies(
     policy: str,
     operator: Operator,
     rolled_out: RolloutFactory,
+    model_uri: ModelUri,
 ) -> None:
     record = config_map_name(ledger.verifier_key)
     # "c" is rolled out before the snapshot: its rollout is in both histories.
@@ -84,7 +86,7 @@ def test_trust_is_never_reset_silently_and_an_explicit_reset_reverifies(
     ledger.start()
     # "a" (registered before the snapshot) and "z" (registered after it) are rolled out
     # after it: the rollback loses both rollouts and z's registration.
-    apply(crds, model_deployment(namespace, "a", policy, str(path_a), digest_a))
+    apply(crds, model_deployment(namespace, "a", policy, model_uri(path_a), digest_a))
     a = wait_condition(crds, namespace, "a", "Ready", "True")
     z = rolled_out("z", policy, seed=43)
 
@@ -97,7 +99,7 @@ def test_trust_is_never_reset_silently_and_an_explicit_reset_reverifies(
     size_before = ledger_size(ledger)
     operator.start()
 
-    apply(crds, model_deployment(namespace, "b", policy, str(path_a), digest_a))
+    apply(crds, model_deployment(namespace, "b", policy, model_uri(path_a), digest_a))
     md = wait_condition(crds, namespace, "b", "Verified", "False", "TrustRecordMissing")
     message = condition(md, "Verified")["message"]
     assert "modeltrust.dev/trust-reset" in message
@@ -187,6 +189,7 @@ def test_a_rolled_back_ledger_gets_no_entry_and_stays_refused(
     policy: str,
     operator: Operator,
     rolled_out: RolloutFactory,
+    model_uri: ModelUri,
 ) -> None:
     path, digest = models.make("m", seed=45)
     ledger.register(publishers["trusted"], path, "mnist", "1.0.0")
@@ -198,7 +201,7 @@ def test_a_rolled_back_ledger_gets_no_entry_and_stays_refused(
     ledger.restore("old")
     ledger.start()
     size_before = ledger_size(ledger)
-    apply(crds, model_deployment(namespace, "second", policy, str(path), digest))
+    apply(crds, model_deployment(namespace, "second", policy, model_uri(path), digest))
     wait_condition(crds, namespace, "second", "Verified", "False", "LedgerInconsistent")
     # Drift on a serving model is corrected, but its audit is kept, not sent to that ledger.
     crds.kubectl("scale", "deployment", "first", "-n", namespace, "--replicas=3")
@@ -224,6 +227,7 @@ def test_minimum_checkpoint_refuses_a_ledger_below_it(
     publishers: dict[str, Publisher],
     models: Models,
     make_policy: Any,
+    model_uri: ModelUri,
 ) -> None:
     path, digest = models.make("m", seed=47)
     ledger.register(publishers["trusted"], path, "mnist", "1.0.0")
@@ -235,11 +239,11 @@ def test_minimum_checkpoint_refuses_a_ledger_below_it(
         "above",
         ledger={**ledger_spec, "minimumCheckpoint": {"size": cp.size + 5, "rootHash": root}},
     )
-    apply(crds, model_deployment(namespace, "refused", above, str(path), digest))
+    apply(crds, model_deployment(namespace, "refused", above, model_uri(path), digest))
     md = wait_condition(crds, namespace, "refused", "Verified", "False", "LedgerInconsistent")
     assert "minimumCheckpoint" in condition(md, "Verified")["message"]
     at = make_policy(
         "at", ledger={**ledger_spec, "minimumCheckpoint": {"size": cp.size, "rootHash": root}}
     )
-    apply(crds, model_deployment(namespace, "allowed", at, str(path), digest))
+    apply(crds, model_deployment(namespace, "allowed", at, model_uri(path), digest))
     wait_condition(crds, namespace, "allowed", "Ready", "True")
