@@ -6,6 +6,7 @@ and even when the label the Deployment watch selects on was removed first."""
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ from harness.cluster import Cluster
 from .conftest import (
     Ledger,
     Models,
+    Operator,
     Publisher,
     RolloutFactory,
     deployment,
@@ -139,3 +141,81 @@ def test_replicas_of_a_revoked_model_stay_at_zero(
         lambda: [r for r in drift_audits(ledger, uid) if "spec.replicas differs" in r],
     )
     assert (deployment(crds, namespace, "r") or {})["spec"]["replicas"] == 0
+
+
+def test_a_deployment_that_lost_its_owner_reference_is_taken_back_and_audited(
+    crds: Cluster, pod_image: str, namespace: str, ledger: Ledger, policy: str,
+    rolled_out: RolloutFactory,
+) -> None:  # fmt: skip
+    served = rolled_out("o", policy, seed=53)
+    made = deployment(crds, namespace, "o")
+    assert made is not None
+    # The attack: orphan the Deployment (no controller reference, no managed-by label), then
+    # swap its image. Kubernetes' garbage collector no longer ties it to the ModelDeployment.
+    patch(
+        crds, namespace, "o",
+        {"metadata": {"ownerReferences": None,
+                      "labels": {"app.kubernetes.io/managed-by": None}}},
+        "merge",
+    )  # fmt: skip
+    crds.kubectl("set", "image", "deployment/o", "-n", namespace, "model-server=evil:1")
+
+    def taken_back() -> dict[str, Any] | None:
+        dep = deployment(crds, namespace, "o") or {}
+        refs = dep.get("metadata", {}).get("ownerReferences") or []
+        ours = any(r.get("uid") == served.uid and r.get("controller") for r in refs)
+        return dep if ours and server(dep)["image"] == pod_image else None
+
+    back = wait_for("the orphaned Deployment taken back, image restored", taken_back)
+    assert back["metadata"]["uid"] == made["metadata"]["uid"]  # the same object, restored
+    reasons = wait_for(
+        "a drift audit entry naming the removed controller reference",
+        lambda: [r for r in drift_audits(ledger, served.uid) if "ownerReferences" in r],
+    )
+    assert any("controller reference to ModelDeployment o was removed" in r for r in reasons)
+    wait_condition(crds, namespace, "o", "Ready", "True")
+
+
+def test_another_deployment_at_its_name_is_never_served_from(
+    crds: Cluster, namespace: str, ledger: Ledger, policy: str, rolled_out: RolloutFactory,
+    operator: Operator,
+) -> None:  # fmt: skip
+    served = rolled_out("h", policy, seed=54)
+    made = deployment(crds, namespace, "h")
+    assert made is not None
+    # While the operator is away, its Deployment is replaced by a hand-made one at the same
+    # name, with the model-server labels and the ready replicas a real one would report.
+    operator.stop()
+    crds.kubectl("delete", "deployment", "h", "-n", namespace, "--wait=true")
+    forged = {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "h", "namespace": namespace, "labels": made["metadata"]["labels"]},
+        "spec": {
+            "replicas": 1,
+            "selector": made["spec"]["selector"],
+            "template": {
+                "metadata": {"labels": made["spec"]["template"]["metadata"]["labels"]},
+                "spec": {"containers": [{"name": "model-server", "image": "evil:1"}]},
+            },
+        },
+    }  # fmt: skip
+    crds.kubectl("apply", "-f", "-", input=json.dumps(forged))
+    forged_uid = (deployment(crds, namespace, "h") or {})["metadata"]["uid"]
+    operator.start()
+
+    md = wait_condition(crds, namespace, "h", "Ready", "False", "NotControlled")
+    ready = next(c for c in md["status"]["conditions"] if c["type"] == "Ready")
+    assert "not controlled by this ModelDeployment" in ready["message"]
+    not_corrected = wait_for(
+        "the not-corrected drift audit entry",
+        lambda: [a for a in ledger.audits(served.uid) if a.decision == "not-corrected"],
+    )
+    assert not_corrected[0].reasons[0].startswith("NotControlled: ")
+    # Not taken over, not deleted: it is not the operator's object.
+    still = deployment(crds, namespace, "h") or {}
+    assert still["metadata"]["uid"] == forged_uid
+    assert not still["metadata"].get("ownerReferences")
+    # Reported once, not at every timer tick (the drift check runs every 2 s here).
+    time.sleep(5)
+    assert len([a for a in ledger.audits(served.uid) if a.decision == "not-corrected"]) == 1
+    crds.kubectl("delete", "deployment", "h", "-n", namespace)

@@ -126,6 +126,9 @@ EDITS: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
      lambda d: d["spec"]["template"]["metadata"]["annotations"].update(
          {"container.apparmor.security.beta.kubernetes.io/model-server": "unconfined"}),
      "apparmor.security.beta.kubernetes.io/model-server was added"),
+    ("controller reference removed",
+     lambda d: d["metadata"].pop("ownerReferences"),
+     "metadata.ownerReferences: the controller reference to ModelDeployment resnet was removed"),
     ("managed-by label removed",
      lambda d: d["metadata"]["labels"].pop("app.kubernetes.io/managed-by"),
      "metadata.labels.app.kubernetes.io/managed-by is None"),

@@ -11,7 +11,7 @@ import pytest
 from modeltrust.chain.signatures import generate_private_key, key_id, public_key_pem
 from modeltrust.operator.errors import SpecError
 from modeltrust.operator.keys import TrustedKeys
-from modeltrust.operator.status import readiness
+from modeltrust.operator.status import controlled_uid, readiness
 from modeltrust.operator.types import Publisher, parse_trust_policy
 
 pytestmark = pytest.mark.unit
@@ -51,11 +51,15 @@ def test_bad_keys_and_mismatched_ids_name_the_publisher(
         TrustedKeys.from_policy(dataclasses.replace(policy, publishers=(Publisher("x", garbage),)))
 
 
+MD_UID = "md-uid"
+OWNER = {"kind": "ModelDeployment", "name": "m", "uid": MD_UID, "controller": True}
+
+
 def dep(
     want: int, ready: int, updated: int, *, generation: int = 2, observed: int = 2
 ) -> dict[str, Any]:
     return {
-        "metadata": {"generation": generation},
+        "metadata": {"generation": generation, "uid": "dep-uid", "ownerReferences": [OWNER]},
         "spec": {"replicas": want},
         "status": {"observedGeneration": observed, "replicas": want, "readyReplicas": ready,
                    "updatedReplicas": updated, "availableReplicas": ready},
@@ -74,9 +78,29 @@ def dep(
     ],
 )
 def test_readiness(deployment: dict[str, Any] | None, status: str, reason: str) -> None:
-    r = readiness(deployment)
+    r = readiness(deployment, owner_uid=MD_UID)
     assert (r.status, r.reason) == (status, reason)
 
 
 def test_revoked_is_never_ready() -> None:
-    assert readiness(dep(2, 2, 2), revoked=True).reason == "Revoked"
+    assert readiness(dep(2, 2, 2), owner_uid=MD_UID, revoked=True).reason == "Revoked"
+
+
+@pytest.mark.parametrize(
+    "owners",
+    [
+        [],  # the controller reference was removed
+        [{**OWNER, "controller": False}],  # still named, but not as its controller
+        [{**OWNER, "uid": "another-md"}],  # another object took the name
+    ],
+)
+def test_ready_is_never_reported_from_a_deployment_it_does_not_control(
+    owners: list[dict[str, Any]],
+) -> None:
+    d = dep(2, 2, 2)
+    d["metadata"]["ownerReferences"] = owners
+    r = readiness(d, owner_uid=MD_UID)
+    assert (r.status, r.reason, r.ready_replicas) == ("False", "NotControlled", 0)
+    assert "not controlled by this ModelDeployment" in r.message
+    assert controlled_uid(d, MD_UID) is None
+    assert controlled_uid(dep(2, 2, 2), MD_UID) == "dep-uid"

@@ -52,9 +52,13 @@ def condition(status: dict[str, Any], type_: str) -> dict[str, Any]:
     return dict(found)
 
 
+MD_UID = "0b6c1f3e-2f43-4d6e-9a53-6f1f4b0e2a11"  # the unit tests' ModelDeployment
+
+
 def deployment(replicas: int, ready: int) -> dict[str, Any]:
+    owner = {"kind": "ModelDeployment", "name": "resnet", "uid": MD_UID, "controller": True}
     return {
-        "metadata": {"generation": 1},
+        "metadata": {"generation": 1, "uid": "dep-1", "ownerReferences": [owner]},
         "spec": {"replicas": replicas},
         "status": {"observedGeneration": 1, "replicas": ready, "readyReplicas": ready,
                    "updatedReplicas": ready, "availableReplicas": ready},
@@ -169,10 +173,22 @@ def test_the_audit_entry_is_keyed_on_the_decision(md: ModelDeployment) -> None:
 
 
 def test_readiness_is_written_only_when_it_changes() -> None:
-    patch = plan_readiness(serving(), deployment(2, 1), NOW)
+    patch = plan_readiness(serving(), deployment(2, 1), MD_UID, NOW)
     assert patch is not None
     assert patch.to_status()["readyReplicas"] == 1
-    assert plan_readiness(patch.record, deployment(2, 1), NOW) is None
+    assert patch.to_status()["deploymentUID"] == "dep-1"  # the object it made, remembered
+    assert plan_readiness(patch.record, deployment(2, 1), MD_UID, NOW) is None
+
+
+def test_an_orphaned_deployment_is_not_ready_and_keeps_the_remembered_uid() -> None:
+    record = serving(deploymentUID="dep-1", readyReplicas=2, replicas=2)
+    orphan = deployment(2, 2)
+    orphan["metadata"]["ownerReferences"] = []
+    patch = plan_readiness(record, orphan, MD_UID, NOW)
+    assert patch is not None
+    ready = next(c for c in patch.to_status()["conditions"] if c["type"] == "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "NotControlled")
+    assert patch.record.deployment_uid == "dep-1"
 
 
 def _policy(generation: int, action: str = "ScaleToZero") -> Any:

@@ -206,6 +206,15 @@ def detect_deployment_drift(
         (expected.get("spec") or {}).get("template") or {},
     )
     a_meta, e_meta = actual.get("metadata") or {}, expected.get("metadata") or {}
+    for ref in e_meta.get("ownerReferences") or []:
+        if ref.get("controller") and not any(
+            r.get("uid") == ref.get("uid") and r.get("controller")
+            for r in a_meta.get("ownerReferences") or []
+        ):
+            out.append(
+                f"metadata.ownerReferences: the controller reference to {ref.get('kind')} "
+                f"{ref.get('name')} was removed"
+            )
     a_labels = a_meta.get("labels") or {}
     for k, v in sorted((e_meta.get("labels") or {}).items()):
         if a_labels.get(k) != v:

@@ -16,12 +16,14 @@ from typing import Any
 
 from modeltrust.operator import builders
 from modeltrust.operator.audit import audit_best_effort
+from modeltrust.operator.builders import VerifiedModel
 from modeltrust.operator.deps import Deps
 from modeltrust.operator.drift import detect_deployment_drift, drift_fingerprint
-from modeltrust.operator.errors import Conflict, Fatal, Retry
+from modeltrust.operator.errors import Conflict, Fatal, NotControlled, Retry
 from modeltrust.operator.owned import apply_deployment, expected_deployment, serving_model
 from modeltrust.operator.plans import plan_readiness
 from modeltrust.operator.status_record import MDStatus
+from modeltrust.operator.types import ModelDeployment
 
 log = logging.getLogger("modeltrust.operator")
 
@@ -50,6 +52,7 @@ async def on_deployment_change(deps: Deps, owner: Mapping[str, Any]) -> None:
         if expected is None or served is None:
             return
         md, verified = served
+        record = MDStatus.from_status(fresh.get("status"))
         deployment = await deps.kube.get_deployment(md.ref.namespace, expected["metadata"]["name"])
         diffs: tuple[str, ...] = ()
         if deployment is None:
@@ -58,7 +61,14 @@ async def on_deployment_change(deps: Deps, owner: Mapping[str, Any]) -> None:
             diffs = detect_deployment_drift(deployment, expected)
         if diffs:
             deployment_seen = deployment
-            deployment = await apply_deployment(deps, md, expected)
+            try:
+                deployment = await apply_deployment(
+                    deps, md, expected, made_uid=record.deployment_uid
+                )
+            except NotControlled as exc:
+                assert deployment is not None
+                await _report_not_controlled(deps, fresh, md, record, deployment, verified, exc)
+                return
             deps.metrics.drift.inc()
             message = "restored the verified Deployment: " + "; ".join(diffs)
             deps.events(fresh, "Warning", "DriftCorrected", message[:1024])
@@ -72,11 +82,37 @@ async def on_deployment_change(deps: Deps, owner: Mapping[str, Any]) -> None:
                 detail=drift_fingerprint(expected) + "-"
                 + hashlib.sha256(seen.encode()).hexdigest()[:8],
             )  # fmt: skip
-        patch = plan_readiness(MDStatus.from_status(fresh.get("status")), deployment, deps.clock())
+        patch = plan_readiness(record, deployment, md.ref.uid, deps.clock())
         if patch is not None:
             await deps.kube.patch_model_deployment_status(
                 md.ref.namespace, md.ref.name, patch.to_status()
             )
+
+
+async def _report_not_controlled(
+    deps: Deps,
+    body: Mapping[str, Any],
+    md: ModelDeployment,
+    record: MDStatus,
+    found: Mapping[str, Any],
+    verified: VerifiedModel,
+    exc: NotControlled,
+) -> None:
+    """Another object took the owned Deployment's name: never served from (Ready=False,
+    NotControlled), evented and audited when it is first seen (not at every timer tick),
+    left alone (it is not ours to delete; admission keeps others from making it)."""
+    patch = plan_readiness(record, found, md.ref.uid, deps.clock())
+    if patch is None:
+        return  # already reported
+    await deps.kube.patch_model_deployment_status(md.ref.namespace, md.ref.name, patch.to_status())
+    deps.events(body, "Warning", "NotControlled", str(exc)[:1024])
+    log.warning("%s/%s: %s", md.ref.namespace, md.ref.name, exc)
+    found_meta = found.get("metadata") or {}
+    await audit_best_effort(
+        deps, body, md, action="drift", decision="not-corrected", digest=verified.digest,
+        reasons=(f"NotControlled: {exc}",),
+        detail=f"{found_meta.get('uid')}-{_resource_version(found)}",
+    )  # fmt: skip
 
 
 async def check_owned_deployment(deps: Deps, body: Mapping[str, Any]) -> None:

@@ -99,6 +99,11 @@ class Fatal(OperatorError):
     """Nothing will change until the object changes (kopf.PermanentError)."""
 
 
+class NotControlled(Fatal):
+    """An object at the name of an owned one is not controlled by the ModelDeployment and
+    is not the object the operator made: it is reported, never taken over or served from."""
+
+
 def condition_reason(exc: SpecError) -> str:
     """The Verified reason for a ModelDeployment whose policy cannot be used."""
     return "PolicyNotFound" if isinstance(exc, PolicyNotFound) else "InvalidPolicy"

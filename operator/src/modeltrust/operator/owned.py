@@ -16,7 +16,14 @@ from typing import Any
 from modeltrust.operator import builders
 from modeltrust.operator.builders import VerifiedModel, controlled_by
 from modeltrust.operator.deps import Deps, load_policy
-from modeltrust.operator.errors import Conflict, Fatal, ProvenancePending, Retry, SpecError
+from modeltrust.operator.errors import (
+    Conflict,
+    Fatal,
+    NotControlled,
+    ProvenancePending,
+    Retry,
+    SpecError,
+)
 from modeltrust.operator.pod_provenance import restore_provenance
 from modeltrust.operator.status_record import MDStatus
 from modeltrust.operator.types import ModelDeployment, parse_model_deployment
@@ -24,20 +31,36 @@ from modeltrust.operator.types import ModelDeployment, parse_model_deployment
 log = logging.getLogger("modeltrust.operator")
 
 
+def _controller(obj: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    refs = (obj.get("metadata") or {}).get("ownerReferences") or []
+    return next((r for r in refs if isinstance(r, Mapping) and r.get("controller")), None)
+
+
+def is_ours_orphaned(current: Mapping[str, Any], made_uid: str | None) -> bool:
+    """Whether `current` is the very object the operator made (`made_uid`, from status)
+    and now has no controller: someone removed its controller reference. Restoring it is
+    taking back our own object; anything else at its name is not ours to take."""
+    uid = (current.get("metadata") or {}).get("uid")
+    return bool(made_uid) and uid == made_uid and _controller(current) is None
+
+
 async def apply_deployment(
-    deps: Deps, md: ModelDeployment, desired: dict[str, Any]
+    deps: Deps, md: ModelDeployment, desired: dict[str, Any], *, made_uid: str | None
 ) -> dict[str, Any]:
-    """Create or replace the owned Deployment with `desired`; never take over another's."""
+    """Create or replace the owned Deployment with `desired` (which carries the controller
+    reference and labels). The Deployment the operator made (`made_uid`) is restored even
+    if it lost its controller reference; any other object at its name is never taken over
+    (NotControlled)."""
     ns, name = md.ref.namespace, desired["metadata"]["name"]
     for _ in range(5):
         current = await deps.kube.get_deployment(ns, name)
         try:
             if current is None:
                 return await deps.kube.create_deployment(ns, desired)
-            if not controlled_by(current, md.ref.uid):
-                raise Fatal(
-                    f"Deployment {ns}/{name} exists and is not controlled by this ModelDeployment; "
-                    "rename or delete it"
+            if not controlled_by(current, md.ref.uid) and not is_ours_orphaned(current, made_uid):
+                raise NotControlled(
+                    f"Deployment {ns}/{name} exists and is not controlled by this ModelDeployment "
+                    "(not the object the operator made); rename or delete it"
                 )
             body = copy.deepcopy(desired)
             body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
@@ -127,5 +150,6 @@ async def ensure_serving(deps: Deps, body: Mapping[str, Any], md: ModelDeploymen
     await ensure_provenance(deps, body)
     current = await deps.kube.get_deployment(md.ref.namespace, expected["metadata"]["name"])
     if current is None:
-        await apply_deployment(deps, md, expected)
+        made_uid = MDStatus.from_status(body.get("status")).deployment_uid
+        await apply_deployment(deps, md, expected, made_uid=made_uid)
     await apply_service(deps, md)

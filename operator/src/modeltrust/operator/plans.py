@@ -36,7 +36,7 @@ from modeltrust.operator.decisions import Decision, Verdict, idempotency_key
 from modeltrust.operator.errors import OperatorError, Retry, SpecError, condition_reason
 from modeltrust.operator.pod_provenance import PodProvenance
 from modeltrust.operator.runtime_policy import serving_mode
-from modeltrust.operator.status import Readiness, readiness, with_readiness
+from modeltrust.operator.status import Readiness, controlled_uid, readiness, with_readiness
 from modeltrust.operator.status_record import MDStatus, PolicyRef, StatusPatch
 from modeltrust.operator.types import ModelDeployment, RevocationAction, TrustPolicy
 
@@ -172,7 +172,7 @@ def plan_refusal(
         patch.record.conditions, VERIFIED, "False", decision.reason.value, decision.message,
         generation, now,
     )  # fmt: skip
-    r = readiness(deployment, revoked=record.scaled_down_for_revocation)
+    r = readiness(deployment, owner_uid=md.ref.uid, revoked=record.scaled_down_for_revocation)
     if deployment is not None and record.serving_digest:
         r = Readiness(
             r.status,
@@ -227,7 +227,7 @@ def plan_rollout(
     conditions = set_condition(
         conditions, REVOKED, "False", "NotRevoked", "no revocation applies", generation, now
     )
-    r = readiness(deployment)
+    r = readiness(deployment, owner_uid=md.ref.uid)
     patch = patch.also(
         conditions=tuple(with_readiness(conditions, r, generation, now)),
         verified_digest=md.model.digest,
@@ -244,6 +244,7 @@ def plan_rollout(
         ready_replicas=r.ready_replicas,
         selector=builders.selector_string(md),
         deployment_name=builders.resource_name(md.ref.name),
+        deployment_uid=controlled_uid(deployment, md.ref.uid) or record.deployment_uid,
         model_signature=dict(decision.signature_json),
         provenance=provenance,
         revocation_action=None,
@@ -263,20 +264,23 @@ def plan_rollout(
 
 
 def plan_readiness(
-    record: MDStatus, deployment: Mapping[str, Any] | None, now: datetime
+    record: MDStatus, deployment: Mapping[str, Any] | None, owner_uid: str, now: datetime
 ) -> StatusPatch | None:
     """Ready and the replica counts for the owned Deployment as it is; None if unchanged."""
-    r = readiness(deployment, revoked=record.scaled_down_for_revocation)
+    r = readiness(deployment, owner_uid=owner_uid, revoked=record.scaled_down_for_revocation)
     conditions = with_readiness(record.conditions, r, record.observed_generation, now)
+    uid = controlled_uid(deployment, owner_uid) or record.deployment_uid
     if (
         conditions == [dict(c) for c in record.conditions]
         and r.replicas == record.replicas
         and r.ready_replicas == record.ready_replicas
+        and uid == record.deployment_uid
     ):
         return None
     return record.patch(
-        conditions=tuple(conditions), replicas=r.replicas, ready_replicas=r.ready_replicas
-    )
+        conditions=tuple(conditions), replicas=r.replicas, ready_replicas=r.ready_replicas,
+        deployment_uid=uid,
+    )  # fmt: skip
 
 
 # --- the serving version, decided again: reverify.py -------------------------------------------
@@ -381,13 +385,16 @@ def plan_still_trusted(
     return ReverifyPlan(Plan(patch, events), message, audit, restore=restore)
 
 
-def plan_restored(patch: StatusPatch, deployment: Mapping[str, Any], now: datetime) -> StatusPatch:
+def plan_restored(
+    patch: StatusPatch, deployment: Mapping[str, Any], owner_uid: str, now: datetime
+) -> StatusPatch:
     """After a restore's rollout: Ready and the replicas of the Deployment written."""
-    r = readiness(deployment)
+    r = readiness(deployment, owner_uid=owner_uid)
     conditions = with_readiness(patch.record.conditions, r, patch.record.observed_generation, now)
     return patch.also(
-        conditions=tuple(conditions), replicas=r.replicas, ready_replicas=r.ready_replicas
-    )
+        conditions=tuple(conditions), replicas=r.replicas, ready_replicas=r.ready_replicas,
+        deployment_uid=controlled_uid(deployment, owner_uid) or patch.record.deployment_uid,
+    )  # fmt: skip
 
 
 def plan_revocation(
@@ -418,7 +425,9 @@ def plan_revocation(
     conditions = set_condition(record.conditions, REVOKED, "True", reason, message, generation, now)
     conditions = set_condition(conditions, VERIFIED, "False", reason, message, generation, now)
     if scale:
-        conditions = with_readiness(conditions, readiness({}, revoked=True), generation, now)
+        conditions = with_readiness(
+            conditions, readiness({}, owner_uid="", revoked=True), generation, now
+        )
     patch = patch.also(conditions=tuple(conditions), revocation_action=action.value)
     event = Event.warning("Revoked", f"{action.value} {short_digest(digest)}: {message}")
     return ReverifyPlan(Plan(patch, (event,)), message, audit, scale_to_zero=scale)

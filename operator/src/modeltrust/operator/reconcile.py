@@ -248,7 +248,7 @@ async def _reconcile_locked(
     if pod_template_digest(desired["spec"]["template"]) != template_digest:
         # Never apply a template other than the one the audit entry records.
         raise Retry("the pod template differs from the audited one; deciding again", 5)
-    deployment = await apply_deployment(deps, md, desired)
+    deployment = await apply_deployment(deps, md, desired, made_uid=record.deployment_uid)
     await apply_service(deps, md)
 
     # 4. Status and events.

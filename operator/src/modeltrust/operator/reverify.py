@@ -233,10 +233,13 @@ async def _act(deps: Deps, body: Mapping[str, Any], policy: TrustPolicy, decisio
         await deps.kube.scale_deployment(md.ref.namespace, builders.resource_name(md.ref.name), 0)
     if step.restore:
         deployment = await apply_deployment(
-            deps, md, builders.build_deployment(md, verified, deps.build)
+            deps,
+            md,
+            builders.build_deployment(md, verified, deps.build),
+            made_uid=record.deployment_uid,
         )
         assert plan.status is not None
-        plan = Plan(plan_restored(plan.status, deployment, now), plan.events)
+        plan = Plan(plan_restored(plan.status, deployment, md.ref.uid, now), plan.events)
     await apply_plan(deps, body, plan)
     if not decision.allowed and step.audit is not None:
         log.warning("%s/%s: %s (%s)", md.ref.namespace, md.ref.name, step.message,

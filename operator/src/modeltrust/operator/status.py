@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from modeltrust.operator.builders import controlled_by
 from modeltrust.operator.conditions import READY, ConditionStatus, set_condition
 
 
@@ -19,10 +20,25 @@ class Readiness:
     ready_replicas: int
 
 
-def readiness(deployment: Mapping[str, Any] | None, *, revoked: bool = False) -> Readiness:
-    """Whether the owned Deployment serves its pinned version with every replica ready."""
+def readiness(
+    deployment: Mapping[str, Any] | None, *, owner_uid: str, revoked: bool = False
+) -> Readiness:
+    """Whether the owned Deployment serves its pinned version with every replica ready.
+
+    Never from a Deployment the ModelDeployment `owner_uid` does not control: one whose
+    controller reference was removed (anyone may have changed it since) or another object
+    at its name is not the verified version, whatever its replicas say."""
     if deployment is None:
         return Readiness("False", "NotDeployed", "no verified version has been rolled out", 0, 0)
+    if not revoked and not controlled_by(deployment, owner_uid):
+        name = (deployment.get("metadata") or {}).get("name")
+        return Readiness(
+            "False", "NotControlled",
+            f"Deployment {name} is not controlled by this ModelDeployment (its controller "
+            "reference was removed, or another object took its name): its pods are not "
+            "reported as serving the verified model",
+            0, 0,
+        )  # fmt: skip
     spec = deployment.get("spec") or {}
     st = deployment.get("status") or {}
     want = int(spec.get("replicas", 1))
@@ -45,6 +61,14 @@ def readiness(deployment: Mapping[str, Any] | None, *, revoked: bool = False) ->
     return Readiness(
         "False", "Progressing", f"{ready}/{want} replicas ready, {updated} updated", total, ready
     )
+
+
+def controlled_uid(deployment: Mapping[str, Any] | None, owner_uid: str) -> str | None:
+    """The uid of `deployment` if the ModelDeployment `owner_uid` controls it, else None."""
+    if deployment is None or not controlled_by(deployment, owner_uid):
+        return None
+    uid = (deployment.get("metadata") or {}).get("uid")
+    return uid if isinstance(uid, str) and uid else None
 
 
 def with_readiness(

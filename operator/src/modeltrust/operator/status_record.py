@@ -76,6 +76,7 @@ _KEYS = {
     "last_verified_time": "lastVerifiedTime",
     "selector": "selector",
     "deployment_name": "deploymentName",
+    "deployment_uid": "deploymentUID",
     "model_signature": "modelSignature",
     "provenance": "provenance",
     "revocation_action": "revocationAction",
@@ -111,6 +112,9 @@ class MDStatus:
     last_verified_time: str | None = None
     selector: str | None = None
     deployment_name: str | None = None
+    # The uid of the Deployment the operator made: an object at its name that lost its
+    # controller reference is ours to restore only if it is this very object.
+    deployment_uid: str | None = None
     model_signature: Mapping[str, Any] | None = None
     provenance: PodProvenance | None = None
     revocation_action: str | None = None
@@ -148,6 +152,7 @@ class MDStatus:
             last_verified_time=_str(s.get("lastVerifiedTime")),
             selector=_str(s.get("selector")),
             deployment_name=_str(s.get("deploymentName")),
+            deployment_uid=_str(s.get("deploymentUID")),
             model_signature=_mapping(s.get("modelSignature")),
             provenance=PodProvenance.from_status(s),
             revocation_action=_str(s.get("revocationAction")),
