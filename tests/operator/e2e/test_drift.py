@@ -20,6 +20,7 @@ from .conftest import (
     Publisher,
     RolloutFactory,
     deployment,
+    get_md,
     wait_condition,
     wait_for,
     wait_replicas,
@@ -219,3 +220,35 @@ def test_another_deployment_at_its_name_is_never_served_from(
     time.sleep(5)
     assert len([a for a in ledger.audits(served.uid) if a.decision == "not-corrected"]) == 1
     crds.kubectl("delete", "deployment", "h", "-n", namespace)
+
+
+def test_who_receives_the_traffic_is_restored_on_the_service_and_audited(
+    crds: Cluster, namespace: str, ledger: Ledger, policy: str, rolled_out: RolloutFactory
+) -> None:
+    served = rolled_out("svc", policy, seed=55)
+    # Exposed outside the cluster and pointed at pods of someone else's choosing.
+    crds.kubectl(
+        "patch", "service", "svc", "-n", namespace, "--type", "merge", "-p",
+        json.dumps({"spec": {"type": "NodePort", "externalIPs": ["203.0.113.9"],
+                             "selector": {"pick": "mine"}}}),
+    )  # fmt: skip
+
+    def restored() -> dict[str, Any] | None:
+        svc = crds.kubectl_json("get", "service", "svc", "-n", namespace)
+        spec: dict[str, Any] = svc["spec"]  # type: ignore[assignment]
+        ok = spec["type"] == "ClusterIP" and not spec.get("externalIPs")
+        return spec if ok and "pick" not in spec["selector"] else None
+
+    wait_for("the Service restored", restored)
+    reasons = wait_for(
+        "a drift audit entry for the Service",
+        lambda: [r for r in drift_audits(ledger, served.uid) if r.startswith("Service ")],
+    )
+    assert any("spec.type differs" in r for r in reasons), reasons
+    assert any("spec.externalIPs was added" in r for r in reasons), reasons
+    md = wait_for(
+        "serviceUID recorded",
+        lambda: (m := get_md(crds, namespace, "svc"))["status"].get("serviceUID") and m,
+    )
+    svc = crds.kubectl_json("get", "service", "svc", "-n", namespace)
+    assert md["status"]["serviceUID"] == svc["metadata"]["uid"]  # type: ignore[index]

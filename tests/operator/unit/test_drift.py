@@ -10,10 +10,16 @@ from typing import Any
 
 import pytest
 
-from modeltrust.operator.builders import BuildSettings, VerifiedModel, build_deployment
+from modeltrust.operator.builders import (
+    BuildSettings,
+    VerifiedModel,
+    build_deployment,
+    build_service,
+)
 from modeltrust.operator.drift import (
     default_pull_policy,
     detect_deployment_drift,
+    detect_service_drift,
     drift_fingerprint,
 )
 from modeltrust.operator.types import parse_model_deployment
@@ -176,3 +182,53 @@ def test_the_fingerprint_follows_what_is_verified() -> None:
     a = verified_deployment()
     assert drift_fingerprint(a) == drift_fingerprint(as_the_api_server_returns_it(a))
     assert drift_fingerprint(a) != drift_fingerprint(verified_deployment(replicas=0))
+
+
+def verified_service() -> dict[str, Any]:
+    md = parse_model_deployment(
+        {
+            "metadata": {"name": "resnet", "namespace": "ml", "uid": "u1", "generation": 2},
+            "spec": {"model": {"name": "resnet", "version": "1", "uri": "https://m.example/r.onnx",
+                               "digest": "sha256:" + "ab" * 32}},
+        }
+    )  # fmt: skip
+    return build_service(md)
+
+
+def service_as_the_api_server_returns_it() -> dict[str, Any]:
+    live = copy.deepcopy(verified_service())
+    live["metadata"].update(uid="s1", resourceVersion="7")
+    live["spec"].update(
+        clusterIP="10.96.0.12", clusterIPs=["10.96.0.12"], ipFamilies=["IPv4"],
+        ipFamilyPolicy="SingleStack", sessionAffinity="None", internalTrafficPolicy="Cluster",
+    )  # fmt: skip
+    return live
+
+
+SERVICE_EDITS: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
+    ("selector", lambda s: s["spec"]["selector"].update(pick="mine"),
+     "spec.selector.pick was added"),
+    ("NodePort", lambda s: s["spec"].update(type="NodePort"), "spec.type differs"),
+    ("externalIPs", lambda s: s["spec"].update(externalIPs=["203.0.113.9"]),
+     "spec.externalIPs was added"),
+    ("targetPort", lambda s: s["spec"]["ports"][0].update(targetPort=9999),
+     "spec.ports[http].targetPort differs"),
+    ("controller reference", lambda s: s["metadata"].pop("ownerReferences"),
+     "controller reference to ModelDeployment resnet was removed"),
+]  # fmt: skip
+
+
+def test_what_the_api_server_adds_to_a_service_is_not_drift() -> None:
+    assert detect_service_drift(service_as_the_api_server_returns_it(), verified_service()) == ()
+
+
+@pytest.mark.parametrize(
+    ("what", "edit", "words"), SERVICE_EDITS, ids=[e[0] for e in SERVICE_EDITS]
+)
+def test_every_change_to_who_gets_the_traffic_is_service_drift(
+    what: str, edit: Callable[[dict[str, Any]], None], words: str
+) -> None:
+    live = service_as_the_api_server_returns_it()
+    edit(live)
+    diffs = detect_service_drift(live, verified_service())
+    assert any(words in d for d in diffs), diffs

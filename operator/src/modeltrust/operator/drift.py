@@ -205,7 +205,43 @@ def detect_deployment_drift(
         (actual.get("spec") or {}).get("template") or {},
         (expected.get("spec") or {}).get("template") or {},
     )
+    out += _metadata_drift(actual, expected)
     a_meta, e_meta = actual.get("metadata") or {}, expected.get("metadata") or {}
+    a_ann, e_ann = a_meta.get("annotations") or {}, e_meta.get("annotations") or {}
+    for k in sorted({*a_ann, *e_ann}):
+        if k.startswith(PIN_ANNOTATION_PREFIX) and a_ann.get(k) != e_ann.get(k):
+            out.append(f"metadata.annotations.{k} is {a_ann.get(k)!r}, not {e_ann.get(k)!r}")
+    return tuple(out)
+
+
+# The Service fields that decide who receives the model's traffic and from where; the rest
+# (clusterIP, ipFamilies, ...) the API server assigns. Absent and these defaults are equal.
+_SERVICE_DEFAULTS: Mapping[str, Any] = {
+    "sessionAffinity": "None",
+    "internalTrafficPolicy": "Cluster",
+    "publishNotReadyAddresses": False,
+    "allocateLoadBalancerNodePorts": True,
+}
+_SERVICE_FIELDS = (
+    "type", "selector", "ports", "externalIPs", "externalName", "loadBalancerIP",
+    "loadBalancerSourceRanges", "externalTrafficPolicy", "publishNotReadyAddresses",
+    "sessionAffinity", "internalTrafficPolicy", "allocateLoadBalancerNodePorts",
+)  # fmt: skip
+
+
+def _service_spec(service: Mapping[str, Any]) -> dict[str, Any]:
+    spec = service.get("spec") or {}
+    out = _clean({k: spec.get(k) for k in _SERVICE_FIELDS})
+    _drop_defaults(out, _SERVICE_DEFAULTS)
+    for port in out.get("ports") or []:
+        if isinstance(port, dict) and port.get("protocol") == "TCP":
+            del port["protocol"]
+    return dict(out)
+
+
+def _metadata_drift(actual: Mapping[str, Any], expected: Mapping[str, Any]) -> list[str]:
+    a_meta, e_meta = actual.get("metadata") or {}, expected.get("metadata") or {}
+    out = []
     for ref in e_meta.get("ownerReferences") or []:
         if ref.get("controller") and not any(
             r.get("uid") == ref.get("uid") and r.get("controller")
@@ -219,10 +255,15 @@ def detect_deployment_drift(
     for k, v in sorted((e_meta.get("labels") or {}).items()):
         if a_labels.get(k) != v:
             out.append(f"metadata.labels.{k} is {a_labels.get(k)!r}, not {v!r}")
-    a_ann, e_ann = a_meta.get("annotations") or {}, e_meta.get("annotations") or {}
-    for k in sorted({*a_ann, *e_ann}):
-        if k.startswith(PIN_ANNOTATION_PREFIX) and a_ann.get(k) != e_ann.get(k):
-            out.append(f"metadata.annotations.{k} is {a_ann.get(k)!r}, not {e_ann.get(k)!r}")
+    return out
+
+
+def detect_service_drift(actual: Mapping[str, Any], expected: Mapping[str, Any]) -> tuple[str, ...]:
+    """Drift of the owned Service: who receives the model's traffic (selector, ports,
+    type, external IPs, ...), its labels and its controller reference."""
+    out: list[str] = []
+    _diff(_service_spec(actual), _service_spec(expected), "spec", out)
+    out += _metadata_drift(actual, expected)
     return tuple(out)
 
 

@@ -1,4 +1,4 @@
-"""Correcting drift of an owned Deployment, and keeping Ready in step with it.
+"""Correcting drift of an owned Deployment (and Service), and keeping Ready in step with it.
 
 Two ways in: the Deployment watch (handlers.owned_deployment_event) and the timer's own
 look at most every `drift_check_seconds` (the watch selects by a label anyone who can edit
@@ -20,8 +20,14 @@ from modeltrust.operator.builders import VerifiedModel
 from modeltrust.operator.deps import Deps
 from modeltrust.operator.drift import detect_deployment_drift, drift_fingerprint
 from modeltrust.operator.errors import Conflict, Fatal, NotControlled, Retry
-from modeltrust.operator.owned import apply_deployment, expected_deployment, serving_model
+from modeltrust.operator.owned import (
+    apply_deployment,
+    apply_service,
+    expected_deployment,
+    serving_model,
+)
 from modeltrust.operator.plans import plan_readiness
+from modeltrust.operator.status import controlled_uid
 from modeltrust.operator.status_record import MDStatus
 from modeltrust.operator.types import ModelDeployment
 
@@ -115,6 +121,44 @@ async def _report_not_controlled(
     )  # fmt: skip
 
 
+async def on_service_check(deps: Deps, owner: Mapping[str, Any]) -> None:
+    """The timer's look at the owned Service: restore it where it drifted (who receives the
+    model's traffic), audited like a Deployment's drift; remember which object it is."""
+    meta = owner.get("metadata") or {}
+    uid = str(meta.get("uid") or "")
+    async with deps.lock(uid):
+        fresh = await deps.kube.get_model_deployment(meta["namespace"], meta["name"])
+        if fresh is None or (fresh.get("metadata") or {}).get("uid") != uid:
+            return
+        served = serving_model(fresh)
+        if served is None:
+            return
+        md, verified = served
+        record = MDStatus.from_status(fresh.get("status"))
+        seen = await deps.kube.get_service(md.ref.namespace, builders.resource_name(md.ref.name))
+        service, diffs = await apply_service(deps, md, made_uid=record.service_uid)
+        if seen is None:
+            diffs = ("the Service was deleted",)
+        if diffs:
+            reasons = tuple(f"Service {d}" for d in diffs)
+            deps.metrics.drift.inc()
+            message = "restored the verified Service: " + "; ".join(diffs)
+            deps.events(fresh, "Warning", "DriftCorrected", message[:1024])
+            log.warning("%s/%s: %s", md.ref.namespace, md.ref.name, message)
+            changed = "|".join((*diffs, _resource_version(seen)))
+            await audit_best_effort(
+                deps, fresh, md, action="drift", decision="corrected", digest=verified.digest,
+                reasons=reasons,
+                detail="service-" + hashlib.sha256(changed.encode()).hexdigest()[:16],
+            )  # fmt: skip
+        made = controlled_uid(service, md.ref.uid)
+        if made is not None and made != record.service_uid:
+            patch = record.patch(service_uid=made)
+            await deps.kube.patch_model_deployment_status(
+                md.ref.namespace, md.ref.name, patch.to_status()
+            )
+
+
 async def check_owned_deployment(deps: Deps, body: Mapping[str, Any]) -> None:
     """The timer's look at the owned Deployment, at most every `drift_check_seconds`: the
     Deployment watch selects by a label anyone who can edit the Deployment can remove, so
@@ -127,8 +171,9 @@ async def check_owned_deployment(deps: Deps, body: Mapping[str, Any]) -> None:
         return
     md, _ = served
     name = builders.resource_name(md.ref.name)
-    try:
-        await on_deployment_change(deps, body)
-    except (Retry, Fatal, Conflict) as exc:
-        deps.events(body, "Warning", "DriftNotCorrected", f"Deployment {name}: {exc}"[:1024])
-        log.warning("%s/%s: drift not corrected: %s", md.ref.namespace, md.ref.name, exc)
+    for kind, check in (("Deployment", on_deployment_change), ("Service", on_service_check)):
+        try:
+            await check(deps, body)
+        except (Retry, Fatal, Conflict) as exc:
+            deps.events(body, "Warning", "DriftNotCorrected", f"{kind} {name}: {exc}"[:1024])
+            log.warning("%s/%s: drift not corrected: %s", md.ref.namespace, md.ref.name, exc)

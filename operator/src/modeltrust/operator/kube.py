@@ -161,6 +161,9 @@ class Kube:
     async def patch_service(self, namespace: str, name: str, body: JSON) -> JSON | None:
         return await self._call(self.core.patch_namespaced_service, name, namespace, body)
 
+    async def replace_service(self, namespace: str, name: str, body: JSON) -> JSON | None:
+        return await self._call(self.core.replace_namespaced_service, name, namespace, body)
+
     # --- config maps (trusted checkpoint) --------------------------------------------------
 
     async def create_event(

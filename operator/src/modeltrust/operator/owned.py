@@ -7,7 +7,6 @@ writes what was verified; deciding is reconcile.py's and reverify.py's job.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import logging
 from collections.abc import Mapping
@@ -16,9 +15,9 @@ from typing import Any
 from modeltrust.operator import builders
 from modeltrust.operator.builders import VerifiedModel, controlled_by
 from modeltrust.operator.deps import Deps, load_policy
+from modeltrust.operator.drift import detect_service_drift
 from modeltrust.operator.errors import (
     Conflict,
-    Fatal,
     NotControlled,
     ProvenancePending,
     Retry,
@@ -72,20 +71,45 @@ async def apply_deployment(
     raise Retry(f"Deployment {ns}/{name} kept changing while being updated", 5)
 
 
-async def apply_service(deps: Deps, md: ModelDeployment) -> None:
+# What the API server assigns a Service and a replace must carry over (clusterIP is immutable).
+_ASSIGNED_SERVICE_FIELDS = ("clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy")
+
+
+async def apply_service(
+    deps: Deps, md: ModelDeployment, *, made_uid: str | None
+) -> tuple[dict[str, Any] | None, tuple[str, ...]]:
+    """Create the owned Service, or restore it whole where it drifted (who receives the
+    model's traffic: selector, ports, type, external IPs; labels; controller reference).
+    The Service the operator made (`made_uid`) is restored even if it lost its controller
+    reference; any other object at its name is never taken over (NotControlled). Returns
+    the Service and what had drifted (nothing for a new one)."""
     desired = builders.build_service(md)
     ns, name = md.ref.namespace, desired["metadata"]["name"]
-    current = await deps.kube.get_service(ns, name)
-    if current is None:
-        with contextlib.suppress(Conflict):  # created concurrently; the next pass patches it
-            await deps.kube.create_service(ns, desired)
-        return
-    if not controlled_by(current, md.ref.uid):
-        raise Fatal(f"Service {ns}/{name} exists and is not controlled by this ModelDeployment")
-    if current.get("spec", {}).get("selector") != desired["spec"]["selector"] or [
-        (p.get("port"), p.get("targetPort")) for p in current.get("spec", {}).get("ports", [])
-    ] != [(p["port"], p["targetPort"]) for p in desired["spec"]["ports"]]:
-        await deps.kube.patch_service(ns, name, {"spec": desired["spec"]})
+    for _ in range(5):
+        current = await deps.kube.get_service(ns, name)
+        try:
+            if current is None:
+                return await deps.kube.create_service(ns, desired), ()
+            if not controlled_by(current, md.ref.uid) and not is_ours_orphaned(current, made_uid):
+                raise NotControlled(
+                    f"Service {ns}/{name} exists and is not controlled by this ModelDeployment "
+                    "(not the object the operator made); rename or delete it"
+                )
+            diffs = detect_service_drift(current, desired)
+            if not diffs:
+                return current, ()
+            body = copy.deepcopy(desired)
+            body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+            spec = current.get("spec") or {}
+            for key in _ASSIGNED_SERVICE_FIELDS:
+                if key in spec:
+                    body["spec"][key] = spec[key]
+            replaced = await deps.kube.replace_service(ns, name, body)
+            if replaced is not None:
+                return replaced, diffs
+        except Conflict:
+            continue
+    raise Retry(f"Service {ns}/{name} kept changing while being updated", 5)
 
 
 def serving_model(body: Mapping[str, Any]) -> tuple[ModelDeployment, VerifiedModel] | None:
@@ -152,4 +176,5 @@ async def ensure_serving(deps: Deps, body: Mapping[str, Any], md: ModelDeploymen
     if current is None:
         made_uid = MDStatus.from_status(body.get("status")).deployment_uid
         await apply_deployment(deps, md, expected, made_uid=made_uid)
-    await apply_service(deps, md)
+    record = MDStatus.from_status(body.get("status"))
+    await apply_service(deps, md, made_uid=record.service_uid)

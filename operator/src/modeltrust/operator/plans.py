@@ -213,6 +213,7 @@ def plan_rollout(
     runtime_image: str | None = None,
     pod_template_digest: str | None = None,
     artifact_read_time: str | None = None,
+    service_uid: str | None = None,
 ) -> Plan:
     """Rolled out: the serving version is this generation. Under Audit a model that failed
     trust checks is rolled out, but it is not verified: Verified=False/AuditOnly says so;
@@ -245,6 +246,7 @@ def plan_rollout(
         selector=builders.selector_string(md),
         deployment_name=builders.resource_name(md.ref.name),
         deployment_uid=controlled_uid(deployment, md.ref.uid) or record.deployment_uid,
+        service_uid=service_uid or record.service_uid,
         model_signature=dict(decision.signature_json),
         provenance=provenance,
         revocation_action=None,

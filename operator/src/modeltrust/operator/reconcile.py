@@ -59,6 +59,7 @@ from modeltrust.operator.runtime_policy import (
     pod_template_digest,
     refuse_with,
 )
+from modeltrust.operator.status import controlled_uid
 from modeltrust.operator.status_record import MDStatus
 from modeltrust.operator.types import ModelDeployment, parse_model_deployment
 
@@ -249,13 +250,14 @@ async def _reconcile_locked(
         # Never apply a template other than the one the audit entry records.
         raise Retry("the pod template differs from the audited one; deciding again", 5)
     deployment = await apply_deployment(deps, md, desired, made_uid=record.deployment_uid)
-    await apply_service(deps, md)
+    service, _ = await apply_service(deps, md, made_uid=record.service_uid)
 
     # 4. Status and events.
     plan = plan_rollout(
         record, md, decision, verified=verified, provenance=provenance, policy=policy,
         serving_spec=_spec_snapshot(body), deployment=deployment, audit_index=audit_index,
         now=now, runtime_image=image, pod_template_digest=template_digest,
+        service_uid=controlled_uid(service, md.ref.uid),
         artifact_read_time=rfc3339(artifact.read_at) if artifact.read_at else None,
     )  # fmt: skip
     await apply_plan(deps, body, plan)

@@ -77,6 +77,7 @@ _KEYS = {
     "selector": "selector",
     "deployment_name": "deploymentName",
     "deployment_uid": "deploymentUID",
+    "service_uid": "serviceUID",
     "model_signature": "modelSignature",
     "provenance": "provenance",
     "revocation_action": "revocationAction",
@@ -115,6 +116,7 @@ class MDStatus:
     # The uid of the Deployment the operator made: an object at its name that lost its
     # controller reference is ours to restore only if it is this very object.
     deployment_uid: str | None = None
+    service_uid: str | None = None  # the same for the owned Service
     model_signature: Mapping[str, Any] | None = None
     provenance: PodProvenance | None = None
     revocation_action: str | None = None
@@ -153,6 +155,7 @@ class MDStatus:
             selector=_str(s.get("selector")),
             deployment_name=_str(s.get("deploymentName")),
             deployment_uid=_str(s.get("deploymentUID")),
+            service_uid=_str(s.get("serviceUID")),
             model_signature=_mapping(s.get("modelSignature")),
             provenance=PodProvenance.from_status(s),
             revocation_action=_str(s.get("revocationAction")),
