@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NoReturn
 
 from modeltrust.operator import builders
 from modeltrust.operator.builders import VerifiedModel, controlled_by
@@ -25,7 +25,7 @@ from modeltrust.operator.errors import (
 )
 from modeltrust.operator.pod_provenance import restore_provenance
 from modeltrust.operator.status_record import MDStatus
-from modeltrust.operator.types import ModelDeployment, parse_model_deployment
+from modeltrust.operator.types import MODEL_DEPLOYMENT_KIND, ModelDeployment, parse_model_deployment
 
 log = logging.getLogger("modeltrust.operator")
 
@@ -43,6 +43,31 @@ def is_ours_orphaned(current: Mapping[str, Any], made_uid: str | None) -> bool:
     return bool(made_uid) and uid == made_uid and _controller(current) is None
 
 
+def refuse_foreign(current: Mapping[str, Any], md: ModelDeployment) -> NoReturn:
+    """An object at an owned object's name that is not ours: wait while it is on its way
+    out (being deleted, or left by an earlier ModelDeployment of this name, which the
+    garbage collector removes); otherwise it is someone else's (NotControlled)."""
+    meta = current.get("metadata") or {}
+    what = f"{current.get('kind') or 'object'} {md.ref.namespace}/{meta.get('name')}"
+    controller = _controller(current)
+    if meta.get("deletionTimestamp"):
+        raise Retry(f"{what} is being deleted; waiting for it to go", 2)
+    if (
+        controller is not None
+        and controller.get("kind") == MODEL_DEPLOYMENT_KIND
+        and controller.get("name") == md.ref.name
+        and controller.get("uid") != md.ref.uid
+    ):
+        raise Retry(
+            f"{what} still belongs to an earlier ModelDeployment {md.ref.name!r} "
+            "(deleted; the garbage collector removes it); waiting", 5,
+        )  # fmt: skip
+    raise NotControlled(
+        f"{what} exists and is not controlled by this ModelDeployment "
+        "(not the object the operator made); rename or delete it"
+    )
+
+
 async def apply_deployment(
     deps: Deps, md: ModelDeployment, desired: dict[str, Any], *, made_uid: str | None
 ) -> dict[str, Any]:
@@ -57,10 +82,7 @@ async def apply_deployment(
             if current is None:
                 return await deps.kube.create_deployment(ns, desired)
             if not controlled_by(current, md.ref.uid) and not is_ours_orphaned(current, made_uid):
-                raise NotControlled(
-                    f"Deployment {ns}/{name} exists and is not controlled by this ModelDeployment "
-                    "(not the object the operator made); rename or delete it"
-                )
+                refuse_foreign(current, md)
             body = copy.deepcopy(desired)
             body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
             replaced = await deps.kube.replace_deployment(ns, name, body)
@@ -91,10 +113,7 @@ async def apply_service(
             if current is None:
                 return await deps.kube.create_service(ns, desired), ()
             if not controlled_by(current, md.ref.uid) and not is_ours_orphaned(current, made_uid):
-                raise NotControlled(
-                    f"Service {ns}/{name} exists and is not controlled by this ModelDeployment "
-                    "(not the object the operator made); rename or delete it"
-                )
+                refuse_foreign(current, md)
             diffs = detect_service_drift(current, desired)
             if not diffs:
                 return current, ()
