@@ -2,14 +2,17 @@
 # Installs the Debian packages the real-node cluster mode needs (MODELTRUST_CLUSTER=real):
 # containerd and runc (the container runtime), the CNI plugins (Debian puts them in
 # /usr/lib/cni), nftables (kube-proxy's mode), iptables (the CNI bridge plugin's
-# masquerade rules), conntrack, iproute2 and util-linux (nsenter). Idempotent: it only
+# masquerade rules), conntrack, iproute2 and util-linux (nsenter); and what `make image`
+# needs where no Docker engine answers: buildah (the daemonless builder) and mmdebstrap
+# (the stand-in base image). Idempotent: it only
 # calls apt-get when something is missing. Needs root.
 #
 #   tests/cluster/install-node-deps.sh          install what is missing
 #   tests/cluster/install-node-deps.sh --check  exit 1, naming what is missing
 set -euo pipefail
 
-packages=(containerd runc containernetworking-plugins nftables iptables conntrack iproute2 util-linux)
+packages=(containerd runc containernetworking-plugins nftables iptables conntrack iproute2 util-linux
+  buildah mmdebstrap)
 
 missing=()
 for p in "${packages[@]}"; do
