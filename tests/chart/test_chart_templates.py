@@ -270,7 +270,8 @@ def test_operator_is_ready_only_when_kopf_serves_its_health_endpoint(
 
 def _operator_container(docs: list[dict[str, Any]]) -> dict[str, Any]:
     (container,) = find(docs, "Deployment", "-operator")["spec"]["template"]["spec"]["containers"]
-    return container
+    found: dict[str, Any] = container
+    return found
 
 
 def test_operator_scratch_volume_is_requested_and_limited_as_ephemeral_storage(
@@ -455,7 +456,9 @@ def test_network_policy_limits_the_ledgers_egress_to_the_api_server(
     # Values from before ledgerEgress existed (helm upgrade --reuse-values) still render.
     older = merge(values, {"networkPolicy": {"enabled": True, "ledgerEgress": None}})
     assert find(render(tmp_path, older), "NetworkPolicy", "-ledger")["spec"]["egress"]
-    bad = {"networkPolicy": {"ledgerEgress": {"apiServer": [{"to": [{"ipBlok": {}}]}]}}}
+    bad: dict[str, Any] = {
+        "networkPolicy": {"ledgerEgress": {"apiServer": [{"to": [{"ipBlok": {}}]}]}}
+    }
     assert "additional properties" in render_error(tmp_path, merge(values, bad)).lower()
 
 
