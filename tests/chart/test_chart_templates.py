@@ -251,6 +251,64 @@ def test_operator_runs_one_replica_recreated_with_kopf_liveness(
     assert ports[probe["port"]] == 8080
 
 
+def test_operator_is_ready_only_when_kopf_serves_its_health_endpoint(
+    tmp_path: Path, values: dict[str, Any]
+) -> None:
+    # kopf opens --liveness only after the startup handler returned: the same endpoint tells
+    # the kubelet (and `helm install --wait`) that the operator is able to act.
+    custom = merge(values, {"operator": {"healthPort": 8181}})
+    (container,) = find(render(tmp_path, custom), "Deployment", "-operator")["spec"]["template"][
+        "spec"
+    ]["containers"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    ready = container["readinessProbe"]
+    assert ready["httpGet"]["path"] == "/healthz"
+    assert ports[ready["httpGet"]["port"]] == 8181
+    assert "--liveness=http://0.0.0.0:8181/healthz" in container["args"]
+    assert ready["periodSeconds"] <= container["livenessProbe"]["periodSeconds"]
+
+
+def _operator_container(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    (container,) = find(docs, "Deployment", "-operator")["spec"]["template"]["spec"]["containers"]
+    found: dict[str, Any] = container
+    return found
+
+
+def test_operator_scratch_volume_is_requested_and_limited_as_ephemeral_storage(
+    tmp_path: Path, values: dict[str, Any]
+) -> None:
+    docs = render(tmp_path, values)
+    container = _operator_container(docs)
+    pod = find(docs, "Deployment", "-operator")["spec"]["template"]["spec"]
+    tmp = next(v for v in pod["volumes"] if v["name"] == "tmp")
+    assert tmp["emptyDir"]["sizeLimit"] == "4Gi"
+    assert container["resources"]["requests"]["ephemeral-storage"] == "4Gi"
+    assert container["resources"]["limits"]["ephemeral-storage"] == "4608Mi"  # + 512Mi of logs
+    assert container["resources"]["requests"]["cpu"] == "100m", "the other values are kept"
+    # Follows scratchSize, and explicit values win.
+    bigger = _operator_container(
+        render(tmp_path, merge(values, {"operator": {"scratchSize": "10Gi"}}))
+    )
+    assert bigger["resources"]["requests"]["ephemeral-storage"] == "10Gi"
+    assert bigger["resources"]["limits"]["ephemeral-storage"] == "10752Mi"
+    own = {"requests": {"ephemeral-storage": "6Gi"}, "limits": {"ephemeral-storage": "8Gi"}}
+    explicit = _operator_container(
+        render(tmp_path, merge(values, {"operator": {"resources": own}}))
+    )
+    assert explicit["resources"]["requests"]["ephemeral-storage"] == "6Gi"
+    assert explicit["resources"]["limits"]["ephemeral-storage"] == "8Gi"
+    # A limit under the volume's size would get the operator evicted mid-verification.
+    low = {"operator": {"resources": {"limits": {"ephemeral-storage": "1Gi"}}}}
+    stderr = render_error(tmp_path, merge(values, low))
+    assert "operator.resources.limits.ephemeral-storage (1Gi) is below operator.scratchSize" in (
+        stderr
+    )
+    # The ledger's /tmp is small; it requests a little too.
+    (ledger,) = find(docs, "StatefulSet", "-ledger")["spec"]["template"]["spec"]["containers"]
+    assert ledger["resources"]["requests"]["ephemeral-storage"] == "64Mi"
+    assert "ephemeral-storage" in ledger["resources"]["limits"]
+
+
 def test_watch_namespaces_replace_all_namespaces(tmp_path: Path, values: dict[str, Any]) -> None:
     docs = render(tmp_path, merge(values, {"operator": {"watchNamespaces": ["ml", "ml-staging"]}}))
     args = find(docs, "Deployment", "-operator")["spec"]["template"]["spec"]["containers"][0][
@@ -367,6 +425,41 @@ def test_network_policy_admits_only_operator_pods_to_the_ledger(
     assert peer["podSelector"]["matchLabels"].items() <= operator_pods.items()
     assert not peer["podSelector"]["matchLabels"].items() <= ledger_pods.items()
     assert find(docs, "NetworkPolicy", "-operator")["spec"]["ingress"] == []
+
+
+def test_network_policy_limits_the_ledgers_egress_to_the_api_server(
+    tmp_path: Path, values: dict[str, Any]
+) -> None:
+    # The ledger calls only the Kubernetes API (TokenReview). `helm template` cannot read the
+    # API server's addresses: only its ports are allowed then (the install test checks the
+    # addresses read from a real cluster, tests/e2e/test_chart.py).
+    docs = render(tmp_path, merge(values, {"networkPolicy": {"enabled": True}}))
+    spec = find(docs, "NetworkPolicy", "-ledger")["spec"]
+    assert spec["policyTypes"] == ["Ingress", "Egress"]
+    assert spec["egress"] == [
+        {"ports": [{"port": 443, "protocol": "TCP"}, {"port": 6443, "protocol": "TCP"}]}
+    ]
+    # Given explicitly (e.g. for GitOps, which renders with `helm template`), plus DNS and more.
+    api = [{"to": [{"ipBlock": {"cidr": "10.0.0.1/32"}}], "ports": [{"port": 6443}]}]
+    extra = [{"to": [{"ipBlock": {"cidr": "192.0.2.0/24"}}], "ports": [{"port": 8443}]}]
+    egress = {"apiServer": api, "dns": True, "extraRules": extra}
+    docs = render(
+        tmp_path, merge(values, {"networkPolicy": {"enabled": True, "ledgerEgress": egress}})
+    )
+    rules = find(docs, "NetworkPolicy", "-ledger")["spec"]["egress"]
+    assert rules[0] == api[0]
+    assert rules[1]["to"] == [
+        {"namespaceSelector": {}, "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}
+    ]
+    assert {(p["port"], p["protocol"]) for p in rules[1]["ports"]} == {(53, "UDP"), (53, "TCP")}
+    assert rules[2:] == extra
+    # Values from before ledgerEgress existed (helm upgrade --reuse-values) still render.
+    older = merge(values, {"networkPolicy": {"enabled": True, "ledgerEgress": None}})
+    assert find(render(tmp_path, older), "NetworkPolicy", "-ledger")["spec"]["egress"]
+    bad: dict[str, Any] = {
+        "networkPolicy": {"ledgerEgress": {"apiServer": [{"to": [{"ipBlok": {}}]}]}}
+    }
+    assert "additional properties" in render_error(tmp_path, merge(values, bad)).lower()
 
 
 def test_service_monitors_scrape_one_service_each(tmp_path: Path, values: dict[str, Any]) -> None:

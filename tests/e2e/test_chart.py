@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -310,6 +311,157 @@ def test_install_is_ready_and_upgrade_keeps_the_ledger_key_and_volume(
         if "persistentVolumeClaim" in v
     ]
     assert claims == [release.claim], "the new ledger pod mounts the same claim"
+
+
+# --- Storage, checked at template time against the cluster -----------------------------------
+
+
+def history(release: Release) -> list[dict[str, Any]]:
+    listed = release.helm("history", release.name, "-o", "json")
+    assert listed.returncode == 0, listed.stderr
+    revisions: list[dict[str, Any]] = json.loads(listed.stdout)
+    return revisions
+
+
+def test_upgrade_changing_the_ledgers_storage_is_refused_and_leaves_no_failed_revision(
+    cluster: Cluster, release: Release
+) -> None:
+    """A StatefulSet's volumeClaimTemplates are immutable: without the chart's check such an
+    upgrade fails half-way (helm records a failed revision). Then the documented way to give
+    the ledger a new size works: orphan-delete the StatefulSet and upgrade."""
+    release.create_key_secret()
+    release.create_volume()
+    installed = release.install("--set", "networkPolicy.enabled=true")
+    assert installed.returncode == 0, installed.stderr
+    assert "Resizing the ledger's volume" in installed.stdout, "NOTES.txt says how to resize"
+    ns, sts = release.namespace, f"{release.fullname}-ledger"
+
+    # The ledger's egress: the API server's addresses as this cluster has them.
+    endpoints = get(cluster, "endpointslice", "kubernetes", "-n", "default")
+    service = get(cluster, "service", "kubernetes", "-n", "default")
+    (rule,) = get(cluster, "networkpolicy", sts, "-n", ns)["spec"]["egress"]
+    cidrs = {peer["ipBlock"]["cidr"] for peer in rule["to"]}
+    for address in [a for e in endpoints["endpoints"] for a in e["addresses"]]:
+        assert f"{address}/32" in cidrs or f"{address}/128" in cidrs
+    assert f"{service['spec']['clusterIP']}/32" in cidrs
+    ports = {p["port"] for p in rule["ports"]}
+    assert {p["port"] for p in endpoints["ports"]} <= ports
+    assert 443 in ports
+
+    before = get(cluster, "statefulset", sts, "-n", ns)["metadata"]["resourceVersion"]
+    for change, shown in [
+        (["--set", "ledger.persistence.size=2Gi"], "size 1Gi -> 2Gi"),
+        (["--set", "ledger.persistence.storageClassName=fast"], '-> "fast"'),
+        (["--set", "ledger.persistence.accessModes={ReadWriteOncePod}"], "accessModes"),
+    ]:
+        refused = release.helm(
+            "upgrade", release.name, str(CHART), "-f", str(release.values_file()),
+            "--set", "networkPolicy.enabled=true", *change, "--wait", "--timeout", "60s",
+        )  # fmt: skip
+        assert refused.returncode != 0, f"{change} was accepted"
+        assert "ledger.persistence cannot change with helm upgrade" in refused.stderr
+        assert shown in refused.stderr, refused.stderr
+        assert "--cascade=orphan" in refused.stderr, "the message says how to resize"
+    assert [r["status"] for r in history(release)] == ["deployed"], (
+        "a refused upgrade left a revision"
+    )
+    assert get(cluster, "statefulset", sts, "-n", ns)["metadata"]["resourceVersion"] == before
+
+    # The same size spelled differently is no change (the API server stores "1Gi").
+    same = release.helm(
+        "upgrade", release.name, str(CHART), "-f", str(release.values_file()),
+        "--set", "networkPolicy.enabled=true", "--set", "ledger.persistence.size=1024Mi",
+        "--wait", "--timeout", "120s",
+    )  # fmt: skip
+    assert same.returncode == 0, same.stderr
+
+    # docs/install.md, "Resizing the ledger's volume": (the claim is expanded first where its
+    # StorageClass allows it; kwok's hand-made PV has no class) orphan-delete, then upgrade.
+    claim_uid = get(cluster, "pvc", release.claim, "-n", ns)["metadata"]["uid"]
+    cluster.kubectl("delete", "statefulset", sts, "-n", ns, "--cascade=orphan")
+    resized = release.helm(
+        "upgrade", release.name, str(CHART), "-f", str(release.values_file()),
+        "--set", "networkPolicy.enabled=true", "--set", "ledger.persistence.size=2Gi",
+        "--wait", "--timeout", "120s",
+    )  # fmt: skip
+    assert resized.returncode == 0, resized.stderr
+    (template,) = get(cluster, "statefulset", sts, "-n", ns)["spec"]["volumeClaimTemplates"]
+    assert template["spec"]["resources"]["requests"]["storage"] == "2Gi"
+    assert get(cluster, "pvc", release.claim, "-n", ns)["metadata"]["uid"] == claim_uid
+    wait_for(
+        "the ledger to be Ready again",
+        lambda: ready_replicas(cluster, "statefulset", sts, ns) == 1,
+        120,
+    )
+    statuses = [r["status"] for r in history(release)]
+    assert "failed" not in statuses, statuses
+
+
+def default_storage_classes(cluster: Cluster) -> list[str]:
+    classes = get(cluster, "storageclass")["items"]
+    flag = "storageclass.kubernetes.io/is-default-class"
+    return [
+        c["metadata"]["name"]
+        for c in classes
+        if (c["metadata"].get("annotations") or {}).get(flag) == "true"
+    ]
+
+
+def test_install_without_a_default_storage_class_is_refused_up_front(
+    cluster: Cluster, release: Release
+) -> None:
+    """With no storageClassName the ledger's claim needs the cluster's default StorageClass;
+    without one `helm install --wait` used to wait out its whole timeout on a Pending claim."""
+    release.create_key_secret()
+    release.values = merge(release.values, {"ledger": {"persistence": {"storageClassName": ""}}})
+    values = str(release.values_file())
+
+    def install_dry_run() -> subprocess.CompletedProcess[str]:
+        # --dry-run=server: lookups see the cluster, nothing is created.
+        return release.helm(
+            "install", release.name, str(CHART), "-f", values, "--dry-run=server",
+            "--timeout", "60s",
+        )  # fmt: skip
+
+    if default_storage_classes(cluster):
+        # A cluster with a default class (kind, the real-node mode): nothing to refuse.
+        accepted = install_dry_run()
+        assert accepted.returncode == 0, accepted.stderr
+        return
+    name = f"{release.name}-class"
+    storage_class = {
+        "apiVersion": "storage.k8s.io/v1",
+        "kind": "StorageClass",
+        "metadata": {"name": name},
+        "provisioner": "example.com/none",
+    }
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(storage_class))
+    try:
+        refused = install_dry_run()
+        assert refused.returncode != 0
+        assert "this cluster has no default StorageClass" in refused.stderr, refused.stderr
+        assert "ledger.persistence.storageClassName" in refused.stderr
+        assert name in refused.stderr, "the message names the classes there are"
+        started = time.monotonic()
+        real = release.install()  # --wait: refused at once, not after its timeout
+        assert real.returncode != 0
+        assert "this cluster has no default StorageClass" in real.stderr
+        assert time.monotonic() - started < 60
+        listed = release.helm("list", "--all", "-q")
+        assert release.name not in listed.stdout.split(), "a refused install left a release"
+        # Naming a class, or making one the default, is what the message says to do.
+        named = release.helm(
+            "install", release.name, str(CHART), "-f", values, "--dry-run=server",
+            "--set", f"ledger.persistence.storageClassName={name}",
+        )  # fmt: skip
+        assert named.returncode == 0, named.stderr
+        cluster.kubectl(
+            "annotate", "storageclass", name, "storageclass.kubernetes.io/is-default-class=true"
+        )
+        accepted = install_dry_run()
+        assert accepted.returncode == 0, accepted.stderr
+    finally:
+        cluster.kubectl("delete", "storageclass", name, "--wait=false", check=False)
 
 
 # --- Uninstall in the documented order ------------------------------------------------------

@@ -281,8 +281,18 @@ class LocalControlPlane:
                 },
             },
             "status": {
-                "allocatable": {"cpu": "64", "memory": "256Gi", "pods": "2000"},
-                "capacity": {"cpu": "64", "memory": "256Gi", "pods": "2000"},
+                "allocatable": {
+                    "cpu": "64",
+                    "memory": "256Gi",
+                    "ephemeral-storage": "1Ti",
+                    "pods": "2000",
+                },
+                "capacity": {
+                    "cpu": "64",
+                    "memory": "256Gi",
+                    "ephemeral-storage": "1Ti",
+                    "pods": "2000",
+                },
             },
         }
         cluster.kubectl("apply", "-f", "-", input=json.dumps(node))

@@ -185,3 +185,157 @@ that depends on these values, so the first error is always the most basic one.
 {{- end -}}
 {{- $keys := include "modeltrust.ledger.publisherKeys" . -}}
 {{- end -}}
+
+{{/*
+A resource quantity ("1Gi", "1.5G", "500M", 1073741824) in bytes, printed as an integer;
+empty for any other form (milli units, exponents), which callers then compare as text.
+The API server stores quantities in canonical form ("1024Mi" comes back as "1Gi"), so
+stored and given sizes are compared by value, never by spelling.
+*/}}
+{{- define "modeltrust.quantityBytes" -}}
+{{- $q := "" -}}
+{{- if kindIs "float64" . -}}{{- $q = printf "%.0f" . -}}{{- else -}}{{- $q = trim (toString .) -}}{{- end -}}
+{{- if regexMatch "^([0-9]+(\\.[0-9]*)?|\\.[0-9]+)([KMGTPE]i|[kMGTPE])?$" $q -}}
+{{- $number := regexReplaceAll "[^0-9.].*$" $q "" -}}
+{{- $suffix := trimPrefix $number $q -}}
+{{- $units := dict "" 1.0 "k" 1e3 "M" 1e6 "G" 1e9 "T" 1e12 "P" 1e15 "E" 1e18 "Ki" 1024.0 "Mi" 1048576.0 "Gi" 1073741824.0 "Ti" 1099511627776.0 "Pi" 1125899906842624.0 "Ei" 1152921504606846976.0 -}}
+{{- printf "%.0f" (mulf (float64 $number) (get $units $suffix)) -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+The operator's resources. Its scratch volume (/tmp, an emptyDir of operator.scratchSize)
+counts against the container's ephemeral storage, so unless operator.resources names
+ephemeral-storage itself, the container requests scratchSize (the scheduler then places it
+on a node with that much local disk free) and is limited to scratchSize + 512Mi (its logs).
+*/}}
+{{- define "modeltrust.operator.resources" -}}
+{{- $resources := deepCopy (default (dict) .Values.operator.resources) -}}
+{{- $requests := default (dict) (get $resources "requests") -}}
+{{- $limits := default (dict) (get $resources "limits") -}}
+{{- $scratch := include "modeltrust.quantityBytes" .Values.operator.scratchSize -}}
+{{- if not (hasKey $requests "ephemeral-storage") -}}
+{{- $_ := set $requests "ephemeral-storage" (toString .Values.operator.scratchSize) -}}
+{{- end -}}
+{{- if and (not (hasKey $limits "ephemeral-storage")) $scratch -}}
+{{- $_ := set $limits "ephemeral-storage" (printf "%.0fMi" (addf (ceil (divf $scratch 1048576.0)) 512.0)) -}}
+{{- end -}}
+{{- $limit := include "modeltrust.quantityBytes" (get $limits "ephemeral-storage" | default "") -}}
+{{- if and $scratch $limit (lt (float64 $limit) (float64 $scratch)) -}}
+{{- fail (printf "operator.resources.limits.ephemeral-storage (%v) is below operator.scratchSize (%v): the kubelet would evict the operator before its scratch volume is full; raise the limit or lower scratchSize" (get $limits "ephemeral-storage") .Values.operator.scratchSize) -}}
+{{- end -}}
+{{- $_ := set $resources "requests" $requests -}}
+{{- $_ := set $resources "limits" $limits -}}
+{{- toYaml $resources -}}
+{{- end -}}
+
+{{/*
+Storage checks against the cluster, at install and upgrade (lookup sees nothing under
+`helm template` and client dry-runs, and then nothing is checked):
+
+- with no storageClassName, the ledger's claim uses the cluster's default StorageClass; when
+  the cluster has none and the claim does not exist yet, the claim would stay Pending and
+  `helm install --wait` would wait out its whole timeout: refuse, and say what to set;
+- a StatefulSet's volumeClaimTemplates cannot change: an upgrade that changes
+  ledger.persistence.size, storageClassName or accessModes would be rejected by the API
+  server half-way and leave a failed revision: refuse it before anything is applied, and say
+  how to resize.
+*/}}
+{{- define "modeltrust.ledger.checkStorage" -}}
+{{- $p := .Values.ledger.persistence -}}
+{{- $ns := .Release.Namespace -}}
+{{- $sts := include "modeltrust.ledger.fullname" . -}}
+{{- $claim := printf "data-%s-0" $sts -}}
+{{- if not $p.storageClassName -}}
+{{- $classes := lookup "storage.k8s.io/v1" "StorageClass" "" "" -}}
+{{- if and $classes (not (lookup "v1" "PersistentVolumeClaim" $ns $claim)) -}}
+{{- $names := list -}}
+{{- $default := false -}}
+{{- range $classes.items -}}
+{{- $names = append $names .metadata.name -}}
+{{- $a := default (dict) .metadata.annotations -}}
+{{- if or (eq (toString (get $a "storageclass.kubernetes.io/is-default-class")) "true") (eq (toString (get $a "storageclass.beta.kubernetes.io/is-default-class")) "true") -}}
+{{- $default = true -}}
+{{- end -}}
+{{- end -}}
+{{- if not $default -}}
+{{- fail (printf "this cluster has no default StorageClass, and ledger.persistence.storageClassName is empty: the ledger's PersistentVolumeClaim %s/%s would stay Pending and `helm install --wait` would wait until its timeout. Set ledger.persistence.storageClassName to a StorageClass (here: %s), or to \"-\" to bind a PersistentVolume you created (storageClassName \"\", claimRef %s/%s), or make one class the default (kubectl annotate storageclass NAME storageclass.kubernetes.io/is-default-class=true). docs/install.md, \"Storage\"" $ns $claim (default "none" (join ", " $names)) $ns $claim) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- $existing := lookup "apps/v1" "StatefulSet" $ns $sts -}}
+{{- if $existing -}}
+{{- $old := dict -}}
+{{- range $existing.spec.volumeClaimTemplates -}}{{- if eq .metadata.name "data" -}}{{- $old = .spec -}}{{- end -}}{{- end -}}
+{{- $changes := list -}}
+{{- $oldSize := toString (dig "resources" "requests" "storage" "" $old) -}}
+{{- $oldBytes := include "modeltrust.quantityBytes" $oldSize -}}
+{{- $newBytes := include "modeltrust.quantityBytes" $p.size -}}
+{{- $sameSize := ternary (eq $oldBytes $newBytes) (eq $oldSize (toString $p.size)) (and (ne $oldBytes "") (ne $newBytes "")) -}}
+{{- if not $sameSize -}}
+{{- $changes = append $changes (printf "size %s -> %v" $oldSize $p.size) -}}
+{{- end -}}
+{{- $oldClass := "" -}}
+{{- if hasKey $old "storageClassName" -}}{{- $oldClass = default "-" $old.storageClassName -}}{{- end -}}
+{{- if ne $oldClass (toString (default "" $p.storageClassName)) -}}
+{{- $changes = append $changes (printf "storageClassName %q -> %q" $oldClass (toString (default "" $p.storageClassName))) -}}
+{{- end -}}
+{{- if ne (toJson (default (list) $old.accessModes)) (toJson $p.accessModes) -}}
+{{- $changes = append $changes (printf "accessModes %s -> %s" (toJson (default (list) $old.accessModes)) (toJson $p.accessModes)) -}}
+{{- end -}}
+{{- if $changes -}}
+{{- fail (printf "ledger.persistence cannot change with helm upgrade (%s): StatefulSet %s/%s exists, and Kubernetes does not let a StatefulSet's volumeClaimTemplates change, so the upgrade would fail half-way. Nothing was changed. To keep the ledger's volume as it is, upgrade with its current values (size %s). To grow it: expand PersistentVolumeClaim %s/%s itself (its StorageClass must allow volume expansion), then `kubectl -n %s delete statefulset %s --cascade=orphan` (the ledger pod and its claim stay) and run this upgrade again. A new storageClassName or accessModes needs a new volume with a copy of the data. docs/install.md, \"Resizing the ledger's volume\"" (join "; " $changes) $ns $sts $oldSize $ns $claim $ns $sts) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+The ledger's egress rules (networkPolicy.ledgerEgress; a list, rendered as YAML). The API
+server: networkPolicy.ledgerEgress.apiServer when given, else read from the cluster at
+install and upgrade time (the `kubernetes` Service's ClusterIP on its port, and the
+addresses and port of its EndpointSlice, which is what a CNI sees after the Service's
+address is translated); where the chart cannot read the cluster (`helm template`), TCP
+443 and 6443 to any address.
+*/}}
+{{- define "modeltrust.ledger.egressRules" -}}
+{{- $egress := default (dict) .Values.networkPolicy.ledgerEgress -}}
+{{- $rules := list -}}
+{{- if $egress.apiServer -}}
+{{- $rules = concat $rules $egress.apiServer -}}
+{{- else -}}
+{{- $peers := list -}}
+{{- $ports := list -}}
+{{- $service := lookup "v1" "Service" "default" "kubernetes" -}}
+{{- if $service -}}
+{{- range (default (list $service.spec.clusterIP) $service.spec.clusterIPs) -}}
+{{- $peers = append $peers (dict "ipBlock" (dict "cidr" (printf "%s/%s" . (ternary "128" "32" (contains ":" .))))) -}}
+{{- end -}}
+{{- range $service.spec.ports -}}
+{{- $ports = append $ports (dict "port" (int .port) "protocol" (default "TCP" .protocol)) -}}
+{{- end -}}
+{{- $slice := lookup "discovery.k8s.io/v1" "EndpointSlice" "default" "kubernetes" -}}
+{{- range ($slice.endpoints | default list) -}}
+{{- range .addresses -}}
+{{- $peers = append $peers (dict "ipBlock" (dict "cidr" (printf "%s/%s" . (ternary "128" "32" (contains ":" .))))) -}}
+{{- end -}}
+{{- end -}}
+{{- range ($slice.ports | default list) -}}
+{{- $ports = append $ports (dict "port" (int .port) "protocol" (default "TCP" .protocol)) -}}
+{{- end -}}
+{{- end -}}
+{{- if not $ports -}}
+{{- $ports = list (dict "port" 443 "protocol" "TCP") (dict "port" 6443 "protocol" "TCP") -}}
+{{- end -}}
+{{- if $peers -}}
+{{- $rules = append $rules (dict "to" (uniq $peers) "ports" (uniq $ports)) -}}
+{{- else -}}
+{{- $rules = append $rules (dict "ports" (uniq $ports)) -}}
+{{- end -}}
+{{- end -}}
+{{- if $egress.dns -}}
+{{- $dnsPeer := dict "namespaceSelector" (dict) "podSelector" (dict "matchLabels" (dict "k8s-app" "kube-dns")) -}}
+{{- $rules = append $rules (dict "to" (list $dnsPeer) "ports" (list (dict "port" 53 "protocol" "UDP") (dict "port" 53 "protocol" "TCP"))) -}}
+{{- end -}}
+{{- $rules = concat $rules (default (list) $egress.extraRules) -}}
+{{- toYaml $rules -}}
+{{- end -}}
