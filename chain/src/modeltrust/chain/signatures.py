@@ -330,7 +330,7 @@ def verify_cosign_blob(signature: bytes, public_key: PublicKey, artifact_sha256:
 
 
 def verify_oms_bundle(bundle: bytes, public_key: PublicKey, artifact_sha256: bytes) -> None:
-    """Check an OpenSSF model-signing bundle for a single-file model with this digest."""
+    """Check an OpenSSF model-signing bundle signs a model file with this digest."""
     if not isinstance(public_key, ec.EllipticCurvePublicKey) or not isinstance(
         public_key.curve, ec.SECP256R1
     ):
