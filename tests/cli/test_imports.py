@@ -2,8 +2,9 @@
 keys in `modeltrust sign`, against a real ledger on loopback, then `modeltrust verify`.
 
 The cosign files here are written by this test from the formats cosign documents (the
-signature, both bundle formats, the encrypted key file); the model-signing bundles are
-real ones, made with the `model-signing` package.
+signature, both bundle formats, the encrypted key file), to reach every refusal and the
+keyless case; tests/cli/test_cosign_real.py runs the same paths on real cosign output.
+The model-signing bundles are real ones, made with the `model-signing` package.
 """
 
 from __future__ import annotations

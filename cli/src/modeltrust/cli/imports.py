@@ -308,7 +308,7 @@ _COSIGN_PEM = re.compile(
     re.DOTALL,
 )
 # scrypt parameters read from a key file are bounded, so a hostile file cannot ask for
-# gigabytes or hours; cosign writes N=32768, r=8, p=1.
+# gigabytes or hours; cosign v3 writes N=65536, r=8, p=1.
 _SCRYPT_MAX_N, _SCRYPT_MAX_R, _SCRYPT_MAX_P = 1 << 20, 32, 16
 
 
