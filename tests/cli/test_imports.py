@@ -162,21 +162,27 @@ def test_cosign_bundle_key_found_among_a_policys_publishers(env: Env) -> None:
         "spec": {
             "publishers": [
                 {"name": "other", "publicKey": public_key_pem(other.public_key()).decode()},
-                {"name": "cosign", "publicKey": public_key_pem(PUBLISHER.public_key()).decode()},
+                {
+                    "name": "cosign",
+                    "publicKey": public_key_pem(PUBLISHER.public_key()).decode(),
+                    "modelNamePatterns": ["resnet*"],
+                },
             ],
             "ledger": {"url": env.thread.url, "verifierKey": env.keys.verifier_key},
         },
     }
     policy_file = env.write("policy.json", policy)
     bundle = env.write("model.bundle", sigstore_bundle(PUBLISHER, MODEL))
-    result = env.runner.invoke(
-        main,
-        [
-            *["register", "--bundle", bundle, "--model", str(env.model), "--policy", policy_file],
-            *["--name", "resnet", "--version", "1", "--trust-state", str(env.tmp / "t.json")],
-        ],
-    )
+    args = ["register", "--bundle", bundle, "--model", str(env.model), "--policy", policy_file]
+    args += ["--version", "1", "--trust-state", str(env.tmp / "t.json")]
+    result = env.runner.invoke(main, [*args, "--name", "resnet"])
     assert_registered_and_verified(env, result, "cosign-blob")
+    assert "warning" not in result.stderr
+    other_name = env.runner.invoke(main, [*args, "--name", "bert"])
+    assert other_name.exit_code == 0, other_name.output  # registered, but with a warning:
+    assert "the policy lets cosign vouch only for resnet*: it will not count for 'bert'" in (
+        other_name.stderr
+    )
 
 
 def test_cosign_refusals_name_the_failed_check(env: Env) -> None:

@@ -57,6 +57,7 @@ from modeltrust.chain.signatures import (
     public_key_pem,
     verify_registration,
 )
+from modeltrust.chain.trust import TrustedPublisher
 
 SIGSTORE_BUNDLE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle"  # every version starts so
 
@@ -92,6 +93,7 @@ class Candidate:
 
     name: str
     public_key: PublicKey
+    policy_publisher: TrustedPublisher | None = None  # when it comes from a policy
 
 
 def read_cosign_signature(data: bytes) -> Imported:

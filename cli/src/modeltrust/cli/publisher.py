@@ -301,7 +301,7 @@ def register(
         candidates = [_candidate(path) for path in public_keys]
         if policy_path is not None:
             policy, (url, vkey, policy_origin) = _policy_file(policy_path)
-            candidates += [Candidate(p.name, p.public_key) for p in policy.publishers]
+            candidates += [Candidate(p.name, p.public_key, p) for p in policy.publishers]
             ledger_url, ledger_key = ledger_url or url, ledger_key or vkey
             origin = origin or policy_origin
         if not candidates:
@@ -365,6 +365,13 @@ def _import(
         + "".join(f"; {note}" for note in imported.notes),
         err=True,
     )
+    trusted = signer.policy_publisher
+    if trusted is not None and not trusted.may_vouch_for(name):
+        click.echo(
+            f"warning: the policy lets {trusted.name} vouch only for "
+            f"{', '.join(trusted.model_name_patterns)}: it will not count for {name!r}",
+            err=True,
+        )
     return reg
 
 
