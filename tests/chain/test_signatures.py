@@ -319,18 +319,51 @@ def test_oms_other_key_without_hint_still_fails_on_signature(
 
 
 @pytest.mark.integration
-def test_oms_multi_file_bundles_and_malformed_bundles_are_refused(
+def test_oms_multi_file_bundles_register_their_onnx_file_and_malformed_ones_are_refused(
     tmp_path: Path, ec_key: PrivateKey
 ) -> None:
     model_dir = tmp_path / "model"
     model_dir.mkdir()
     (model_dir / "a.onnx").write_bytes(b"a")
     (model_dir / "b.bin").write_bytes(b"b")
+    (model_dir / "c.onnx").write_bytes(b"c")
     sig_dir = tmp_path / "sig"
     sig_dir.mkdir()
     bundle = oms_sign(model_dir, ec_key, sig_dir)
-    with pytest.raises(SignatureError, match="exactly one file"):
-        verify_oms_bundle(bundle, ec_key.public_key(), hashlib.sha256(b"a").digest())
+    public_pem = public_key_pem(ec_key.public_key())
+    assert oms_accepts(model_dir, public_pem, bundle, tmp_path)  # model-signing agrees it is valid
+    for onnx in (b"a", b"c"):  # each signed .onnx file of the directory
+        verify_oms_bundle(bundle, ec_key.public_key(), hashlib.sha256(onnx).digest())
+    with pytest.raises(SignatureError, match=r"none of its \.onnx files \(a\.onnx, c\.onnx\)"):
+        verify_oms_bundle(bundle, ec_key.public_key(), hashlib.sha256(b"b").digest())
+    with pytest.raises(SignatureError, match="has the registered sha256:"):
+        verify_oms_bundle(bundle, ec_key.public_key(), hashlib.sha256(b"d").digest())
+    with pytest.raises(SignatureError, match="signs several files: give the model file"):
+        oms_bundle_registration(bundle, ec_key.public_key(), name="m", version="1", size=1)
+    reg = oms_bundle_registration(
+        bundle,
+        ec_key.public_key(),
+        name="m",
+        version="1",
+        size=1,
+        digest="sha256:" + hashlib.sha256(b"c").hexdigest(),
+    )
+    verify_registration(reg, ec_key.public_key())
+
+    def drop_a_file(statement: dict[str, Any]) -> None:
+        del statement["predicate"]["resources"][0]
+
+    resigned = edit_payload(bundle, drop_a_file)
+    doc = json.loads(resigned)
+    payload = base64.b64decode(doc["dsseEnvelope"]["payload"])
+    assert isinstance(ec_key, ec.EllipticCurvePrivateKey)
+    pae = b"DSSEv1 28 application/vnd.in-toto+json %d %s" % (len(payload), payload)
+    sig = ec_key.sign(pae, ec.ECDSA(hashes.SHA256()))
+    doc["dsseEnvelope"]["signatures"][0]["sig"] = base64.b64encode(sig).decode()
+    with pytest.raises(SignatureError, match="subject digest is not SHA-256 of the signed files"):
+        verify_oms_bundle(
+            json.dumps(doc).encode(), ec_key.public_key(), hashlib.sha256(b"c").digest()
+        )
     for bad, message in [
         (b"not json", "not valid JSON"),
         (b"[]", "not a JSON object"),

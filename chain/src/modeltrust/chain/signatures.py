@@ -24,11 +24,13 @@ Signature kinds of a Registration (``signature`` is always standard base64):
     An OpenSSF model-signing bundle (``model-signing`` package, elliptic-curve key),
     the bundle JSON base64-encoded. It is a Sigstore bundle v0.3 holding a DSSE
     envelope whose payload is an in-toto v1 statement of predicate type
-    ``https://model_signing/signature/v1.0``. For a single file the predicate
-    lists one resource whose sha256 is the file's digest, and the subject digest
-    is SHA-256 of that digest's bytes. We verify the DSSE signature with the
-    publisher key and check both digests against the registration, without the
-    model file.
+    ``https://model_signing/signature/v1.0``. The predicate lists the signed files
+    (``resources``: name and hex sha256) and the subject digest is SHA-256 of their
+    digests' bytes concatenated in that order. We verify the DSSE signature with the
+    publisher key, the subject digest, and that the registered digest is a signed
+    file's: the only file of a single-file signature, or a ``.onnx`` file of a
+    directory's (the model server loads that one file's bytes, nothing beside it).
+    No model file is needed.
 
 Only ``modeltrust-v1`` binds the model name and version; the other two kinds sign
 the artifact digest only, so for them name and version are the registrant's claim.
@@ -215,18 +217,20 @@ def oms_bundle_registration(
     name: str,
     version: str,
     size: int,
+    digest: str | None = None,
     format: str = "onnx",
 ) -> Registration:
     """An ``oms-bundle`` registration from a model-signing bundle, verified first.
 
-    The digest is the one the bundle signs; pass the publisher's public key.
+    ``digest``: the model file's (``sha256:...``); without it, the only file of a
+    single-file bundle. Pass the publisher's public key.
     """
-    digest = oms_bundle_file_digest(bundle)
-    verify_oms_bundle(bundle, public_key, digest)
+    raw = parse_digest(digest) if digest is not None else oms_bundle_file_digest(bundle)
+    verify_oms_bundle(bundle, public_key, raw)
     return Registration(
         model_name=name,
         model_version=version,
-        digest="sha256:" + digest.hex(),
+        digest="sha256:" + raw.hex(),
         size=size,
         format=format,
         signer_key_id=key_id(public_key),
@@ -242,7 +246,10 @@ def oms_bundle_file_digest(bundle: bytes) -> bytes:
     statement = _json_object(payload, "oms in-toto statement")
     resources = _path(statement, "predicate").get("resources")
     if not isinstance(resources, list) or len(resources) != 1:
-        raise SignatureError("oms bundle must describe exactly one file (a single model file)")
+        raise SignatureError(
+            "oms bundle signs several files: give the model file, whose digest picks the "
+            "signed .onnx file"
+        )
     digest = _path(resources[0], what="resource").get("digest")
     try:
         raw = bytes.fromhex(digest) if isinstance(digest, str) else b""
@@ -323,7 +330,7 @@ def verify_cosign_blob(signature: bytes, public_key: PublicKey, artifact_sha256:
 
 
 def verify_oms_bundle(bundle: bytes, public_key: PublicKey, artifact_sha256: bytes) -> None:
-    """Check an OpenSSF model-signing bundle for a single-file model with this digest."""
+    """Check an OpenSSF model-signing bundle signs a model file with this digest."""
     if not isinstance(public_key, ec.EllipticCurvePublicKey) or not isinstance(
         public_key.curve, ec.SECP256R1
     ):
@@ -363,22 +370,41 @@ def _check_oms_statement(statement: dict[str, Any], artifact_sha256: bytes) -> N
     if serialization_.get("method") != "files" or serialization_.get("hash_type") != "sha256":
         raise SignatureError("oms bundle must use file serialization with sha256 hashing")
     resources = predicate.get("resources")
-    if not isinstance(resources, list) or len(resources) != 1:
-        raise SignatureError("oms bundle must describe exactly one file (a single model file)")
-    resource = _path(resources[0], what="resource")
-    if resource.get("algorithm") != "sha256":
-        raise SignatureError("oms bundle resource digest is not sha256")
-    if resource.get("digest") != artifact_sha256.hex():
-        raise SignatureError(
-            f"oms bundle signs file digest {str(resource.get('digest'))[:64]}, "
-            f"not the registered sha256:{artifact_sha256.hex()}"
-        )
+    if not isinstance(resources, list) or not resources:
+        raise SignatureError("oms bundle lists no signed files (predicate resources)")
+    files: list[tuple[str, bytes]] = []
+    for item in resources:
+        resource = _path(item, what="resource")
+        name, digest = resource.get("name"), resource.get("digest")
+        if resource.get("algorithm") != "sha256" or not _is_sha256_hex(digest):
+            raise SignatureError("oms bundle resource digest is not sha256")
+        assert isinstance(digest, str)
+        files.append((name if isinstance(name, str) else "", bytes.fromhex(digest)))
     subjects = statement.get("subject")
     if not isinstance(subjects, list) or len(subjects) != 1:
         raise SignatureError("oms statement must have exactly one subject")
     subject_digest = _path(subjects[0], "digest", what="subject digest").get("sha256")
-    if subject_digest != hashlib.sha256(artifact_sha256).hexdigest():
-        raise SignatureError("oms subject digest is not SHA-256 of the file digest")
+    if subject_digest != hashlib.sha256(b"".join(d for _, d in files)).hexdigest():
+        raise SignatureError("oms subject digest is not SHA-256 of the signed files' digests")
+    registered = f"sha256:{artifact_sha256.hex()}"
+    if len(files) == 1:
+        if files[0][1] != artifact_sha256:
+            raise SignatureError(
+                f"oms bundle signs file digest {files[0][1].hex()}, not the registered {registered}"
+            )
+        return
+    if not any(d == artifact_sha256 and n.endswith(".onnx") for n, d in files):
+        onnx = [n for n, _ in files if n.endswith(".onnx")]
+        raise SignatureError(
+            f"oms bundle signs {len(files)} files and none of its .onnx files "
+            f"({', '.join(onnx[:5]) or 'none'}) has the registered {registered}"
+        )
+
+
+def _is_sha256_hex(value: object) -> bool:
+    return (
+        isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)
+    )
 
 
 def _dsse_pae(payload_type: str, payload: bytes) -> bytes:

@@ -73,6 +73,15 @@ from modeltrust.cli.common import (
     ledger_options,
     open_ledger,
 )
+from modeltrust.cli.imports import (
+    Candidate,
+    ImportRefused,
+    import_registration,
+    is_cosign_private_key,
+    load_cosign_private_key,
+    read_bundle,
+    read_cosign_signature,
+)
 
 PROGRESS_THRESHOLD = 64 << 20  # show a progress bar when hashing more than 64 MiB
 
@@ -205,24 +214,165 @@ def _write_private(path: Path, data: bytes) -> None:
 # --- Ledger commands ---------------------------------------------------------------------
 
 
-@click.command()
+@click.command(epilog=EXIT_CODES_HELP)
 @click.argument(
-    "registration", type=click.Path(exists=True, dir_okay=False, allow_dash=True, path_type=Path)
+    "registration",
+    required=False,
+    type=click.Path(exists=True, dir_okay=False, allow_dash=True, path_type=Path),
+)
+@click.option(
+    "--signature",
+    "signature_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Import a `cosign sign-blob --output-signature` file (base64) instead.",
+)
+@click.option(
+    "--bundle",
+    "bundle_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Import a key-signed cosign bundle (Sigstore bundle, or cosign's older format) or "
+    "an OpenSSF model-signing bundle instead.",
+)
+@click.option(
+    "--model",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="With --signature/--bundle: the model file the signature is for.",
+)
+@click.option("--name", help="With --signature/--bundle: the model name to register.")
+@click.option("--version", "model_version", help="With --signature/--bundle: the model version.")
+@click.option("--format", "model_format", default="onnx", show_default=True, help="Model format.")
+@click.option(
+    "--public-key",
+    "public_keys",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="With --signature/--bundle: the publisher's public key (PEM); repeat to let the "
+    "signature pick its key.",
+)
+@click.option(
+    "--policy",
+    "policy_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="With --signature/--bundle: a ModelTrustPolicy whose publishers are the candidate "
+    "keys (and whose ledger is the default --ledger/--ledger-key).",
 )
 @ledger_options
 def register(
-    registration: Path,
-    ledger_url: str,
-    ledger_key: str,
+    registration: Path | None,
+    signature_path: Path | None,
+    bundle_path: Path | None,
+    model: Path | None,
+    name: str | None,
+    model_version: str | None,
+    model_format: str,
+    public_keys: tuple[Path, ...],
+    policy_path: Path | None,
+    ledger_url: str | None,
+    ledger_key: str | None,
     origin: str | None,
     trust_state: Path | None,
 ) -> None:
-    """Append a registration (from `modeltrust sign`) to the ledger; print its verified receipt."""
-    entry = _read_entry(registration)
-    if not isinstance(entry, Registration):
-        fail(f"{registration} holds a {type(entry).__name__}, not a registration", EXIT_UNCHECKED)
+    """Append a registration to the ledger; print its verified receipt.
+
+    The registration is a file from `modeltrust sign`, or is imported from another tool's
+    signature of MODEL: --signature (cosign sign-blob) or --bundle (cosign, model-signing),
+    checked with --public-key or the --policy's publishers by the rule every verifier
+    applies before anything is appended. Keyless (certificate) signatures are refused.
+    """
+    given = [p for p in (registration, signature_path, bundle_path) if p is not None]
+    if len(given) != 1:
+        raise click.UsageError(
+            "give one of: REGISTRATION (from `modeltrust sign`), --signature, --bundle"
+        )
+    if registration is not None:
+        if model or name or model_version or public_keys or policy_path:
+            raise click.UsageError(
+                "--model, --name, --version, --public-key and --policy go with --signature or "
+                "--bundle, not with a REGISTRATION file"
+            )
+        entry = _read_entry(registration)
+        if not isinstance(entry, Registration):
+            fail(
+                f"{registration} holds a {type(entry).__name__}, not a registration", EXIT_UNCHECKED
+            )
+    else:
+        if model is None or name is None or model_version is None:
+            raise click.UsageError("--signature and --bundle need --model, --name and --version")
+        candidates = [_candidate(path) for path in public_keys]
+        if policy_path is not None:
+            policy, (url, vkey, policy_origin) = _policy_file(policy_path)
+            candidates += [Candidate(p.name, p.public_key, p) for p in policy.publishers]
+            ledger_url, ledger_key = ledger_url or url, ledger_key or vkey
+            origin = origin or policy_origin
+        if not candidates:
+            raise click.UsageError("give the publisher's key: --public-key PEM or --policy FILE")
+        source = signature_path or bundle_path
+        assert source is not None
+        entry = _import(
+            source,
+            is_bundle=bundle_path is not None,
+            model=model,
+            candidates=candidates,
+            name=name,
+            version=model_version,
+            model_format=model_format,
+        )
     with ledger_client(ledger_url, ledger_key, origin, trust_state) as client:
         _print_receipt(_append(client, entry))
+
+
+def _candidate(path: Path) -> Candidate:
+    try:
+        return Candidate(path.stem, load_public_key(path.read_bytes()))
+    except (ChainError, OSError) as e:
+        fail(f"cannot load publisher key {path}: {e}", EXIT_UNCHECKED)
+
+
+def _import(
+    source: Path,
+    *,
+    is_bundle: bool,
+    model: Path,
+    candidates: list[Candidate],
+    name: str,
+    version: str,
+    model_format: str,
+) -> Registration:
+    """The registration of another tool's signature of ``model``, verified (imports.py)."""
+    try:
+        data = source.read_bytes()
+        raw, size = _hash_with_progress(model)
+    except OSError as e:
+        fail(f"cannot read {e.filename}: {e.strerror or e}", EXIT_UNCHECKED)
+    try:
+        imported = read_bundle(data) if is_bundle else read_cosign_signature(data)
+        reg, signer = import_registration(
+            imported,
+            candidates,
+            name=name,
+            version=version,
+            digest=raw,
+            size=size,
+            format=model_format,
+        )
+    except ImportRefused as e:
+        fail(f"{source}: {e}", EXIT_REFUSED)
+    except ChainError as e:  # a malformed --name or --version
+        raise click.UsageError(str(e)) from None
+    click.echo(
+        f"imported {imported.source}: {name} {version} {reg.digest} ({size} bytes) as "
+        f"{reg.signature_kind}, signed by {signer.name} (key {reg.signer_key_id})"
+        + "".join(f"; {note}" for note in imported.notes),
+        err=True,
+    )
+    trusted = signer.policy_publisher
+    if trusted is not None and not trusted.may_vouch_for(name):
+        click.echo(
+            f"warning: the policy lets {trusted.name} vouch only for "
+            f"{', '.join(trusted.model_name_patterns)}: it will not count for {name!r}",
+            err=True,
+        )
+    return reg
 
 
 @click.command()
@@ -529,10 +679,25 @@ def _read_entry(path: Path) -> Entry:
 
 
 def _load_key(path: Path) -> PrivateKey:
+    """A PEM private key (MODELTRUST_KEY_PASSWORD), or cosign's encrypted one (COSIGN_PASSWORD)."""
     try:
-        return load_private_key(path.read_bytes(), _key_password())
+        data = path.read_bytes()
+        if is_cosign_private_key(data):
+            return load_cosign_private_key(data, _cosign_password(path))
+        return load_private_key(data, _key_password())
     except (ChainError, OSError) as e:
         fail(f"cannot load key {path}: {e}", EXIT_UNCHECKED)
+
+
+def _cosign_password(path: Path) -> bytes:
+    """COSIGN_PASSWORD as cosign reads it (set and empty is an empty password), else a
+    prompt when there is a terminal to ask at."""
+    password = os.environ.get("COSIGN_PASSWORD")
+    if password is None:
+        if not sys.stdin.isatty():
+            fail(f"{path} is an encrypted cosign key: set COSIGN_PASSWORD", EXIT_UNCHECKED)
+        password = click.prompt(f"Password for cosign key {path}", hide_input=True, err=True)
+    return password.encode()
 
 
 COMMANDS: list[click.Command] = [keygen, sign, register, revoke, verify_command]
