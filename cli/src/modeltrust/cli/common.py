@@ -23,7 +23,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn, TextIO, TypeVar
 
 import click
 
@@ -46,6 +46,17 @@ EXIT_CODES_HELP = (
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+def is_terminal(stream: TextIO | None = None) -> bool:
+    """Whether STREAM (default: stderr) is a terminal. Progress bars are drawn only there:
+    redirected to a file, a pipe or a log collector they would be kilobytes of carriage
+    returns and half-drawn bars."""
+    stream = sys.stderr if stream is None else stream
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return False
 
 
 def fail(message: str, code: int) -> NoReturn:

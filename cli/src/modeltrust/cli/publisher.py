@@ -68,13 +68,14 @@ from modeltrust.cli.common import (
     EXIT_REFUSED,
     EXIT_UNCHECKED,
     fail,
+    is_terminal,
     ledger_client,
     ledger_exit_code,
     ledger_options,
     open_ledger,
 )
 
-PROGRESS_THRESHOLD = 64 << 20  # show a progress bar when hashing more than 64 MiB
+PROGRESS_THRESHOLD = 64 << 20  # a progress bar when hashing more than 64 MiB, on a terminal
 
 
 @click.command()
@@ -184,7 +185,7 @@ def _hash_with_progress(path: Path) -> tuple[bytes, int]:
         unit_divisor=1024,
         desc=f"hashing {path.name}",
         file=sys.stderr,
-        disable=total < PROGRESS_THRESHOLD,
+        disable=total < PROGRESS_THRESHOLD or not is_terminal(sys.stderr),
     ) as bar:
         return sha256_file(path, progress=bar.update)
 

@@ -21,7 +21,13 @@ import click
 
 from modeltrust.chain.errors import ChainError
 from modeltrust.chain.trust import Reason
-from modeltrust.cli.common import EXIT_REFUSED, EXIT_UNCHECKED, fail, read_verifier_key
+from modeltrust.cli.common import (
+    EXIT_REFUSED,
+    EXIT_UNCHECKED,
+    fail,
+    is_terminal,
+    read_verifier_key,
+)
 from modeltrust.serving.errors import (
     DigestMismatchError,
     FetchError,
@@ -172,7 +178,7 @@ def fetch_command(
             f"{proven.origin} size {proven.tree_size}"
         )
 
-    progress = _progress_bar() if sys.stderr.isatty() and not quiet else None
+    progress = _progress_bar() if is_terminal(sys.stderr) and not quiet else None
     try:
         result = fetch_artifact(
             uri,
