@@ -20,4 +20,4 @@ def command(ctx: click.Context) -> None:
     # publisher and serving commands never need.
     from modeltrust.operator.__main__ import main as operator_main
 
-    ctx.exit(operator_main(list(ctx.args)))
+    ctx.exit(operator_main(list(ctx.args), prog=f"modeltrust {ctx.info_name}"))
