@@ -73,6 +73,7 @@ from modeltrust.cli.common import (
     ledger_exit_code,
     ledger_options,
     open_ledger,
+    requires_extra,
 )
 
 PROGRESS_THRESHOLD = 64 << 20  # a progress bar when hashing more than 64 MiB, on a terminal
@@ -280,11 +281,12 @@ def _publisher(value: str) -> TrustedPublisher:
 def _policy_file(path: Path) -> tuple[VerificationPolicy, tuple[str, str, str | None]]:
     """A ModelTrustPolicy (YAML or JSON, as applied to the cluster), read with the
     operator's own parser: the policy, and its ledger's URL, verifier key and origin."""
-    import yaml
+    with requires_extra("operator", "verify --policy"):
+        import yaml
 
-    from modeltrust.operator.errors import SpecError
-    from modeltrust.operator.keys import TrustedKeys
-    from modeltrust.operator.types import parse_trust_policy
+        from modeltrust.operator.errors import SpecError
+        from modeltrust.operator.keys import TrustedKeys
+        from modeltrust.operator.types import parse_trust_policy
 
     try:
         doc = yaml.safe_load(path.read_text(encoding="utf-8"))

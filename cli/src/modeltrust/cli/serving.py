@@ -27,13 +27,11 @@ from modeltrust.cli.common import (
     fail,
     is_terminal,
     read_verifier_key,
+    requires_extra,
 )
-from modeltrust.serving.errors import (
-    DigestMismatchError,
-    FetchError,
-    ModelLoadError,
-    ServingError,
-)
+
+# modeltrust.serving is imported inside the commands: it is the "serving" extra of
+# modeltrust-cli (onnxruntime, numpy), which a publisher's install does not have.
 
 _PROVENANCE_OPTIONS = (
     "registration",
@@ -134,7 +132,9 @@ def fetch_command(
 
     The file appears at DEST read-only (0444) and fsynced, or not at all.
     """
-    from modeltrust.serving.fetch import fetch_artifact
+    with requires_extra("serving", "fetch"):
+        from modeltrust.serving.errors import DigestMismatchError, FetchError
+        from modeltrust.serving.fetch import fetch_artifact
 
     given = {
         "registration": registration,
@@ -299,9 +299,11 @@ def serve_command(
 ) -> None:
     """Serve an ONNX model over the Open Inference Protocol v2 (REST), after checking
     that its bytes are DIGEST. Stops gracefully on SIGTERM."""
-    from modeltrust.serving.model import SessionSettings
-    from modeltrust.serving.runtime import run
-    from modeltrust.serving.server import HttpServer, ServerSettings
+    with requires_extra("serving", "serve"):
+        from modeltrust.serving.errors import DigestMismatchError, ModelLoadError, ServingError
+        from modeltrust.serving.model import SessionSettings
+        from modeltrust.serving.runtime import run
+        from modeltrust.serving.server import HttpServer, ServerSettings
 
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
