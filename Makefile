@@ -10,7 +10,7 @@ export PATH := $(TOOLS):$(PATH)
 PARTS   ?= chain serving operator cli
 WHEELS  ?= dist/wheels
 
-.PHONY: install wheels tools tools-real-node node-deps lint test test-fast test-kwok test-real test-unit test-integration test-e2e test-real-pods cluster-up cluster-down demo bench image e2e-kind clean
+.PHONY: install wheels lock-runtime tools tools-real-node node-deps lint test test-fast test-kwok test-real test-unit test-integration test-e2e test-real-pods cluster-up cluster-down demo bench image e2e-kind clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -30,6 +30,9 @@ $(KSERVE_VENV)/.installed: requirements/kserve.txt
 
 wheels:  ## wheels of PARTS (default: all four components) and their dependencies into WHEELS (dist/wheels)
 	$(PY) -m pip wheel --wheel-dir $(WHEELS) --constraint requirements/constraints.txt $(addprefix ./,$(PARTS))
+
+lock-runtime:  ## regenerate requirements/runtime.txt, the image's hash-locked dependencies (pip-compile)
+	bash hack/lock-runtime.sh
 
 tools:  ## the local control plane binaries (built once, cached by version)
 	bash tests/cluster/build-tools.sh $(if $(filter real,$(MODELTRUST_CLUSTER)),--real-node)
