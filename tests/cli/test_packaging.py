@@ -16,8 +16,9 @@ DISTS = ("chain", "serving", "operator", "cli")
 
 
 def project(name: str) -> dict[str, Any]:
-    doc: dict[str, Any] = tomllib.loads((REPO / name / "pyproject.toml").read_text())
-    return doc["project"]
+    doc = tomllib.loads((REPO / name / "pyproject.toml").read_text())
+    meta: dict[str, Any] = doc["project"]
+    return meta
 
 
 def test_the_license_is_apache_2_and_every_distribution_ships_the_same_text() -> None:
