@@ -15,13 +15,14 @@
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 # ---------------------------------------------------------------------------------------------
-# builder: wheels of the four components and every dependency, pinned by the constraints file
+# builder: wheels of every dependency, hash-checked against requirements/runtime.txt, and of
+# the four components, built from this tree
 FROM ${PYTHON_IMAGE} AS builder
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_ROOT_USER_ACTION=ignore \
     WHEELS=/wheels
 WORKDIR /src
-COPY requirements/constraints.txt requirements/constraints.txt
+COPY requirements/runtime.txt requirements/runtime.txt
 COPY chain/ chain/
 COPY serving/ serving/
 COPY operator/ operator/
@@ -30,12 +31,17 @@ COPY cli/ cli/
 # that only the build host trusts, pass the host's bundle as the secret "build-ca"
 # (--secret id=build-ca,src=/etc/ssl/certs/ca-certificates.crt): it is mounted for this step
 # only, never stored in a layer, and this stage is not shipped anyway.
+# Every dependency comes as a wheel whose sha256 is in the lock (--require-hashes; a package
+# with no wheel for this platform fails here, by name); the components' own wheels need the
+# build backend (hatchling) from the index. The lock goes along to the runtime stage.
 RUN --mount=type=cache,target=/root/.cache/pip \
     --mount=type=secret,id=build-ca \
     if [ -s /run/secrets/build-ca ]; then \
       export PIP_CERT=/run/secrets/build-ca REQUESTS_CA_BUNDLE=/run/secrets/build-ca SSL_CERT_FILE=/run/secrets/build-ca; \
     fi \
-    && python3 -m pip wheel --wheel-dir "$WHEELS" --constraint requirements/constraints.txt ./chain ./serving ./operator ./cli
+    && python3 -m pip download --dest "$WHEELS" --require-hashes --no-deps --only-binary=:all: -r requirements/runtime.txt \
+    && python3 -m pip wheel --wheel-dir "$WHEELS" --no-deps ./chain ./serving ./operator ./cli \
+    && cp requirements/runtime.txt "$WHEELS/runtime.txt"
 
 # ---------------------------------------------------------------------------------------------
 # runtime: wheels only (no compilers, no sources), a virtual environment, a non-root user
@@ -51,9 +57,13 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     VENV=/opt/modeltrust
 ENV PATH="${VENV}/bin:${PATH}"
 # Bytecode is compiled at install time, so the root filesystem can be mounted read-only.
+# The dependencies exactly as locked (hashes checked again), then the four components without
+# resolving anything; pip check fails the build if the lock misses something they require.
 RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
     python3 -m venv "$VENV" \
-    && "$VENV/bin/python" -m pip install --no-index --find-links "$WHEELS" --compile modeltrust-cli modeltrust-operator \
+    && "$VENV/bin/python" -m pip install --no-index --find-links "$WHEELS" --require-hashes --no-deps --compile -r "$WHEELS/runtime.txt" \
+    && "$VENV/bin/python" -m pip install --no-index --find-links "$WHEELS" --no-deps --compile "$WHEELS"/modeltrust_*.whl \
+    && "$VENV/bin/python" -m pip check \
     && "$VENV/bin/python" -m pip uninstall --yes pip
 # A numeric uid/gid, so Kubernetes can check runAsNonRoot without reading /etc/passwd; the
 # chart runs the pods as this user (runAsUser: 65532).

@@ -5,7 +5,12 @@ BIN     := $(VENV)/bin
 TOOLS   := $(shell bash tests/cluster/build-tools.sh --print-bin-dir 2>/dev/null)
 export PATH := $(TOOLS):$(PATH)
 
-.PHONY: install tools tools-real-node node-deps lint test test-fast test-kwok test-real test-unit test-integration test-e2e test-real-pods cluster-up cluster-down demo bench image e2e-kind clean
+# `make wheels`: wheels of PARTS and of every dependency (pinned by the dev lock) into
+# WHEELS, to install elsewhere with `pip install --no-index --find-links` (docs/install.md).
+PARTS   ?= chain serving operator cli
+WHEELS  ?= dist/wheels
+
+.PHONY: install wheels lock-runtime tools tools-real-node node-deps lint test test-fast test-kwok test-real test-unit test-integration test-e2e test-real-pods cluster-up cluster-down demo bench image e2e-kind clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -22,6 +27,12 @@ $(KSERVE_VENV)/.installed: requirements/kserve.txt
 	$(PY) -m venv $(KSERVE_VENV)
 	$(KSERVE_VENV)/bin/pip install --quiet -r requirements/kserve.txt
 	touch $@
+
+wheels:  ## wheels of PARTS (default: all four components) and their dependencies into WHEELS (dist/wheels)
+	$(PY) -m pip wheel --wheel-dir $(WHEELS) --constraint requirements/constraints.txt $(addprefix ./,$(PARTS))
+
+lock-runtime:  ## regenerate requirements/runtime.txt, the image's hash-locked dependencies (pip-compile)
+	bash hack/lock-runtime.sh
 
 tools:  ## the local control plane binaries (built once, cached by version)
 	bash tests/cluster/build-tools.sh $(if $(filter real,$(MODELTRUST_CLUSTER)),--real-node)

@@ -28,3 +28,12 @@ def test_operator_without_a_scope_is_a_usage_error() -> None:
     result = run_cli("operator")
     assert result.returncode == 2
     assert "--namespace" in result.stderr
+
+
+def test_operator_usage_names_the_command_that_was_run() -> None:
+    result = run_cli("operator", "--help")
+    assert result.stdout.startswith("usage: modeltrust operator "), result.stdout
+    bad = run_cli("operator", "--no-such-flag")
+    assert bad.returncode == 2
+    assert bad.stderr.startswith("usage: modeltrust operator "), bad.stderr
+    assert "modeltrust operator: error: unrecognized arguments: --no-such-flag" in bad.stderr

@@ -109,6 +109,8 @@ def test_sign_to_stdout_and_progress_for_large_files(
 ) -> None:
     prefix = keygen(runner, tmp_path, "ed25519")
     monkeypatch.setattr(publisher, "PROGRESS_THRESHOLD", 1)
+    # CliRunner's stderr is no terminal; tests/cli/test_progress.py runs a real one.
+    monkeypatch.setattr(publisher, "is_terminal", lambda stream=None: True)
     args = ["sign", str(model), "--key", f"{prefix}.key", "--name", "m", "--version", "1"]
     result = runner.invoke(main, [*args, "--out", "-"])
     assert result.exit_code == 0, result.output

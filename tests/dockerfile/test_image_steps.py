@@ -140,7 +140,7 @@ def test_dockerignore_keeps_local_state_out_of_the_build_context() -> None:
     rules = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
     assert rules[0] == "*", "allow-list: everything is excluded unless named"
     allowed = {r[1:].rstrip("/") for r in rules if r.startswith("!")}
-    assert allowed == {"requirements/constraints.txt", "chain", "serving", "operator", "cli"}
+    assert allowed == {"requirements/runtime.txt", "chain", "serving", "operator", "cli"}
 
 
 @pytest.mark.integration

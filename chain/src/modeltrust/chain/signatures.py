@@ -122,12 +122,22 @@ def load_private_key(pem: bytes, password: bytes | None = None) -> PrivateKey:
     return key
 
 
-def private_key_pem(key: PrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
+def private_key_pem(key: PrivateKey, password: bytes | None = None) -> bytes:
+    """PKCS#8 PEM; encrypted under PASSWORD when one is given (cryptography's best
+    available scheme: PBES2, PBKDF2-HMAC-SHA256 and AES-256-CBC, which OpenSSL reads)."""
+    encryption: serialization.KeySerializationEncryption = (
+        serialization.BestAvailableEncryption(password)
+        if password
+        else serialization.NoEncryption()
     )
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
+    )
+
+
+def is_encrypted_private_key(pem: bytes) -> bool:
+    """Whether PEM holds an encrypted private key (PKCS#8 or OpenSSL's traditional form)."""
+    return b"-----BEGIN ENCRYPTED PRIVATE KEY-----" in pem or b"Proc-Type: 4,ENCRYPTED" in pem
 
 
 def public_key_pem(key: PublicKey) -> bytes:

@@ -10,8 +10,9 @@ Exit codes (the same for every command; scripts and init containers rely on them
      fork), or the command refused to act (for example, to overwrite a key).
   2  USAGE: the command line is wrong (click's own code).
   3  UNCHECKED: could not check. The ledger or the artifact's server did not answer or
-     refused the request, or an input file or key could not be read or parsed. Nothing
-     is known about the model: try again, or fix the input.
+     refused the request, or an input file or key could not be read or parsed, or the
+     command needs an optional part of modeltrust that is not installed (an extra, see
+     requires_extra). Nothing is known about the model: try again, or fix the input.
 
 A ledger that answers with something that does not verify is REFUSED (1), not UNCHECKED:
 a forged or rolled-back answer is a finding, and waiting will not make it go away.
@@ -23,7 +24,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn, TextIO, TypeVar
 
 import click
 
@@ -42,15 +43,50 @@ EXIT_CODES_HELP = (
     "  1  refused: checked, and the answer is no (not trusted, digest mismatch, a proof\n"
     "     or signature that does not verify, ledger rollback or fork)\n"
     "  2  usage error\n"
-    "  3  could not check: ledger or server unreachable or refusing, unreadable input"
+    "  3  could not check: ledger or server unreachable or refusing, unreadable input,\n"
+    "     or an extra the command needs is not installed"
 )
 
+# The optional parts of `pip install modeltrust-cli[...]`: what each brings and which
+# commands need it. keygen, sign, register, revoke, verify, audit and ledger need none.
+EXTRAS = {
+    "serving": "modeltrust-serving: onnxruntime, numpy (modeltrust serve, modeltrust fetch)",
+    "operator": "modeltrust-operator: kopf, kubernetes, onnx (modeltrust operator, "
+    "modeltrust verify --policy)",
+}
+
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+def is_terminal(stream: TextIO | None = None) -> bool:
+    """Whether STREAM (default: stderr) is a terminal. Progress bars are drawn only there:
+    redirected to a file, a pipe or a log collector they would be kilobytes of carriage
+    returns and half-drawn bars."""
+    stream = sys.stderr if stream is None else stream
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return False
 
 
 def fail(message: str, code: int) -> NoReturn:
     click.echo(f"error: {message}", err=True)
     sys.exit(code)
+
+
+@contextmanager
+def requires_extra(extra: str, command: str) -> Iterator[None]:
+    """Imports in this block need the EXTRA of modeltrust-cli; without it, exit UNCHECKED
+    with a message naming the extra to install (not an ImportError traceback)."""
+    try:
+        yield
+    except ModuleNotFoundError as e:
+        fail(
+            f"`modeltrust {command}` needs the {extra!r} extra of modeltrust-cli "
+            f"({EXTRAS[extra]}), which is not installed (no module {e.name!r}). "
+            f"Install it: pip install 'modeltrust-cli[{extra}]' (see docs/install.md)",
+            EXIT_UNCHECKED,
+        )
 
 
 def ledger_exit_code(exc: ChainError) -> int:

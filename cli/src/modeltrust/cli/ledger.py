@@ -30,6 +30,7 @@ from modeltrust.cli.common import (
     EXIT_REFUSED,
     EXIT_UNCHECKED,
     fail,
+    is_terminal,
     ledger_exit_code,
     read_verifier_key,
 )
@@ -222,7 +223,9 @@ def _use_uvloop() -> None:
     "--verifier-key", required=True, help="The ledger's checkpoint verifier key (or a file)."
 )
 @click.option("--check-entries", is_flag=True, help="Also parse every entry strictly (slower).")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option(
+    "--quiet", is_flag=True, help="No progress bar (there is none unless stderr is a terminal)."
+)
 def verify(
     db: Path | None, url: str | None, verifier_key: str, check_entries: bool, quiet: bool
 ) -> None:
@@ -238,7 +241,13 @@ def verify(
         verifier = NoteVerifier.from_verifier_key(read_verifier_key(verifier_key))
     except ChainError as exc:
         raise click.BadParameter(str(exc), param_hint="--verifier-key") from exc
-    bar = tqdm(unit=" entries", unit_scale=True, disable=quiet, file=sys.stderr, mininterval=0.5)
+    bar = tqdm(
+        unit=" entries",
+        unit_scale=True,
+        disable=quiet or not is_terminal(sys.stderr),
+        file=sys.stderr,
+        mininterval=0.5,
+    )
 
     def progress(count: int) -> None:
         bar.update(count)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from modeltrust.cli.common import requires_extra
+
 
 @click.command(
     name="operator",
@@ -17,7 +19,8 @@ def command(ctx: click.Context) -> None:
     Pass --help for the operator's own options.
     """
     # Imported here: the operator pulls in kopf and the Kubernetes client, which the
-    # publisher and serving commands never need.
-    from modeltrust.operator.__main__ import main as operator_main
+    # publisher and serving commands never need (and a publisher's install lacks).
+    with requires_extra("operator", "operator"):
+        from modeltrust.operator.__main__ import main as operator_main
 
-    ctx.exit(operator_main(list(ctx.args)))
+    ctx.exit(operator_main(list(ctx.args), prog=f"modeltrust {ctx.info_name}"))

@@ -16,7 +16,6 @@ revocations from a complete read of the verified log, never from the ledger's lo
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -42,9 +41,7 @@ from modeltrust.chain.signatures import (
     cosign_blob_registration,
     generate_private_key,
     key_id,
-    load_private_key,
     load_public_key,
-    private_key_pem,
     public_key_pem,
     sign_registration,
     sign_revocation,
@@ -68,22 +65,23 @@ from modeltrust.cli.common import (
     EXIT_REFUSED,
     EXIT_UNCHECKED,
     fail,
+    is_terminal,
     ledger_client,
     ledger_exit_code,
     ledger_options,
     open_ledger,
+    requires_extra,
 )
 from modeltrust.cli.imports import (
     Candidate,
     ImportRefused,
     import_registration,
-    is_cosign_private_key,
-    load_cosign_private_key,
     read_bundle,
     read_cosign_signature,
 )
+from modeltrust.cli.keyfile import PASSWORD_ENV, load_key, new_key_password, write_private_key
 
-PROGRESS_THRESHOLD = 64 << 20  # show a progress bar when hashing more than 64 MiB
+PROGRESS_THRESHOLD = 64 << 20  # a progress bar when hashing more than 64 MiB, on a terminal
 
 
 @click.command()
@@ -98,16 +96,24 @@ PROGRESS_THRESHOLD = 64 << 20  # show a progress bar when hashing more than 64 M
     help="Writes PREFIX.key (private, mode 0600) and PREFIX.pub.",
 )
 @click.option("--force", is_flag=True, help="Overwrite existing key files.")
-def keygen(kind: str, prefix: Path, force: bool) -> None:
+@click.option(
+    "--encrypt",
+    is_flag=True,
+    help=f"Encrypt PREFIX.key (PKCS#8, AES-256) with the password in ${PASSWORD_ENV}, or "
+    "one asked for on the terminal when it is not set. sign and revoke read an encrypted "
+    f"key's password from ${PASSWORD_ENV} too.",
+)
+def keygen(kind: str, prefix: Path, force: bool, encrypt: bool) -> None:
     """Generate a publisher key pair and print its key id."""
     key_path, pub_path = Path(f"{prefix}.key"), Path(f"{prefix}.pub")
     if not force:
         for path in (key_path, pub_path):
             if path.exists():
                 fail(f"{path} exists; refusing to overwrite a key (use --force)", EXIT_REFUSED)
+    password = new_key_password() if encrypt else None
     key = generate_private_key(kind)
     try:
-        _write_private(key_path, private_key_pem(key))
+        write_private_key(key_path, key, password)
         pub_path.write_bytes(public_key_pem(key.public_key()))
     except OSError as e:
         fail(f"cannot write key files: {e}", EXIT_UNCHECKED)
@@ -121,7 +127,7 @@ def keygen(kind: str, prefix: Path, force: bool) -> None:
     "key_path",
     required=True,
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Publisher private key (PEM).",
+    help=f"Publisher private key (PEM; if encrypted, its password is ${PASSWORD_ENV}).",
 )
 @click.option("--name", required=True, help="Model name.")
 @click.option("--version", "model_version", required=True, help="Model version.")
@@ -193,22 +199,9 @@ def _hash_with_progress(path: Path) -> tuple[bytes, int]:
         unit_divisor=1024,
         desc=f"hashing {path.name}",
         file=sys.stderr,
-        disable=total < PROGRESS_THRESHOLD,
+        disable=total < PROGRESS_THRESHOLD or not is_terminal(sys.stderr),
     ) as bar:
         return sha256_file(path, progress=bar.update)
-
-
-def _key_password() -> bytes | None:
-    password = os.environ.get("MODELTRUST_KEY_PASSWORD")
-    return password.encode() if password else None
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    """Create the private key file with mode 0600 from the start (no window of wider access)."""
-    path.unlink(missing_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
 
 
 # --- Ledger commands ---------------------------------------------------------------------
@@ -381,7 +374,8 @@ def _import(
     "key_path",
     required=True,
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Publisher private key signing the revocation.",
+    help="Publisher private key signing the revocation (if encrypted, its password is "
+    f"${PASSWORD_ENV}).",
 )
 @click.option("--digest", help="Revoke this model digest (sha256:...).")
 @click.option("--key-id", "target_key_id", help="Revoke this publisher key id.")
@@ -429,11 +423,12 @@ def _publisher(value: str) -> TrustedPublisher:
 def _policy_file(path: Path) -> tuple[VerificationPolicy, tuple[str, str, str | None]]:
     """A ModelTrustPolicy (YAML or JSON, as applied to the cluster), read with the
     operator's own parser: the policy, and its ledger's URL, verifier key and origin."""
-    import yaml
+    with requires_extra("operator", "verify --policy"):
+        import yaml
 
-    from modeltrust.operator.errors import SpecError
-    from modeltrust.operator.keys import TrustedKeys
-    from modeltrust.operator.types import parse_trust_policy
+        from modeltrust.operator.errors import SpecError
+        from modeltrust.operator.keys import TrustedKeys
+        from modeltrust.operator.types import parse_trust_policy
 
     try:
         doc = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -679,25 +674,9 @@ def _read_entry(path: Path) -> Entry:
 
 
 def _load_key(path: Path) -> PrivateKey:
-    """A PEM private key (MODELTRUST_KEY_PASSWORD), or cosign's encrypted one (COSIGN_PASSWORD)."""
-    try:
-        data = path.read_bytes()
-        if is_cosign_private_key(data):
-            return load_cosign_private_key(data, _cosign_password(path))
-        return load_private_key(data, _key_password())
-    except (ChainError, OSError) as e:
-        fail(f"cannot load key {path}: {e}", EXIT_UNCHECKED)
-
-
-def _cosign_password(path: Path) -> bytes:
-    """COSIGN_PASSWORD as cosign reads it (set and empty is an empty password), else a
-    prompt when there is a terminal to ask at."""
-    password = os.environ.get("COSIGN_PASSWORD")
-    if password is None:
-        if not sys.stdin.isatty():
-            fail(f"{path} is an encrypted cosign key: set COSIGN_PASSWORD", EXIT_UNCHECKED)
-        password = click.prompt(f"Password for cosign key {path}", hide_input=True, err=True)
-    return password.encode()
+    """A PEM private key (MODELTRUST_KEY_PASSWORD), or cosign's encrypted one
+    (COSIGN_PASSWORD): modeltrust.cli.keyfile."""
+    return load_key(path)
 
 
 COMMANDS: list[click.Command] = [keygen, sign, register, revoke, verify_command]

@@ -21,13 +21,17 @@ import click
 
 from modeltrust.chain.errors import ChainError
 from modeltrust.chain.trust import Reason
-from modeltrust.cli.common import EXIT_REFUSED, EXIT_UNCHECKED, fail, read_verifier_key
-from modeltrust.serving.errors import (
-    DigestMismatchError,
-    FetchError,
-    ModelLoadError,
-    ServingError,
+from modeltrust.cli.common import (
+    EXIT_REFUSED,
+    EXIT_UNCHECKED,
+    fail,
+    is_terminal,
+    read_verifier_key,
+    requires_extra,
 )
+
+# modeltrust.serving is imported inside the commands: it is the "serving" extra of
+# modeltrust-cli (onnxruntime, numpy), which a publisher's install does not have.
 
 _PROVENANCE_OPTIONS = (
     "registration",
@@ -128,7 +132,9 @@ def fetch_command(
 
     The file appears at DEST read-only (0444) and fsynced, or not at all.
     """
-    from modeltrust.serving.fetch import fetch_artifact
+    with requires_extra("serving", "fetch"):
+        from modeltrust.serving.errors import DigestMismatchError, FetchError
+        from modeltrust.serving.fetch import fetch_artifact
 
     given = {
         "registration": registration,
@@ -172,7 +178,7 @@ def fetch_command(
             f"{proven.origin} size {proven.tree_size}"
         )
 
-    progress = _progress_bar() if sys.stderr.isatty() and not quiet else None
+    progress = _progress_bar() if is_terminal(sys.stderr) and not quiet else None
     try:
         result = fetch_artifact(
             uri,
@@ -293,9 +299,11 @@ def serve_command(
 ) -> None:
     """Serve an ONNX model over the Open Inference Protocol v2 (REST), after checking
     that its bytes are DIGEST. Stops gracefully on SIGTERM."""
-    from modeltrust.serving.model import SessionSettings
-    from modeltrust.serving.runtime import run
-    from modeltrust.serving.server import HttpServer, ServerSettings
+    with requires_extra("serving", "serve"):
+        from modeltrust.serving.errors import DigestMismatchError, ModelLoadError, ServingError
+        from modeltrust.serving.model import SessionSettings
+        from modeltrust.serving.runtime import run
+        from modeltrust.serving.server import HttpServer, ServerSettings
 
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"

@@ -22,8 +22,11 @@ from modeltrust.operator.config import OperatorConfig
 from modeltrust.operator.errors import ConfigError
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m modeltrust.operator")
+def parse_args(
+    argv: Sequence[str] | None, prog: str = "python -m modeltrust.operator"
+) -> argparse.Namespace:
+    """PROG is the name usage and errors show: how the operator was started."""
+    parser = argparse.ArgumentParser(prog=prog)
     scope = parser.add_mutually_exclusive_group()
     scope.add_argument(
         "-n", "--namespace", action="append", default=[], help="Watch this namespace (repeatable)."
@@ -52,8 +55,8 @@ def operator_identity() -> str:
     return f"{socket.gethostname()}/{os.getpid()}"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
+def main(argv: Sequence[str] | None = None, prog: str = "python -m modeltrust.operator") -> int:
+    args = parse_args(argv, prog)
     if not args.namespace and not args.all_namespaces:
         print("give --namespace NAME (repeatable) or --all-namespaces", file=sys.stderr)
         return 2
