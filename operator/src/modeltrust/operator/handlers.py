@@ -252,10 +252,16 @@ async def model_deployment_deleted(body: kopf.Body, retry: int, memo: kopf.Memo,
 
 
 async def model_deployment_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-    """The object is gone from the API server: drop what this process kept about it."""
+    """Every event: the revoked-but-serving gauge follows the status the watch delivers.
+    The object is gone from the API server: drop what this process kept about it."""
     deps = memo.get("deps")
-    if event.get("type") == "DELETED" and isinstance(deps, Deps):
-        deps.objects.forget(str((event.get("object") or {}).get("metadata", {}).get("uid", "")))
+    if not isinstance(deps, Deps):
+        return
+    deleted = event.get("type") == "DELETED"
+    body = event.get("object") or {}
+    deps.metrics.model_deployment_seen(body, deleted=deleted)
+    if deleted:
+        deps.objects.forget(str(body.get("metadata", {}).get("uid", "")))
 
 
 def _owner(body: kopf.Body) -> dict[str, Any] | None:
