@@ -96,6 +96,12 @@ class Metrics:
             "modeltrust_operator_verify_seconds", "Time from reconcile start to rollout.",
             buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120), registry=r,
         )  # fmt: skip
+        self.ledger_up = Gauge(
+            "modeltrust_operator_ledger_up",
+            "1 when the ledger follower's last checkpoint poll got a verified answer, 0 when "
+            "not (no answer, refused, did not verify, rolled back or forked).",
+            ["ledger"], registry=r,
+        )  # fmt: skip
         self.revoked_kept_serving = Gauge(
             "modeltrust_operator_revoked_kept_serving",
             "1 per ModelDeployment whose model is revoked but keeps serving (KeepAndFlag), "
