@@ -40,7 +40,7 @@ def _md(name: str, action: str | None, revoked: bool) -> dict[str, Any]:
 
 def _kept(metrics: Metrics) -> dict[str, float]:
     return {
-        s.labels["name"]: s.value
+        s.labels["modeldeployment"]: s.value
         for family in metrics.registry.collect()
         for s in family.samples
         if s.name == "modeltrust_operator_revoked_kept_serving"
@@ -59,11 +59,11 @@ async def test_revoked_kept_serving_follows_watch_events() -> None:
     await event("ADDED", _md("kept", "KeepAndFlag", revoked=True))
     await event("ADDED", _md("scaled", "ScaleToZero", revoked=True))
     await event("ADDED", _md("fine", None, revoked=False))
-    assert _kept(d.metrics) == {"kept": 1.0}
+    assert _kept(d.metrics) == {"ml/kept": 1.0}
     # A new, verified version clears the condition: the series goes away.
     await event("MODIFIED", _md("kept", "KeepAndFlag", revoked=False))
     assert _kept(d.metrics) == {}
     await event("MODIFIED", _md("kept", "KeepAndFlag", revoked=True))
-    assert _kept(d.metrics) == {"kept": 1.0}
+    assert _kept(d.metrics) == {"ml/kept": 1.0}
     await event("DELETED", _md("kept", "KeepAndFlag", revoked=True))
     assert _kept(d.metrics) == {}

@@ -104,15 +104,16 @@ class Metrics:
         )  # fmt: skip
         self.revoked_kept_serving = Gauge(
             "modeltrust_operator_revoked_kept_serving",
-            "1 per ModelDeployment whose model is revoked but keeps serving (KeepAndFlag), "
-            "as its status on the API server says.",
-            ["namespace", "name"], registry=r,
+            "1 per ModelDeployment (namespace/name) whose model is revoked but keeps serving "
+            "(KeepAndFlag), as its status on the API server says.",
+            ["modeldeployment"], registry=r,
         )  # fmt: skip
 
     def model_deployment_seen(self, body: Mapping[str, Any], *, deleted: bool = False) -> None:
         """Keep `revoked_kept_serving` equal to what the watch last delivered for `body`."""
         meta = body.get("metadata") or {}
-        key = (str(meta.get("namespace", "")), str(meta.get("name", "")))
+        # One label, not `namespace`: the scrape's own `namespace` target label would rename it.
+        key = f"{meta.get('namespace', '')}/{meta.get('name', '')}"
         record = MDStatus.from_status(body.get("status"))
         kept = (
             not deleted
@@ -120,7 +121,7 @@ class Metrics:
             and record.revocation_action == RevocationAction.KEEP_AND_FLAG.value
         )
         if kept:
-            self.revoked_kept_serving.labels(*key).set(1)
+            self.revoked_kept_serving.labels(key).set(1)
         else:
             with contextlib.suppress(KeyError):
-                self.revoked_kept_serving.remove(*key)
+                self.revoked_kept_serving.remove(key)
