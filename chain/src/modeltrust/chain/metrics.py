@@ -154,24 +154,3 @@ class LedgerMetrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
-
-    def metric_names(self) -> set[str]:
-        """Every sample name /metrics can show (for the dashboard and alert tests)."""
-        return sample_names(self.registry)
-
-
-def sample_names(registry: CollectorRegistry) -> set[str]:
-    """The sample names (``x_total``, ``x_bucket``, ...) a registry exposes, labels or not."""
-    names: set[str] = set()
-    for family in registry.collect():
-        names.add(family.name)
-        for sample in family.samples:
-            names.add(sample.name)
-        # A labelled family with no child yet shows no sample: name the ones it will show.
-        if family.type == "counter":
-            names.update({family.name + "_total", family.name + "_created"})
-        elif family.type == "histogram":
-            names.update(family.name + s for s in ("_bucket", "_sum", "_count", "_created"))
-        elif family.type == "info":
-            names.add(family.name + "_info")
-    return names
