@@ -65,6 +65,9 @@ async def test_metrics_have_process_route_templates_and_ledger_state(tmp_path: P
                     await r.read()
             async with session.get(url + "/no/such/b2") as r:
                 await r.read()
+            for method in ("PROPFIND", "MKCOL"):  # WebDAV methods: one "other" series
+                async with session.request(method, url + "/v1/keys") as r:
+                    await r.read()
             samples = await _scrape(session, url)
     finally:
         await service.stop()
@@ -81,6 +84,8 @@ async def test_metrics_have_process_route_templates_and_ledger_state(tmp_path: P
     assert _value(samples, requests, route="/v1/entries", method="POST", status="201") == 2
     assert _value(samples, requests, route="/v1/entries", method="POST", status="409") == 1
     assert _value(samples, requests, route="unmatched", method="GET", status="404") == 2
+    assert _value(samples, requests, route="unmatched", method="other", status="405") == 2
+    assert {s.labels["method"] for s in samples if s.name == requests} == {"GET", "POST", "other"}
     routes = {s.labels["route"] for s in samples if s.name == requests}
     assert not any("a1" in r or "b2" in r or r.endswith("/0") for r in routes), routes
     duration = "modeltrust_ledger_http_request_duration_seconds_count"

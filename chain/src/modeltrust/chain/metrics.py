@@ -7,9 +7,10 @@ gauges.
 
 HTTP requests are labelled by route *template* (``/v1/entries/{index}``, never the raw
 path: the label set stays bounded whatever clients send), method and status; a request
-that matched no route is labelled ``route="unmatched"``. The label children are looked up
-once per label combination and cached, so the hot path pays one dictionary lookup and
-the client library's increments, not its label validation.
+that matched no route (404, or 405 for a method the path does not take) is labelled
+``route="unmatched"``, and a method other than the standard ones ``method="other"``. The
+label children are looked up once per label combination and cached, so the hot path pays
+one dictionary lookup and the client library's increments, not its label validation.
 
 The sequencer thread updates the append metrics once per block; the event loop updates
 the HTTP ones per request. prometheus_client's values are thread-safe.
@@ -46,6 +47,7 @@ class _Labelled(Protocol):
     def lookup_keys(self) -> tuple[tuple[str, str], ...]: ...
 
 
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 _HTTP_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -142,6 +144,8 @@ class LedgerMetrics:
     # -- the HTTP server -----------------------------------------------------------------------
 
     def request(self, route: str, method: str, status: int, seconds: float) -> None:
+        if method not in _METHODS:
+            method = "other"  # the method is the client's choice: keep the label set bounded
         key = (route, method, status)
         children = self._http_children.get(key)
         if children is None:
