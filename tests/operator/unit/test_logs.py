@@ -6,12 +6,13 @@ import json
 import re
 import subprocess
 import sys
-from typing import Any
+from typing import Any, cast
 
 import kopf
 import pytest
 
 from modeltrust.operator import handlers, logs
+from modeltrust.operator.deps import Deps
 
 pytestmark = pytest.mark.unit
 
@@ -90,13 +91,14 @@ async def test_every_object_handler_names_its_object(monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(handlers, "_deps", lambda memo: None)
     monkeypatch.setattr(handlers, "_config", lambda memo: None)
     body = kopf.Body({"metadata": {"namespace": "ns", "name": "md", "uid": "u"}})
-    memo: Any = kopf.Memo(deps=handlers.Deps.__new__(handlers.Deps))
+    memo: Any = kopf.Memo(deps=Deps.__new__(Deps))
     await handlers.model_deployment_changed(body=body, retry=0, memo=memo)
     await handlers.periodic_reverify(body=body, memo=memo, policies={})
     await handlers.model_deployment_deleted(body=body, retry=0, memo=memo)
     await handlers.owned_pod_event(body=body, memo=memo)
     policy = kopf.Body({"metadata": {"name": "default"}})
-    await handlers.policy_event(event={"type": "MODIFIED"}, body=policy, memo=memo)
+    event = cast(kopf.RawEvent, {"type": "MODIFIED", "object": dict(policy)})
+    await handlers.policy_event(event=event, body=policy, memo=memo)
     md = {"namespace": "ns", "name": "md"}
     policy_ref = {"namespace": "", "name": "default"}
     assert seen == [md, md, md, md, policy_ref, policy_ref]  # on_policy_event, handle_policy
