@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.dead_ends import SilentServer, StatusServer, closed_port
 from harness.ledger import TOKEN, LedgerThread, audit, make_keys, registration, service_config
 from harness.tampering_proxy import TamperingProxy, edit_json
 from modeltrust.chain.client import (
@@ -123,11 +124,16 @@ def test_wrong_key_or_origin_is_refused(tmp_path: Path) -> None:
 
 def test_unreachable_ledger_is_a_clear_error(tmp_path: Path) -> None:
     keys = make_keys(tmp_path / "k")
+    url = f"http://127.0.0.1:{closed_port()}"
     with (
-        LedgerClient("http://127.0.0.1:9", verifier_key=keys.verifier_key) as c,
-        pytest.raises(LedgerUnavailableError, match="unreachable"),
+        LedgerClient(url, verifier_key=keys.verifier_key) as c,
+        pytest.raises(LedgerUnavailableError) as caught,
     ):
         c.checkpoint()
+    assert str(caught.value) == (
+        f"ledger at {url} did not answer: "
+        "connection refused (nothing listens at that address and port)"
+    )
 
 
 class AsyncMemoryStore:
@@ -305,3 +311,50 @@ async def test_the_token_is_read_for_every_write(tmp_path: Path) -> None:
             assert (await c.append(audit(1))).index == 0
     finally:
         await service.stop()
+
+
+def test_a_ledger_that_does_not_answer_is_a_timeout_in_words(tmp_path: Path) -> None:
+    keys = make_keys(tmp_path / "k")
+    with (
+        SilentServer() as silent,
+        LedgerClient(silent.url, verifier_key=keys.verifier_key, timeout=0.5) as c,
+        pytest.raises(LedgerUnavailableError) as caught,
+    ):
+        c.checkpoint()
+    assert (
+        str(caught.value)
+        == f"ledger at {silent.url} did not answer: no answer within 0.5 s (timed out)"
+    )
+
+
+async def test_the_async_client_says_what_failed_in_words(tmp_path: Path) -> None:
+    keys = make_keys(tmp_path / "k")
+    url = f"http://127.0.0.1:{closed_port()}"
+    async with AsyncLedgerClient(url, verifier_key=keys.verifier_key) as c:
+        with pytest.raises(LedgerUnavailableError) as caught:
+            await c.checkpoint()
+    message = str(caught.value)
+    assert message == (
+        f"ledger at {url} did not answer: "
+        "connection refused (nothing listens at that address and port)"
+    )
+    with SilentServer() as silent:
+        async with AsyncLedgerClient(silent.url, verifier_key=keys.verifier_key, timeout=0.5) as c:
+            with pytest.raises(LedgerUnavailableError) as caught:
+                await c.checkpoint()
+    message = str(caught.value)
+    assert message == f"ledger at {silent.url} did not answer: no answer within 0.5 s (timed out)"
+    for internal in ("ClientConnectorError", "ConnectionKey", "TimeoutError", "Errno"):
+        assert internal not in message
+
+
+async def test_an_http_error_page_is_named_by_status_in_one_line(tmp_path: Path) -> None:
+    keys = make_keys(tmp_path / "k")
+    page = "<html>\n<body>\n<h1>502 Bad Gateway</h1>\n</body>\n</html>\n"
+    with StatusServer(502, "Bad Gateway", page) as proxy:
+        async with AsyncLedgerClient(proxy.url, verifier_key=keys.verifier_key) as c:
+            with pytest.raises(LedgerHTTPError) as caught:
+                await c.checkpoint()
+    assert str(caught.value) == (
+        "ledger answered 502 Bad Gateway: <html> <body> <h1>502 Bad Gateway</h1> </body> </html>"
+    )

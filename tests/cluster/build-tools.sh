@@ -188,6 +188,7 @@ if ((cosign_only)); then echo "$bin"; exit 0; fi
 build_etcd
 build_go_install kwok "$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwok sigs.k8s.io/kwok/cmd/kwokctl
 build_helm
+build_go_install promtool "$PROMTOOL_VERSION" github.com/prometheus/prometheus/cmd/promtool
 build_kubernetes
 
 # One bin dir of symlinks, so PATH and kwokctl need a single prefix.
@@ -195,5 +196,6 @@ ln -sf "$tools/kubernetes-$KUBERNETES_VERSION"/* "$bin/"
 ln -sf "$tools/etcd-$ETCD_VERSION/etcd" "$bin/etcd"
 ln -sf "$tools/kwok-$KWOK_VERSION"/* "$bin/"
 ln -sf "$tools/helm-$HELM_VERSION-stamped/helm" "$bin/helm"
+ln -sf "$tools/promtool-$PROMTOOL_VERSION/promtool" "$bin/promtool"
 if ((real_node)); then build_real_node; fi
 echo "$bin"

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from harness.config_maps import ConfigMaps
+from harness.dead_ends import SilentServer, closed_port
 from harness.ledger import TOKEN, LedgerKeys, LedgerThread, audit, make_keys, service_config
 from harness.tampering_proxy import (
     TamperingProxy,
@@ -38,10 +40,12 @@ from modeltrust.operator.decisions import (
     Verdict,
     decide,
 )
+from modeltrust.operator.deps import Deps
 from modeltrust.operator.errors import LedgerUnverified
 from modeltrust.operator.keys import TrustedKeys
 from modeltrust.operator.kube import Kube
 from modeltrust.operator.ledger_access import LedgerAccess, LedgerEvidence
+from modeltrust.operator.policy_events import ledger_condition
 from modeltrust.operator.types import LedgerSpec, TrustPolicy, parse_trust_policy
 
 pytestmark = pytest.mark.integration
@@ -329,3 +333,28 @@ async def test_another_publisher_cannot_revoke_what_it_never_vouched_for(
             assert "B says so" not in decision.message
         finally:
             await la.close()
+
+
+async def test_a_ledger_that_is_down_or_hung_is_named_in_words(keys: LedgerKeys) -> None:
+    """The policy's LedgerReachable condition and a decision's message say what failed in
+    words, never a library's repr (it once read `ClientConnectorError(ConnectionKey(...))`)."""
+    down = f"http://127.0.0.1:{closed_port()}"
+    with SilentServer() as hung:
+        for url, timeout, words in (
+            (down, 10.0, "connection refused"),
+            (hung.url, 0.5, "no answer within 0.5 s (timed out)"),
+        ):
+            policy = policy_for(url, keys, keys.publisher)
+            la = LedgerAccess(cast(Kube, ConfigMaps()), "modeltrust-system", lambda: TOKEN,
+                              timeout=timeout)  # fmt: skip
+            try:
+                value, size = await ledger_condition(cast(Deps, SimpleNamespace(ledger=la)), policy)
+                ev = await la.evidence(policy.ledger, TrustedKeys.from_policy(policy), DIGEST, "r")
+            finally:
+                await la.close()
+            assert (value.status, value.reason, size) == ("False", "LedgerUnavailable", None)
+            assert value.message.startswith(f"ledger at {url} did not answer: {words}")
+            assert ev.error is not None
+            assert f"ledger at {url} did not answer: {words}" in ev.error
+            for internal in ("ClientConnectorError", "ConnectionKey", "Errno", "TimeoutError()"):
+                assert internal not in value.message + ev.error

@@ -415,3 +415,45 @@ async def test_act_on_reverifies_exactly_the_affected_models_of_that_ledgers_pol
         identity, [revocation(8, A, "key", KID_A), revocation(9, B, "key", KID_B)]
     )
     assert sorted(done) == ["a1", "b1"]
+
+
+async def test_ledger_up_says_whether_the_last_poll_got_a_verified_answer() -> None:
+    from modeltrust.operator.metrics import Metrics
+
+    bodies: dict[str, dict[str, Any]] = {"p1": policy_body("p1")}
+    tail = FakeTail(size=1)
+
+    async def nothing() -> list[dict[str, Any]]:
+        return []
+
+    async def never(body: Any) -> str:
+        raise AssertionError("nothing to re-verify")
+
+    metrics = Metrics()
+    followers = Followers(
+        cast(LedgerAccess, None), lambda: bodies, nothing, never,
+        FollowSettings(interval=0.01), tail=lambda spec: tail, metrics=metrics,
+    )  # fmt: skip
+
+    def up() -> float | None:
+        return metrics.registry.get_sample_value(
+            "modeltrust_operator_ledger_up", {"ledger": "http://ledger-1:8080"}
+        )
+
+    followers.sync()
+    follower = next(iter(followers.followers.values()))
+    await follower.step()
+    assert up() == 1
+    tail.fail_checkpoint = LedgerUnverified("ledger at http://ledger-1:8080 did not answer")
+    await follower.step()
+    assert up() == 0
+    tail.fail_checkpoint = LedgerInconsistent("rolled back")
+    await follower.step()
+    assert up() == 0
+    tail.fail_checkpoint = None
+    await follower.step()
+    assert up() == 1
+    del bodies["p1"]
+    followers.sync()
+    assert up() is None  # no policy names it: no series
+    await followers.stop()

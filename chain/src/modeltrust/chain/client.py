@@ -18,6 +18,7 @@ untrusted ledger must not be able to exhaust the caller's memory with one answer
 
 from __future__ import annotations
 
+import errno
 import http.client
 import inspect
 import socket
@@ -90,6 +91,57 @@ def _flows(
     return Flows(verifier, origin or verifier.name, bearer, max_lookup_pages=max_lookup_pages)
 
 
+_ERRNO_WORDS = {
+    errno.ECONNREFUSED: "connection refused (nothing listens at that address and port)",
+    errno.ECONNRESET: "the connection was reset",
+    errno.ECONNABORTED: "the connection was aborted",
+    errno.EHOSTUNREACH: "no route to the host",
+    errno.ENETUNREACH: "the network is unreachable",
+    errno.ETIMEDOUT: "the connection timed out",
+    errno.EPIPE: "the connection was closed while sending",
+    errno.EADDRNOTAVAIL: "the address is not available",
+}
+
+
+def no_answer(url: str, exc: BaseException, timeout: float | None) -> str:
+    """Why the ledger at `url` gave no answer, in words (never a library's repr): what
+    becomes a LedgerUnavailableError's message, and so the operator's condition and Event
+    messages and the CLI's errors."""
+    return f"ledger at {url} did not answer: {_network_failure(exc, timeout)}"
+
+
+def _network_failure(exc: BaseException, timeout: float | None) -> str:
+    within = f" within {timeout:g} s" if timeout else ""
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError | aiohttp.ClientSSLError):
+        return "the TLS handshake failed (certificate or protocol)"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return _os_error_words(exc.os_error)
+    if isinstance(exc, aiohttp.ServerTimeoutError | TimeoutError):  # also socket.timeout
+        return f"no answer{within} (timed out)"
+    if isinstance(exc, aiohttp.ServerDisconnectedError | http.client.RemoteDisconnected):
+        return "it closed the connection without answering"
+    if isinstance(exc, aiohttp.ClientPayloadError | http.client.IncompleteRead):
+        return "the answer was cut off"
+    if isinstance(exc, aiohttp.ClientResponseError | http.client.HTTPException):
+        return "the answer is not valid HTTP"
+    if isinstance(exc, aiohttp.InvalidURL):
+        return "the URL is not valid"
+    if isinstance(exc, OSError):
+        return _os_error_words(exc)
+    return f"unexpected error ({type(exc).__name__})"
+
+
+def _os_error_words(exc: OSError) -> str:
+    if isinstance(exc, TimeoutError):
+        return "the connection timed out"
+    if isinstance(exc, socket.gaierror):
+        return "its host name does not resolve"
+    words = _ERRNO_WORDS.get(exc.errno or 0)
+    if words is not None:
+        return words
+    return (exc.strerror or str(exc) or type(exc).__name__).lower()
+
+
 def _too_large(limit: int) -> LedgerResponseError:
     return LedgerResponseError(
         f"the ledger's answer is larger than {limit} bytes; refusing to read it"
@@ -158,6 +210,7 @@ class LedgerClient:
         self._scheme, self._host = parts.scheme, parts.hostname
         self._port = parts.port or (443 if parts.scheme == "https" else 80)
         self._prefix = parts.path.rstrip("/")
+        self._url = url.rstrip("/")
         self._timeout = timeout
         self._conn: http.client.HTTPConnection | None = None
 
@@ -217,9 +270,7 @@ class LedgerClient:
                 stale = isinstance(exc, http.client.RemoteDisconnected | ConnectionResetError)
                 if attempt == 0 and stale and req.method == "GET":
                     continue
-                raise LedgerUnavailableError(
-                    f"ledger {self._host}:{self._port} unreachable: {exc}"
-                ) from exc
+                raise LedgerUnavailableError(no_answer(self._url, exc, self._timeout)) from exc
         raise AssertionError("unreachable")
 
     def _connection(self) -> http.client.HTTPConnection:
@@ -370,7 +421,7 @@ class AsyncLedgerClient:
             ) as resp:
                 return HttpResponse(resp.status, await self._read_capped(resp))
         except (OSError, aiohttp.ClientError, TimeoutError) as exc:
-            raise LedgerUnavailableError(f"ledger {self._base} unreachable: {exc!r}") from exc
+            raise LedgerUnavailableError(no_answer(self._base, exc, self._timeout.total)) from exc
 
     async def _read_capped(self, resp: aiohttp.ClientResponse) -> bytes:
         limit = self._max_bytes

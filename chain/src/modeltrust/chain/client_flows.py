@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Any
 from urllib.parse import urlencode
 
@@ -66,7 +67,11 @@ class LedgerUnavailableError(LedgerClientError):
 
 class LedgerHTTPError(LedgerClientError):
     def __init__(self, status: int, message: str, index: int | None = None) -> None:
-        super().__init__(f"ledger answered {status}: {message}")
+        try:
+            said = f"{status} {HTTPStatus(status).phrase}"
+        except ValueError:
+            said = str(status)
+        super().__init__(f"ledger answered {said}: {message}")
         self.status = status
         self.message = message
         self.index = index
@@ -415,7 +420,10 @@ def _decode(resp: HttpResponse) -> Any:
 
 
 def _http_error(resp: HttpResponse) -> LedgerHTTPError:
-    message, index = resp.body[:300].decode("utf-8", "replace"), None
+    # Not the ledger's JSON error (a proxy's HTML page, say): its first words, on one line.
+    text = " ".join(resp.body[:2000].decode("utf-8", "replace").split())
+    message = (text[:200] + "...") if len(text) > 200 else (text or "no error message")
+    index = None
     try:
         doc = orjson.loads(resp.body)
         if isinstance(doc, dict) and isinstance(doc.get("error"), str):

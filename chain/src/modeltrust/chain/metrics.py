@@ -1,16 +1,45 @@
-"""Prometheus metrics of the ledger, in the text exposition format (no client library needed).
+"""Prometheus metrics of the ledger, on prometheus_client (docs/ledger.md, "Metrics").
 
-Counters and histograms are updated from the sequencer thread and the event loop;
-each update is a few integer additions under the GIL, which keeps them consistent
-enough for monitoring without locks on the hot path.
+Each ledger has its own registry (never the process-global one, so two ledgers in one
+test process do not share counts) with the process and platform collectors, the HTTP
+request counter and latency histogram, and the ledger's own counters, histograms and
+gauges.
+
+HTTP requests are labelled by route *template* (``/v1/entries/{index}``, never the raw
+path: the label set stays bounded whatever clients send), method and status; a request
+that matched no route (404, or 405 for a method the path does not take) is labelled
+``route="unmatched"``, and a method other than the standard ones ``method="other"``. The
+label children are looked up once per label combination and cached, so the hot path pays
+one dictionary lookup and the client library's increments, not its label validation.
+
+The sequencer thread updates the append metrics once per block; the event loop updates
+the HTTP ones per request. prometheus_client's values are thread-safe.
 """
 
 from __future__ import annotations
 
-import bisect
+import time
 from collections import Counter as _Tally
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Protocol
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
+from prometheus_client.gc_collector import GCCollector
+
+from modeltrust.chain.version import __version__
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+UNMATCHED_ROUTE = "unmatched"
 
 
 class _Labelled(Protocol):
@@ -18,127 +47,114 @@ class _Labelled(Protocol):
     def lookup_keys(self) -> tuple[tuple[str, str], ...]: ...
 
 
-class Counter:
-    def __init__(self, name: str, help_text: str, label: str | None = None) -> None:
-        self.name, self.help, self.label = name, help_text, label
-        self._values: _Tally[str] = _Tally()
-
-    def inc(self, amount: int = 1, label_value: str = "") -> None:
-        self._values[label_value] += amount
-
-    def value(self, label_value: str = "") -> int:
-        return self._values[label_value]
-
-    def render(self) -> list[str]:
-        lines = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} counter"]
-        if self.label is None:
-            lines.append(f"{self.name} {self._values['']}")
-        else:
-            for value, count in sorted(self._values.items()):
-                lines.append(f'{self.name}{{{self.label}="{_escape(value)}"}} {count}')
-        return lines
-
-
-class Gauge:
-    def __init__(self, name: str, help_text: str) -> None:
-        self.name, self.help = name, help_text
-        self._value = 0
-
-    def set(self, value: int) -> None:
-        self._value = value
-
-    def render(self) -> list[str]:
-        return [
-            f"# HELP {self.name} {self.help}",
-            f"# TYPE {self.name} gauge",
-            f"{self.name} {self._value}",
-        ]
-
-
-class Histogram:
-    def __init__(self, name: str, help_text: str, buckets: Sequence[float]) -> None:
-        self.name, self.help = name, help_text
-        self._bounds = list(buckets)
-        self._counts = [0] * (len(self._bounds) + 1)
-        self._sum = 0.0
-        self._count = 0
-
-    def observe(self, value: float) -> None:
-        self._counts[bisect.bisect_left(self._bounds, value)] += 1
-        self._sum += value
-        self._count += 1
-
-    @property
-    def count(self) -> int:
-        return self._count
-
-    def render(self) -> list[str]:
-        lines = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} histogram"]
-        running = 0
-        for bound, count in zip(self._bounds, self._counts, strict=False):
-            running += count
-            lines.append(f'{self.name}_bucket{{le="{bound:g}"}} {running}')
-        lines.append(f'{self.name}_bucket{{le="+Inf"}} {self._count}')
-        lines.append(f"{self.name}_sum {self._sum:.6f}")
-        lines.append(f"{self.name}_count {self._count}")
-        return lines
-
-
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+_HTTP_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
 class LedgerMetrics:
-    """Everything /metrics shows."""
+    """Everything /metrics shows; ``render()`` is the exposition text."""
 
     def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        GCCollector(registry=r)
+        Info("modeltrust_ledger_build", "The ledger's version.", registry=r).info(
+            {"version": __version__}
+        )
         self.appends = Counter(
-            "modeltrust_ledger_appends_total", "Entries appended, by kind.", "kind"
+            "modeltrust_ledger_appends", "Entries appended, by kind.", ["kind"], registry=r
         )
         self.rejections = Counter(
-            "modeltrust_ledger_append_rejections_total",
+            "modeltrust_ledger_append_rejections",
             "Submissions refused by the sequencer (replays, idempotency conflicts).",
-            "reason",
+            ["reason"],
+            registry=r,
         )
         self.http_requests = Counter(
-            "modeltrust_ledger_http_requests_total", "HTTP requests by response status.", "status"
+            "modeltrust_ledger_http_requests",
+            "HTTP requests by route template, method and response status.",
+            ["route", "method", "status"],
+            registry=r,
+        )
+        self.http_seconds = Histogram(
+            "modeltrust_ledger_http_request_duration_seconds",
+            "Time to answer an HTTP request, by route template and method.",
+            ["route", "method"],
+            buckets=_HTTP_BUCKETS,
+            registry=r,
         )
         self.batch_size = Histogram(
             "modeltrust_ledger_batch_entries",
             "New entries per block (group commit size).",
-            (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096),
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096),
+            registry=r,
         )
         self.commit_seconds = Histogram(
             "modeltrust_ledger_commit_seconds",
             "Time to validate, sign and durably write one block.",
-            _LATENCY_BUCKETS,
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         self.append_latency_seconds = Histogram(
             "modeltrust_ledger_append_latency_seconds",
             "Time from queueing a request's entries to their signed checkpoint.",
-            _LATENCY_BUCKETS,
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
-        self.tree_size = Gauge("modeltrust_ledger_tree_size", "Entries in the log.")
+        self.tree_size = Gauge(
+            "modeltrust_ledger_tree_size", "Entries in the log (at the latest checkpoint).",
+            registry=r,
+        )  # fmt: skip
+        self.block_height = Gauge(
+            "modeltrust_ledger_block_height",
+            "Height of the latest block (-1 before the first block).",
+            registry=r,
+        )
+        self.block_height.set(-1)
+        self.last_checkpoint = Gauge(
+            "modeltrust_ledger_last_checkpoint_timestamp_seconds",
+            "Unix time the latest checkpoint was signed (its block's time; 0 before the first).",
+            registry=r,
+        )
+        self.sequencer_up = Gauge(
+            "modeltrust_ledger_sequencer_up",
+            "1 while the sequencer runs and can append; 0 before start or after a failure.",
+            registry=r,
+        )
+        self._http_children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+
+    # -- the sequencer -------------------------------------------------------------------------
 
     def appended(self, entries: Iterable[_Labelled]) -> None:
         kinds = _Tally(e.lookup_keys[0][0].split(".", 1)[0] for e in entries if e.lookup_keys)
         for kind, count in kinds.items():
-            self.appends.inc(count, kind)
+            self.appends.labels(kind).inc(count)
 
     def rejected(self, reason: str) -> None:
-        self.rejections.inc(1, reason)
+        self.rejections.labels(reason).inc()
 
-    def render(self) -> str:
-        parts = (
-            self.appends,
-            self.rejections,
-            self.http_requests,
-            self.batch_size,
-            self.commit_seconds,
-            self.append_latency_seconds,
-            self.tree_size,
-        )
-        return "\n".join(line for p in parts for line in p.render()) + "\n"
+    def checkpointed(self, size: int, height: int, signed_at: float | None = None) -> None:
+        """A block is durable (or was loaded at start): the ledger's state gauges."""
+        self.tree_size.set(size)
+        self.block_height.set(height)
+        self.last_checkpoint.set(time.time() if signed_at is None else signed_at)
 
+    # -- the HTTP server -----------------------------------------------------------------------
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    def request(self, route: str, method: str, status: int, seconds: float) -> None:
+        if method not in _METHODS:
+            method = "other"  # the method is the client's choice: keep the label set bounded
+        key = (route, method, status)
+        children = self._http_children.get(key)
+        if children is None:
+            children = self._http_children[key] = (
+                self.http_requests.labels(route, method, str(status)),
+                self.http_seconds.labels(route, method),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -172,6 +172,7 @@ class Sequencer:
         self._max_batch = max_batch
         self._audit_on_start = audit_on_start
         self._metrics = metrics or LedgerMetrics()
+        self._metrics.sequencer_up.set_function(lambda: 1.0 if self.healthy else 0.0)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger-sequencer")
         self._queue: list[_Pending] = []
         self._wakeup = asyncio.Event()
@@ -327,6 +328,7 @@ class Sequencer:
         self._latest = SignedCheckpoint(cp, block.checkpoint)
         self._height = block.height + 1
         self._prev_header_hash = block.header_hash
+        self._metrics.checkpointed(size, block.height, _header_time(block.header))
 
     def _audit(self, store: SQLiteLedgerStore, height: int, size: int) -> None:
         """Recompute the whole tree from the stored entries; refuse to serve a damaged store.
@@ -485,7 +487,7 @@ class Sequencer:
         self._prev_header_hash = hh
         signed = SignedCheckpoint(cp, note)
         self._latest = signed
-        self._metrics.tree_size.set(rng.size)
+        self._metrics.checkpointed(rng.size, header.height)
         return signed
 
     def _leaf_hashes_of(self, indexes: set[int]) -> dict[int, bytes]:
@@ -494,6 +496,15 @@ class Sequencer:
             for e in self._store.get_entries(i, i + 1):
                 out[e.index] = e.leaf_hash
         return out
+
+
+def _header_time(header: bytes) -> float | None:
+    """A stored block's time as Unix seconds (None if it cannot be read: metrics only)."""
+    try:
+        stamp = BlockHeader.from_bytes(header).time
+        return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%f%z").timestamp()
+    except (ChainError, ValueError):
+        return None
 
 
 def _hash_at(index: int, new_entries: list[NewEntry]) -> bytes:

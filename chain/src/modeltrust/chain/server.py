@@ -27,6 +27,7 @@ import binascii
 import logging
 import os
 import re
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -55,7 +56,7 @@ from modeltrust.chain.merkle import (
     verify_consistency,
     verify_inclusion,
 )
-from modeltrust.chain.metrics import LedgerMetrics
+from modeltrust.chain.metrics import CONTENT_TYPE, UNMATCHED_ROUTE, LedgerMetrics
 from modeltrust.chain.openapi import openapi_document
 from modeltrust.chain.sequencer import (
     OPERATOR_ADVICE,
@@ -162,6 +163,7 @@ class LedgerAPI:
     async def _errors_middleware(
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
+        started = time.perf_counter()
         try:
             response = await handler(request)
         except web.HTTPException as exc:
@@ -192,7 +194,9 @@ class LedgerAPI:
         except Exception:
             log.exception("internal error serving %s %s", request.method, request.path)
             response = _error(500, "internal error; see the ledger's log")
-        self.metrics.http_requests.inc(1, str(response.status))
+        resource = request.match_info.route.resource
+        route = UNMATCHED_ROUTE if resource is None else resource.canonical
+        self.metrics.request(route, request.method, response.status, time.perf_counter() - started)
         return response
 
     # -- writes ----------------------------------------------------------------------------------
@@ -507,10 +511,7 @@ class LedgerAPI:
         return _json({"status": "ready", "tree_size": self.sequencer.latest.size})
 
     async def get_metrics(self, request: web.Request) -> web.Response:
-        return web.Response(
-            body=self.metrics.render().encode(),
-            headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
-        )
+        return web.Response(body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
     async def get_openapi(self, request: web.Request) -> web.Response:
         return _json(openapi_document())

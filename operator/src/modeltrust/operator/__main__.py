@@ -12,7 +12,6 @@ and annotations; without it the identity is the host name and process id.
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import socket
 import sys
@@ -68,15 +67,11 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m modeltrust.op
     import kopf
     from kopf._core.engines.peering import Identity  # kopf.run's parameter type, not re-exported
 
-    from modeltrust.operator import handlers
+    from modeltrust.operator import handlers, logs
 
     registry = kopf.OperatorRegistry()
     handlers.register(registry, config)
-    kopf.configure(
-        verbose=args.verbose,
-        log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.PLAIN,
-    )
-    logging.getLogger("modeltrust").setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    logs.configure(args.log_format, verbose=args.verbose)
     # Standalone: no kopf peering. Run exactly one replica (Deployment strategy Recreate).
     kopf.run(
         registry=registry,

@@ -24,7 +24,7 @@ from kopf._core.engines import posting  # where kopf keeps its per-handler event
 from kubernetes.client.exceptions import ApiException
 from prometheus_client import start_http_server
 
-from modeltrust.operator import builders, kube, ledger_follower
+from modeltrust.operator import builders, kube, ledger_follower, logs
 from modeltrust.operator.artifact import ArtifactChecker
 from modeltrust.operator.audit import audit_deletion
 from modeltrust.operator.audit_outbox import AuditOutbox, drain_forever
@@ -217,14 +217,16 @@ async def policy_event(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, *
     if not isinstance(deps, Deps):  # startup handlers run before watching starts: a guard
         return
     deleted = event.get("type") == "DELETED"
-    await on_policy_event(deps, dict(body), deleted=deleted)
-    if not deleted:
-        await handle_policy(deps, dict(body))  # an explicit trust reset (annotation)
+    with logs.about(None, body.meta.name):
+        await on_policy_event(deps, dict(body), deleted=deleted)
+        if not deleted:
+            await handle_policy(deps, dict(body))  # an explicit trust reset (annotation)
 
 
 async def model_deployment_changed(body: kopf.Body, retry: int, memo: kopf.Memo, **_: Any) -> None:
     try:
-        await reconcile(_deps(memo), body, retry=retry)
+        with logs.about(body.meta.namespace, body.meta.name):
+            await reconcile(_deps(memo), body, retry=retry)
     except Retry as exc:
         raise kopf.TemporaryError(str(exc), delay=exc.delay) from exc
     except Fatal as exc:
@@ -233,13 +235,15 @@ async def model_deployment_changed(body: kopf.Body, retry: int, memo: kopf.Memo,
 
 async def periodic_reverify(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
     # `policies`: the kopf index registered with id="policies" (policy_index).
-    await recheck(_deps(memo), body, watched=watched_policies(kwargs["policies"]))
+    with logs.about(body.meta.namespace, body.meta.name):
+        await recheck(_deps(memo), body, watched=watched_policies(kwargs["policies"]))
 
 
 async def model_deployment_deleted(body: kopf.Body, retry: int, memo: kopf.Memo, **_: Any) -> None:
     deps, config = _deps(memo), _config(memo)
     try:
-        await audit_deletion(deps, body)
+        with logs.about(body.meta.namespace, body.meta.name):
+            await audit_deletion(deps, body)
     except (LedgerUnverified, LedgerInconsistent) as exc:
         if retry < config.delete_audit_retries:
             delay = deps.backoff.delay(deps.backoff.delete, retry)
@@ -252,10 +256,16 @@ async def model_deployment_deleted(body: kopf.Body, retry: int, memo: kopf.Memo,
 
 
 async def model_deployment_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-    """The object is gone from the API server: drop what this process kept about it."""
+    """Every event: the revoked-but-serving gauge follows the status the watch delivers.
+    The object is gone from the API server: drop what this process kept about it."""
     deps = memo.get("deps")
-    if event.get("type") == "DELETED" and isinstance(deps, Deps):
-        deps.objects.forget(str((event.get("object") or {}).get("metadata", {}).get("uid", "")))
+    if not isinstance(deps, Deps):
+        return
+    deleted = event.get("type") == "DELETED"
+    body = event.get("object") or {}
+    deps.metrics.model_deployment_seen(body, deleted=deleted)
+    if deleted:
+        deps.objects.forget(str(body.get("metadata", {}).get("uid", "")))
 
 
 def _owner(body: kopf.Body) -> dict[str, Any] | None:
@@ -277,7 +287,8 @@ async def owned_deployment_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> 
     if owner is None or not isinstance(deps, Deps):
         return
     try:
-        await on_deployment_change(deps, owner)
+        with logs.about(body.meta.namespace, owner["metadata"]["name"]):
+            await on_deployment_change(deps, owner)
     except (Retry, Fatal, Conflict) as exc:
         log.warning("owned Deployment %s/%s: %s", body.meta.namespace, body.meta.name, exc)
 
@@ -288,7 +299,8 @@ async def owned_pod_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     if not isinstance(deps, Deps):  # startup handlers run before watching starts: a guard
         return
     try:
-        await on_pod_change(deps, body)
+        with logs.about(body.meta.namespace, body.meta.name):
+            await on_pod_change(deps, body)
     except (Conflict, ApiException) as exc:
         log.warning("model server pod %s/%s: %s", body.meta.namespace, body.meta.name, exc)
 

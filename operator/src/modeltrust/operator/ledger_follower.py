@@ -52,6 +52,7 @@ from modeltrust.operator.deps import Deps, load_policy
 from modeltrust.operator.errors import LedgerInconsistent, LedgerUnverified, SpecError
 from modeltrust.operator.keys import TrustedKeys
 from modeltrust.operator.ledger_access import LedgerAccess, classify
+from modeltrust.operator.metrics import Metrics
 from modeltrust.operator.reverify import reverify_serving
 from modeltrust.operator.types import (
     DEFAULT_POLICY,
@@ -279,16 +280,24 @@ class Follower:
         tail: LedgerTail,
         dispatch: Callable[[Sequence[LoggedEntry]], Awaitable[None]],
         settings: FollowSettings,
+        report: Callable[[Step], None] | None = None,
     ) -> None:
         self.tail = tail
         self.dispatch = dispatch
         self.settings = settings
+        self.report = report  # told every step's outcome (the ledger_up metric)
         self.checkpoint_size: int | None = None  # the newest checkpoint this follower verified
         self.cursor = 0  # revocations below this ledger index were dispatched
         self.failures = 0
         self._down_since: float | None = None
 
     async def step(self) -> Step:
+        outcome = await self._step()
+        if self.report is not None:
+            self.report(outcome)
+        return outcome
+
+    async def _step(self) -> Step:
         try:
             checkpoint = await self.tail.checkpoint()
             await self.tail.read_to(checkpoint)
@@ -364,7 +373,9 @@ class Followers:
         reverify: Reverify,
         settings: FollowSettings,
         tail: Callable[[LedgerSpec], LedgerTail] | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
+        self.metrics = metrics
         self.access = access
         self.policies = policies
         self.list_model_deployments = list_model_deployments
@@ -401,15 +412,32 @@ class Followers:
                 log.info("ledger %s: no policy names it any more; stopped following", identity[0])
                 self._tasks.pop(identity).cancel()
                 self.followers.pop(identity, None)
+                if self.metrics is not None:
+                    with contextlib.suppress(KeyError):
+                        self.metrics.ledger_up.remove(identity[0])
         for identity, spec in wanted.items():
             if identity in self._tasks:
                 continue
-            follower = Follower(self._tail(spec), self._dispatcher(identity), self.settings)
+            follower = Follower(
+                self._tail(spec), self._dispatcher(identity), self.settings,
+                self._reporter(identity[0]),
+            )  # fmt: skip
             self.followers[identity] = follower
             self._tasks[identity] = asyncio.create_task(follower.run(), name=f"follow {spec.url}")
             log.info(
                 "following ledger %s (checkpoint every %g s)", spec.url, self.settings.interval
             )
+
+    def _reporter(self, url: str) -> Callable[[Step], None] | None:
+        metrics = self.metrics
+        if metrics is None:
+            return None
+        gauge = metrics.ledger_up.labels(ledger=url)
+
+        def report(step: Step) -> None:
+            gauge.set(0 if step in (Step.UNAVAILABLE, Step.INCONSISTENT) else 1)
+
+        return report
 
     def _dispatcher(
         self, identity: LedgerIdentity
@@ -509,5 +537,6 @@ def start(
         lambda: served_model_deployments(deps),
         lambda body: reverify_now(deps, body, policies()),
         settings,
+        metrics=deps.metrics,
     )
     return asyncio.create_task(followers.run(), name="ledger followers")

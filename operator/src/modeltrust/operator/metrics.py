@@ -1,10 +1,30 @@
-"""Prometheus metrics of the operator (served on --metrics-port)."""
+"""Prometheus metrics of the operator (served on --metrics-port).
+
+The registry is the operator's own (not the process-global one), so it registers the
+client library's process, platform and GC collectors itself.
+"""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    PlatformCollector,
+    ProcessCollector,
+)
+from prometheus_client.gc_collector import GCCollector
+
+from modeltrust.chain.version import __version__
+from modeltrust.operator.status_record import MDStatus
+from modeltrust.operator.types import RevocationAction
 
 
 @dataclass
@@ -13,6 +33,12 @@ class Metrics:
 
     def __post_init__(self) -> None:
         r = self.registry
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        GCCollector(registry=r)
+        Info("modeltrust_operator_build", "The operator's version.", registry=r).info(
+            {"version": __version__}
+        )
         self.decisions = Counter(
             "modeltrust_operator_decisions",
             "Verification decisions.",
@@ -70,3 +96,32 @@ class Metrics:
             "modeltrust_operator_verify_seconds", "Time from reconcile start to rollout.",
             buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120), registry=r,
         )  # fmt: skip
+        self.ledger_up = Gauge(
+            "modeltrust_operator_ledger_up",
+            "1 when the ledger follower's last checkpoint poll got a verified answer, 0 when "
+            "not (no answer, refused, did not verify, rolled back or forked).",
+            ["ledger"], registry=r,
+        )  # fmt: skip
+        self.revoked_kept_serving = Gauge(
+            "modeltrust_operator_revoked_kept_serving",
+            "1 per ModelDeployment (namespace/name) whose model is revoked but keeps serving "
+            "(KeepAndFlag), as its status on the API server says.",
+            ["modeldeployment"], registry=r,
+        )  # fmt: skip
+
+    def model_deployment_seen(self, body: Mapping[str, Any], *, deleted: bool = False) -> None:
+        """Keep `revoked_kept_serving` equal to what the watch last delivered for `body`."""
+        meta = body.get("metadata") or {}
+        # One label, not `namespace`: the scrape's own `namespace` target label would rename it.
+        key = f"{meta.get('namespace', '')}/{meta.get('name', '')}"
+        record = MDStatus.from_status(body.get("status"))
+        kept = (
+            not deleted
+            and record.revoked
+            and record.revocation_action == RevocationAction.KEEP_AND_FLAG.value
+        )
+        if kept:
+            self.revoked_kept_serving.labels(key).set(1)
+        else:
+            with contextlib.suppress(KeyError):
+                self.revoked_kept_serving.remove(key)
