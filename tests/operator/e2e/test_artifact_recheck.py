@@ -14,6 +14,7 @@ from harness.cluster import Cluster
 
 from .conftest import (
     Ledger,
+    ModelUri,
     RolloutFactory,
     apply,
     condition,
@@ -32,10 +33,11 @@ def test_bytes_changed_at_the_url_are_refused_for_the_next_model_deployment(
     ledger: Ledger,
     policy: str,
     rolled_out: RolloutFactory,
+    model_uri: ModelUri,
 ) -> None:
     first = rolled_out("first", policy, seed=81)
     first.path.write_bytes(first.path.read_bytes() + b"\0")  # the URL now serves other bytes
-    apply(crds, model_deployment(namespace, "second", policy, str(first.path), first.digest))
+    apply(crds, model_deployment(namespace, "second", policy, model_uri(first.path), first.digest))
 
     md = wait_condition(crds, namespace, "second", "Verified", "False", "DigestMismatch")
     assert "does not match the pinned" in condition(md, "Verified")["message"]

@@ -16,6 +16,7 @@ from modeltrust.operator.audit_outbox import CONFIG_MAP, DATA_KEY
 from .conftest import (
     Ledger,
     Models,
+    ModelUri,
     Operator,
     OperatorFactory,
     Publisher,
@@ -80,6 +81,7 @@ def test_decisions_during_an_outage_are_recorded_once_in_order(
     policy: str,
     metered: tuple[Operator, int],
     rolled_out: RolloutFactory,
+    model_uri: ModelUri,
 ) -> None:
     operator, port = metered
     served = rolled_out("served", policy, seed=51)
@@ -91,10 +93,10 @@ def test_decisions_during_an_outage_are_recorded_once_in_order(
 
     ledger.stop()
     # Two refusals (no verified ledger answer), kept.
-    apply(crds, model_deployment(namespace, "r1", policy, str(p1), d1))
+    apply(crds, model_deployment(namespace, "r1", policy, model_uri(p1), d1))
     wait_condition(crds, namespace, "r1", "Verified", "False", "LedgerUnavailable")
     wait_for("r1's refusal in the outbox", lambda: len(outbox_keys(crds, namespace)) == 1)
-    apply(crds, model_deployment(namespace, "r2", policy, str(p2), d2))
+    apply(crds, model_deployment(namespace, "r2", policy, model_uri(p2), d2))
     wait_condition(crds, namespace, "r2", "Verified", "False", "LedgerUnavailable")
     wait_for("r2's refusal in the outbox", lambda: len(outbox_keys(crds, namespace)) == 2)
     # A drift correction, kept.
