@@ -81,8 +81,9 @@ TOTAL_STEPS = 14
 EXIT_FAILED, EXIT_INTERRUPTED = 1, 130
 
 
-class Interrupted(Exception):
-    """SIGTERM or SIGHUP: clean up exactly as for Ctrl-C."""
+class Interrupted(BaseException):
+    """Ctrl-C, SIGTERM or SIGHUP: clean up. A BaseException, like KeyboardInterrupt, so no
+    `except Exception` on the way swallows it."""
 
 
 def modeltrust_argv() -> list[str]:
@@ -883,10 +884,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     term = Terminal()
     built = _tools_on_path()
-    # Ctrl-C raises KeyboardInterrupt even when started from a shell that ignores SIGINT
-    # for background jobs; SIGTERM and SIGHUP clean up the same way.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    for sig in (signal.SIGTERM, signal.SIGHUP):
+    # Our own handler for Ctrl-C too (also when started from a shell that ignores SIGINT for
+    # background jobs): with Python's default one, asyncio.run (the ledger client) swaps in
+    # a handler that only cancels its task, and a Ctrl-C that lands while the task is
+    # finishing anyway is lost; the demo then ran to its end instead of cleaning up.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _interrupt)
     work = Path(tempfile.mkdtemp(prefix="modeltrust-demo-"))
     cleanup = Cleanup()
