@@ -36,11 +36,11 @@ def _controller(obj: Mapping[str, Any]) -> Mapping[str, Any] | None:
 
 
 def is_ours_orphaned(current: Mapping[str, Any], made_uid: str | None) -> bool:
-    """Whether `current` is the very object the operator made (`made_uid`, from status)
-    and now has no controller: someone removed its controller reference. Restoring it is
-    taking back our own object; anything else at its name is not ours to take."""
+    """Whether `current` is the very object the operator made (`made_uid`, from status),
+    whose controller reference someone removed or pointed elsewhere. Restoring it is taking
+    back our own object; anything else at its name is not ours to take."""
     uid = (current.get("metadata") or {}).get("uid")
-    return bool(made_uid) and uid == made_uid and _controller(current) is None
+    return bool(made_uid) and uid == made_uid
 
 
 def refuse_foreign(current: Mapping[str, Any], md: ModelDeployment) -> NoReturn:
