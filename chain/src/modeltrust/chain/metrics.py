@@ -52,17 +52,23 @@ _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0
 _HTTP_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
+def add_process_metrics(registry: CollectorRegistry, component: str) -> None:
+    """The process, platform and GC collectors and `modeltrust_<component>_build{version}`:
+    what every modeltrust process exports beside its own metrics."""
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
+    Info(f"modeltrust_{component}_build", f"The {component}'s version.", registry=registry).info(
+        {"version": __version__}
+    )
+
+
 class LedgerMetrics:
     """Everything /metrics shows; ``render()`` is the exposition text."""
 
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
-        ProcessCollector(registry=r)
-        PlatformCollector(registry=r)
-        GCCollector(registry=r)
-        Info("modeltrust_ledger_build", "The ledger's version.", registry=r).info(
-            {"version": __version__}
-        )
+        add_process_metrics(r, "ledger")
         self.appends = Counter(
             "modeltrust_ledger_appends", "Entries appended, by kind.", ["kind"], registry=r
         )

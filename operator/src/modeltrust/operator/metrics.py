@@ -11,18 +11,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from prometheus_client import (
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    Info,
-    PlatformCollector,
-    ProcessCollector,
-)
-from prometheus_client.gc_collector import GCCollector
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from modeltrust.chain.version import __version__
+from modeltrust.chain.metrics import add_process_metrics
 from modeltrust.operator.status_record import MDStatus
 from modeltrust.operator.types import RevocationAction
 
@@ -33,12 +24,7 @@ class Metrics:
 
     def __post_init__(self) -> None:
         r = self.registry
-        ProcessCollector(registry=r)
-        PlatformCollector(registry=r)
-        GCCollector(registry=r)
-        Info("modeltrust_operator_build", "The operator's version.", registry=r).info(
-            {"version": __version__}
-        )
+        add_process_metrics(r, "operator")
         self.decisions = Counter(
             "modeltrust_operator_decisions",
             "Verification decisions.",
