@@ -75,24 +75,39 @@ async def on_deployment_change(deps: Deps, owner: Mapping[str, Any]) -> None:
                 assert deployment is not None
                 await _report_not_controlled(deps, fresh, md, record, deployment, verified, exc)
                 return
-            deps.metrics.drift.inc()
-            message = "restored the verified Deployment: " + "; ".join(diffs)
-            deps.events(fresh, "Warning", "DriftCorrected", message[:1024])
-            log.warning("%s/%s: %s", md.ref.namespace, md.ref.name, message)
-            # The live object's resourceVersion: a retry of this correction lands on the
-            # same entry, the same edit made again later gets its own.
             seen = "|".join((*diffs, _resource_version(deployment_seen)))
-            await audit_best_effort(
-                deps, fresh, md, action="drift", decision="corrected", digest=verified.digest,
-                reasons=diffs,
-                detail=drift_fingerprint(expected) + "-"
-                + hashlib.sha256(seen.encode()).hexdigest()[:8],
+            await _record_correction(
+                deps, fresh, md, verified, "Deployment", diffs, diffs,
+                drift_fingerprint(expected) + "-" + hashlib.sha256(seen.encode()).hexdigest()[:8],
             )  # fmt: skip
         patch = plan_readiness(record, deployment, md.ref.uid, deps.clock())
         if patch is not None:
             await deps.kube.patch_model_deployment_status(
                 md.ref.namespace, md.ref.name, patch.to_status()
             )
+
+
+async def _record_correction(
+    deps: Deps,
+    body: Mapping[str, Any],
+    md: ModelDeployment,
+    verified: VerifiedModel,
+    kind: str,
+    diffs: tuple[str, ...],
+    reasons: tuple[str, ...],
+    detail: str,
+) -> None:
+    """A corrected owned object: metric, Warning Event, log line and `drift` audit entry.
+    `detail` carries the live object's resourceVersion: a retry of this correction lands on
+    the same entry, the same edit made again later gets its own."""
+    deps.metrics.drift.inc()
+    message = f"restored the verified {kind}: " + "; ".join(diffs)
+    deps.events(body, "Warning", "DriftCorrected", message[:1024])
+    log.warning("%s/%s: %s", md.ref.namespace, md.ref.name, message)
+    await audit_best_effort(
+        deps, body, md, action="drift", decision="corrected", digest=verified.digest,
+        reasons=reasons, detail=detail,
+    )  # fmt: skip
 
 
 async def _report_not_controlled(
@@ -135,21 +150,17 @@ async def on_service_check(deps: Deps, owner: Mapping[str, Any]) -> None:
             return
         md, verified = served
         record = MDStatus.from_status(fresh.get("status"))
-        seen = await deps.kube.get_service(md.ref.namespace, builders.resource_name(md.ref.name))
-        service, diffs = await apply_service(deps, md, made_uid=record.service_uid)
-        if seen is None:
-            diffs = ("the Service was deleted",)
+        service, diffs = await apply_service(
+            deps, md, made_uid=record.service_uid, missing_is_drift=True
+        )
         if diffs:
-            reasons = tuple(f"Service {d}" for d in diffs)
-            deps.metrics.drift.inc()
-            message = "restored the verified Service: " + "; ".join(diffs)
-            deps.events(fresh, "Warning", "DriftCorrected", message[:1024])
-            log.warning("%s/%s: %s", md.ref.namespace, md.ref.name, message)
-            changed = "|".join((*diffs, _resource_version(seen)))
-            await audit_best_effort(
-                deps, fresh, md, action="drift", decision="corrected", digest=verified.digest,
-                reasons=reasons,
-                detail="service-" + hashlib.sha256(changed.encode()).hexdigest()[:16],
+            # The restored object's resourceVersion: the same edit made again later gets
+            # its own entry.
+            changed = "|".join((*diffs, _resource_version(service)))
+            await _record_correction(
+                deps, fresh, md, verified, "Service", diffs,
+                tuple(f"Service {d}" for d in diffs),
+                "service-" + hashlib.sha256(changed.encode()).hexdigest()[:16],
             )  # fmt: skip
         made = controlled_uid(service, md.ref.uid)
         if made is not None and made != record.service_uid:

@@ -98,20 +98,22 @@ _ASSIGNED_SERVICE_FIELDS = ("clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPo
 
 
 async def apply_service(
-    deps: Deps, md: ModelDeployment, *, made_uid: str | None
+    deps: Deps, md: ModelDeployment, *, made_uid: str | None, missing_is_drift: bool = False
 ) -> tuple[dict[str, Any] | None, tuple[str, ...]]:
     """Create the owned Service, or restore it whole where it drifted (who receives the
     model's traffic: selector, ports, type, external IPs; labels; controller reference).
     The Service the operator made (`made_uid`) is restored even if it lost its controller
     reference; any other object at its name is never taken over (NotControlled). Returns
-    the Service and what had drifted (nothing for a new one)."""
+    the Service and what had drifted (for a new one: nothing, or, with `missing_is_drift`,
+    that it had been deleted)."""
     desired = builders.build_service(md)
     ns, name = md.ref.namespace, desired["metadata"]["name"]
     for _ in range(5):
         current = await deps.kube.get_service(ns, name)
         try:
             if current is None:
-                return await deps.kube.create_service(ns, desired), ()
+                created = await deps.kube.create_service(ns, desired)
+                return created, ("the Service was deleted",) if missing_is_drift else ()
             if not controlled_by(current, md.ref.uid) and not is_ours_orphaned(current, made_uid):
                 refuse_foreign(current, md)
             diffs = detect_service_drift(current, desired)
