@@ -189,6 +189,11 @@ build_etcd
 build_go_install kwok "$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwok sigs.k8s.io/kwok/cmd/kwokctl
 build_helm
 build_go_install promtool "$PROMTOOL_VERSION" github.com/prometheus/prometheus/cmd/promtool
+build_go_install registry "$DISTRIBUTION_VERSION" \
+  "github.com/distribution/distribution/v3/cmd/registry@$DISTRIBUTION_VERSION"
+build_go_install oras "$ORAS_VERSION" "oras.land/oras/cmd/oras@$ORAS_VERSION"
+build_go_install versitygw "$VERSITYGW_VERSION" \
+  "github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION"
 build_kubernetes
 
 # One bin dir of symlinks, so PATH and kwokctl need a single prefix.
@@ -197,5 +202,8 @@ ln -sf "$tools/etcd-$ETCD_VERSION/etcd" "$bin/etcd"
 ln -sf "$tools/kwok-$KWOK_VERSION"/* "$bin/"
 ln -sf "$tools/helm-$HELM_VERSION-stamped/helm" "$bin/helm"
 ln -sf "$tools/promtool-$PROMTOOL_VERSION/promtool" "$bin/promtool"
+ln -sf "$tools/registry-$DISTRIBUTION_VERSION/registry" "$bin/registry"
+ln -sf "$tools/oras-$ORAS_VERSION/oras" "$bin/oras"
+ln -sf "$tools/versitygw-$VERSITYGW_VERSION/versitygw" "$bin/versitygw"
 if ((real_node)); then build_real_node; fi
 echo "$bin"

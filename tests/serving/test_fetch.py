@@ -197,10 +197,14 @@ def test_http_failures(http_base: str, tmp_path: Path, path: str, message: str) 
 
 
 def test_unreachable_and_unsupported_sources(tmp_path: Path) -> None:
-    with pytest.raises(FetchError, match="cannot reach"):
-        fetch_artifact("http://127.0.0.1:9/x", DIGEST, tmp_path / "m", timeout=5)
-    with pytest.raises(FetchError, match="unsupported URI scheme 's3'"):
-        fetch_artifact("s3://bucket/model.onnx", DIGEST, tmp_path / "m")
+    slept: list[float] = []
+    with pytest.raises(FetchError, match=r"cannot reach .*gave up after 5 attempts"):
+        fetch_artifact(
+            "http://127.0.0.1:9/x", DIGEST, tmp_path / "m", timeout=5, sleep=slept.append
+        )
+    assert slept == [0.5, 1.0, 2.0, 4.0]  # exponential backoff between the five tries
+    with pytest.raises(FetchError, match="unsupported URI scheme 'gopher'"):
+        fetch_artifact("gopher://host/model.onnx", DIGEST, tmp_path / "m")
     with pytest.raises(FetchError, match="cannot open"):
         fetch_artifact(str(tmp_path / "absent.onnx"), DIGEST, tmp_path / "m")
     with pytest.raises(FetchError, match="is a directory"):
