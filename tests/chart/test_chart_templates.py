@@ -186,12 +186,27 @@ def test_rbac_is_least_privilege(tmp_path: Path, values: dict[str, Any]) -> None
         for verb in rule["verbs"]
     }
     assert narrowed == documented["ClusterRole"] | documented["watchNamespaces"]
+    # Source credentials: Secrets by name only, and only when the values ask for it.
+    docs = render(tmp_path, merge(values, {"operator": {"readSourceCredentials": True}}))
+    (cluster_role,) = [
+        d for d in docs if d["kind"] == "ClusterRole" and d["metadata"]["name"].endswith("operator")
+    ]
+    with_secrets = {
+        (group, resource, verb)
+        for rule in cluster_role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+    assert with_secrets == documented["ClusterRole"] | documented["readSourceCredentials"]
+    assert documented["readSourceCredentials"] == {("", "secrets", "get")}
 
 
 def documented_operator_rbac() -> dict[str, set[tuple[str, str, str]]]:
     """docs/rbac.md's table of the operator's permissions, by where the chart grants them."""
     rows: dict[str, set[tuple[str, str, str]]] = {"ClusterRole": set(), "Role": set()}
     rows["watchNamespaces"] = set()
+    rows["readSourceCredentials"] = set()
     text = (CHART.parents[1] / "docs" / "rbac.md").read_text()
     section = text.split("## The operator's service account", 1)[1].split("\n## ", 1)[0]
     for line in section.splitlines():
@@ -201,7 +216,9 @@ def documented_operator_rbac() -> dict[str, set[tuple[str, str, str]]]:
         group, resource = (c.strip("`") for c in cells[:2])
         where = cells[3]
         key = (
-            "watchNamespaces"
+            "readSourceCredentials"
+            if "readSourceCredentials" in where
+            else "watchNamespaces"
             if "watchNamespaces" in where
             else "Role"
             if where.startswith("Role")

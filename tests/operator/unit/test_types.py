@@ -70,6 +70,10 @@ def test_malformed_digest_is_refused_naming_the_field(
         "http://10.0.0.1:9000/a.onnx",
         "file:///mnt/models/a.onnx",
         "/mnt/models/a.onnx",
+        "oci://registry.example.com/ml/resnet50@sha256:" + "ab" * 32,
+        "oci://127.0.0.1:5000/ml/resnet50:1.2.0",
+        "oci://registry.example.com/ml/resnet50:v1#model.onnx",
+        "s3://models/team/a.onnx",
     ],
 )
 def test_supported_uris_parse(md_body: MdFactory, uri: str) -> None:
@@ -79,8 +83,13 @@ def test_supported_uris_parse(md_body: MdFactory, uri: str) -> None:
 @pytest.mark.parametrize(
     ("uri", "problem"),
     [
-        ("s3://bucket/a.onnx", "https://"),
+        ("gs://bucket/a.onnx", "https://"),
         ("relative/a.onnx", "absolute path"),
+        ("oci://registry.example.com/ml/resnet50", "oci://registry"),  # neither tag nor digest
+        ("oci://registry.example.com/ml/Resnet50:v1", "oci://registry"),  # repository case
+        ("oci://registry.example.com/ml/r@sha256:abc", "oci://registry"),
+        ("s3://B/a.onnx", "bucket"),
+        ("s3://bucket", "bucket"),
         ("https:///a.onnx", "host"),
         ("/mnt/models/../../etc/passwd", ".."),
         ("file:///mnt/x/..", ".."),
@@ -205,3 +214,44 @@ def test_durations(text: str, seconds: float) -> None:
 )
 def test_sizes(text: str | int, size: int) -> None:
     assert parse_size(text, "x") == size
+
+
+def test_credentials_and_s3_options_parse(md_body: MdFactory) -> None:
+    body = md_body(uri="s3://models/a.onnx")
+    body["spec"]["model"]["credentials"] = {"secretName": "model-store"}
+    body["spec"]["model"]["s3"] = {
+        "endpoint": "https://minio.example.com:9000",
+        "region": "eu-west-1",
+        "addressing": "path",
+    }
+    model = parse_model_deployment(body).model
+    assert model.credentials_secret == "model-store"
+    assert model.s3 is not None
+    assert (model.s3.endpoint, model.s3.region, model.s3.addressing) == (
+        "https://minio.example.com:9000",
+        "eu-west-1",
+        "path",
+    )
+    assert parse_model_deployment(md_body(uri="s3://models/a.onnx")).model.s3 is None
+
+
+@pytest.mark.parametrize(
+    ("model", "path", "problem"),
+    [
+        ({"credentials": {"secretName": "Not_A_Name"}}, "credentials.secretName", "Secret name"),
+        ({"credentials": {}}, "credentials.secretName", "required"),
+        ({"s3": {"endpoint": "ftp://x"}}, "s3.endpoint", "https://"),
+        ({"s3": {"region": "EU"}}, "s3.region", "lowercase"),
+        ({"s3": {"addressing": "dns"}}, "s3.addressing", "auto, path or virtual"),
+        ({"uri": "https://h/a.onnx", "s3": {"region": "eu"}}, "spec.model.s3", "s3:// uri"),
+    ],
+)
+def test_bad_source_options_are_refused(
+    md_body: MdFactory, model: dict[str, Any], path: str, problem: str
+) -> None:
+    body = md_body(uri="s3://models/a.onnx")
+    body["spec"]["model"].update(model)
+    with pytest.raises(SpecError) as err:
+        parse_model_deployment(body)
+    assert path in err.value.field
+    assert problem in err.value.problem

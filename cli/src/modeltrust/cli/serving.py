@@ -15,12 +15,16 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import click
 
 from modeltrust.chain.errors import ChainError
 from modeltrust.chain.trust import Reason
+
+if TYPE_CHECKING:
+    from modeltrust.serving.credentials import SourceCredentials
 from modeltrust.cli.common import (
     EXIT_REFUSED,
     EXIT_UNCHECKED,
@@ -88,6 +92,17 @@ def given_path(path: Path | None) -> Path:
     help="Network timeout in seconds (connect and each read).",
 )
 @click.option(
+    "--credentials-dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="A directory of credential files (a mounted Secret): token, username and password, "
+    ".dockerconfigjson, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, ca.crt.",
+)
+@click.option(
+    "--credential-hosts",
+    help="Hosts (host or host:port, comma separated) the credentials may be sent to; "
+    "default: the URI's host.",
+)
+@click.option(
     "--registration",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="Registration entry JSON from the ledger.",
@@ -119,6 +134,8 @@ def fetch_command(
     max_size: int | None,
     ca_file: Path | None,
     timeout: float,
+    credentials_dir: Path | None,
+    credential_hosts: str | None,
     registration: Path | None,
     publisher_key: Path | None,
     checkpoint: Path | None,
@@ -133,8 +150,10 @@ def fetch_command(
     The file appears at DEST read-only (0444) and fsynced, or not at all.
     """
     with requires_extra("serving", "fetch"):
+        from modeltrust.serving.credentials import redact
         from modeltrust.serving.errors import DigestMismatchError, FetchError
         from modeltrust.serving.fetch import fetch_artifact
+        from modeltrust.serving.sources import SourceAccess
 
     given = {
         "registration": registration,
@@ -178,6 +197,8 @@ def fetch_command(
             f"{proven.origin} size {proven.tree_size}"
         )
 
+    credentials = _source_credentials(uri, credentials_dir, credential_hosts)
+    access = SourceAccess(credentials=credentials, ca_file=ca_file, timeout=timeout)
     progress = _progress_bar() if is_terminal(sys.stderr) and not quiet else None
     try:
         result = fetch_artifact(
@@ -186,14 +207,13 @@ def fetch_command(
             dest,
             max_size=max_size,
             expected_size=expected_size,
-            ca_file=ca_file,
-            timeout=timeout,
+            access=access,
             progress=progress,
         )
     except DigestMismatchError as error:
         fail(f"{Reason.DIGEST_MISMATCH}: {error}", EXIT_REFUSED)
     except FetchError as error:
-        fail(f"{Reason.FETCH_FAILED}: {error}", EXIT_UNCHECKED)
+        fail(f"{Reason.FETCH_FAILED}: {redact(str(error), credentials)}", EXIT_UNCHECKED)
     finally:
         if progress is not None:
             progress.close()
@@ -205,6 +225,35 @@ def fetch_command(
         )
         if provenance_line:
             click.echo(provenance_line)
+
+
+def _source_credentials(
+    uri: str, directory: Path | None, hosts: str | None
+) -> SourceCredentials | None:
+    """Credentials from --credentials-dir, bound to --credential-hosts (default: the URI's
+    own host, the one place a user running this by hand means them for)."""
+    from modeltrust.serving.credentials import (
+        CredentialsError,
+        load_credentials_dir,
+        parse_hosts,
+    )
+
+    if directory is None:
+        if hosts:
+            raise click.UsageError("--credential-hosts needs --credentials-dir")
+        return None
+    try:
+        allowed = parse_hosts(hosts) if hosts else _uri_host(uri)
+        return load_credentials_dir(directory, hosts=allowed)
+    except CredentialsError as error:
+        fail(f"{Reason.FETCH_FAILED}: {error}", EXIT_UNCHECKED)
+
+
+def _uri_host(uri: str) -> tuple[str, ...]:
+    parts = urlsplit(uri)
+    if not parts.hostname:
+        raise click.UsageError(f"{uri} names no host; give --credential-hosts")
+    return (f"{parts.hostname}:{parts.port}" if parts.port else parts.hostname,)
 
 
 class _TqdmProgress:

@@ -39,8 +39,10 @@ from urllib.parse import urlsplit
 from modeltrust.operator.decisions import ArtifactResult, LoadResult, TensorInfo
 from modeltrust.operator.errors import SpecError
 from modeltrust.operator.types import parse_duration
+from modeltrust.serving.credentials import SourceCredentials, redact
 from modeltrust.serving.errors import DigestMismatchError, FetchError, ServingError
 from modeltrust.serving.fetch import fetch_artifact
+from modeltrust.serving.sources import S3Options, SourceAccess
 
 MODEL_FILE = "model.onnx"
 # onnxruntime maps far more address space than it touches (thread arenas, allocator
@@ -54,6 +56,8 @@ class ArtifactEvidence:
     artifact: ArtifactResult
     load: LoadResult | None
     read_at: datetime | None = None  # when the bytes were read (None: nothing was read)
+    # The source by digest (an oci:// tag resolved): what the pod fetches. None: not read.
+    source_uri: str | None = None
 
 
 def parse_window(text: str) -> float:
@@ -187,10 +191,17 @@ class ArtifactChecker:
         return cached
 
     async def check(
-        self, uri: str, digest: str, *, max_size: int, owner: str = ""
+        self,
+        uri: str,
+        digest: str,
+        *,
+        max_size: int,
+        owner: str = "",
+        credentials: SourceCredentials | None = None,
+        s3: S3Options | None = None,
     ) -> ArtifactEvidence:
         """Fetch, hash and load the artifact for the ModelDeployment with uid `owner` (no
-        owner: never reused)."""
+        owner: never reused), with the source credentials and S3 options it names."""
         key = (owner, uri, digest)
         cached = self._cached(key, max_size)
         if cached is not None:
@@ -201,7 +212,14 @@ class ArtifactChecker:
             if cached is not None:
                 return cached
             async with self._slots:
-                evidence = await self._check_uncached(uri, digest, max_size=max_size)
+                access = SourceAccess(
+                    credentials=credentials,
+                    ca_file=self.ca_file,
+                    timeout=self.fetch_timeout,
+                    local_root=self.local_root,
+                    s3=s3 or S3Options(),
+                )
+                evidence = await self._check_uncached(uri, digest, max_size=max_size, access=access)
             if evidence.load is not None and evidence.load.ok:
                 self._remember(key, evidence)
         if len(self._locks) > 4 * self._cache_size:
@@ -210,7 +228,8 @@ class ArtifactChecker:
         return evidence
 
     def _local_refusal(self, uri: str) -> str | None:
-        if urlsplit(uri).scheme in ("http", "https") or self.local_root is not None:
+        network = ("http", "https", "oci", "s3")
+        if urlsplit(uri).scheme in network or self.local_root is not None:
             return None
         return (
             f"local model path {uri} refused: the operator reads local files only under "
@@ -218,7 +237,9 @@ class ArtifactChecker:
             "set that variable to the directory holding the models"
         )
 
-    async def _check_uncached(self, uri: str, digest: str, *, max_size: int) -> ArtifactEvidence:
+    async def _check_uncached(
+        self, uri: str, digest: str, *, max_size: int, access: SourceAccess
+    ) -> ArtifactEvidence:
         refusal = self._local_refusal(uri)
         if refusal is not None:
             return ArtifactEvidence(ArtifactResult(error=refusal), None)
@@ -228,27 +249,23 @@ class ArtifactChecker:
             self.fetches += 1
             try:
                 fetched = await asyncio.to_thread(
-                    fetch_artifact,
-                    uri,
-                    digest,
-                    dest,
-                    max_size=max_size,
-                    ca_file=self.ca_file,
-                    timeout=self.fetch_timeout,
-                    local_root=self.local_root,
+                    fetch_artifact, uri, digest, dest, max_size=max_size, access=access
                 )
             except DigestMismatchError as exc:
                 return ArtifactEvidence(ArtifactResult(digest=exc.actual), None, datetime.now(UTC))
             except FetchError as exc:
-                return ArtifactEvidence(ArtifactResult(error=str(exc)), None)
+                # Text a server or library wrote may quote what was sent: never a secret.
+                message = redact(str(exc), access.credentials)
+                return ArtifactEvidence(ArtifactResult(error=message), None)
             except (ServingError, ValueError, OSError) as exc:
-                return ArtifactEvidence(ArtifactResult(error=f"fetching {uri} failed: {exc}"), None)
+                message = redact(f"fetching {uri} failed: {exc}", access.credentials)
+                return ArtifactEvidence(ArtifactResult(error=message), None)
             read_at = datetime.now(UTC)
             artifact = ArtifactResult(digest=fetched.digest, size=fetched.size)
             load = await load_in_subprocess(
                 dest, digest, size=fetched.size, limit_seconds=self.load_timeout
             )
-            return ArtifactEvidence(artifact, load, read_at)
+            return ArtifactEvidence(artifact, load, read_at, fetched.pinned_uri)
         finally:
             with contextlib.suppress(OSError):
                 shutil.rmtree(tmp)

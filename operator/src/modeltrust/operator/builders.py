@@ -22,6 +22,8 @@ MODEL_PATH = f"{MODELS_DIR}/model.onnx"
 SOURCE_VOLUME_NAME = "model-source"
 PROVENANCE_VOLUME_NAME = "provenance"
 PROVENANCE_DIR = "/etc/modeltrust/provenance"  # files: see provenance.py
+CREDENTIALS_VOLUME_NAME = "source-credentials"
+CREDENTIALS_DIR = "/var/run/modeltrust/credentials"  # the Secret's keys, one file each
 SERVER_CONTAINER = "model-server"
 FETCH_CONTAINER = "fetch"
 SERVICE_PORT = 80
@@ -61,6 +63,9 @@ class VerifiedModel:
     # the ConfigMap `provenance_config_map` mounted read-only at PROVENANCE_DIR.
     fetch_args: tuple[str, ...] = ()
     provenance_config_map: str | None = None
+    # Where the source credentials (spec.model.credentials) may be sent, as the Secret
+    # said when verified; the fetch step refuses to send them anywhere else.
+    credential_hosts: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -144,6 +149,22 @@ def _image_fields(md: ModelDeployment, settings: BuildSettings) -> dict[str, Any
     return fields
 
 
+def _source_args(md: ModelDeployment, verified: VerifiedModel) -> list[str]:
+    """`modeltrust fetch` options for the source: S3 options, where credentials are."""
+    args: list[str] = []
+    s3 = md.model.s3
+    if s3 is not None:
+        if s3.endpoint:
+            args += ["--s3-endpoint", s3.endpoint]
+        if s3.region:
+            args += ["--s3-region", s3.region]
+        args += ["--s3-addressing", s3.addressing]
+    if md.model.credentials_secret is not None:
+        args += ["--credentials-dir", CREDENTIALS_DIR]
+        args += ["--credential-hosts", ",".join(verified.credential_hosts)]
+    return args
+
+
 def build_pod_template(
     md: ModelDeployment, verified: VerifiedModel, settings: BuildSettings
 ) -> dict[str, Any]:
@@ -187,6 +208,19 @@ def build_pod_template(
                 "configMap": {"name": verified.provenance_config_map, "defaultMode": 0o444},
             }
         )
+    fetch_args = [*verified.fetch_args, *_source_args(md, verified)]
+    if md.model.credentials_secret is not None:
+        # Only the fetch step sees the credentials: the model server never mounts them.
+        fetch_mounts.append(
+            {"name": CREDENTIALS_VOLUME_NAME, "mountPath": CREDENTIALS_DIR, "readOnly": True}
+        )
+        volumes.append(
+            {
+                "name": CREDENTIALS_VOLUME_NAME,
+                # 0440 with the pod's fsGroup: readable by the fetch step's user only.
+                "secret": {"secretName": md.model.credentials_secret, "defaultMode": 0o440},
+            }
+        )
     fetch = {
         "name": FETCH_CONTAINER,
         **_image_fields(md, settings),
@@ -200,7 +234,7 @@ def build_pod_template(
             MODEL_PATH,
             "--max-size",
             str(verified.size),
-            *verified.fetch_args,
+            *fetch_args,
         ],
         "volumeMounts": [*fetch_mounts, {"name": "tmp", "mountPath": "/tmp"}],  # noqa: S108
         # A refusal's last log lines become the termination message the operator reports

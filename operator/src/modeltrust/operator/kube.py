@@ -192,6 +192,9 @@ class Kube:
         }
         await self._call(self.core.create_namespaced_event, namespace, body)
 
+    async def get_secret(self, namespace: str, name: str) -> JSON | None:
+        return await self._call(self.core.read_namespaced_secret, name, namespace)
+
     async def get_config_map(self, namespace: str, name: str) -> JSON | None:
         return await self._call(self.core.read_namespaced_config_map, name, namespace)
 

@@ -151,6 +151,7 @@ def serving_model(body: Mapping[str, Any]) -> tuple[ModelDeployment, VerifiedMod
         checkpoint_size=record.checkpoint_size,
         fetch_args=provenance.fetch_args if provenance else (),
         provenance_config_map=provenance.config_map if provenance else None,
+        credential_hosts=record.credential_hosts,
     )
     return md, verified
 

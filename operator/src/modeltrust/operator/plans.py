@@ -255,6 +255,7 @@ def plan_rollout(
         pod_template_digest=pod_template_digest,
         mode=serving_mode(decision),
         artifact_read_time=artifact_read_time,
+        credential_hosts=verified.credential_hosts,
     )
     message = f"{short_digest(md.model.digest)}: {decision.message}"
     event = (

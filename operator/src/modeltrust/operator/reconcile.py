@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from modeltrust.operator.artifact import ArtifactEvidence
 from modeltrust.operator.audit import KEPT, record_audit
 from modeltrust.operator.builders import VerifiedModel
 from modeltrust.operator.conditions import rfc3339
-from modeltrust.operator.decisions import Decision, Evidence, decide
+from modeltrust.operator.decisions import ArtifactResult, Decision, Evidence, decide
 from modeltrust.operator.deps import Deps, load_policy
 from modeltrust.operator.errors import (
     Fatal,
@@ -59,9 +60,11 @@ from modeltrust.operator.runtime_policy import (
     pod_template_digest,
     refuse_with,
 )
+from modeltrust.operator.source_credentials import read_credentials
 from modeltrust.operator.status import controlled_uid
 from modeltrust.operator.status_record import MDStatus
 from modeltrust.operator.types import ModelDeployment, parse_model_deployment
+from modeltrust.serving.credentials import CredentialsError, SourceCredentials
 
 log = logging.getLogger("modeltrust.operator")
 
@@ -131,6 +134,43 @@ def _evidence(md: ModelDeployment, artifact: ArtifactEvidence, ledger: LedgerEvi
     )
 
 
+async def check_artifact(
+    deps: Deps, md: ModelDeployment, *, max_size: int
+) -> tuple[ArtifactEvidence, SourceCredentials | None]:
+    """Fetch and load-check the artifact with the credentials the ModelDeployment names."""
+    try:
+        credentials = await read_credentials(deps.kube, md)
+    except CredentialsError as exc:
+        return ArtifactEvidence(ArtifactResult(error=str(exc)), None), None
+    evidence = await deps.artifacts.check(
+        md.model.uri,
+        md.model.digest,
+        max_size=max_size,
+        owner=md.ref.uid,
+        credentials=credentials,
+        s3=md.model.s3,
+    )
+    return evidence, credentials
+
+
+def pinned_to_source(md: ModelDeployment, artifact: ArtifactEvidence) -> ModelDeployment:
+    """`md` with its model URI replaced by the one the check read by digest, if different."""
+    pinned = artifact.source_uri
+    if pinned is None or pinned == md.model.uri:
+        return md
+    return dataclasses.replace(md, model=dataclasses.replace(md.model, uri=pinned))
+
+
+def _with_pinned_uri(body: Mapping[str, Any], md: ModelDeployment) -> Mapping[str, Any]:
+    """The object with spec.model.uri as verified, so the serving snapshot names it."""
+    model = (body.get("spec") or {}).get("model") or {}
+    if model.get("uri") == md.model.uri:
+        return body
+    copied = copy.deepcopy(dict(body))
+    copied["spec"]["model"]["uri"] = md.model.uri
+    return copied
+
+
 def _spec_snapshot(body: Mapping[str, Any]) -> dict[str, Any]:
     spec = copy.deepcopy(dict(body.get("spec") or {}))
     return {k: spec[k] for k in ("model", "replicas", "policy", "runtime") if k in spec}
@@ -159,12 +199,13 @@ async def _reconcile_locked(
     # refused in every mode, ahead of anything about the artifact.
     boundary = await boundary_findings(deps.kube, md, policy, deps.build.default_image)
     started = deps.clock()
-    artifact, ledger = await asyncio.gather(
-        deps.artifacts.check(
-            md.model.uri, md.model.digest, max_size=policy.max_model_size, owner=md.ref.uid
-        ),
+    (artifact, credentials), ledger = await asyncio.gather(
+        check_artifact(deps, md, max_size=policy.max_model_size),
         deps.ledger.evidence(policy.ledger, keys, md.model.digest, md.model.name),
     )
+    # The pod fetches what was checked: an oci:// tag is replaced by the manifest digest.
+    md = pinned_to_source(md, artifact)
+    credential_hosts = credentials.hosts if credentials is not None else ()
     decision = refuse_with(decide(_evidence(md, artifact, ledger), policy), boundary)
     deps.metrics.decisions.labels(
         verdict=decision.verdict.value, reason=decision.reason.value
@@ -182,7 +223,10 @@ async def _reconcile_locked(
         assert artifact.artifact.size is not None
         template_digest = pod_template_digest(
             builders.build_pod_template(
-                md, _verified_model(md, decision, artifact.artifact.size, ledger, planned),
+                md,
+                _verified_model(
+                    md, decision, artifact.artifact.size, ledger, planned, credential_hosts
+                ),
                 deps.build,
             )
         )  # fmt: skip
@@ -244,7 +288,9 @@ async def _reconcile_locked(
             delay = deps.backoff.delay(deps.backoff.retry, retry)
             plan = plan_waiting(record, md, audit_index, "ProvenancePending", message, now, delay)
             await apply_and_stop(deps, body, plan)
-    verified = _verified_model(md, decision, artifact.artifact.size, ledger, provenance)
+    verified = _verified_model(
+        md, decision, artifact.artifact.size, ledger, provenance, credential_hosts
+    )
     desired = builders.build_deployment(md, verified, deps.build)
     if pod_template_digest(desired["spec"]["template"]) != template_digest:
         # Never apply a template other than the one the audit entry records.
@@ -255,7 +301,8 @@ async def _reconcile_locked(
     # 4. Status and events.
     plan = plan_rollout(
         record, md, decision, verified=verified, provenance=provenance, policy=policy,
-        serving_spec=_spec_snapshot(body), deployment=deployment, audit_index=audit_index,
+        serving_spec=_spec_snapshot(_with_pinned_uri(body, md)), deployment=deployment,
+        audit_index=audit_index,
         now=now, runtime_image=image, pod_template_digest=template_digest,
         service_uid=controlled_uid(service, md.ref.uid),
         artifact_read_time=rfc3339(artifact.read_at) if artifact.read_at else None,
@@ -271,6 +318,7 @@ def _verified_model(
     size: int,
     ledger: LedgerEvidence,
     provenance: PodProvenance | None,
+    credential_hosts: tuple[str, ...],
 ) -> VerifiedModel:
     return VerifiedModel(
         digest=md.model.digest,
@@ -281,4 +329,5 @@ def _verified_model(
         checkpoint_size=ledger.checkpoint_size,
         fetch_args=provenance.fetch_args if provenance else (),
         provenance_config_map=provenance.config_map if provenance else None,
+        credential_hosts=credential_hosts,
     )

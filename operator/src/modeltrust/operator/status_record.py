@@ -86,6 +86,7 @@ _KEYS = {
     "pod_template_digest": "podTemplateDigest",
     "mode": "mode",
     "artifact_read_time": "artifactReadTime",
+    "credential_hosts": "credentialHosts",
 }
 
 
@@ -126,6 +127,9 @@ class MDStatus:
     pod_template_digest: str | None = None
     mode: str | None = None  # Enforced or AuditOnly
     artifact_read_time: str | None = None
+    # The hosts the serving version's source credentials may go to (its Secret's
+    # modeltrust.dev/hosts when verified): the pod's fetch step is held to them too.
+    credential_hosts: tuple[str, ...] = ()
 
     @classmethod
     def from_status(cls, status: Mapping[str, Any] | None) -> MDStatus:
@@ -164,6 +168,7 @@ class MDStatus:
             pod_template_digest=_str(s.get("podTemplateDigest")),
             mode=_str(s.get("mode")),
             artifact_read_time=_str(s.get("artifactReadTime")),
+            credential_hosts=_strings(s.get("credentialHosts")),
         )
 
     def to_status(self, only: Iterable[str] | None = None) -> dict[str, Any]:
@@ -198,6 +203,12 @@ class MDStatus:
     def decided_under(self, policy: TrustPolicy) -> bool:
         """Whether the serving version was last decided under this very policy generation."""
         return self.verified_policy == PolicyRef.of(policy)
+
+
+def _strings(value: object) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        return ()
+    return tuple(v for v in value if isinstance(v, str))
 
 
 def _encode(value: Any) -> Any:

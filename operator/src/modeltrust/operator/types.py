@@ -17,10 +17,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
+from urllib.parse import urlsplit
 
 from kubernetes.utils.quantity import parse_quantity
 
 from modeltrust.operator.errors import SpecError
+from modeltrust.serving.sources import S3Options
 
 GROUP = "modeltrust.dev"
 VERSION = "v1alpha1"
@@ -41,6 +43,12 @@ MAX_REVERIFY_SECONDS = 24 * 3600.0
 DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 _MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _MODEL_VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+# Mirrors the CRD's CEL rules; the fetch step parses the URI in full.
+_OCI_URI_RE = re.compile(
+    r"^oci://[A-Za-z0-9.-]+(:[0-9]+)?/[a-z0-9]+([._/-][a-z0-9]+)*"
+    r"(@sha256:[0-9a-f]{64}|:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})(#.+)?$"
+)
+_S3_URI_RE = re.compile(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/.+$")
 _DNS_SUBDOMAIN_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _VERIFIER_KEY_RE = re.compile(r"^[^+\s]+\+[0-9a-f]{8}\+[A-Za-z0-9+/]+={0,2}$")
@@ -150,6 +158,8 @@ class ModelRef:
     version: str
     uri: str
     digest: str
+    credentials_secret: str | None = None  # a Secret in the ModelDeployment's namespace
+    s3: S3Options | None = None
 
     @property
     def is_file(self) -> bool:
@@ -210,7 +220,23 @@ def validate_uri(uri: str, path: str = "spec.model.uri") -> str:
         if "/../" in local or local.endswith("/.."):
             raise SpecError(path, "file paths must not contain '..' segments")
         return uri
-    raise SpecError(path, "must be an https:// or http:// URL, a file:/// URL, or an absolute path")
+    if uri.startswith("oci://"):
+        if not _OCI_URI_RE.match(uri):
+            raise SpecError(
+                path,
+                "an oci:// URI is oci://registry[:port]/repository@sha256:<64 hex> or "
+                "oci://registry[:port]/repository:tag, optionally #<layer title>",
+            )
+        return uri
+    if uri.startswith("s3://"):
+        if not _S3_URI_RE.match(uri):
+            raise SpecError(path, "an s3:// URI is s3://bucket/key (a valid bucket name)")
+        return uri
+    raise SpecError(
+        path,
+        "must be an https:// or http:// URL, an oci:// or s3:// URI, a file:/// URL, "
+        "or an absolute path",
+    )
 
 
 def _parse_runtime(spec: Mapping[str, Any]) -> RuntimeSpec:
@@ -284,6 +310,41 @@ def parse_object_ref(body: Mapping[str, Any]) -> ObjectRef:
     )
 
 
+def _parse_credentials(model: Mapping[str, Any]) -> str | None:
+    if model.get("credentials") is None:
+        return None
+    credentials = _mapping(model, "credentials", "spec.model.credentials", required=True)
+    name = _string(credentials, "secretName", "spec.model.credentials.secretName", max_length=253)
+    if not _DNS_SUBDOMAIN_RE.match(name):
+        raise SpecError(
+            "spec.model.credentials.secretName", "must be a Secret name (lowercase DNS subdomain)"
+        )
+    return name
+
+
+def _parse_s3(model: Mapping[str, Any], uri: str) -> S3Options | None:
+    s3 = _mapping(model, "s3", "spec.model.s3", required=False)
+    if not s3:
+        return None
+    if not uri.startswith("s3://"):
+        raise SpecError("spec.model.s3", "applies only to an s3:// uri")
+    endpoint = _optional_string(s3, "endpoint", "spec.model.s3.endpoint", max_length=2048)
+    if endpoint:
+        parts = urlsplit(endpoint)
+        if parts.scheme not in ("https", "http") or not parts.hostname:
+            raise SpecError(
+                "spec.model.s3.endpoint", "must be an https:// or http:// URL with a host"
+            )
+    region = _optional_string(s3, "region", "spec.model.s3.region", max_length=64)
+    if region and not re.match(r"^[a-z0-9][a-z0-9-]*$", region):
+        raise SpecError("spec.model.s3.region", "must be lowercase letters, digits and '-'")
+    addressing = _optional_string(s3, "addressing", "spec.model.s3.addressing", max_length=16)
+    addressing = addressing or "auto"
+    if addressing not in ("auto", "path", "virtual"):
+        raise SpecError("spec.model.s3.addressing", "must be auto, path or virtual")
+    return S3Options(endpoint=endpoint or None, region=region or None, addressing=addressing)
+
+
 def parse_model_deployment(body: Mapping[str, Any]) -> ModelDeployment:
     """Parse a ModelDeployment object (as the API server returns it) into a typed view."""
     ref = parse_object_ref(body)
@@ -301,6 +362,8 @@ def parse_model_deployment(body: Mapping[str, Any]) -> ModelDeployment:
         )
     uri = validate_uri(_string(model, "uri", "spec.model.uri", max_length=2048))
     digest = validate_digest(_string(model, "digest", "spec.model.digest", max_length=71))
+    credentials_secret = _parse_credentials(model)
+    s3 = _parse_s3(model, uri)
     policy = _string(spec, "policy", "spec.policy", default=DEFAULT_POLICY)
     if not _DNS_SUBDOMAIN_RE.match(policy):
         raise SpecError("spec.policy", "must be a ModelTrustPolicy name (lowercase DNS subdomain)")
@@ -315,7 +378,14 @@ def parse_model_deployment(body: Mapping[str, Any]) -> ModelDeployment:
             )
     return ModelDeployment(
         ref=ref,
-        model=ModelRef(name=name, version=version, uri=uri, digest=digest),
+        model=ModelRef(
+            name=name,
+            version=version,
+            uri=uri,
+            digest=digest,
+            credentials_secret=credentials_secret,
+            s3=s3,
+        ),
         replicas=_integer(
             spec, "replicas", "spec.replicas", default=DEFAULT_REPLICAS, low=0, high=MAX_REPLICAS
         ),
