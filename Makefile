@@ -66,10 +66,12 @@ test-kwok:  ## every test; e2e on a kwok control plane (real_pods tests on a rea
 # test_real_node.py starts real-node clusters of its own whatever the mode: once (test-kwok) is enough.
 test-real:  ## the e2e suite again with real pods (MODELTRUST_CLUSTER=real; real_pods ran in test-kwok)
 	@echo "== make test-real: the e2e suite on a real-node cluster"
-	# Not again: the real-node harness tests and the benchmarks' quick runs start clusters of
-	# their own (real-node, and private kwok ones), whatever MODELTRUST_CLUSTER says.
+	# Not again: the real-node harness tests, the quick start's and the benchmarks' quick runs
+	# start clusters of their own (real-node, and private kwok ones), whatever
+	# MODELTRUST_CLUSTER says.
 	MODELTRUST_CLUSTER=real $(BIN)/pytest -m "e2e and not real_pods" \
-		--ignore=tests/e2e/test_real_node.py --ignore=tests/bench
+		--ignore=tests/e2e/test_real_node.py --ignore=tests/e2e/test_quickstart.py \
+		--ignore=tests/bench
 
 test-fast: tools  ## the inner loop: everything but the tests marked slow (scale, benchmarks, demo, chart, reliability)
 	$(BIN)/pytest -m "not slow"
