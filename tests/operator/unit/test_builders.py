@@ -152,6 +152,38 @@ def test_model_volume_is_mounted_read_only_into_the_fetch_step_only(md_body: MdF
     assert vol["persistentVolumeClaim"] == {"claimName": "models-pvc", "readOnly": True}
 
 
+def test_source_credentials_reach_the_fetch_step_only(md_body: MdFactory) -> None:
+    body = md_body(uri="s3://models/team/a.onnx")
+    body["spec"]["model"]["credentials"] = {"secretName": "model-store"}
+    body["spec"]["model"]["s3"] = {"endpoint": "https://s3.example.com:9000", "region": "eu-1"}
+    md = parse_model_deployment(body)
+    dep = build_deployment(md, verified_for(md, credential_hosts=("s3.example.com:9000",)))
+    init, main = containers(dep)
+    mount = {
+        "name": "source-credentials",
+        "mountPath": "/var/run/modeltrust/credentials",
+        "readOnly": True,
+    }
+    assert mount in init["volumeMounts"]
+    assert all(m["name"] != "source-credentials" for m in main["volumeMounts"])
+    assert "env" not in init and "envFrom" not in init and "envFrom" not in main
+    args = init["args"]
+    assert args[args.index("--credentials-dir") + 1] == "/var/run/modeltrust/credentials"
+    assert args[args.index("--credential-hosts") + 1] == "s3.example.com:9000"
+    assert args[args.index("--s3-endpoint") + 1] == "https://s3.example.com:9000"
+    assert args[args.index("--s3-region") + 1] == "eu-1"
+    assert args[args.index("--s3-addressing") + 1] == "auto"
+    volume = next(
+        v for v in dep["spec"]["template"]["spec"]["volumes"] if v["name"] == "source-credentials"
+    )
+    assert volume["secret"] == {"secretName": "model-store", "defaultMode": 0o440}
+    # Without credentials, nothing of them appears.
+    plain = parse_model_deployment(md_body())
+    init, _ = containers(build_deployment(plain, verified_for(plain)))
+    assert "--credentials-dir" not in init["args"]
+    assert all(m["name"] != "source-credentials" for m in init["volumeMounts"])
+
+
 def test_service_selects_the_model_server_pods(md: ModelDeployment) -> None:
     svc = build_service(md)
     dep = build_deployment(md, verified_for(md))
