@@ -22,7 +22,7 @@ import pytest
 
 from harness.ledger import TOKEN, LedgerThread, audit, make_keys, service_config
 from modeltrust.chain.client import LedgerClient
-from modeltrust.cli.publisher import PROGRESS_THRESHOLD
+from modeltrust.cli.sources import PROGRESS_THRESHOLD
 
 pytestmark = pytest.mark.integration
 

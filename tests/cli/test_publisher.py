@@ -29,7 +29,7 @@ from modeltrust.chain.signatures import (
     private_key_pem,
     verify_registration,
 )
-from modeltrust.cli import publisher
+from modeltrust.cli import publisher, sources
 from modeltrust.cli.main import main
 
 pytestmark = pytest.mark.integration
@@ -108,9 +108,9 @@ def test_sign_to_stdout_and_progress_for_large_files(
     runner: CliRunner, tmp_path: Path, model: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     prefix = keygen(runner, tmp_path, "ed25519")
-    monkeypatch.setattr(publisher, "PROGRESS_THRESHOLD", 1)
+    monkeypatch.setattr(sources, "PROGRESS_THRESHOLD", 1)
     # CliRunner's stderr is no terminal; tests/cli/test_progress.py runs a real one.
-    monkeypatch.setattr(publisher, "is_terminal", lambda stream=None: True)
+    monkeypatch.setattr(sources, "is_terminal", lambda stream=None: True)
     args = ["sign", str(model), "--key", f"{prefix}.key", "--name", "m", "--version", "1"]
     result = runner.invoke(main, [*args, "--out", "-"])
     assert result.exit_code == 0, result.output
@@ -130,7 +130,11 @@ def test_sign_bad_inputs_exit_3_and_usage_errors_2(
         ([*base, "--key", f"{ed}.pub", "--name", "m"], "cannot load key", 3),
         ([*base, "--key", f"{ed}.key", "--name", ""], "model_name", 3),
         ([*base, "--key", str(tmp_path / "absent.key"), "--name", "m"], "does not exist", 2),
-        (["sign", str(tmp_path / "absent.onnx"), "--key", f"{ed}.key"], "does not exist", 2),
+        (
+            ["sign", str(tmp_path / "absent.onnx"), *base[2:], "--key", f"{ed}.key", "--name", "m"],
+            "does not exist",
+            2,
+        ),
     ]
     for args, message, code in cases:
         result = runner.invoke(main, args)

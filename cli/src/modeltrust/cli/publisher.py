@@ -21,10 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import click
-from tqdm import tqdm
 
 from modeltrust.chain.client import EntryExistsError, LedgerClient, VerifiedReceipt
-from modeltrust.chain.digest import format_digest, parse_digest, sha256_file
+from modeltrust.chain.digest import format_digest, parse_digest
 from modeltrust.chain.entries import (
     Entry,
     Registration,
@@ -65,7 +64,6 @@ from modeltrust.cli.common import (
     EXIT_REFUSED,
     EXIT_UNCHECKED,
     fail,
-    is_terminal,
     ledger_client,
     ledger_exit_code,
     ledger_options,
@@ -80,8 +78,7 @@ from modeltrust.cli.imports import (
     read_cosign_signature,
 )
 from modeltrust.cli.keyfile import PASSWORD_ENV, load_key, new_key_password, write_private_key
-
-PROGRESS_THRESHOLD = 64 << 20  # a progress bar when hashing more than 64 MiB, on a terminal
+from modeltrust.cli.sources import SourceFlags, digest_model, source_options
 
 
 @click.command()
@@ -121,7 +118,7 @@ def keygen(kind: str, prefix: Path, force: bool, encrypt: bool) -> None:
 
 
 @click.command()
-@click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("model")
 @click.option(
     "--key",
     "key_path",
@@ -145,21 +142,23 @@ def keygen(kind: str, prefix: Path, force: bool, encrypt: bool) -> None:
     type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
     help="Where to write the registration entry JSON ('-' for stdout).",
 )
+@source_options
 def sign(
-    model: Path,
+    model: str,
     key_path: Path,
     name: str,
     model_version: str,
     kind: str,
     model_format: str,
     out: Path,
+    model_source: SourceFlags,
 ) -> None:
-    """Hash MODEL and write a signed registration entry for it."""
+    """Hash MODEL and write a signed registration entry for it.
+
+    MODEL is a file, or a URI the operator reads too (https://, http://, oci://, s3://),
+    hashed straight from the source and kept nowhere (docs/sources.md)."""
     key = _load_key(key_path)
-    try:
-        raw, size = _hash_with_progress(model)
-    except OSError as e:
-        fail(f"cannot read {model}: {e}", EXIT_UNCHECKED)
+    raw, size = digest_model(model, model_source, "sign")
     digest = format_digest(raw)
     try:
         reg = _registration(key, kind, name, model_version, digest, size, model_format)
@@ -190,20 +189,6 @@ def _registration(
     return sign_registration(key, name=name, version=version, digest=digest, size=size, format=fmt)
 
 
-def _hash_with_progress(path: Path) -> tuple[bytes, int]:
-    total = path.stat().st_size
-    with tqdm(
-        total=total,
-        unit="B",
-        unit_scale=True,
-        unit_divisor=1024,
-        desc=f"hashing {path.name}",
-        file=sys.stderr,
-        disable=total < PROGRESS_THRESHOLD or not is_terminal(sys.stderr),
-    ) as bar:
-        return sha256_file(path, progress=bar.update)
-
-
 # --- Ledger commands ---------------------------------------------------------------------
 
 
@@ -228,8 +213,8 @@ def _hash_with_progress(path: Path) -> tuple[bytes, int]:
 )
 @click.option(
     "--model",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="With --signature/--bundle: the model file the signature is for.",
+    help="With --signature/--bundle: the model the signature is for (a file, or a URI "
+    "read straight from its source).",
 )
 @click.option("--name", help="With --signature/--bundle: the model name to register.")
 @click.option("--version", "model_version", help="With --signature/--bundle: the model version.")
@@ -249,12 +234,13 @@ def _hash_with_progress(path: Path) -> tuple[bytes, int]:
     help="With --signature/--bundle: a ModelTrustPolicy whose publishers are the candidate "
     "keys (and whose ledger is the default --ledger/--ledger-key).",
 )
+@source_options
 @ledger_options
 def register(
     registration: Path | None,
     signature_path: Path | None,
     bundle_path: Path | None,
-    model: Path | None,
+    model: str | None,
     name: str | None,
     model_version: str | None,
     model_format: str,
@@ -264,6 +250,7 @@ def register(
     ledger_key: str | None,
     origin: str | None,
     trust_state: Path | None,
+    model_source: SourceFlags,
 ) -> None:
     """Append a registration to the ledger; print its verified receipt.
 
@@ -305,6 +292,7 @@ def register(
             source,
             is_bundle=bundle_path is not None,
             model=model,
+            model_source=model_source,
             candidates=candidates,
             name=name,
             version=model_version,
@@ -325,7 +313,8 @@ def _import(
     source: Path,
     *,
     is_bundle: bool,
-    model: Path,
+    model: str,
+    model_source: SourceFlags,
     candidates: list[Candidate],
     name: str,
     version: str,
@@ -334,9 +323,9 @@ def _import(
     """The registration of another tool's signature of ``model``, verified (imports.py)."""
     try:
         data = source.read_bytes()
-        raw, size = _hash_with_progress(model)
     except OSError as e:
         fail(f"cannot read {e.filename}: {e.strerror or e}", EXIT_UNCHECKED)
+    raw, size = digest_model(model, model_source, "register")
     try:
         imported = read_bundle(data) if is_bundle else read_cosign_signature(data)
         reg, signer = import_registration(
@@ -488,9 +477,7 @@ def _revocations_json(
 
 
 @click.command("verify", epilog=EXIT_CODES_HELP)
-@click.argument(
-    "model", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path)
-)
+@click.argument("model", required=False)
 @click.option("--digest", help="Verify this digest (sha256:...) instead of hashing MODEL.")
 @click.option(
     "--publisher",
@@ -515,9 +502,10 @@ def _revocations_json(
 @click.option("--name", help="Require a registration for this model name.")
 @click.option("--version", "model_version", help="Require a registration for this version.")
 @click.option("--json", "as_json", is_flag=True, help="Print the verdict as JSON.")
+@source_options
 @ledger_options
 def verify_command(
-    model: Path | None,
+    model: str | None,
     digest: str | None,
     publishers: tuple[str, ...],
     threshold: int | None,
@@ -529,6 +517,7 @@ def verify_command(
     ledger_key: str | None,
     origin: str | None,
     trust_state: Path | None,
+    model_source: SourceFlags,
 ) -> None:
     """Check MODEL (or --digest) is trusted under a policy, as the operator would decide.
 
@@ -563,10 +552,7 @@ def verify_command(
             raise click.BadParameter(str(e), param_hint="--digest") from None
     else:
         assert model is not None
-        try:
-            digest = format_digest(_hash_with_progress(model)[0])
-        except OSError as e:
-            fail(f"cannot read {model}: {e}", EXIT_UNCHECKED)
+        digest = format_digest(digest_model(model, model_source, "verify")[0])
     subject = Subject(digest, name, model_version)
     client = open_ledger(ledger_url, ledger_key, origin, trust_state)
     try:

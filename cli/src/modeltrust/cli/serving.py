@@ -16,15 +16,15 @@ import logging
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 import click
 
 from modeltrust.chain.errors import ChainError
 from modeltrust.chain.trust import Reason
+from modeltrust.cli.sources import SourceFlags, source_access, source_options
 
 if TYPE_CHECKING:
-    from modeltrust.serving.credentials import SourceCredentials
+    pass
 from modeltrust.cli.common import (
     EXIT_REFUSED,
     EXIT_UNCHECKED,
@@ -75,33 +75,14 @@ def given_path(path: Path | None) -> Path:
 
 
 @click.command("fetch")
-@click.option("--uri", required=True, help="https://, http://, file:// URI or local path.")
+@click.option(
+    "--uri",
+    required=True,
+    help="https://, http://, oci://, s3://, file:// URI or local path (docs/sources.md).",
+)
 @click.option("--digest", required=True, callback=_check_digest, help="Pinned sha256:<64 hex>.")
 @click.option("--dest", required=True, type=click.Path(path_type=Path), help="File to write.")
 @click.option("--max-size", type=click.IntRange(min=0), help="Refuse artifacts over BYTES.")
-@click.option(
-    "--ca-file",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Extra CA certificate(s) (PEM) trusted for https, besides the system CAs.",
-)
-@click.option(
-    "--timeout",
-    type=click.FloatRange(min=0.1),
-    default=60.0,
-    show_default=True,
-    help="Network timeout in seconds (connect and each read).",
-)
-@click.option(
-    "--credentials-dir",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    help="A directory of credential files (a mounted Secret): token, username and password, "
-    ".dockerconfigjson, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, ca.crt.",
-)
-@click.option(
-    "--credential-hosts",
-    help="Hosts (host or host:port, comma separated) the credentials may be sent to; "
-    "default: the URI's host.",
-)
 @click.option(
     "--registration",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -127,15 +108,12 @@ def given_path(path: Path | None) -> Path:
 )
 @click.option("--origin", help="Require this checkpoint origin.")
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing on success.")
+@source_options
 def fetch_command(
     uri: str,
     digest: str,
     dest: Path,
     max_size: int | None,
-    ca_file: Path | None,
-    timeout: float,
-    credentials_dir: Path | None,
-    credential_hosts: str | None,
     registration: Path | None,
     publisher_key: Path | None,
     checkpoint: Path | None,
@@ -143,6 +121,7 @@ def fetch_command(
     inclusion_proof: Path | None,
     origin: str | None,
     quiet: bool,
+    model_source: SourceFlags,
 ) -> None:
     """Download an artifact, keep it only if its SHA-256 is DIGEST (and, given the ledger
     options, only if its registration is signed and proven on the ledger).
@@ -153,7 +132,6 @@ def fetch_command(
         from modeltrust.serving.credentials import redact
         from modeltrust.serving.errors import DigestMismatchError, FetchError
         from modeltrust.serving.fetch import fetch_artifact
-        from modeltrust.serving.sources import SourceAccess
 
     given = {
         "registration": registration,
@@ -197,8 +175,7 @@ def fetch_command(
             f"{proven.origin} size {proven.tree_size}"
         )
 
-    credentials = _source_credentials(uri, credentials_dir, credential_hosts)
-    access = SourceAccess(credentials=credentials, ca_file=ca_file, timeout=timeout)
+    access = source_access(uri, model_source)
     progress = _progress_bar() if is_terminal(sys.stderr) and not quiet else None
     try:
         result = fetch_artifact(
@@ -213,7 +190,7 @@ def fetch_command(
     except DigestMismatchError as error:
         fail(f"{Reason.DIGEST_MISMATCH}: {error}", EXIT_REFUSED)
     except FetchError as error:
-        fail(f"{Reason.FETCH_FAILED}: {redact(str(error), credentials)}", EXIT_UNCHECKED)
+        fail(f"{Reason.FETCH_FAILED}: {redact(str(error), access.credentials)}", EXIT_UNCHECKED)
     finally:
         if progress is not None:
             progress.close()
@@ -225,35 +202,6 @@ def fetch_command(
         )
         if provenance_line:
             click.echo(provenance_line)
-
-
-def _source_credentials(
-    uri: str, directory: Path | None, hosts: str | None
-) -> SourceCredentials | None:
-    """Credentials from --credentials-dir, bound to --credential-hosts (default: the URI's
-    own host, the one place a user running this by hand means them for)."""
-    from modeltrust.serving.credentials import (
-        CredentialsError,
-        load_credentials_dir,
-        parse_hosts,
-    )
-
-    if directory is None:
-        if hosts:
-            raise click.UsageError("--credential-hosts needs --credentials-dir")
-        return None
-    try:
-        allowed = parse_hosts(hosts) if hosts else _uri_host(uri)
-        return load_credentials_dir(directory, hosts=allowed)
-    except CredentialsError as error:
-        fail(f"{Reason.FETCH_FAILED}: {error}", EXIT_UNCHECKED)
-
-
-def _uri_host(uri: str) -> tuple[str, ...]:
-    parts = urlsplit(uri)
-    if not parts.hostname:
-        raise click.UsageError(f"{uri} names no host; give --credential-hosts")
-    return (f"{parts.hostname}:{parts.port}" if parts.port else parts.hostname,)
 
 
 class _TqdmProgress:

@@ -129,6 +129,36 @@ def fetch_artifact(
     )
 
 
+@dataclass(frozen=True, slots=True)
+class SourceDigest:
+    digest: str
+    size: int
+    pinned_uri: str
+
+
+def digest_source(
+    uri: str,
+    access: SourceAccess,
+    *,
+    max_size: int | None = None,
+    progress: Callable[[int, int | None], None] | None = None,
+    retries: int = RETRIES,
+    backoff: float = BACKOFF,
+    sleep: Callable[[float], None] = time.sleep,
+) -> SourceDigest:
+    """The SHA-256 and size of what `uri` serves, read once and kept nowhere (what a
+    publisher signs), with the same source checks, cap and retries as fetch_artifact."""
+    source = _resolve_with_retries(uri, access, retries, backoff, sleep)
+    try:
+        download = _Download(source, None, max_size, CHUNK_SIZE, progress)
+        download.run(retries, backoff, sleep)
+        digest, size = download.hasher.digest(), download.done
+        source.verify(digest, size)
+    finally:
+        source.close()
+    return SourceDigest(format_digest(digest), size, source.pinned_uri)
+
+
 def _resolve_with_retries(
     uri: str, access: SourceAccess, retries: int, backoff: float, sleep: Callable[[float], None]
 ) -> Source:
@@ -148,7 +178,7 @@ class _Download:
     """The state of one download across attempts: bytes written, the running hash."""
 
     source: Source
-    fd: int
+    fd: int | None  # None: hash only, keep nothing (digest_source)
     limit: int | None
     chunk_size: int
     progress: Callable[[int, int | None], None] | None
@@ -193,8 +223,9 @@ class _Download:
 
     def _restart(self) -> None:
         """The source cannot resume: throw away what was written and hash from byte 0."""
-        os.ftruncate(self.fd, 0)
-        os.lseek(self.fd, 0, os.SEEK_SET)
+        if self.fd is not None:
+            os.ftruncate(self.fd, 0)
+            os.lseek(self.fd, 0, os.SEEK_SET)
         self.hasher = hashlib.sha256()
         self.done = 0
 
@@ -218,7 +249,8 @@ class _Download:
                 )
             chunk = view[:count]
             self.hasher.update(chunk)  # releases the GIL for large buffers
-            _write_all(self.fd, chunk)
+            if self.fd is not None:
+                _write_all(self.fd, chunk)
             self.done += count
             if self.progress is not None:
                 self.progress(self.done, opened.total)
