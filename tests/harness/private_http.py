@@ -121,26 +121,31 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if not path.is_relative_to(owner.root.resolve()) or not path.is_file():
             self.send_error(404, "no such file")
             return
-        data = path.read_bytes()
+        size = path.stat().st_size
         start = 0
         ranged = self.headers.get("Range", "")
         if ranged.startswith("bytes=") and ranged.endswith("-") and not owner.ignore_range:
             start = int(ranged[len("bytes=") : -1])
             self.send_response(206)
-            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+            self.send_header("Content-Range", f"bytes {start}-{size - 1}/{size}")
         else:
             self.send_response(200)
-        body = data[start:]
-        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Content-Length", str(size - start))
         self.end_headers()
         cut = owner.take_cut()
+        remaining = size - start if cut is None else min(cut, size - start)
+        with path.open("rb") as f:  # streamed: a 1 GiB model costs the server no memory
+            f.seek(start)
+            while remaining > 0:
+                chunk = f.read(min(remaining, 1 << 20))
+                if not chunk:
+                    break
+                self.wfile.write(chunk)
+                remaining -= len(chunk)
         if cut is not None:
-            self.wfile.write(body[:cut])
             self.wfile.flush()
             self.close_connection = True
             self.connection.shutdown(2)
-            return
-        self.wfile.write(body)
 
     def log_message(self, format: str, *args: object) -> None:
         pass

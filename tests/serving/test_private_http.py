@@ -16,7 +16,7 @@ from modeltrust.serving.errors import FetchError
 from modeltrust.serving.fetch import fetch_artifact
 from modeltrust.serving.sources import SourceAccess
 
-TOKEN = "tok-9f2c4e1d7a"  # noqa: S105 - a test token, checked for in messages below
+TOKEN = "tok-9f2c4e1d7a"
 MODEL = os.urandom(3 << 20) + b"end"
 DIGEST = "sha256:" + hashlib.sha256(MODEL).hexdigest()
 
@@ -61,7 +61,7 @@ def test_basic_auth(root: Path, tmp_path: Path) -> None:
             source_name="Secret ml/basic",
             hosts=("127.0.0.1",),  # any port of that host
             username="ml",
-            password="pw-51d3c2",  # noqa: S106
+            password="pw-51d3c2",
             ca_pem=server.ca_pem,
         )
         fetch_artifact(
@@ -78,7 +78,7 @@ def test_missing_and_wrong_credentials_are_refused_with_the_reason(
         with pytest.raises(FetchError, match=r"401 .*needs credentials.*spec\.model\.credentials"):
             fetch_artifact(server.url("model.onnx"), DIGEST, tmp_path / "m", access=ca_only)
         wrong = SourceAccess(credentials=credentials(server, token="wrong-token-value"))
-        with pytest.raises(FetchError, match="401 .*credentials were refused") as refused:
+        with pytest.raises(FetchError, match=r"401 .*credentials were refused") as refused:
             fetch_artifact(server.url("model.onnx"), DIGEST, tmp_path / "m", access=wrong)
     assert "wrong-token-value" not in str(refused.value)
     assert leftovers(tmp_path) == []
@@ -104,7 +104,7 @@ def test_credentials_are_never_sent_to_a_host_the_secret_does_not_list(
         with pytest.raises(CredentialsError, match=r"may not be sent to 127\.0\.0\.1:\d+"):
             fetch_artifact(server.url("model.onnx"), DIGEST, tmp_path / "m", access=elsewhere)
         other_port = SourceAccess(credentials=credentials(server, hosts=("127.0.0.1:1",)))
-        with pytest.raises(CredentialsError, match="modeltrust.dev/hosts annotation lists"):
+        with pytest.raises(CredentialsError, match=r"modeltrust\.dev/hosts annotation lists"):
             fetch_artifact(server.url("model.onnx"), DIGEST, tmp_path / "m", access=other_port)
         assert server.requests == []
 
@@ -179,3 +179,57 @@ def test_a_server_that_goes_away_mid_download_fails_clearly_and_leaves_nothing(
     assert stopped == [0.5, 1.0, 2.0, 4.0]
     assert TOKEN not in str(gone.value)
     assert leftovers(tmp_path) == []
+
+
+_CHILD = """
+import sys
+from pathlib import Path
+from modeltrust.serving.credentials import SourceCredentials
+from modeltrust.serving.fetch import fetch_artifact
+from modeltrust.serving.sources import SourceAccess
+url, digest, dest, host, ca = sys.argv[1:6]
+creds = SourceCredentials(
+    source_name="test", hosts=(host,), token=sys.argv[6], ca_pem=Path(ca).read_bytes()
+)
+fetch_artifact(url, digest, Path(dest), access=SourceAccess(credentials=creds))
+for line in Path("/proc/self/status").read_text().splitlines():
+    if line.startswith("VmHWM:"):
+        print(int(line.split()[1]))  # peak RSS, KiB
+"""
+
+
+def _peak_rss_kib(server: PrivateFileServer, name: str, digest: str, tmp_path: Path) -> int:
+    import subprocess
+    import sys
+
+    ca = tmp_path / "ca.pem"
+    ca.write_bytes(server.ca_pem)
+    result = subprocess.run(
+        [
+            sys.executable, "-c", _CHILD, server.url(name), digest, str(tmp_path / f"{name}.out"),
+            f"127.0.0.1:{server.port}", str(ca), TOKEN,
+        ],
+        capture_output=True, text=True, check=True, timeout=300,
+    )  # fmt: skip
+    (tmp_path / f"{name}.out").unlink()
+    return int(result.stdout.strip())
+
+
+@pytest.mark.slow
+def test_a_1_gib_model_streams_in_flat_memory(tmp_path: Path) -> None:
+    root = tmp_path / "models"
+    root.mkdir()
+    digests = {}
+    for name, size in (("small.onnx", 16 << 20), ("large.onnx", 1 << 30)):
+        block = hashlib.sha256(name.encode()).digest() * (1 << 15)  # 1 MiB of non-zero bytes
+        hasher = hashlib.sha256()
+        with (root / name).open("wb") as f:
+            for _ in range(size // len(block)):
+                f.write(block)
+                hasher.update(block)
+        digests[name] = "sha256:" + hasher.hexdigest()
+    with PrivateFileServer(root, tmp_path, token=TOKEN) as server:
+        small = _peak_rss_kib(server, "small.onnx", digests["small.onnx"], tmp_path)
+        large = _peak_rss_kib(server, "large.onnx", digests["large.onnx"], tmp_path)
+    # 64x the bytes, the same memory: one reused buffer, nothing held per byte.
+    assert large - small < 16 * 1024, (small, large)
