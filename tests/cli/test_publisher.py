@@ -29,7 +29,7 @@ from modeltrust.chain.signatures import (
     private_key_pem,
     verify_registration,
 )
-from modeltrust.cli import publisher, sources
+from modeltrust.cli import sources
 from modeltrust.cli.main import main
 
 pytestmark = pytest.mark.integration

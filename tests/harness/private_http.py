@@ -51,7 +51,9 @@ class PrivateFileServer:
         self.ca_pem = b""
         if tls:
             pki = pki or Pki(workdir / f"pki-{id(self)}")
-            credential = pki.issue(f"server-{id(self)}", host, server_names=(host, "localhost"), client=False)
+            credential = pki.issue(
+                f"server-{id(self)}", host, server_names=(host, "localhost"), client=False
+            )
             context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             context.load_cert_chain(str(credential.cert), str(credential.key))
             self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
@@ -72,7 +74,10 @@ class PrivateFileServer:
         return self
 
     def __exit__(
-        self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         self._server.shutdown()
         self._server.server_close()
