@@ -166,7 +166,8 @@ def test_source_credentials_reach_the_fetch_step_only(md_body: MdFactory) -> Non
     }
     assert mount in init["volumeMounts"]
     assert all(m["name"] != "source-credentials" for m in main["volumeMounts"])
-    assert "env" not in init and "envFrom" not in init and "envFrom" not in main
+    assert "envFrom" not in init
+    assert "envFrom" not in main
     args = init["args"]
     assert args[args.index("--credentials-dir") + 1] == "/var/run/modeltrust/credentials"
     assert args[args.index("--credential-hosts") + 1] == "s3.example.com:9000"
