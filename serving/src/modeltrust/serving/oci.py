@@ -192,7 +192,8 @@ class _Registry:
         answer = self._send(method, url, headers, self.authorization(), what, limit)
         if answer.status == 401 and self._header is None:
             self._authenticate(answer, what)
-            answer = self._send(method, url, headers, self.authorization(), what, limit)
+            # The header just made, even if its token is already due for renewal.
+            answer = self._send(method, url, headers, self._header, what, limit)
         if answer.status == 401:
             raise self.refused(what, answer)
         return answer
