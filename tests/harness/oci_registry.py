@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
 import http.server
 import json
 import os
@@ -322,6 +323,47 @@ class OciRegistry:
         digest: str = json.loads(out)["digest"]
         return digest
 
+    def push_blob(self, repository: str, path: Path) -> str:
+        """`oras blob push` one file as a blob; its digest."""
+        out = self._oras("blob", "push", "--descriptor", f"{self.host}/{repository}", str(path))
+        digest: str = json.loads(out)["digest"]
+        return digest
+
+    def push_manifest(self, reference: str, manifest: dict[str, object]) -> str:
+        """`oras manifest push` a manifest written by the test (its blobs pushed before);
+        the digest of the bytes pushed."""
+        body = json.dumps(manifest).encode()
+        path = self.directory / "manifest.json"
+        path.write_bytes(body)
+        media_type = str(manifest.get("mediaType", ""))
+        args = ["--media-type", media_type] if media_type else []
+        self._oras("manifest", "push", *args, f"{self.host}/{reference}", str(path))
+        return "sha256:" + hashlib.sha256(body).hexdigest()
+
+    def push_index(self, reference: str, manifests: list[str]) -> str:
+        """`oras manifest index create`: an index of manifests (tags or digests) of the same
+        repository; its digest."""
+        self._oras("manifest", "index", "create", f"{self.host}/{reference}", *manifests)
+        return self.manifest_digest(reference)
+
+    def manifest_digest(self, reference: str) -> str:
+        """The digest of the manifest REPOSITORY:TAG names now, as oras reads it."""
+        out = subprocess.run(
+            [
+                str(tools_bin() / "oras"),
+                "manifest",
+                "fetch",
+                f"{self.host}/{reference}",
+                "--ca-file",
+                str(self.pki.ca),
+                "--registry-config",
+                str(self.oras_config),
+            ],
+            capture_output=True,
+            check=True,
+        )
+        return "sha256:" + hashlib.sha256(out.stdout).hexdigest()
+
     def stop(self) -> None:
         if self._process is not None:
             stop_process(self._process, timeout=10)
@@ -366,8 +408,6 @@ def oci_registry(
 def make_model_file(path: Path, size: int) -> str:
     """`size` random-looking bytes (not compressible), written in 1 MiB pieces; its
     sha256: digest. A stand-in for a large model where the contents do not matter."""
-    import hashlib
-
     hasher = hashlib.sha256()
     block = bytearray(os.urandom(1 << 20))
     with path.open("wb") as out:
