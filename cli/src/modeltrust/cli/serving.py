@@ -71,7 +71,11 @@ def given_path(path: Path | None) -> Path:
 
 
 @click.command("fetch")
-@click.option("--uri", required=True, help="https://, http://, file:// URI or local path.")
+@click.option(
+    "--uri",
+    required=True,
+    help="https://, http://, oci://REGISTRY/REPO@sha256:...|:TAG[#TITLE], file:// URI or path.",
+)
 @click.option("--digest", required=True, callback=_check_digest, help="Pinned sha256:<64 hex>.")
 @click.option("--dest", required=True, type=click.Path(path_type=Path), help="File to write.")
 @click.option("--max-size", type=click.IntRange(min=0), help="Refuse artifacts over BYTES.")
