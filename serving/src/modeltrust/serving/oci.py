@@ -1,7 +1,9 @@
-"""oci:// sources: a model stored as a layer of an OCI artifact in a registry.
+"""oci:// sources: a model stored as a layer of an OCI artifact in a registry, or as a
+file inside a container image's layers (a KServe modelcar).
 
     oci://registry[:port]/repository[/more]@sha256:<hex>[#title]   pinned by manifest digest
     oci://registry[:port]/repository[/more]:tag[#title]             the tag is resolved once
+    oci://registry[:port]/repository:tag#/models/model.onnx         a file in image layers
 
 Resolving reads the manifest (OCI image manifest or Docker v2 manifest; an index is
 refused: it names no layers of its own), checks that its bytes hash to the pinned digest
@@ -12,7 +14,9 @@ whoever fetches later (the pod) reads exactly the manifest that was checked here
 
 The layer's blob is streamed by `fetch.fetch_artifact`, resuming by Range; `verify` then
 checks the bytes against the layer descriptor's digest and size (the registry's own
-record), and fetch_artifact checks our pinned SHA-256 on top of that.
+record), and fetch_artifact checks our pinned SHA-256 on top of that. A file inside image
+layers (`ImageFileSource`) is streamed out of the tar (gzip) stream, the raw blob hashed on
+the way for the layer's digest; it cannot resume, so a retry starts the layer over.
 
 The registry API subset this needs (two GETs, the token dance) is spoken here over urllib
 rather than through a client library: the libraries that exist download blobs to files
@@ -31,14 +35,19 @@ import base64
 import email.message
 import hashlib
 import http.client
+import io
 import json
+import lzma
+import posixpath
 import re
 import ssl
+import tarfile
 import time
 import urllib.error
 import urllib.request
+import zlib
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any, cast
 from urllib.parse import urlencode, urlsplit
 
 from modeltrust.serving.credentials import RegistryAuth, SourceCredentials, redact
@@ -417,70 +426,67 @@ class _Bounded:
         self._response.close()
 
 
-class OciSource:
-    """One layer of one manifest, resolved and checked at construction."""
-
-    def __init__(self, uri: str, access: SourceAccess) -> None:
-        self.description = uri
-        self.ref = parse_oci_uri(uri)
-        self._registry = _Registry(self.ref, access, uri)
-        self._access = access
-        self.manifest_digest, manifest = self._read_manifest()
-        self.layer = choose_layer(manifest, self.ref.fragment, uri)
-        self.pinned_uri = self.ref.uri(self.manifest_digest)
-
-    def _read_manifest(self) -> tuple[str, dict[str, Any]]:
-        ref = self.ref
-        reference = ref.digest or ref.tag
-        what = f"GET manifest {reference} of {ref.registry}/{ref.repository} (over HTTPS)"
-        answer = self._registry.request(
-            "GET",
-            f"{self._registry.base}/manifests/{reference}",
-            headers={"Accept": ACCEPT},
-            what=what,
-            limit=MAX_MANIFEST,
+def read_manifest(registry: _Registry, description: str) -> tuple[str, dict[str, Any]]:
+    """The manifest the reference names, checked against its digest; (digest, document)."""
+    ref = registry.ref
+    reference = ref.digest or ref.tag
+    what = f"GET manifest {reference} of {ref.registry}/{ref.repository} (over HTTPS)"
+    answer = registry.request(
+        "GET",
+        f"{registry.base}/manifests/{reference}",
+        headers={"Accept": ACCEPT},
+        what=what,
+        limit=MAX_MANIFEST,
+    )
+    actual = "sha256:" + hashlib.sha256(answer.body).hexdigest()
+    if ref.digest is not None and actual != ref.digest:
+        raise DigestMismatchError(f"the manifest of {description}", ref.digest, actual)
+    announced = answer.headers.get("Docker-Content-Digest", "")
+    if announced.startswith("sha256:") and announced != actual:
+        raise FetchError(
+            f"the registry says the manifest of {description} is {announced}, but the bytes "
+            f"it sent hash to {actual}; refusing it"
         )
-        actual = "sha256:" + hashlib.sha256(answer.body).hexdigest()
-        if ref.digest is not None and actual != ref.digest:
-            raise DigestMismatchError(f"the manifest of {self.description}", ref.digest, actual)
-        announced = answer.headers.get("Docker-Content-Digest", "")
-        if announced.startswith("sha256:") and announced != actual:
-            raise FetchError(
-                f"the registry says the manifest of {self.description} is {announced}, but "
-                f"the bytes it sent hash to {actual}; refusing it"
-            )
-        try:
-            document = json.loads(answer.body)
-        except ValueError:
-            document = None
-        if not isinstance(document, dict):
-            raise FetchError(f"the manifest of {self.description} is not a JSON object")
-        media_type = document.get("mediaType") or answer.headers.get("Content-Type", "")
-        if media_type in (OCI_INDEX, DOCKER_LIST) or "manifests" in document:
-            raise FetchError(
-                f"{self.description} names an index (a multi-platform list of manifests, "
-                f"{media_type or 'no mediaType'}), not one manifest with the model's layer; "
-                "pin one platform's manifest by its digest, or push the model as an "
-                "artifact (oras push REGISTRY/REPO:TAG model.onnx)"
-            )
-        if document.get("schemaVersion") != 2 or media_type not in (OCI_MANIFEST, DOCKER_MANIFEST):
-            raise FetchError(
-                f"the manifest of {self.description} is of type {media_type or 'unknown'} "
-                f"(schemaVersion {document.get('schemaVersion')}); modeltrust reads OCI image "
-                "manifests and Docker v2 manifests"
-            )
-        return actual, document
+    try:
+        document = json.loads(answer.body)
+    except ValueError:
+        document = None
+    if not isinstance(document, dict):
+        raise FetchError(f"the manifest of {description} is not a JSON object")
+    media_type = document.get("mediaType") or answer.headers.get("Content-Type", "")
+    if media_type in (OCI_INDEX, DOCKER_LIST) or "manifests" in document:
+        raise FetchError(
+            f"{description} names an index (a multi-platform list of manifests, "
+            f"{media_type or 'no mediaType'}), not one manifest with the model's layer; "
+            "pin one platform's manifest by its digest, or push the model as an artifact "
+            "(oras push REGISTRY/REPO:TAG model.onnx)"
+        )
+    if document.get("schemaVersion") != 2 or media_type not in (OCI_MANIFEST, DOCKER_MANIFEST):
+        raise FetchError(
+            f"the manifest of {description} is of type {media_type or 'unknown'} "
+            f"(schemaVersion {document.get('schemaVersion')}); modeltrust reads OCI image "
+            "manifests and Docker v2 manifests"
+        )
+    return actual, document
 
-    def open(self, offset: int) -> Opened:
-        layer = self.layer
-        what = f"GET layer {layer.digest} of {self.description}"
+
+class _LayerChecks:
+    """What every oci:// source shares: its registry, and checking a layer's bytes."""
+
+    def __init__(self, registry: _Registry, description: str, pinned_uri: str) -> None:
+        self.description = description
+        self.pinned_uri = pinned_uri
+        self._registry = registry
+
+    def _get_blob(self, layer: Layer, offset: int) -> Opened:
+        """GET the layer's blob from `offset`; Opened.total is the descriptor's size."""
         headers = {"Range": f"bytes={offset}-"} if offset > 0 else {}
         response = open_url(
             f"{self._registry.base}/blobs/{layer.digest}",
-            self._access,
+            self._registry.access,
             headers=headers,
             auth_header=self._registry.authorization(),
-            what=what,
+            what=f"GET layer {layer.digest} of {self.description}",
         )
         opened = response_opened(response, offset, self.description)
         if opened.total is not None and opened.total != layer.size:
@@ -491,13 +497,12 @@ class OciSource:
             )
         return Opened(_Bounded(response, layer.size - opened.start), opened.start, layer.size)
 
-    def verify(self, digest: bytes, size: int) -> None:
-        """The bytes are the layer the manifest names: its size and its digest."""
-        layer = self.layer
+    def _check_layer(self, layer: Layer, digest: bytes, size: int) -> None:
+        """The bytes read are the layer the manifest names: its size and its digest."""
         if size != layer.size:
             raise FetchError(
-                f"layer {layer.digest} of {self.description} arrived as {size} bytes, but the "
-                f"manifest says it is {layer.size} bytes"
+                f"layer {layer.digest} of {self.description} arrived as {size} bytes, but "
+                f"the manifest says it is {layer.size} bytes"
             )
         actual = "sha256:" + digest.hex()
         if actual != layer.digest:
@@ -510,6 +515,23 @@ class OciSource:
 
     def close(self) -> None:
         return None
+
+
+class OciSource(_LayerChecks):
+    """One layer of an artifact: the model file's bytes, resumable by Range."""
+
+    def __init__(
+        self, registry: _Registry, description: str, pinned_uri: str, layer: Layer
+    ) -> None:
+        super().__init__(registry, description, pinned_uri)
+        self.layer = layer
+
+    def open(self, offset: int) -> Opened:
+        return self._get_blob(self.layer, offset)
+
+    def verify(self, digest: bytes, size: int) -> None:
+        # The model's bytes are the layer's: one hash serves both checks.
+        self._check_layer(self.layer, digest, size)
 
 
 def _layers(manifest: dict[str, Any], description: str) -> list[Layer]:
@@ -540,22 +562,25 @@ def _layers(manifest: dict[str, Any], description: str) -> list[Layer]:
     return layers
 
 
-def choose_layer(manifest: dict[str, Any], fragment: str | None, description: str) -> Layer:
-    """The model's layer: by the fragment's title, or the only layer, or the only *.onnx."""
-    layers = _layers(manifest, description)
-    titles = ", ".join(repr(layer.title) if layer.title else layer.digest for layer in layers)
-    if fragment is not None and fragment.startswith("/"):
+def _check_sha256(layer: Layer, description: str) -> None:
+    if not _SHA256.fullmatch(layer.digest):
         raise FetchError(
-            f"{description} selects {fragment} inside the image's filesystem layers (a KServe "
-            "modelcar); modeltrust does not read files out of image layers yet: push the "
-            "model file itself as an artifact (oras push REGISTRY/REPO:TAG model.onnx) and "
-            "pin that"
+            f"layer {layer.digest[:80]!r} of {description}: modeltrust checks layers by "
+            "sha256 digests (sha256:<64 lowercase hex>); push it with SHA-256"
         )
+
+
+def choose_layer(layers: list[Layer], fragment: str | None, description: str) -> Layer:
+    """The model's layer: by the fragment's title, or the only layer, or the only *.onnx."""
+    titles = ", ".join(repr(layer.title) if layer.title else layer.digest for layer in layers)
     if fragment is not None:
         named = [layer for layer in layers if layer.title == fragment]
         if len(named) != 1:
             found = "no layer" if not named else f"{len(named)} layers"
-            raise FetchError(f"{description}: {found} titled {fragment!r}; the layers are {titles}")
+            raise FetchError(
+                f"{description}: {found} titled {fragment!r}; the layers are {titles} (a "
+                "fragment starting with / names a file inside image layers instead)"
+            )
         chosen = named[0]
     elif len(layers) == 1:
         chosen = layers[0]
@@ -568,16 +593,13 @@ def choose_layer(manifest: dict[str, Any], fragment: str | None, description: st
                 f"by its title after '#' in the URI (...#model.onnx); the layers are {titles}"
             )
         chosen = onnx[0]
-    if not _SHA256.fullmatch(chosen.digest):
-        raise FetchError(
-            f"layer {chosen.digest[:80]!r} of {description}: modeltrust checks layers by "
-            "sha256 digests (sha256:<64 lowercase hex>); push it with SHA-256"
-        )
+    _check_sha256(chosen, description)
     if chosen.unpack or (chosen.title is None and _is_filesystem_layer(chosen.media_type)):
         raise FetchError(
             f"layer {chosen.digest} of {description} ({chosen.media_type}) is a packed "
-            "directory or an image filesystem layer, not a model file; push the model file "
-            "itself as an artifact (oras push REGISTRY/REPO:TAG model.onnx)"
+            "directory or an image filesystem layer, not a model file; name the model file "
+            "inside the image after '#' (...#/models/model.onnx), or push the file itself "
+            "as an artifact (oras push REGISTRY/REPO:TAG model.onnx)"
         )
     return chosen
 
@@ -588,5 +610,235 @@ def _is_filesystem_layer(media_type: str) -> bool:
     return ".tar" in media_type or "rootfs.diff" in media_type
 
 
-def resolve_oci(uri: str, access: SourceAccess) -> OciSource:
-    return OciSource(uri, access)
+def resolve_oci(uri: str, access: SourceAccess) -> OciSource | ImageFileSource:
+    """Read and check the manifest, then the Source for the model's layer (or, with a
+    #/path fragment, for a file inside the image's layers)."""
+    ref = parse_oci_uri(uri)
+    registry = _Registry(ref, access, uri)
+    digest, manifest = read_manifest(registry, uri)
+    layers = _layers(manifest, uri)
+    pinned_uri = ref.uri(digest)
+    if ref.fragment is not None and ref.fragment.startswith("/"):
+        return ImageFileSource(registry, uri, pinned_uri, layers, ref.fragment)
+    return OciSource(registry, uri, pinned_uri, choose_layer(layers, ref.fragment, uri))
+
+
+# --- a file inside an image's layers (KServe modelcars) ------------------------------------
+
+_TAR_TYPES = (".tar", "rootfs.diff.tar")
+_WHITEOUT = ".wh."
+_OPAQUE = ".wh..wh..opq"
+_TAR_BUFFER = 1 << 20  # what tarfile reads from the blob at a time
+
+
+class _HashingReader:
+    """The raw blob as tarfile reads it, hashed on the way (for the layer digest), no
+    further than the descriptor's size; a body that ends early is a transient failure."""
+
+    def __init__(self, opened: Opened, layer: Layer, description: str) -> None:
+        self._stream = opened.stream
+        self._layer = layer
+        self._description = description
+        self.hasher = hashlib.sha256()
+        self.size = 0
+
+    def read(self, size: int = -1) -> bytes:
+        want = self._layer.size - self.size
+        if size >= 0:
+            want = min(want, size)
+        if want <= 0:
+            return b""
+        buffer = bytearray(want)
+        view = memoryview(buffer)
+        count = 0
+        try:
+            count = self._stream.readinto(view) or 0
+        except (OSError, http.client.HTTPException) as error:
+            raise TransientFetchError(
+                f"reading layer {self._layer.digest} of {self._description} failed after "
+                f"{self.size} bytes: {error}"
+            ) from None
+        if count == 0:
+            raise TransientFetchError(
+                f"layer {self._layer.digest} of {self._description} ended after {self.size} "
+                f"of {self._layer.size} bytes"
+            )
+        data = bytes(view[:count])
+        self.hasher.update(data)
+        self.size += count
+        return data
+
+    def drain(self) -> None:
+        """Read (and hash) what tarfile left: the layer digest covers the whole blob."""
+        while self.size < self._layer.size:
+            self.read(_TAR_BUFFER)
+
+    def close(self) -> None:
+        close_quietly(self._stream)
+
+
+class _MemberStream:
+    """The file's bytes out of the tar stream; at their end, the rest of the blob is read
+    so that verify() can check the whole layer against its digest."""
+
+    def __init__(
+        self,
+        source: ImageFileSource,
+        tar: tarfile.TarFile,
+        raw: _HashingReader,
+        member: tarfile.TarInfo,
+    ) -> None:
+        self._source = source
+        self._tar = tar
+        self._raw = raw
+        file = tar.extractfile(member)
+        assert file is not None  # a regular file (checked by the caller)
+        self._file = cast(io.BufferedReader, file)  # what extractfile makes
+
+    def readinto(self, buffer: memoryview) -> int | None:
+        try:
+            count = self._file.readinto(buffer)
+        except (tarfile.TarError, zlib.error, EOFError, lzma.LZMAError) as error:
+            raise self._source.unreadable(error) from None
+        if not count:
+            self._raw.drain()
+            self._source.layer_read = (self._raw.hasher.digest(), self._raw.size)
+        return count
+
+    def close(self) -> None:
+        self._raw.close()
+
+
+class ImageFileSource(_LayerChecks):
+    """A file inside a container image's filesystem layers, as a KServe modelcar holds its
+    model (oci://REGISTRY/REPO:TAG#/models/model.onnx).
+
+    The layers are searched from the top, as a container sees them: the first layer with
+    the path holds the file; a whiteout of it (or an opaque directory above it) hides
+    lower layers. Each layer read is hashed whole, raw, and checked against its
+    descriptor's digest (a layer above the file's, as it is passed over; the file's own, in
+    verify). Tar layers are streams (gzip possibly): a retry starts the layer over; there is
+    no resuming by Range here.
+    """
+
+    def __init__(
+        self,
+        registry: _Registry,
+        description: str,
+        pinned_uri: str,
+        layers: list[Layer],
+        path: str,
+    ) -> None:
+        super().__init__(registry, description, pinned_uri)
+        self.path = _image_path(path, description)
+        for layer in layers:
+            _check_sha256(layer, description)
+            if not _is_filesystem_layer(layer.media_type) or layer.title is not None:
+                raise FetchError(
+                    f"{description} names {path} inside image layers, but layer "
+                    f"{layer.digest} is a file of an artifact ({layer.media_type}, titled "
+                    f"{layer.title!r}); name an artifact's layer by its title instead "
+                    "(...#model.onnx)"
+                )
+            if "zstd" in layer.media_type:
+                raise FetchError(
+                    f"layer {layer.digest} of {description} is compressed with zstd, which "
+                    "modeltrust cannot read yet; build the image with gzip layers"
+                )
+        self.layers = layers
+        self.found: int | None = None  # the index of the layer that holds the file
+        self.layer_read: tuple[bytes, int] | None = None  # its raw (digest, size)
+
+    def unreadable(self, error: BaseException) -> FetchError:
+        return FetchError(
+            f"a layer of {self.description} is not a readable tar archive (plain, gzip, bzip2 "
+            f"or xz): {error}"
+        )
+
+    def open(self, offset: int) -> Opened:
+        self.layer_read = None
+        order = [self.found] if self.found is not None else range(len(self.layers) - 1, -1, -1)
+        for index in order:
+            layer = self.layers[index]
+            raw = _HashingReader(self._get_blob(layer, 0), layer, self.description)
+            try:
+                member, hidden_below = self._search(raw)
+                if member is not None:
+                    tar, info = member
+                    self.found = index
+                    return Opened(_MemberStream(self, tar, raw, info), 0, info.size)
+                raw.drain()
+                self._check_layer(layer, raw.hasher.digest(), raw.size)
+            except BaseException:
+                raw.close()
+                raise
+            raw.close()
+            if hidden_below:
+                break
+        raise FetchError(
+            f"{self.description}: there is no file /{self.path} in the image (searched its "
+            f"{len(self.layers)} layers from the top, as a container would see them)"
+        )
+
+    def _search(
+        self, raw: _HashingReader
+    ) -> tuple[tuple[tarfile.TarFile, tarfile.TarInfo] | None, bool]:
+        """((tar, member) of the path, or None; whether this layer hides lower ones)."""
+        hidden_below = False
+        ancestors = _ancestors(self.path)
+        try:
+            # Not closed here: the member's stream reads on from it (and closes the blob).
+            tar = tarfile.open(  # noqa: SIM115
+                fileobj=cast("IO[bytes]", raw), mode="r|*", bufsize=_TAR_BUFFER
+            )
+            for info in tar:
+                name = posixpath.normpath(info.name.lstrip("/")).removeprefix("./")
+                directory, base = posixpath.split(name)
+                if name == self.path:
+                    if not info.isreg():
+                        kind = (
+                            "symlink"
+                            if info.issym()
+                            else "hard link"
+                            if info.islnk()
+                            else "not a regular file"
+                        )
+                        raise FetchError(
+                            f"{self.description}: /{self.path} is a {kind} in the image; "
+                            "name the regular file itself"
+                        )
+                    return (tar, info), False
+                if base == _OPAQUE and directory in ancestors:
+                    hidden_below = True  # the directory's lower contents are gone
+                elif base.startswith(_WHITEOUT) and (
+                    posixpath.join(directory, base[len(_WHITEOUT) :]) in (self.path, *ancestors)
+                ):
+                    raise FetchError(
+                        f"{self.description}: /{self.path} is deleted in the image (a "
+                        f"whiteout, {name}, hides it)"
+                    )
+        except (tarfile.TarError, zlib.error, EOFError, lzma.LZMAError) as error:
+            raise self.unreadable(error) from None
+        return None, hidden_below
+
+    def verify(self, digest: bytes, size: int) -> None:
+        if self.found is None or self.layer_read is None:
+            raise FetchError(f"{self.description}: the layer holding the file was not read whole")
+        self._check_layer(self.layers[self.found], *self.layer_read)
+
+
+def _image_path(fragment: str, description: str) -> str:
+    """`/models/model.onnx` -> `models/model.onnx`, as tar layers name it."""
+    path = posixpath.normpath(fragment).lstrip("/")
+    if not path or path == "." or path.startswith("..") or fragment.endswith("/"):
+        raise FetchError(
+            f"{description}: {fragment!r} does not name a file in the image "
+            "(e.g. #/models/model.onnx)"
+        )
+    return path
+
+
+def _ancestors(path: str) -> set[str]:
+    """models/v1/model.onnx -> {"models", "models/v1"} (and "" for the root)."""
+    parts = path.split("/")[:-1]
+    return {"/".join(parts[: i + 1]) for i in range(len(parts))} | {""}
