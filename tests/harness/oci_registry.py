@@ -80,8 +80,10 @@ class TokenService:
         users: dict[str, str],
         refresh_tokens: dict[str, str],
         lifetime: int,
+        without_access: tuple[str, ...] = (),
     ) -> None:
         self.users = users
+        self.without_access = without_access  # users it knows but grants nothing
         self.refresh_tokens = refresh_tokens  # refresh token -> user
         self.lifetime = lifetime
         self.requests: list[str] = []  # "GET basic alice", "GET anonymous", "POST refresh"
@@ -157,7 +159,8 @@ class TokenService:
 
     def _token(self, user: str | None, scopes: list[str]) -> dict[str, object]:
         access = []
-        if user is not None:  # anonymous callers get a token that grants nothing
+        # Anonymous callers, and users without access, get a token that grants nothing.
+        if user is not None and user not in self.without_access:
             for scope in " ".join(scopes).split():
                 kind, _, rest = scope.partition(":")
                 name, _, actions = rest.rpartition(":")
@@ -196,6 +199,7 @@ class OciRegistry:
     token_auth: bool = False
     token_lifetime: int = 300
     refresh_tokens: dict[str, str] = field(default_factory=dict)
+    without_access: tuple[str, ...] = ()
     port: int = 0
     token_service: TokenService | None = None
     _process: subprocess.Popen[bytes] | None = None
@@ -230,7 +234,12 @@ class OciRegistry:
         if self.token_auth:
             signer = self.pki.issue("token-signer", "modeltrust test token signer")
             self.token_service = TokenService(
-                signer, tls, self.users, self.refresh_tokens, self.token_lifetime
+                signer,
+                tls,
+                self.users,
+                self.refresh_tokens,
+                self.token_lifetime,
+                self.without_access,
             )
             auth = (
                 "auth:\n  token:\n"
@@ -385,6 +394,7 @@ def oci_registry(
     users: dict[str, str] | None = None,
     token_auth: bool = False,
     refresh_tokens: dict[str, str] | None = None,
+    without_access: tuple[str, ...] = (),
     token_lifetime: int = 300,
     pki: Pki | None = None,
 ) -> Iterator[OciRegistry]:
@@ -396,6 +406,7 @@ def oci_registry(
         token_auth=token_auth,
         token_lifetime=token_lifetime,
         refresh_tokens=dict(refresh_tokens or {}),
+        without_access=without_access,
     )
     try:
         registry.start()

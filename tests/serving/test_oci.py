@@ -521,9 +521,10 @@ def token_registry(
 ) -> Iterator[OciRegistry]:
     with oci_registry(
         tmp_path_factory.mktemp("oci-token"),
-        users={"alice": PASSWORD},
+        users={"alice": PASSWORD, "bob": PASSWORD},
         token_auth=True,
         refresh_tokens={REFRESH_TOKEN: "alice"},
+        without_access=("bob",),
     ) as registry:
         registry.push(mnist_path, "models/mnist:v1")
         yield registry
@@ -642,6 +643,17 @@ def test_bearer_registry_refusals(
     assert "wrong username or password" in message  # the service's own words
     assert "refused the credentials of Secret ml/registry" in message
     _assert_no_secret(message, wrong)
+
+    # Known to the token service, but not allowed to pull: a token that grants nothing.
+    bob = _credentials(("127.0.0.1",), {"username": b"bob", "password": PASSWORD.encode()})
+    with pytest.raises(FetchError) as caught:
+        fetch_artifact(
+            uri, digest, tmp_path / "m", access=SourceAccess(credentials=bob, ca_file=registry.ca)
+        )
+    assert "knows the credentials of Secret ml/registry but denies them access to " in str(
+        caught.value
+    )
+    assert "models/mnist; grant them pull access there" in str(caught.value)
 
     # The realm is another host:port than the registry's; the Secret allows only the latter.
     service = registry.token_service

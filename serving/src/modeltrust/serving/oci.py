@@ -214,7 +214,10 @@ class _Registry:
         text = f"{what} answered {answer.status}{f' ({message})' if message else ''}"
         if self._sends_credentials:
             assert self.credentials is not None
-            if answer.status == 403:
+            _, challenge = _parse_challenge(answer.headers.get("WWW-Authenticate", ""))
+            # A token service that knows the user but grants no pull: the registry says 401
+            # with error="insufficient_scope", which is a 403 in all but number.
+            if answer.status == 403 or challenge.get("error") == "insufficient_scope":
                 return FetchError(
                     f"{text}: the registry knows the credentials of "
                     f"{self.credentials.source_name} but denies them access to "
