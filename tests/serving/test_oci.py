@@ -471,6 +471,17 @@ def test_plain_http_is_not_spoken(tmp_path: Path) -> None:
         server.server_close()
 
 
+def test_an_unknown_tag_says_what_the_registry_said(pushed: Pushed, tmp_path: Path) -> None:
+    with pytest.raises(FetchError) as caught:
+        fetch_artifact(
+            pushed.uri("models/mnist:v404"), WRONG, tmp_path / "m", access=pushed.access()
+        )
+    message = str(caught.value)
+    assert f"GET manifest v404 of {pushed.registry.host}/models/mnist (over HTTPS)" in message
+    assert "answered 404" in message
+    assert "MANIFEST_UNKNOWN: manifest unknown" in message
+
+
 @pytest.mark.parametrize(
     ("uri", "message"),
     [
