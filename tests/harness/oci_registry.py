@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import hashlib
 import http.server
 import json
@@ -45,6 +46,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509 import load_pem_x509_certificate
 
+from harness import cluster
 from harness.ledger import free_port
 from harness.pki import Credential, Pki
 from harness.processes import stop_process
@@ -54,16 +56,10 @@ SERVICE = "modeltrust-test-registry"
 ISSUER = "modeltrust-test-token-service"
 
 
+@functools.cache
 def tools_bin() -> Path:
-    """The directory of the cached registry and oras binaries (built on first use)."""
-    repo = Path(__file__).resolve().parents[2]
-    out = subprocess.run(
-        ["bash", str(repo / "tests/cluster/build-tools.sh"), "--print-bin-dir"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return Path(out.stdout.strip())
+    """The directory of the pinned registry and oras binaries (built on the first run)."""
+    return cluster.tools_bin()
 
 
 def _b64url(data: bytes) -> str:
