@@ -96,7 +96,7 @@ class OciReference:
     repository: str
     tag: str | None
     digest: str | None  # sha256:<hex> of the manifest
-    fragment: str | None  # which layer: its title
+    fragment: str | None  # which layer (its title), or /path: a file in image layers
 
     def uri(self, digest: str) -> str:
         fragment = f"#{self.fragment}" if self.fragment is not None else ""
