@@ -71,7 +71,9 @@ def given_path(path: Path | None) -> Path:
 
 
 @click.command("fetch")
-@click.option("--uri", required=True, help="https://, http://, file:// URI or local path.")
+@click.option(
+    "--uri", required=True, help="https://, http://, s3://BUCKET/KEY, file:// URI or local path."
+)
 @click.option("--digest", required=True, callback=_check_digest, help="Pinned sha256:<64 hex>.")
 @click.option("--dest", required=True, type=click.Path(path_type=Path), help="File to write.")
 @click.option("--max-size", type=click.IntRange(min=0), help="Refuse artifacts over BYTES.")
@@ -86,6 +88,19 @@ def given_path(path: Path | None) -> Path:
     default=60.0,
     show_default=True,
     help="Network timeout in seconds (connect and each read).",
+)
+@click.option(
+    "--s3-endpoint",
+    help="s3:// URIs: the store's URL, e.g. https://minio.example:9000 (default: AWS S3).",
+)
+@click.option("--s3-region", help="s3:// URIs: the region to sign for (default: us-east-1).")
+@click.option(
+    "--s3-addressing",
+    type=click.Choice(["auto", "path", "virtual"]),
+    default="auto",
+    show_default=True,
+    help="s3:// URIs: ENDPOINT/BUCKET/KEY (path) or BUCKET.ENDPOINT/KEY (virtual); auto lets "
+    "the S3 client choose (virtual on AWS, path on other endpoints).",
 )
 @click.option(
     "--registration",
@@ -119,6 +134,9 @@ def fetch_command(
     max_size: int | None,
     ca_file: Path | None,
     timeout: float,
+    s3_endpoint: str | None,
+    s3_region: str | None,
+    s3_addressing: str,
     registration: Path | None,
     publisher_key: Path | None,
     checkpoint: Path | None,
@@ -135,6 +153,7 @@ def fetch_command(
     with requires_extra("serving", "fetch"):
         from modeltrust.serving.errors import DigestMismatchError, FetchError
         from modeltrust.serving.fetch import fetch_artifact
+        from modeltrust.serving.sources import S3Options, SourceAccess
 
     given = {
         "registration": registration,
@@ -186,8 +205,11 @@ def fetch_command(
             dest,
             max_size=max_size,
             expected_size=expected_size,
-            ca_file=ca_file,
-            timeout=timeout,
+            access=SourceAccess(
+                ca_file=ca_file,
+                timeout=timeout,
+                s3=S3Options(endpoint=s3_endpoint, region=s3_region, addressing=s3_addressing),
+            ),
             progress=progress,
         )
     except DigestMismatchError as error:
