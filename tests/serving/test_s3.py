@@ -506,6 +506,7 @@ def test_an_object_replaced_mid_download_is_not_spliced(s3: S3Server, tmp_path: 
         ("s3://user:pw@models/m.onnx", S3Options(), "no host, port or credentials"),
         (URI, S3Options(addressing="dns"), "addressing 'dns' is not one of path, virtual, auto"),
         (URI, S3Options(endpoint="ftp://store"), "is not an http(s) URL"),
+        (URI, S3Options(region="eu west 1"), "cannot set up an S3 client for s3://models/"),
     ],
 )
 def test_unusable_locations_are_refused_before_any_request(
