@@ -503,7 +503,7 @@ def test_an_object_replaced_mid_download_is_not_spliced(s3: S3Server, tmp_path: 
     [
         ("s3://", S3Options(), "names no valid bucket"),
         ("s3://models", S3Options(), "names no object"),
-        ("s3://user:pw@models/m.onnx", S3Options(), "no host, port or credentials"),
+        ("s3://models:9000/m.onnx", S3Options(), "no host, port or credentials"),
         (URI, S3Options(addressing="dns"), "addressing 'dns' is not one of path, virtual, auto"),
         (URI, S3Options(endpoint="ftp://store"), "is not an http(s) URL"),
         (URI, S3Options(region="eu west 1"), "cannot set up an S3 client for s3://models/"),
@@ -517,11 +517,17 @@ def test_unusable_locations_are_refused_before_any_request(
     assert message in str(caught.value)
 
 
-def test_an_endpoint_with_a_password_is_refused_without_echoing_it(tmp_path: Path) -> None:
+def test_a_password_in_the_uri_or_endpoint_is_refused_without_echoing_it(
+    tmp_path: Path,
+) -> None:
     options = S3Options(endpoint="https://reader:hunter2hunter2@store.example")
     with pytest.raises(FetchError) as caught:
         fetch_artifact(URI, DIGEST, tmp_path / "m", access=SourceAccess(s3=options))
     assert "S3 keys go in the credentials Secret" in str(caught.value)
+    assert "hunter2hunter2" not in str(caught.value)
+    with pytest.raises(FetchError) as caught:
+        fetch_artifact("s3://reader:hunter2hunter2@models/m.onnx", DIGEST, tmp_path / "m")
+    assert "holds no user:password@" in str(caught.value)
     assert "hunter2hunter2" not in str(caught.value)
 
 

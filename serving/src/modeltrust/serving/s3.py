@@ -88,7 +88,6 @@ _TRANSIENT_CODES = {
     "Throttling",
     "ThrottlingException",
     "RequestTimeout",
-    "RequestTimeTooSkewed",  # our clock or the store's may still be settling
     "TooManyRequests",
 }
 _REFUSED_CODES = {
@@ -118,6 +117,11 @@ def parse_s3_uri(uri: str) -> tuple[str, str]:
     if not uri.startswith("s3://"):
         raise FetchError(f"{uri} is not an s3:// URI")
     bucket, slash, key = uri[len("s3://") :].partition("/")
+    if "@" in bucket:  # not echoed: what precedes the @ may be a password
+        raise FetchError(
+            "an s3:// URI holds no user:password@: the keys go in the Secret of "
+            "spec.model.credentials (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)"
+        )
     if not bucket or not _BUCKET.fullmatch(bucket):
         raise FetchError(
             f"{uri} names no valid bucket: use s3://BUCKET/KEY, where BUCKET is letters, "
