@@ -78,3 +78,17 @@ def test_revocation_bench_quick_prints_its_table() -> None:
                for r in rows)  # fmt: skip
     assert "| ledger: append answered (entry in a signed checkpoint) |" in out
     assert "| follower, batch of 5: 0 replicas and Revoked=True |" in out
+
+
+@pytest.mark.integration
+def test_s3_fetch_bench_quick_prints_its_tables() -> None:
+    # Its own versitygw on 127.0.0.1; 256 MiB object, two rounds.
+    out = run_quick("s3_fetch_bench.py", timeout=600)
+
+    assert "### s3:// fetch, 256 MiB object" in out
+    assert "| boto3 `get_object` streamed, 4 MiB reads + SHA-256 + write + fsync |" in out
+    assert "### Peak RSS of our s3:// fetch by object size (VmHWM)" in out
+    rows = result_rows(out)
+    assert len(rows) == 2, out  # throughput against boto3, and memory
+    assert any(r.startswith("| ours: `fetch_artifact` s3://") for r in rows)
+    assert any(r.startswith("| `fetch_artifact` s3:// (4 MiB buffer)") for r in rows)

@@ -75,14 +75,18 @@ def source_options(f: F) -> F:
             show_default=True,
             help="Network timeout in seconds (connect and each read).",
         ),
-        click.option("--s3-endpoint", help="s3://: the store's URL (default: Amazon S3)."),
-        click.option("--s3-region", help="s3://: the store's region."),
+        click.option(
+            "--s3-endpoint",
+            help="s3:// URIs: the store's URL, e.g. https://minio.example:9000 (default: AWS S3).",
+        ),
+        click.option("--s3-region", help="s3:// URIs: the region to sign for (default: us-east-1)."),
         click.option(
             "--s3-addressing",
             type=click.Choice(["auto", "path", "virtual"]),
             default="auto",
             show_default=True,
-            help="s3://: path-style or virtual-host-style requests.",
+            help="s3:// URIs: ENDPOINT/BUCKET/KEY (path) or BUCKET.ENDPOINT/KEY (virtual); auto "
+            "lets the S3 client choose (virtual on AWS, path on other endpoints).",
         ),
     ]
 
