@@ -1,0 +1,187 @@
+"""A real PostgreSQL server for tests: Debian's binaries, a cluster made with `initdb` in a
+temporary directory, `postgres` on a free loopback port with its unix socket in that
+directory. No system service, nothing outside the directory; stopped and removed at the end.
+
+PostgreSQL refuses to run as root: when the tests run as root, the server runs as `nobody`
+(Popen's user/group), and the directory is handed to it. Clients connect over TCP to
+127.0.0.1 as the superuser `postgres`, with `trust` authentication (loopback only).
+
+    python -m harness.postgres     # start one and print its URL until Ctrl-C (debugging)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import itertools
+import os
+import pwd
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import LiteralString
+
+import psycopg
+
+from harness.ledger import free_port
+
+SUPERUSER = "postgres"
+
+
+class PostgresError(RuntimeError):
+    """The PostgreSQL server for the tests could not be set up."""
+
+
+def postgres_bin_dir() -> Path:
+    """Where initdb and postgres are: $MODELTRUST_POSTGRES_BIN, else the newest
+    /usr/lib/postgresql/<version>/bin (Debian's `postgresql` package)."""
+    named = os.environ.get("MODELTRUST_POSTGRES_BIN")
+    if named:
+        return Path(named)
+    found = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin/postgres"),
+        key=lambda p: [int(x) for x in re.findall(r"\d+", p)],
+    )
+    if not found:
+        raise PostgresError(
+            "no PostgreSQL server binaries in /usr/lib/postgresql/*/bin: install Debian's "
+            "`postgresql` package (tests/cluster/install-node-deps.sh does), or name the "
+            "directory in MODELTRUST_POSTGRES_BIN"
+        )
+    return Path(found[-1]).parent
+
+
+class PostgresServer:
+    """One server; `start()`, `create_database()` per test, `stop()`."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.data = workdir / "data"
+        self.log = workdir / "postgres.log"
+        self.port = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._names = itertools.count()
+        self.bin = postgres_bin_dir()
+        # Run as `nobody` when we are root: postgres will not run as root.
+        self._user = "nobody" if os.geteuid() == 0 else None
+
+    def _run_as(self) -> dict[str, object]:
+        if self._user is None:
+            return {}
+        entry = pwd.getpwnam(self._user)
+        return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
+
+    def start(self) -> None:
+        if self._user is not None:
+            entry = pwd.getpwnam(self._user)
+            os.chown(self.workdir, entry.pw_uid, entry.pw_gid)
+        initdb = subprocess.run(
+            [str(self.bin / "initdb"), "-D", str(self.data), "-U", SUPERUSER, "--auth=trust",
+             "-E", "UTF8", "--locale=C.UTF-8", "--no-sync"],  # fmt: skip
+            capture_output=True,
+            text=True,
+            check=False,
+            cwd=self.workdir,
+            **self._run_as(),  # type: ignore[arg-type]
+        )
+        if initdb.returncode != 0:
+            raise PostgresError(f"initdb failed ({initdb.returncode}): {initdb.stderr[-2000:]}")
+        self.port = free_port()
+        log = self.log.open("wb")
+        # fsync stays on (the default): the ledger's durability is part of what is tested.
+        self.proc = subprocess.Popen(
+            [str(self.bin / "postgres"), "-D", str(self.data), "-p", str(self.port),
+             "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={self.workdir}",
+             "-c", "max_connections=200"],  # fmt: skip
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=self.workdir,
+            **self._run_as(),  # type: ignore[arg-type]
+        )
+        log.close()
+        deadline = time.monotonic() + 60
+        while True:
+            if self.proc.poll() is not None:
+                raise PostgresError(
+                    f"postgres exited with {self.proc.returncode}: {self._log_tail()}"
+                )
+            try:
+                with psycopg.connect(self.url("postgres"), connect_timeout=2):
+                    return
+            except psycopg.OperationalError as exc:
+                if time.monotonic() > deadline:
+                    raise PostgresError(
+                        f"postgres did not accept connections in 60 s ({exc}): {self._log_tail()}"
+                    ) from exc
+                time.sleep(0.1)
+
+    def _log_tail(self) -> str:
+        try:
+            return self.log.read_text(errors="replace")[-2000:]
+        except OSError:
+            return "(no log)"
+
+    def url(self, database: str) -> str:
+        return f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/{database}"
+
+    def create_database(self) -> str:
+        """A new, empty database; returns its URL."""
+        name = f"ledger_{os.getpid()}_{next(self._names)}"
+        with psycopg.connect(self.url("postgres"), autocommit=True) as db:
+            db.execute(f"CREATE DATABASE {name}")  # type: ignore[arg-type]  # our own name
+        return self.url(name)
+
+    def drop_database(self, url: str) -> None:
+        """Drops it, ending any session still connected (a killed test process's)."""
+        name = url.rsplit("/", 1)[1]
+        with psycopg.connect(self.url("postgres"), autocommit=True) as db:
+            db.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")  # type: ignore[arg-type]
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()  # SIGTERM: postgres's "smart" shutdown, then fast below
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.send_signal(2)  # SIGINT: fast shutdown, ends the sessions
+                try:
+                    self.proc.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait()
+        self.proc = None
+
+
+@contextlib.contextmanager
+def running_postgres() -> Iterator[PostgresServer]:
+    """A started server in a fresh temporary directory, stopped and removed afterwards."""
+    workdir = Path(tempfile.mkdtemp(prefix="mt-pg-"))
+    server = PostgresServer(workdir)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def ledger_sql(url: str, sql: LiteralString, params: Sequence[object] = ()) -> int:
+    """Run one statement on the ledger's tables as the superuser, bypassing their
+    append-only triggers (session_replication_role): how tests damage a store on purpose.
+    Returns the number of rows it touched."""
+    with psycopg.connect(url, autocommit=True) as db:
+        db.execute("SET session_replication_role = replica")
+        db.execute("SET search_path = modeltrust_ledger")
+        return db.execute(sql, params).rowcount
+
+
+if __name__ == "__main__":
+    with running_postgres() as pg:
+        print(pg.url("postgres"), flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            while True:
+                time.sleep(3600)
