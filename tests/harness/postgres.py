@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import LiteralString
 
 import psycopg
+import psycopg.sql
 
 from harness.ledger import free_port
 
@@ -68,39 +69,42 @@ class PostgresServer:
         self.bin = postgres_bin_dir()
         # Run as `nobody` when we are root: postgres will not run as root.
         self._user = "nobody" if os.geteuid() == 0 else None
-
-    def _run_as(self) -> dict[str, object]:
-        if self._user is None:
-            return {}
-        entry = pwd.getpwnam(self._user)
-        return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
+        entry = pwd.getpwnam(self._user) if self._user else None
+        self._uid = entry.pw_uid if entry else None
+        self._gid = entry.pw_gid if entry else None
+        self._groups: list[int] | None = [] if entry else None  # nobody's own group only
 
     def start(self) -> None:
-        if self._user is not None:
-            entry = pwd.getpwnam(self._user)
-            os.chown(self.workdir, entry.pw_uid, entry.pw_gid)
+        if self._uid is not None and self._gid is not None:
+            os.chown(self.workdir, self._uid, self._gid)
+        argv = [str(self.bin / "initdb"), "-D", str(self.data), "-U", SUPERUSER, "--auth=trust",
+                "-E", "UTF8", "--locale=C.UTF-8", "--no-sync"]  # fmt: skip
         initdb = subprocess.run(
-            [str(self.bin / "initdb"), "-D", str(self.data), "-U", SUPERUSER, "--auth=trust",
-             "-E", "UTF8", "--locale=C.UTF-8", "--no-sync"],  # fmt: skip
+            argv,
             capture_output=True,
             text=True,
             check=False,
             cwd=self.workdir,
-            **self._run_as(),  # type: ignore[arg-type]
+            user=self._uid,
+            group=self._gid,
+            extra_groups=self._groups,
         )
         if initdb.returncode != 0:
             raise PostgresError(f"initdb failed ({initdb.returncode}): {initdb.stderr[-2000:]}")
         self.port = free_port()
         log = self.log.open("wb")
         # fsync stays on (the default): the ledger's durability is part of what is tested.
+        argv = [str(self.bin / "postgres"), "-D", str(self.data), "-p", str(self.port),
+                "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={self.workdir}",
+                "-c", "max_connections=200"]  # fmt: skip
         self.proc = subprocess.Popen(
-            [str(self.bin / "postgres"), "-D", str(self.data), "-p", str(self.port),
-             "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={self.workdir}",
-             "-c", "max_connections=200"],  # fmt: skip
+            argv,
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=self.workdir,
-            **self._run_as(),  # type: ignore[arg-type]
+            user=self._uid,
+            group=self._gid,
+            extra_groups=self._groups,
         )
         log.close()
         deadline = time.monotonic() + 60
@@ -132,14 +136,18 @@ class PostgresServer:
         """A new, empty database; returns its URL."""
         name = f"ledger_{os.getpid()}_{next(self._names)}"
         with psycopg.connect(self.url("postgres"), autocommit=True) as db:
-            db.execute(f"CREATE DATABASE {name}")  # type: ignore[arg-type]  # our own name
+            db.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(name)))
         return self.url(name)
 
     def drop_database(self, url: str) -> None:
         """Drops it, ending any session still connected (a killed test process's)."""
         name = url.rsplit("/", 1)[1]
         with psycopg.connect(self.url("postgres"), autocommit=True) as db:
-            db.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")  # type: ignore[arg-type]
+            db.execute(
+                psycopg.sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                    psycopg.sql.Identifier(name)
+                )
+            )
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -169,7 +169,8 @@ class PostgresLedgerStore:
         if lease <= 0:
             raise StorageError("the writer lease must be a positive number of seconds")
         self._url = url
-        self._password = conninfo_to_dict(url).get("password")
+        password = conninfo_to_dict(url).get("password")
+        self._password = str(password) if password else None
         self.writer = writer
         self._lease = lease
         self._epoch = 0
@@ -429,7 +430,11 @@ class PostgresLedgerStore:
                 cur.execute(
                     "INSERT INTO lookup (kind, key, idx) "
                     "SELECT * FROM unnest(%s::text[], %s::text[], %s::int8[])",
-                    ([k for k, _, _ in lookups], [v for _, v, _ in lookups], [i for *_, i in lookups]),
+                    (
+                        [k for k, _, _ in lookups],
+                        [v for _, v, _ in lookups],
+                        [i for *_, i in lookups],
+                    ),
                 )
             cur.execute(
                 "INSERT INTO blocks (height, header, header_hash, checkpoint, end_index) "
