@@ -18,6 +18,7 @@ import os
 import pwd
 import re
 import shutil
+import sqlite3
 import subprocess
 import tempfile
 import time
@@ -29,6 +30,7 @@ import psycopg
 import psycopg.sql
 
 from harness.ledger import free_port
+from modeltrust.chain.storage import is_database_url
 
 SUPERUSER = "postgres"
 
@@ -175,6 +177,16 @@ def running_postgres() -> Iterator[PostgresServer]:
     finally:
         server.stop()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def store_sql(db: str | os.PathLike[str], sql: LiteralString, *params: object) -> int:
+    """Run one statement (``?`` placeholders) on a ledger store's tables, a SQLite file or
+    a PostgreSQL database: how tests damage a store, or fake a takeover, on purpose.
+    Returns the number of rows it touched."""
+    if is_database_url(db):
+        return ledger_sql(str(db), sql.replace("?", "%s"), params)
+    with sqlite3.connect(db) as conn:
+        return conn.execute(sql, params).rowcount
 
 
 def ledger_sql(url: str, sql: LiteralString, params: Sequence[object] = ()) -> int:
