@@ -155,9 +155,12 @@ def ledger_subprocess(
     workdir: Path,
     *options: str,
     ready_timeout: float = 30,
+    wait: bool = True,
 ) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     """`modeltrust ledger serve` on ``db`` (a file or a postgresql:// URL) as a real process,
-    with more ``options``; yields (process, url) once it is ready."""
+    with more ``options``; yields (process, url) once it is ready (``wait=False``: at once,
+    e.g. a standby that serves only once it holds the writer lock). Its output goes to
+    ``workdir/ledger-<port>.log``."""
     port = free_port()
     key_file = write_signer_key(keys, workdir)
     cmd = [
@@ -184,7 +187,8 @@ def ledger_subprocess(
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ))
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_ready(url, proc, timeout=ready_timeout)
+        if wait:
+            wait_ready(url, proc, timeout=ready_timeout)
         yield proc, url
     finally:
         stop_process(proc, timeout=10)

@@ -366,7 +366,7 @@ class PostgresLedgerStore:
 
     def _scrub(self, exc: BaseException) -> str:
         """An error's text without the password, should a driver message ever echo it."""
-        text = str(exc).strip()
+        text = " ".join(str(exc).split())  # libpq's messages span lines; a log line should not
         return text.replace(self._password, "***") if self._password else text
 
     # -- identity -----------------------------------------------------------------------------
