@@ -546,7 +546,7 @@ def open_store(
         except ImportError as exc:  # psycopg comes with the optional [postgres] extra
             raise StorageError(
                 "PostgreSQL storage needs psycopg: pip install 'modeltrust-chain[postgres]' "
-                f"({exc})"
+                f"(or 'modeltrust-cli[postgres]') ({exc})"
             ) from exc
         return PostgresLedgerStore(
             str(location), writer=writer, writer_wait=writer_wait, lease=writer_lease
