@@ -1,11 +1,15 @@
 """Ledger benchmarks (docs/architecture.md, performance goals): prints a markdown table
-with targets and anchors.
+with targets and anchors, and the appends on SQLite and on PostgreSQL side by side.
 
     python bench/ledger_bench.py            # full run (1M-entry store; a few minutes)
     python bench/ledger_bench.py --quick    # CI smoke: small sizes, same code paths
 
 The server is the real `modeltrust ledger serve` process (SQLite, synchronous=FULL,
 one fsync per block); load comes from this process over loopback with aiohttp.
+The same append workloads then run against `ledger serve --db postgresql://...` on a
+PostgreSQL server started for the run (tests/harness/postgres.py: Debian's binaries,
+default settings, fsync and synchronous_commit on, loopback TCP), right after the SQLite
+ones, so both see the same machine.
 The 1M-entry store for proof serving and `ledger verify` is built directly through
 the storage interface (same blocks, nodes and signed checkpoints the sequencer writes).
 """
@@ -36,7 +40,7 @@ from modeltrust.chain.blocks import GENESIS_PREV_HASH, BlockHeader, header_hash
 from modeltrust.chain.canonical import canonical_json
 from modeltrust.chain.checkpoint import Checkpoint, sign_checkpoint
 from modeltrust.chain.entries import AuditEntry, entry_to_json
-from modeltrust.chain.ledger_verify import verify_sqlite
+from modeltrust.chain.ledger_verify import verify_database
 from modeltrust.chain.lookup import lookup_keys
 from modeltrust.chain.merkle import CompactRange, empty_root, leaf_hash
 from modeltrust.chain.note import NoteSigner
@@ -48,6 +52,11 @@ from modeltrust.chain.storage import (
     SQLiteLedgerStore,
     StoredBlock,
 )
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+
+from harness.postgres import running_postgres  # noqa: E402  (the tests' PostgreSQL server)
 
 ORIGIN = "bench.local/ledger"
 TOKEN = "bench-token"  # noqa: S105 - a throwaway token for a loopback server
@@ -86,7 +95,9 @@ def body_of(entries: list[AuditEntry]) -> bytes:
 
 
 class Server:
-    def __init__(self, workdir: Path, db: Path, signer: NoteSigner) -> None:
+    """`modeltrust ledger serve` on ``db``: a SQLite file or a postgresql:// URL."""
+
+    def __init__(self, workdir: Path, db: str | Path, signer: NoteSigner) -> None:
         self.workdir, self.db, self.signer = workdir, db, signer
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = ""
@@ -320,30 +331,37 @@ def main() -> None:
     load_before = os.getloadavg()
     tmp = Path(tempfile.mkdtemp(prefix="ledger-bench-"))
     signer = NoteSigner.generate(ORIGIN)
+    by_store: dict[str, Appends] = {}
+    postgres_version = ""
     try:
+        # The same workloads on each store, one right after the other.
         with Server(tmp, tmp / "appends.db", signer) as server:
-            rate = asyncio.run(batched_appends(server.url, n_batched, batch=1000, clients=4))
-            add(
-                "sustained appends, batched requests (1000/request, 4 clients)",
-                f"{rate:,.0f} entries/s",
-                ">= 10,000/s",
-                rate >= 10_000,
-            )
-            rate = asyncio.run(single_appends(server.url, n_single, clients=64, run="s"))
-            add(
-                "single-entry appends, 64 concurrent clients",
-                f"{rate:,.0f} entries/s",
-                ">= 3,000/s",
-                rate >= 3_000,
-            )
-            lat = asyncio.run(paced_latency(server.url, 1000, latency_s))
-            p50, p99 = p(lat, 0.5) * 1000, p(lat, 0.99) * 1000
-            add(
-                "append -> signed checkpoint latency at 1,000 appends/s",
-                f"p50 {p50:.1f} ms, p99 {p99:.1f} ms",
-                "p99 <= 100 ms",
-                p99 <= 100,
-            )
+            by_store["SQLite"] = append_workloads(server.url, n_batched, n_single, latency_s)
+        with running_postgres() as pg:
+            postgres_version = pg.server_version()
+            with Server(tmp, pg.create_database(), signer) as server:
+                by_store["PostgreSQL"] = append_workloads(
+                    server.url, n_batched, n_single, latency_s
+                )
+        sqlite = by_store["SQLite"]
+        add(
+            "sustained appends, batched requests (1000/request, 4 clients)",
+            f"{sqlite.batched:,.0f} entries/s",
+            ">= 10,000/s",
+            sqlite.batched >= 10_000,
+        )
+        add(
+            "single-entry appends, 64 concurrent clients",
+            f"{sqlite.single:,.0f} entries/s",
+            ">= 3,000/s",
+            sqlite.single >= 3_000,
+        )
+        add(
+            "append -> signed checkpoint latency at 1,000 appends/s",
+            f"p50 {sqlite.p50_ms:.1f} ms, p99 {sqlite.p99_ms:.1f} ms",
+            "p99 <= 100 ms",
+            sqlite.p99_ms <= 100,
+        )
         big = tmp / "big.db"
         build_s = build_store(big, signer, n_big)
         add(f"build a {n_big:,}-entry store through storage", f"{build_s:.1f} s")
@@ -358,7 +376,7 @@ def main() -> None:
                     p99 <= 2,
                 )
         start = time.perf_counter()
-        report = verify_sqlite(str(big), signer.verifier())
+        report = verify_database(str(big), signer.verifier())
         rate = report.tree_size / (time.perf_counter() - start)
         add(
             f"`ledger verify` of {n_big:,} entries (hashes, nodes, headers, checkpoints)",
@@ -381,6 +399,42 @@ def main() -> None:
     print("|---|---|---|---|")
     for r in rows:
         print(f"| {r.name} | {r.measured} | {r.target} | {r.verdict} |")
+    print_by_store(by_store, postgres_version)
+
+
+@dataclass
+class Appends:
+    """One store's append figures: entries/s, and latency to the signed receipt."""
+
+    batched: float
+    single: float
+    p50_ms: float
+    p99_ms: float
+
+
+def append_workloads(url: str, n_batched: int, n_single: int, latency_s: float) -> Appends:
+    batched = asyncio.run(batched_appends(url, n_batched, batch=1000, clients=4))
+    single = asyncio.run(single_appends(url, n_single, clients=64, run="s"))
+    lat = asyncio.run(paced_latency(url, 1000, latency_s))
+    return Appends(batched, single, p(lat, 0.5) * 1000, p(lat, 0.99) * 1000)
+
+
+def print_by_store(by_store: dict[str, Appends], postgres_version: str) -> None:
+    sqlite, postgres = by_store["SQLite"], by_store["PostgreSQL"]
+    print(
+        f"\n### Appends by store: SQLite (WAL, synchronous=FULL) vs PostgreSQL {postgres_version} "
+        "(local server, default settings, fsync and synchronous_commit on)\n"
+    )
+    print("| workload | SQLite | PostgreSQL | PostgreSQL / SQLite |")
+    print("|---|---:|---:|---:|")
+    for name, a, b, unit in (
+        ("batched appends (1000/request, 4 clients)", sqlite.batched, postgres.batched, "/s"),
+        ("single-entry appends (64 clients)", sqlite.single, postgres.single, "/s"),
+        ("append -> signed checkpoint at 1,000/s, p50", sqlite.p50_ms, postgres.p50_ms, " ms"),
+        ("append -> signed checkpoint at 1,000/s, p99", sqlite.p99_ms, postgres.p99_ms, " ms"),
+    ):
+        shown = (f"{v:,.0f} entries/s" if unit == "/s" else f"{v:.1f} ms" for v in (a, b))
+        print(f"| {name} | {' | '.join(shown)} | {b / a:.2f} |")
 
 
 if __name__ == "__main__":

@@ -131,6 +131,12 @@ class PostgresServer:
         except OSError:
             return "(no log)"
 
+    def server_version(self) -> str:
+        """The server's version, e.g. "15.18"."""
+        with psycopg.connect(self.url("postgres")) as db:
+            row = db.execute("SHOW server_version").fetchone()
+        return str(row[0]).split()[0] if row else "?"
+
     def url(self, database: str) -> str:
         return f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/{database}"
 
