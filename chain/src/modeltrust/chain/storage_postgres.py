@@ -4,7 +4,9 @@ one database and take over from each other.
 
 Tables live in the schema ``modeltrust_ledger`` (one ledger per database): ``meta``,
 ``entries``, ``nodes``, ``blocks`` and ``lookup``, with the columns and keys of the SQLite
-backend (``storage.py``). Statement triggers refuse UPDATE, DELETE and TRUNCATE on all but
+backend (``storage.py``); text keys compare bytewise (``COLLATE "C"``), as SQLite's do, and
+a locale's collation would only make the lookup index slower. Parameters go in binary
+(``%b``): hex-encoding bytea arrays cost more than the rest of an append. Statement triggers refuse UPDATE, DELETE and TRUNCATE on all but
 ``meta``: the log is append-only in the database itself, not only in this code.
 
 The writer lock. A writer uses one session for everything:
@@ -75,7 +77,7 @@ WAIT_REPORT_SECONDS = 30.0  # how often a waiting standby says whom it waits for
 
 _SCHEMA_DDL: LiteralString = """
 CREATE SCHEMA IF NOT EXISTS modeltrust_ledger;
-CREATE TABLE modeltrust_ledger.meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE modeltrust_ledger.meta (key TEXT COLLATE "C" PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE modeltrust_ledger.entries (
     idx BIGINT PRIMARY KEY,
     leaf_hash BYTEA NOT NULL UNIQUE,
@@ -90,8 +92,8 @@ CREATE TABLE modeltrust_ledger.blocks (
     end_index BIGINT NOT NULL
 );
 CREATE TABLE modeltrust_ledger.lookup (
-    kind TEXT NOT NULL,
-    key TEXT NOT NULL,
+    kind TEXT COLLATE "C" NOT NULL,
+    key TEXT COLLATE "C" NOT NULL,
     idx BIGINT NOT NULL,
     PRIMARY KEY (kind, key, idx)
 );
@@ -414,7 +416,7 @@ class PostgresLedgerStore:
             if entries:
                 cur.execute(
                     "INSERT INTO entries (idx, leaf_hash, data) "
-                    "SELECT * FROM unnest(%s::int8[], %s::bytea[], %s::bytea[])",
+                    "SELECT * FROM unnest(%b::int8[], %b::bytea[], %b::bytea[])",
                     (
                         [e.index for e in entries],
                         [e.leaf_hash for e in entries],
@@ -423,13 +425,13 @@ class PostgresLedgerStore:
                 )
             if batch.nodes:
                 cur.execute(
-                    "INSERT INTO nodes (pos, hash) SELECT * FROM unnest(%s::int8[], %s::bytea[])",
+                    "INSERT INTO nodes (pos, hash) SELECT * FROM unnest(%b::int8[], %b::bytea[])",
                     ([node_position(n) for n, _ in batch.nodes], [h for _, h in batch.nodes]),
                 )
             if lookups:
                 cur.execute(
                     "INSERT INTO lookup (kind, key, idx) "
-                    "SELECT * FROM unnest(%s::text[], %s::text[], %s::int8[])",
+                    "SELECT * FROM unnest(%b::text[], %b::text[], %b::int8[])",
                     (
                         [k for k, _, _ in lookups],
                         [v for _, v, _ in lookups],
@@ -547,7 +549,7 @@ class PostgresLedgerStore:
         if not hashes:
             return {}
         rows = self._query(
-            "SELECT leaf_hash, idx FROM entries WHERE leaf_hash = ANY(%s::bytea[])", (list(hashes),)
+            "SELECT leaf_hash, idx FROM entries WHERE leaf_hash = ANY(%b::bytea[])", (list(hashes),)
         )
         return dict(rows)
 
@@ -555,7 +557,7 @@ class PostgresLedgerStore:
         if not keys:
             return {}
         rows = self._query(
-            "SELECT key, MIN(idx) FROM lookup WHERE kind = %s AND key = ANY(%s::text[]) "
+            "SELECT key, MIN(idx) FROM lookup WHERE kind = %s AND key = ANY(%b::text[]) "
             "GROUP BY key",
             (kind, list(keys)),
         )
