@@ -6,8 +6,9 @@ Tables live in the schema ``modeltrust_ledger`` (one ledger per database): ``met
 ``entries``, ``nodes``, ``blocks`` and ``lookup``, with the columns and keys of the SQLite
 backend (``storage.py``); text keys compare bytewise (``COLLATE "C"``), as SQLite's do, and
 a locale's collation would only make the lookup index slower. Parameters go in binary
-(``%b``): hex-encoding bytea arrays cost more than the rest of an append. Statement triggers refuse UPDATE, DELETE and TRUNCATE on all but
-``meta``: the log is append-only in the database itself, not only in this code.
+(``%b``): hex-encoding bytea arrays cost more than the rest of an append. Statement
+triggers refuse UPDATE, DELETE and TRUNCATE on all but ``meta``: the log is append-only
+in the database itself, not only in this code.
 
 The writer lock. A writer uses one session for everything:
 
