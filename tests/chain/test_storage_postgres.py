@@ -261,3 +261,16 @@ def test_database_urls_are_shown_without_their_password() -> None:
         "postgresql://db/l?sslmode=require&password=***"
     )
     assert redact_database_url("postgresql://ledger@db/l") == "postgresql://ledger@db/l"
+
+
+def test_a_role_that_may_not_create_the_tables_is_told_so(
+    postgres_url: str, postgres_server: PostgresServer
+) -> None:
+    with psycopg.connect(postgres_url, autocommit=True) as db:
+        db.execute("CREATE ROLE ledger_nocreate LOGIN")
+        db.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+    url = postgres_url.replace("postgres@", "ledger_nocreate@")
+    with pytest.raises(StorageError, match=r"opening the ledger database .* failed: .*permission"):
+        open_store(url, writer=True)
+    with psycopg.connect(postgres_url, autocommit=True) as db:
+        db.execute("DROP ROLE ledger_nocreate")

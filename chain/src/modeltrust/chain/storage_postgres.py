@@ -201,6 +201,11 @@ class PostgresLedgerStore:
                 self._heartbeat.start()
             else:
                 self._check_schema()
+        except psycopg.Error as exc:  # the server went away, a privilege is missing, ...
+            self._db.close()
+            raise StorageError(
+                f"opening the ledger database {self.location} failed: {self._scrub(exc)}"
+            ) from exc
         except BaseException:
             self._db.close()
             raise
