@@ -181,6 +181,24 @@ def test_serve_keeps_the_database_password_out_of_its_log(
     assert "the database password is on the command line" in log
 
 
+def test_a_bounded_second_serve_on_postgresql_names_the_writer_it_waited_for(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    keys = make_keys(tmp_path / "k")
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    with ledger_subprocess(keys, postgres_url, tmp_path / "a") as (first, _):
+        with (
+            pytest.raises(RuntimeError, match="exited with 1"),
+            ledger_subprocess(keys, postgres_url, tmp_path / "b", "--writer-wait", "1"),
+        ):
+            pass
+        log = next((tmp_path / "b").glob("ledger-*.log")).read_text()
+        assert "another ledger writer holds the writer lock" in log
+        assert "(waited 1 s)" in log
+        assert f"modeltrust-ledger writer pid {first.pid}" in log
+
+
 def test_serve_verify_url_checkpoint_and_single_writer(tmp_path: Path) -> None:
     keys = make_keys(tmp_path / "k")
     db = tmp_path / "l.db"
