@@ -59,11 +59,10 @@ from modeltrust.chain.storage import (
 
 OPERATOR_ADVICE = (
     "Operator of this ledger: keep the damaged database for investigation, run "
-    "`modeltrust ledger verify --db <file or database URL> --verifier-key <key>` for the first "
-    "damage, and "
-    "restore the database from a backup or replica whose latest checkpoint is at least as "
-    "new as any checkpoint clients have seen. Do not edit rows or re-sign: clients that "
-    "trust a newer checkpoint would rightly report a rollback or a fork."
+    "`modeltrust ledger verify --db <file or database URL> --verifier-key <key>` for the "
+    "first damage, and restore the database from a backup or replica whose latest checkpoint "
+    "is at least as new as any checkpoint clients have seen. Do not edit rows or re-sign: "
+    "clients that trust a newer checkpoint would rightly report a rollback or a fork."
 )
 
 
