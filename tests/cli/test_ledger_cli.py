@@ -139,7 +139,13 @@ def test_verify_reads_a_postgresql_ledger_named_in_the_environment(
     result = CliRunner().invoke(main, args, env=env)
     assert result.exit_code == 0, result.output
     assert "OK: 100 entries in 4 blocks" in result.output
-    both = CliRunner().invoke(main, [*args, "--db", str(tmp_path / "l.db")], env=env)
+    # On the command line, --db wins over the variable; both options at once are refused.
+    other = CliRunner().invoke(main, [*args, "--db", str(tmp_path / "none.db")], env=env)
+    assert other.exit_code == 2
+    assert "none.db' does not exist" in other.output
+    both = CliRunner().invoke(
+        main, [*args, "--db", str(tmp_path / "l.db"), "--database-url", postgres_url]
+    )
     assert both.exit_code == 2
     assert "not both" in both.output
     # Damage one entry's bytes (as the database's superuser): the first bad index is named.

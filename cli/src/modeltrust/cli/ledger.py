@@ -92,8 +92,16 @@ def _database_options(f: F) -> F:
     )(f)
 
 
+def _from_environment(name: str) -> bool:
+    source = click.get_current_context().get_parameter_source(name)
+    return source is click.core.ParameterSource.ENVIRONMENT
+
+
 def _database(db: str | None, database_url: str | None, *, must_exist: bool) -> str:
-    """The store location from --db / --database-url: exactly one of them."""
+    """The store location from --db / --database-url: exactly one of them. An option on
+    the command line wins over MODELTRUST_LEDGER_DATABASE_URL in the environment."""
+    if db is not None and database_url is not None and _from_environment("database_url"):
+        database_url = None
     if db is not None and database_url is not None:
         raise click.UsageError(
             "give --db or --database-url (MODELTRUST_LEDGER_DATABASE_URL), not both"
@@ -312,6 +320,8 @@ def verify(
     from modeltrust.chain.ledger_verify import LedgerVerificationError, verify_database
     from modeltrust.chain.remote_verify import verify_remote
 
+    if url is not None and database_url is not None and _from_environment("database_url"):
+        database_url = None
     if url is not None and (db is not None or database_url is not None):
         raise click.UsageError("give exactly one of --db, --database-url or --url")
     location = None if url is not None else _database(db, database_url, must_exist=True)
