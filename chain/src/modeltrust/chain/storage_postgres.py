@@ -76,8 +76,7 @@ MIN_SERVER_VERSION = 140000  # idle_session_timeout appeared in PostgreSQL 14
 POLL_SECONDS = 0.25  # how often a standby tries the lock
 WAIT_REPORT_SECONDS = 30.0  # how often a waiting standby says whom it waits for
 
-_SCHEMA_DDL: LiteralString = """
-CREATE SCHEMA IF NOT EXISTS modeltrust_ledger;
+_TABLES_DDL: LiteralString = """
 CREATE TABLE modeltrust_ledger.meta (key TEXT COLLATE "C" PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE modeltrust_ledger.entries (
     idx BIGINT PRIMARY KEY,
@@ -319,11 +318,15 @@ class PostgresLedgerStore:
 
     def _create_schema(self) -> None:
         """Create the tables on first use; in one transaction, so never half of them."""
-        with self._db.transaction():
-            if self._db.execute("SELECT to_regclass('modeltrust_ledger.meta')").fetchone() == (
-                None,
-            ):
-                self._db.execute(_SCHEMA_DDL)
+        db = self._db
+        with db.transaction():
+            if db.execute("SELECT to_regclass('modeltrust_ledger.meta')").fetchone() != (None,):
+                return
+            # Only when missing: CREATE SCHEMA needs CREATE on the database even with IF NOT
+            # EXISTS, and a DBA may have made the schema for a role that lacks it.
+            if db.execute("SELECT to_regnamespace(%s)", (SCHEMA,)).fetchone() == (None,):
+                db.execute("CREATE SCHEMA modeltrust_ledger")
+            db.execute(_TABLES_DDL)
 
     def _check_schema(self) -> None:
         if self._db.execute("SELECT to_regclass('modeltrust_ledger.meta')").fetchone() == (None,):
