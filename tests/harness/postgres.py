@@ -18,6 +18,7 @@ import os
 import pwd
 import re
 import shutil
+import signal
 import sqlite3
 import subprocess
 import tempfile
@@ -159,16 +160,14 @@ class PostgresServer:
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()  # SIGTERM: postgres's "smart" shutdown, then fast below
+            # SIGINT is postgres's "fast" shutdown: it ends the sessions still open (a test's
+            # leftover, a killed ledger's) instead of waiting for them, as SIGTERM would.
+            self.proc.send_signal(signal.SIGINT)
             try:
-                self.proc.wait(timeout=10)
+                self.proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
-                self.proc.send_signal(2)  # SIGINT: fast shutdown, ends the sessions
-                try:
-                    self.proc.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
-                    self.proc.wait()
+                self.proc.kill()
+                self.proc.wait()
         self.proc = None
 
 
