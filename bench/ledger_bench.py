@@ -213,7 +213,7 @@ async def paced_latency(url: str, rate: int, seconds: float) -> list[float]:
 # -- a big store, built through the storage interface --------------------------------------------
 
 
-def build_store(db: str, signer: NoteSigner, size: int, block: int = 8192) -> float:
+def build_store(db: str | Path, signer: NoteSigner, size: int, block: int = 8192) -> float:
     """Write ``size`` audit entries in blocks, exactly as the sequencer would; returns seconds."""
     template_entry = audit_entry(0, "big")
     # Canonical JSON of every entry differs only in a few values; render them from a
