@@ -40,7 +40,7 @@ tools:  ## the local control plane binaries (built once, cached by version)
 tools-real-node:  ## also CoreDNS and the local images' binaries (the real-node mode)
 	bash tests/cluster/build-tools.sh --real-node
 
-node-deps:  ## Debian packages the real-node mode needs: containerd, runc, CNI plugins, nftables (root)
+node-deps:  ## Debian packages the real-node mode and the tests need: containerd, runc, CNI plugins, nftables, postgresql (root)
 	bash tests/cluster/install-node-deps.sh
 
 lint:  ## ruff, mypy --strict, and the layering of the four distributions (import-linter)

@@ -1,11 +1,15 @@
 """Ledger benchmarks (docs/architecture.md, performance goals): prints a markdown table
-with targets and anchors.
+with targets and anchors, and the appends on SQLite and on PostgreSQL side by side.
 
     python bench/ledger_bench.py            # full run (1M-entry store; a few minutes)
     python bench/ledger_bench.py --quick    # CI smoke: small sizes, same code paths
 
 The server is the real `modeltrust ledger serve` process (SQLite, synchronous=FULL,
 one fsync per block); load comes from this process over loopback with aiohttp.
+The same append workloads then run against `ledger serve --db postgresql://...` on a
+PostgreSQL server started for the run (tests/harness/postgres.py: Debian's binaries,
+default settings, fsync and synchronous_commit on, loopback TCP), right after the SQLite
+ones, so both see the same machine.
 The 1M-entry store for proof serving and `ledger verify` is built directly through
 the storage interface (same blocks, nodes and signed checkpoints the sequencer writes).
 """
@@ -36,7 +40,7 @@ from modeltrust.chain.blocks import GENESIS_PREV_HASH, BlockHeader, header_hash
 from modeltrust.chain.canonical import canonical_json
 from modeltrust.chain.checkpoint import Checkpoint, sign_checkpoint
 from modeltrust.chain.entries import AuditEntry, entry_to_json
-from modeltrust.chain.ledger_verify import verify_sqlite
+from modeltrust.chain.ledger_verify import verify_database
 from modeltrust.chain.lookup import lookup_keys
 from modeltrust.chain.merkle import CompactRange, empty_root, leaf_hash
 from modeltrust.chain.note import NoteSigner
@@ -45,9 +49,14 @@ from modeltrust.chain.storage import (
     AppendBatch,
     LedgerIdentity,
     NewEntry,
-    SQLiteLedgerStore,
     StoredBlock,
+    open_store,
 )
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+
+from harness.postgres import running_postgres  # noqa: E402  (the tests' PostgreSQL server)
 
 ORIGIN = "bench.local/ledger"
 TOKEN = "bench-token"  # noqa: S105 - a throwaway token for a loopback server
@@ -86,7 +95,9 @@ def body_of(entries: list[AuditEntry]) -> bytes:
 
 
 class Server:
-    def __init__(self, workdir: Path, db: Path, signer: NoteSigner) -> None:
+    """`modeltrust ledger serve` on ``db``: a SQLite file or a postgresql:// URL."""
+
+    def __init__(self, workdir: Path, db: str | Path, signer: NoteSigner) -> None:
         self.workdir, self.db, self.signer = workdir, db, signer
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = ""
@@ -202,7 +213,7 @@ async def paced_latency(url: str, rate: int, seconds: float) -> list[float]:
 # -- a big store, built through the storage interface --------------------------------------------
 
 
-def build_store(db: Path, signer: NoteSigner, size: int, block: int = 8192) -> float:
+def build_store(db: str | Path, signer: NoteSigner, size: int, block: int = 8192) -> float:
     """Write ``size`` audit entries in blocks, exactly as the sequencer would; returns seconds."""
     template_entry = audit_entry(0, "big")
     # Canonical JSON of every entry differs only in a few values; render them from a
@@ -224,7 +235,7 @@ def build_store(db: Path, signer: NoteSigner, size: int, block: int = 8192) -> f
     for i in (0, 1, 12345):
         want = canonical_json(entry_to_json(audit_entry(i, "big")))
         assert fmt.format(i=i, m=i % 1000).encode() == want, "template drifted from canonical JSON"
-    store = SQLiteLedgerStore(db, writer=True)
+    store = open_store(db, writer=True)
     start = time.perf_counter()
     store.initialize(
         LedgerIdentity(
@@ -320,51 +331,57 @@ def main() -> None:
     load_before = os.getloadavg()
     tmp = Path(tempfile.mkdtemp(prefix="ledger-bench-"))
     signer = NoteSigner.generate(ORIGIN)
+    by_store: dict[str, Appends] = {}
+    big_by_store: dict[str, BigStore] = {}
+    postgres_version = ""
     try:
-        with Server(tmp, tmp / "appends.db", signer) as server:
-            rate = asyncio.run(batched_appends(server.url, n_batched, batch=1000, clients=4))
-            add(
-                "sustained appends, batched requests (1000/request, 4 clients)",
-                f"{rate:,.0f} entries/s",
-                ">= 10,000/s",
-                rate >= 10_000,
+        with running_postgres() as pg:
+            postgres_version = pg.server_version()
+            # The same workloads on each store, one right after the other.
+            with Server(tmp, tmp / "appends.db", signer) as server:
+                by_store["SQLite"] = append_workloads(server.url, n_batched, n_single, latency_s)
+            with Server(tmp, pg.create_database(), signer) as server:
+                by_store["PostgreSQL"] = append_workloads(
+                    server.url, n_batched, n_single, latency_s
+                )
+            big_by_store["SQLite"] = big_store(str(tmp / "big.db"), signer, n_big, n_proofs, tmp)
+            big_by_store["PostgreSQL"] = big_store(
+                pg.create_database(), signer, n_big, n_proofs, tmp
             )
-            rate = asyncio.run(single_appends(server.url, n_single, clients=64, run="s"))
-            add(
-                "single-entry appends, 64 concurrent clients",
-                f"{rate:,.0f} entries/s",
-                ">= 3,000/s",
-                rate >= 3_000,
-            )
-            lat = asyncio.run(paced_latency(server.url, 1000, latency_s))
+        sqlite = by_store["SQLite"]
+        add(
+            "sustained appends, batched requests (1000/request, 4 clients)",
+            f"{sqlite.batched:,.0f} entries/s",
+            ">= 10,000/s",
+            sqlite.batched >= 10_000,
+        )
+        add(
+            "single-entry appends, 64 concurrent clients",
+            f"{sqlite.single:,.0f} entries/s",
+            ">= 3,000/s",
+            sqlite.single >= 3_000,
+        )
+        add(
+            "append -> signed checkpoint latency at 1,000 appends/s",
+            f"p50 {sqlite.p50_ms:.1f} ms, p99 {sqlite.p99_ms:.1f} ms",
+            "p99 <= 100 ms",
+            sqlite.p99_ms <= 100,
+        )
+        big = big_by_store["SQLite"]
+        add(f"build a {n_big:,}-entry store through storage", f"{big.build_s:.1f} s")
+        for kind, lat in (("inclusion", big.inclusion), ("consistency", big.consistency)):
             p50, p99 = p(lat, 0.5) * 1000, p(lat, 0.99) * 1000
             add(
-                "append -> signed checkpoint latency at 1,000 appends/s",
-                f"p50 {p50:.1f} ms, p99 {p99:.1f} ms",
-                "p99 <= 100 ms",
-                p99 <= 100,
+                f"{kind} proof at {n_big:,} entries (HTTP, keep-alive)",
+                f"p50 {p50:.2f} ms, p99 {p99:.2f} ms",
+                "p99 <= 2 ms",
+                p99 <= 2,
             )
-        big = tmp / "big.db"
-        build_s = build_store(big, signer, n_big)
-        add(f"build a {n_big:,}-entry store through storage", f"{build_s:.1f} s")
-        with Server(tmp, big, signer) as server:
-            for kind in ("inclusion", "consistency"):
-                lat = proof_latencies(server.url, n_big, n_proofs, kind)
-                p50, p99 = p(lat, 0.5) * 1000, p(lat, 0.99) * 1000
-                add(
-                    f"{kind} proof at {n_big:,} entries (HTTP, keep-alive)",
-                    f"p50 {p50:.2f} ms, p99 {p99:.2f} ms",
-                    "p99 <= 2 ms",
-                    p99 <= 2,
-                )
-        start = time.perf_counter()
-        report = verify_sqlite(str(big), signer.verifier())
-        rate = report.tree_size / (time.perf_counter() - start)
         add(
             f"`ledger verify` of {n_big:,} entries (hashes, nodes, headers, checkpoints)",
-            f"{rate:,.0f} entries/s",
+            f"{big.verify_rate:,.0f} entries/s",
             ">= 200,000/s",
-            rate >= 200_000,
+            big.verify_rate >= 200_000,
         )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -381,6 +398,92 @@ def main() -> None:
     print("|---|---|---|---|")
     for r in rows:
         print(f"| {r.name} | {r.measured} | {r.target} | {r.verdict} |")
+    print_by_store(by_store, big_by_store, postgres_version, n_big)
+
+
+@dataclass
+class Appends:
+    """One store's append figures: entries/s, and latency to the signed receipt."""
+
+    batched: float
+    single: float
+    p50_ms: float
+    p99_ms: float
+
+
+def append_workloads(url: str, n_batched: int, n_single: int, latency_s: float) -> Appends:
+    batched = asyncio.run(batched_appends(url, n_batched, batch=1000, clients=4))
+    single = asyncio.run(single_appends(url, n_single, clients=64, run="s"))
+    lat = asyncio.run(paced_latency(url, 1000, latency_s))
+    return Appends(batched, single, p(lat, 0.5) * 1000, p(lat, 0.99) * 1000)
+
+
+@dataclass
+class BigStore:
+    """A store of n_big entries built through storage: build time, proof latencies (s)
+    from a server on it, and `ledger verify`'s rate (what a writer's start-up audit costs)."""
+
+    build_s: float
+    inclusion: list[float]
+    consistency: list[float]
+    verify_rate: float
+
+
+def big_store(db: str, signer: NoteSigner, n_big: int, n_proofs: int, tmp: Path) -> BigStore:
+    build_s = build_store(db, signer, n_big)
+    with Server(tmp, db, signer) as server:
+        inclusion = proof_latencies(server.url, n_big, n_proofs, "inclusion")
+        consistency = proof_latencies(server.url, n_big, n_proofs, "consistency")
+    start = time.perf_counter()
+    report = verify_database(db, signer.verifier())
+    return BigStore(
+        build_s, inclusion, consistency, report.tree_size / (time.perf_counter() - start)
+    )
+
+
+def print_by_store(
+    by_store: dict[str, Appends],
+    big_by_store: dict[str, BigStore],
+    postgres_version: str,
+    n_big: int,
+) -> None:
+    sqlite, postgres = by_store["SQLite"], by_store["PostgreSQL"]
+    big_sqlite, big_postgres = big_by_store["SQLite"], big_by_store["PostgreSQL"]
+    print(
+        f"\n### By store: SQLite (WAL, synchronous=FULL) vs PostgreSQL {postgres_version} "
+        "(local server, default settings, fsync and synchronous_commit on)\n"
+    )
+    print(
+        "Ratio: PostgreSQL's figure over SQLite's (entries/s: above 1 is faster; times: below).\n"
+    )
+    print("| workload | SQLite | PostgreSQL | PostgreSQL / SQLite |")
+    print("|---|---:|---:|---:|")
+    for name, a, b, unit in (
+        ("batched appends (1000/request, 4 clients)", sqlite.batched, postgres.batched, "/s"),
+        ("single-entry appends (64 clients)", sqlite.single, postgres.single, "/s"),
+        ("append -> signed checkpoint at 1,000/s, p50", sqlite.p50_ms, postgres.p50_ms, " ms"),
+        ("append -> signed checkpoint at 1,000/s, p99", sqlite.p99_ms, postgres.p99_ms, " ms"),
+    ):
+        shown = (f"{v:,.0f} entries/s" if unit == "/s" else f"{v:.1f} ms" for v in (a, b))
+        print(f"| {name} | {' | '.join(shown)} | {b / a:.2f} |")
+    print(
+        f"| build a {n_big:,}-entry store through storage | {big_sqlite.build_s:.1f} s "
+        f"| {big_postgres.build_s:.1f} s | {big_postgres.build_s / big_sqlite.build_s:.2f} |"
+    )
+    for kind in ("inclusion", "consistency"):
+        a99 = p(getattr(big_sqlite, kind), 0.99) * 1000
+        b99 = p(getattr(big_postgres, kind), 0.99) * 1000
+        a50 = p(getattr(big_sqlite, kind), 0.5) * 1000
+        b50 = p(getattr(big_postgres, kind), 0.5) * 1000
+        print(
+            f"| {kind} proof at {n_big:,} entries, p50 / p99 | {a50:.2f} / {a99:.2f} ms "
+            f"| {b50:.2f} / {b99:.2f} ms | {b50 / a50:.2f} / {b99 / a99:.2f} |"
+        )
+    print(
+        f"| `ledger verify` (= a writer's start-up audit) of {n_big:,} entries "
+        f"| {big_sqlite.verify_rate:,.0f} entries/s | {big_postgres.verify_rate:,.0f} entries/s "
+        f"| {big_postgres.verify_rate / big_sqlite.verify_rate:.2f} |"
+    )
 
 
 if __name__ == "__main__":

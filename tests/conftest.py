@@ -22,6 +22,7 @@ from harness.cluster import (
     temporary_cluster,
 )
 from harness.image import ImageBuildError, build_image, image_on_node
+from harness.postgres import PostgresError, PostgresServer
 
 _MARKERS = ("unit", "integration", "e2e")
 _cluster_summary = SUMMARY  # lines for the terminal summary, tests may add theirs
@@ -149,6 +150,43 @@ def _import_modeltrust_image(cluster: Cluster) -> None:
         f"imported {image.reference} ({image.archive_path.stat().st_size >> 20} MiB) "
         f"in {time.monotonic() - started:.0f}s"
     )
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A real PostgreSQL server for the session (harness.postgres: Debian's binaries,
+    `initdb` in a temporary directory, a free port). One that cannot start fails every
+    test that needs it, with the reason; nothing is skipped."""
+    workdir = Path(tempfile.mkdtemp(prefix="mt-pg-"))
+    try:
+        server = PostgresServer(workdir)
+        server.start()
+    except PostgresError as exc:
+        shutil.rmtree(workdir, ignore_errors=True)
+        pytest.fail(f"the tests' PostgreSQL server did not start: {exc}", pytrace=False)
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
+    """The URL of a new, empty database on the session's server; dropped afterwards."""
+    url = postgres_server.create_database()
+    yield url
+    postgres_server.drop_database(url)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def ledger_db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Where a test's ledger keeps its store, once per backend: a SQLite file in the
+    test's directory, then a fresh PostgreSQL database (a postgresql:// URL)."""
+    if request.param == "sqlite":
+        return str(tmp_path / "l.db")
+    url: str = request.getfixturevalue("postgres_url")
+    return url
 
 
 @pytest.fixture

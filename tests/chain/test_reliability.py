@@ -1,8 +1,10 @@
-"""Crash safety: SIGKILL a real ledger process under concurrent load, again and again.
+"""Crash safety and failover: SIGKILL a real ledger process under concurrent load, again
+and again (on SQLite and on PostgreSQL); with PostgreSQL, pause the writer (SIGSTOP) under
+load until a standby takes over, then resume it.
 
-Every acknowledged entry must be present after restart at the index it was given,
-its proof must verify against a checkpoint that is consistent with every checkpoint
-seen before, and a full audit of the database must pass.
+Every acknowledged entry must be present afterwards at the index it was given, its proof
+must verify against a checkpoint that is consistent with every checkpoint seen before, no
+two checkpoints of one size may exist, and a full audit of the database must pass.
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from harness.ledger import TOKEN, audit, ledger_subprocess, make_keys
+from harness.ledger import TOKEN, audit, ledger_subprocess, make_keys, wait_ready
+from harness.waiting import wait_for
 from modeltrust.chain.client import LedgerClient, LedgerClientError
+from modeltrust.chain.storage import open_store
 from modeltrust.chain.trust_state import FileTrustStateStore
 from modeltrust.cli.main import main
 
@@ -51,9 +55,9 @@ def _writer(
                 assert acked.setdefault(receipt.index, receipt.leaf_hash) == receipt.leaf_hash
 
 
-def test_sigkill_under_load_loses_nothing_acknowledged(tmp_path: Path) -> None:
+def test_sigkill_under_load_loses_nothing_acknowledged(tmp_path: Path, ledger_db: str) -> None:
     keys = make_keys(tmp_path / "k")
-    db = tmp_path / "l.db"
+    db = ledger_db
     acked: dict[int, bytes] = {}
     lock = threading.Lock()
     pendings: list[list[int]] = [[] for _ in range(WRITERS)]
@@ -95,6 +99,88 @@ def test_sigkill_under_load_loses_nothing_acknowledged(tmp_path: Path) -> None:
             assert found.leaf_hash == lh, f"acknowledged entry {index} changed or vanished"
         assert cp.size >= len(acked)
     result = CliRunner().invoke(
-        main, ["ledger", "verify", "--db", str(db), "--verifier-key", keys.verifier_key, "--quiet"]
+        main, ["ledger", "verify", "--db", db, "--verifier-key", keys.verifier_key, "--quiet"]
     )
     assert result.exit_code == 0, result.output
+
+
+def _load(
+    url: str, vkey: str, stop: threading.Event, acked: dict[int, bytes], lock: threading.Lock
+) -> list[int]:
+    """Appends to ``url`` until ``stop``; returns the entry numbers left in doubt."""
+    pending: list[int] = []
+    _writer(url, vkey, 0, stop, acked, pending, lock)
+    return pending
+
+
+def test_a_paused_writer_is_fenced_after_a_standby_takes_over(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    keys = make_keys(tmp_path / "k")
+    lease = ("--writer-lease", "2")
+    acked: dict[int, bytes] = {}
+    lock = threading.Lock()
+    trust = FileTrustStateStore(tmp_path / "trust.json")
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    # B starts once A serves: a standby, waiting for the writer lock, not serving.
+    with (
+        ledger_subprocess(keys, postgres_url, tmp_path / "a", *lease) as (a, url_a),
+        ledger_subprocess(keys, postgres_url, tmp_path / "b", *lease, wait=False) as (b, url_b),
+    ):
+        stop = threading.Event()
+        doubts: list[list[int]] = []
+        load = threading.Thread(
+            target=lambda: doubts.append(_load(url_a, keys.verifier_key, stop, acked, lock))
+        )
+        load.start()
+        wait_for("A to acknowledge entries", lambda: len(acked) >= 50, timeout=60)
+        b_log = next((tmp_path / "b").glob("ledger-*.log"))
+        wait_for("B to wait as a standby", lambda: "standby: waiting" in b_log.read_text())
+        assert b.poll() is None
+        with LedgerClient(url_a, verifier_key=keys.verifier_key, trust_store=trust) as c:
+            seen_from_a = c.checkpoint().size
+        a.send_signal(signal.SIGSTOP)  # mid-load: A's requests hang, some in doubt
+        paused_at = time.monotonic()
+        wait_ready(url_b, b, timeout=60)
+        failover = time.monotonic() - paused_at
+        stop.set()
+        load.join(timeout=60)
+        # B continued A's log: consistent with what A showed, and it takes appends,
+        # including A's in-doubt entries, retried under their idempotency keys.
+        in_doubt = [n for d in doubts for n in d]
+        with LedgerClient(
+            url_b, verifier_key=keys.verifier_key, token=TOKEN, trust_store=trust
+        ) as c:
+            assert c.checkpoint().size >= seen_from_a
+            for n in [*in_doubt, *range(10**6, 10**6 + 20)]:
+                receipt = c.append(audit(n, key=f"w{n}"))
+                with lock:
+                    assert acked.setdefault(receipt.index, receipt.leaf_hash) == (receipt.leaf_hash)
+        # A resumes: it must never commit again, and it stops by itself.
+        a.send_signal(signal.SIGCONT)
+        with (
+            pytest.raises(LedgerClientError),
+            LedgerClient(url_a, verifier_key=keys.verifier_key, token=TOKEN, timeout=10) as c,
+        ):
+            c.append(audit(2 * 10**6, key="after-resume"))
+        assert a.wait(timeout=30) == 1
+        a_log = next((tmp_path / "a").glob("ledger-*.log")).read_text()
+        assert "writer lock" in a_log
+        # Every acknowledged entry is in B's log at the index it was given.
+        with LedgerClient(url_b, verifier_key=keys.verifier_key, trust_store=trust) as c:
+            for index, lh in sorted(acked.items()):
+                assert c.entry(index).leaf_hash == lh, f"acknowledged entry {index} changed"
+    assert failover < 20, f"failover took {failover:.1f} s with a 2 s lease"
+    # Nothing forked: one checkpoint per size, and the whole log verifies from genesis.
+    reader = open_store(postgres_url, writer=False)
+    blocks = reader.get_blocks(0, 10**6)
+    reader.close()
+    sizes = [blk.end_index for blk in blocks]
+    assert sizes == sorted(set(sizes)), "two blocks share a size, or sizes went backwards"
+    result = CliRunner().invoke(
+        main,
+        ["ledger", "verify", "--db", postgres_url, "--verifier-key", keys.verifier_key, "--quiet"],
+    )
+    assert result.exit_code == 0, result.output
+    assert f"OK: {sizes[-1]} entries in {len(blocks)} blocks" in result.output

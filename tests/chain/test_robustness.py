@@ -1,18 +1,22 @@
-"""What the first auditors reported: duplicates within a request, and damaged stores."""
+"""What the first auditors reported: duplicates within a request, and damaged stores.
+
+Every test runs on a SQLite file and on a PostgreSQL database (``ledger_db``); a store is
+damaged with SQL on its tables (PostgreSQL's append-only triggers bypassed, as by a
+superuser)."""
 
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, LiteralString
 
 import aiohttp
 import orjson
 import pytest
 
 from harness.ledger import TOKEN, LedgerKeys, audit, make_keys, registration, service_config
+from harness.postgres import store_sql
 from modeltrust.chain.checkpoint import verify_checkpoint
 from modeltrust.chain.entries import entry_to_json
 from modeltrust.chain.merkle import NodeID
@@ -48,15 +52,15 @@ def keys(tmp_path: Path) -> LedgerKeys:
     return make_keys(tmp_path / "keys")
 
 
-async def _serve(keys: LedgerKeys, db: Path) -> LedgerService:
+async def _serve(keys: LedgerKeys, db: str) -> LedgerService:
     service = LedgerService(service_config(keys, db))
     await service.start()
     return service
 
 
 @pytest.fixture
-async def api(tmp_path: Path, keys: LedgerKeys) -> AsyncIterator[Api]:
-    service = await _serve(keys, tmp_path / "l.db")
+async def api(ledger_db: str, keys: LedgerKeys) -> AsyncIterator[Api]:
+    service = await _serve(keys, ledger_db)
     async with aiohttp.ClientSession() as session:
         yield Api(service, session, keys)
     await service.stop()
@@ -117,7 +121,7 @@ async def test_replay_within_a_batch_of_requests_names_an_index_that_exists(api:
 # A damaged store --------------------------------------------------------------------------------
 
 
-async def _ledger_of_four(keys: LedgerKeys, db: Path, session: aiohttp.ClientSession) -> Api:
+async def _ledger_of_four(keys: LedgerKeys, db: str, session: aiohttp.ClientSession) -> Api:
     service = await _serve(keys, db)
     api = Api(service, session, keys)
     regs = [entry_to_json(registration(keys, i)) for i in range(4)]
@@ -125,9 +129,8 @@ async def _ledger_of_four(keys: LedgerKeys, db: Path, session: aiohttp.ClientSes
     return api
 
 
-def _damage(db: Path, sql: str, *params: object) -> None:
-    with sqlite3.connect(db) as conn:
-        assert conn.execute(sql, params).rowcount == 1
+def _damage(db: str, sql: LiteralString, *params: object) -> None:
+    assert store_sql(db, sql, *params) == 1
 
 
 def _damage_report(body: bytes, index: int) -> str:
@@ -139,7 +142,7 @@ def _damage_report(body: bytes, index: int) -> str:
     return str(doc["error"])
 
 
-async def _refuses_to_start(keys: LedgerKeys, db: Path) -> str:
+async def _refuses_to_start(keys: LedgerKeys, db: str) -> str:
     with pytest.raises(StorageCorruptError) as failure:
         await _serve(keys, db)
     message = str(failure.value)
@@ -149,9 +152,9 @@ async def _refuses_to_start(keys: LedgerKeys, db: Path) -> str:
 
 
 async def test_deleted_entry_row_is_a_500_naming_it_never_a_silent_skip(
-    tmp_path: Path, keys: LedgerKeys
+    ledger_db: str, keys: LedgerKeys
 ) -> None:
-    db = tmp_path / "l.db"
+    db = ledger_db
     async with aiohttp.ClientSession() as session:
         api = await _ledger_of_four(keys, db, session)
         try:
@@ -172,9 +175,9 @@ async def test_deleted_entry_row_is_a_500_naming_it_never_a_silent_skip(
 
 
 async def test_corrupt_entry_bytes_are_a_500_json_naming_the_index(
-    tmp_path: Path, keys: LedgerKeys
+    ledger_db: str, keys: LedgerKeys
 ) -> None:
-    db = tmp_path / "l.db"
+    db = ledger_db
     async with aiohttp.ClientSession() as session:
         api = await _ledger_of_four(keys, db, session)
         try:
@@ -193,9 +196,9 @@ async def test_corrupt_entry_bytes_are_a_500_json_naming_the_index(
 
 
 async def test_corrupt_tree_node_gives_no_wrong_proof_and_blocks_the_start(
-    tmp_path: Path, keys: LedgerKeys
+    ledger_db: str, keys: LedgerKeys
 ) -> None:
-    db = tmp_path / "l.db"
+    db = ledger_db
     async with aiohttp.ClientSession() as session:
         api = await _ledger_of_four(keys, db, session)
         try:

@@ -1,15 +1,17 @@
-"""The sequencer: group commit, verifying receipts, replays, idempotency, restarts, damage."""
+"""The sequencer: group commit, verifying receipts, replays, idempotency, restarts, damage.
+
+On both stores: a SQLite file and a PostgreSQL database (the ``ledger_db`` fixture)."""
 
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from harness.ledger import audit, make_keys, registration
+from harness.postgres import store_sql
 from modeltrust.chain.blocks import GENESIS_PREV_HASH, BlockHeader, check_link, header_hash
 from modeltrust.chain.checkpoint import verify_checkpoint
 from modeltrust.chain.merkle import verify_inclusion
@@ -22,7 +24,7 @@ from modeltrust.chain.sequencer import (
     SequencerUnavailableError,
     Submission,
 )
-from modeltrust.chain.storage import SQLiteLedgerStore, StorageCorruptError, StorageError
+from modeltrust.chain.storage import StorageCorruptError, StorageError, open_store
 
 pytestmark = pytest.mark.integration
 ORIGIN = "seq.test/log"
@@ -34,8 +36,8 @@ def signer() -> NoteSigner:
 
 
 @pytest.fixture
-async def sequencer(tmp_path: Path, signer: NoteSigner) -> AsyncIterator[Sequencer]:
-    store = SQLiteLedgerStore(tmp_path / "l.db", writer=True)
+async def sequencer(ledger_db: str, signer: NoteSigner) -> AsyncIterator[Sequencer]:
+    store = open_store(ledger_db, writer=True)
     seq = Sequencer(store, signer, origin=ORIGIN, max_batch=64)
     await seq.start()
     yield seq
@@ -53,7 +55,7 @@ def _check_receipt(outcome: GroupReceipt, subs: list[Submission], signer: NoteSi
 
 
 async def test_concurrent_submissions_are_group_committed_and_proven(
-    sequencer: Sequencer, signer: NoteSigner, tmp_path: Path
+    sequencer: Sequencer, signer: NoteSigner, ledger_db: str
 ) -> None:
     subs = [Submission.of(audit(i)) for i in range(300)]
     outcomes = await asyncio.gather(*(sequencer.submit([s]) for s in subs))
@@ -62,8 +64,9 @@ async def test_concurrent_submissions_are_group_committed_and_proven(
     for s, o in zip(subs, outcomes, strict=True):
         _check_receipt(o, [s], signer)
     # Fewer blocks than entries (group commit), at most max_batch per block, chained by hash.
-    reader = SQLiteLedgerStore(tmp_path / "l.db", writer=False)
+    reader = open_store(ledger_db, writer=False)
     blocks = reader.get_blocks(0, 1000)
+    reader.close()
     assert 5 <= len(blocks) < 300
     prev = None
     for b in blocks:
@@ -158,9 +161,9 @@ async def test_a_rejected_group_appends_nothing_others_proceed(
     assert sequencer.latest.size == 4
 
 
-async def test_restart_continues_the_same_tree(tmp_path: Path, signer: NoteSigner) -> None:
-    path = tmp_path / "l.db"
-    store = SQLiteLedgerStore(path, writer=True)
+async def test_restart_continues_the_same_tree(ledger_db: str, signer: NoteSigner) -> None:
+    path = ledger_db
+    store = open_store(path, writer=True)
     seq = Sequencer(store, signer, origin=ORIGIN)
     await seq.start()
     await seq.submit([Submission.of(audit(i)) for i in range(5)])
@@ -168,13 +171,13 @@ async def test_restart_continues_the_same_tree(tmp_path: Path, signer: NoteSigne
     await seq.stop()
     store.close()
 
-    store = SQLiteLedgerStore(path, writer=True)
+    store = open_store(path, writer=True)
     seq = Sequencer(store, signer, origin=ORIGIN)
     await seq.start()
     assert seq.latest == before
     out = await seq.submit([Submission.of(audit(99))])
     assert out.receipts[0].index == 5
-    reader = SQLiteLedgerStore(path, writer=False)
+    reader = open_store(path, writer=False)
     check_link(
         BlockHeader.from_bytes(reader.get_blocks(0, 1)[0].header),
         BlockHeader.from_bytes(reader.get_blocks(1, 2)[0].header),
@@ -183,9 +186,9 @@ async def test_restart_continues_the_same_tree(tmp_path: Path, signer: NoteSigne
     store.close()
 
 
-async def test_refuses_another_origin_or_key(tmp_path: Path, signer: NoteSigner) -> None:
-    path = tmp_path / "l.db"
-    store = SQLiteLedgerStore(path, writer=True)
+async def test_refuses_another_origin_or_key(ledger_db: str, signer: NoteSigner) -> None:
+    path = ledger_db
+    store = open_store(path, writer=True)
     seq = Sequencer(store, signer, origin=ORIGIN)
     await seq.start()
     await seq.stop()
@@ -196,17 +199,19 @@ async def test_refuses_another_origin_or_key(tmp_path: Path, signer: NoteSigner)
     store.close()
 
 
-async def test_refuses_to_extend_damaged_nodes(tmp_path: Path, signer: NoteSigner) -> None:
-    path = tmp_path / "l.db"
-    store = SQLiteLedgerStore(path, writer=True)
+async def test_refuses_to_extend_damaged_nodes(ledger_db: str, signer: NoteSigner) -> None:
+    path = ledger_db
+    store = open_store(path, writer=True)
     seq = Sequencer(store, signer, origin=ORIGIN)
     await seq.start()
     await seq.submit([Submission.of(audit(i)) for i in range(6)])
     await seq.stop()
     store.close()
-    with sqlite3.connect(path) as db:
-        db.execute("UPDATE nodes SET hash = zeroblob(32) WHERE pos = (SELECT MAX(pos) FROM nodes)")
-    store = SQLiteLedgerStore(path, writer=True)
+    damaged = store_sql(
+        path, "UPDATE nodes SET hash = ? WHERE pos = (SELECT MAX(pos) FROM nodes)", bytes(32)
+    )
+    assert damaged == 1
+    store = open_store(path, writer=True)
     # The start-up audit recomputes the tree and says where it first disagrees.
     with pytest.raises(StorageCorruptError, match=r"level 1 over entries \[4, 6\)"):
         await Sequencer(store, signer, origin=ORIGIN).start()
@@ -216,13 +221,13 @@ async def test_refuses_to_extend_damaged_nodes(tmp_path: Path, signer: NoteSigne
     store.close()
 
 
-async def test_storage_failure_stops_sequencing(tmp_path: Path, signer: NoteSigner) -> None:
-    path = tmp_path / "l.db"
-    store = SQLiteLedgerStore(path, writer=True)
+async def test_storage_failure_stops_sequencing(ledger_db: str, signer: NoteSigner) -> None:
+    path = ledger_db
+    store = open_store(path, writer=True)
     seq = Sequencer(store, signer, origin=ORIGIN)
     await seq.start()
-    with sqlite3.connect(path) as db:  # a takeover: our writer epoch is no longer current
-        db.execute("UPDATE meta SET value = '1000' WHERE key = 'writer_epoch'")
+    # A takeover: our writer epoch is no longer current.
+    assert store_sql(path, "UPDATE meta SET value = '1000' WHERE key = 'writer_epoch'") == 1
     with pytest.raises(SequencerUnavailableError, match="could not commit"):
         await seq.submit([Submission.of(audit(1))])
     assert not seq.healthy

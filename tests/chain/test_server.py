@@ -1,4 +1,6 @@
-"""The ledger HTTP API on a real loopback server: verifiable answers, clear 4xx for bad input."""
+"""The ledger HTTP API on a real loopback server: verifiable answers, clear 4xx for bad input.
+
+Every test runs twice: on a SQLite file and on a PostgreSQL database (``ledger_db``)."""
 
 from __future__ import annotations
 
@@ -52,10 +54,10 @@ class Api:
 
 
 @pytest.fixture
-async def api(tmp_path: Path) -> AsyncIterator[Api]:
+async def api(tmp_path: Path, ledger_db: str) -> AsyncIterator[Api]:
     keys = make_keys(tmp_path / "keys")
     limits = Limits(max_body_bytes=64 * 1024, max_entries_per_request=50, max_range=7)
-    service = LedgerService(service_config(keys, tmp_path / "l.db", limits=limits))
+    service = LedgerService(service_config(keys, ledger_db, limits=limits))
     await service.start()
     async with aiohttp.ClientSession() as session:
         yield Api(service, session, keys)

@@ -30,6 +30,7 @@ from harness.ledger import (
     wait_ready,
     write_signer_key,
 )
+from harness.postgres import store_sql
 from modeltrust.chain.client import LedgerClient
 from modeltrust.chain.entries import entry_to_json
 from modeltrust.cli.main import main
@@ -42,7 +43,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
 
 
-def _fill(keys_dir: Path, db: Path, batches: int = 4) -> str:
+def _fill(keys_dir: Path, db: str | Path, batches: int = 4) -> str:
     keys = make_keys(keys_dir)
     with (
         LedgerThread(service_config(keys, db)) as ledger,
@@ -127,6 +128,81 @@ def test_verify_with_another_key_fails(tmp_path: Path) -> None:
     )
     assert result.exit_code == 1
     assert "does not verify" in result.output
+
+
+def test_verify_reads_a_postgresql_ledger_named_in_the_environment(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    vkey = _fill(tmp_path / "k", postgres_url)
+    args = ["ledger", "verify", "--verifier-key", vkey, "--quiet"]
+    env = {"MODELTRUST_LEDGER_DATABASE_URL": postgres_url}
+    result = CliRunner().invoke(main, args, env=env)
+    assert result.exit_code == 0, result.output
+    assert "OK: 100 entries in 4 blocks" in result.output
+    # On the command line, --db wins over the variable; both options at once are refused.
+    other = CliRunner().invoke(main, [*args, "--db", str(tmp_path / "none.db")], env=env)
+    assert other.exit_code == 2
+    assert "none.db' does not exist" in other.output
+    both = CliRunner().invoke(
+        main, [*args, "--db", str(tmp_path / "l.db"), "--database-url", postgres_url]
+    )
+    assert both.exit_code == 2
+    assert "not both" in both.output
+    # Damage one entry's bytes (as the database's superuser): the first bad index is named.
+    store_sql(postgres_url, "UPDATE entries SET data = ? WHERE idx = 57", b'{"kind": "x"}')
+    result = CliRunner().invoke(main, [*args, "--db", postgres_url])
+    assert result.exit_code == 1
+    assert "first bad index: 57" in result.output, result.output
+
+
+def test_verify_of_an_unreachable_database_is_unchecked_not_failed(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    # The server is there, the database is not: exit 3 (could not check), saying why.
+    missing = postgres_url.rsplit("/", 1)[0] + "/no_such_database"
+    result = CliRunner().invoke(
+        main,
+        ["ledger", "verify", "--db", missing, "--verifier-key", make_keys(tmp_path).verifier_key],
+    )
+    assert result.exit_code == 3, result.output
+    assert "cannot connect to the ledger database" in result.output
+    assert "no_such_database" in result.output
+
+
+def test_serve_keeps_the_database_password_out_of_its_log(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    keys = make_keys(tmp_path / "k")
+    # The test server trusts loopback connections: the password is checked by no one,
+    # but it must not be written anywhere.
+    with_password = postgres_url.replace("postgres@", "postgres:hunter2-pw@")
+    with (
+        ledger_subprocess(keys, with_password, tmp_path) as (_, url),
+        LedgerClient(url, verifier_key=keys.verifier_key, token=TOKEN) as c,
+    ):
+        assert c.append(audit(1)).index == 0
+    log = next(tmp_path.glob("ledger-*.log")).read_text()
+    assert "hunter2-pw" not in log
+    assert "store postgresql://postgres:***@127.0.0.1" in log
+    assert "the database password is on the command line" in log
+
+
+def test_a_bounded_second_serve_on_postgresql_names_the_writer_it_waited_for(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    keys = make_keys(tmp_path / "k")
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    with ledger_subprocess(keys, postgres_url, tmp_path / "a") as (first, _):
+        with (
+            pytest.raises(RuntimeError, match="exited with 1"),
+            ledger_subprocess(keys, postgres_url, tmp_path / "b", "--writer-wait", "1"),
+        ):
+            pass
+        log = next((tmp_path / "b").glob("ledger-*.log")).read_text()
+        assert "another ledger writer holds the writer lock" in log
+        assert "(waited 1 s)" in log
+        assert f"modeltrust-ledger writer pid {first.pid}" in log
 
 
 def test_serve_verify_url_checkpoint_and_single_writer(tmp_path: Path) -> None:

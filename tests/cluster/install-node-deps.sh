@@ -4,7 +4,9 @@
 # /usr/lib/cni), nftables (kube-proxy's mode), iptables (the CNI bridge plugin's
 # masquerade rules), conntrack, iproute2 and util-linux (nsenter); and what `make image`
 # needs where no Docker engine answers: buildah (the daemonless builder) and mmdebstrap
-# (the stand-in base image). Idempotent: it only
+# (the stand-in base image); and postgresql, whose server binaries (initdb, postgres) the
+# ledger's storage tests run in a temporary directory of their own (tests/harness/postgres.py;
+# the system service is not used). Idempotent: it only
 # calls apt-get when something is missing. Needs root.
 #
 #   tests/cluster/install-node-deps.sh          install what is missing
@@ -12,7 +14,7 @@
 set -euo pipefail
 
 packages=(containerd runc containernetworking-plugins nftables iptables conntrack iproute2 util-linux
-  buildah mmdebstrap)
+  buildah mmdebstrap postgresql)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.unit
 
 REPO = Path(__file__).resolve().parents[2]
 LOCK = REPO / "requirements" / "runtime.txt"
-CLI_EXTRAS = ("ledger", "operator", "serving")  # what requirements/runtime.in installs
+CLI_EXTRAS = ("ledger", "operator", "serving", "postgres")  # what requirements/runtime.in installs
 
 
 def locked() -> dict[str, tuple[str, list[str]]]:

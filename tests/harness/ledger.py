@@ -93,7 +93,8 @@ def audit(i: int, *, key: str | None = None, name: str = "web", uid: str = "uid-
     )
 
 
-def service_config(keys: LedgerKeys, db: Path, **overrides: object) -> ServiceConfig:
+def service_config(keys: LedgerKeys, db: str | Path, **overrides: object) -> ServiceConfig:
+    """The service on ``db``: a SQLite file or a postgresql:// URL (the ``ledger_db`` fixture)."""
     tokens: TokenAuthenticator = StaticTokens([TOKEN])
     cfg = ServiceConfig(
         db=db,
@@ -149,9 +150,17 @@ def write_signer_key(keys: LedgerKeys, directory: Path) -> Path:
 
 @contextmanager
 def ledger_subprocess(
-    keys: LedgerKeys, db: Path, workdir: Path
+    keys: LedgerKeys,
+    db: str | Path,
+    workdir: Path,
+    *options: str,
+    ready_timeout: float = 30,
+    wait: bool = True,
 ) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
-    """`modeltrust ledger serve` as a real process; yields (process, url) once it is ready."""
+    """`modeltrust ledger serve` on ``db`` (a file or a postgresql:// URL) as a real process,
+    with more ``options``; yields (process, url) once it is ready (``wait=False``: at once,
+    e.g. a standby that serves only once it holds the writer lock). Its output goes to
+    ``workdir/ledger-<port>.log``."""
     port = free_port()
     key_file = write_signer_key(keys, workdir)
     cmd = [
@@ -172,12 +181,14 @@ def ledger_subprocess(
         str(keys.tokens_file),
         "--listen",
         f"127.0.0.1:{port}",
+        *options,
     ]
     log = open(workdir / f"ledger-{port}.log", "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ))
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_ready(url, proc)
+        if wait:
+            wait_ready(url, proc, timeout=ready_timeout)
         yield proc, url
     finally:
         stop_process(proc, timeout=10)

@@ -24,7 +24,7 @@ from modeltrust.chain.checkpoint import verify_checkpoint
 from modeltrust.chain.entries import entry_from_leaf_data
 from modeltrust.chain.errors import ChainError
 from modeltrust.chain.note import NoteVerifier
-from modeltrust.chain.storage import SQLiteLedgerStore, StoredBlock
+from modeltrust.chain.storage import LedgerStore, StoredBlock, open_store
 
 EntryRow = tuple[int, bytes, bytes]  # index, stored leaf hash, leaf data
 Progress = Callable[[int], None]
@@ -184,8 +184,8 @@ class _Replay:
         return h
 
 
-def verify_sqlite(
-    path: str,
+def verify_database(
+    location: str,
     verifier: NoteVerifier,
     *,
     origin: str | None = None,
@@ -193,52 +193,73 @@ def verify_sqlite(
     progress: Progress | None = None,
     chunk: int = 65536,
 ) -> VerifyReport:
-    """Audit a ledger database file (read-only; safe while the server runs)."""
-    store = SQLiteLedgerStore(path, writer=False)
+    """Audit a ledger database: a SQLite file, or a ``postgresql://`` URL (read-only; safe
+    while the server runs)."""
+    store = open_store(location, writer=False)
     try:
-        identity = store.identity()
-        if identity is None:
-            raise LedgerVerificationError("the database holds no ledger (no origin record)")
-        origin = origin or verifier.name
-        if identity.origin != origin:
-            raise LedgerVerificationError(
-                f"the database is for origin {identity.origin!r}, not {origin!r}"
-            )
-        try:
-            verify_checkpoint(identity.empty_checkpoint, verifier, origin=origin)
-        except ChainError as exc:
-            raise LedgerVerificationError(
-                f"the genesis (empty) checkpoint does not verify: {exc}"
-            ) from exc
-        nodes = itertools.chain.from_iterable(store.iter_node_chunks())
-        replay = _Replay(verifier, origin, nodes, check_entries)
-        rows = itertools.chain.from_iterable(store.iter_entry_rows(chunk=chunk))
-        height = 0
-        while True:
-            blocks = store.get_blocks(height, height + 1000)
-            if not blocks:
-                break
-            for b in blocks:
-                if b.height != height:
-                    raise LedgerVerificationError(f"block {height} is missing", height=height)
-                count = b.end_index - replay.size
-                if count < 0:
-                    raise LedgerVerificationError(
-                        f"block {height}: ends before the previous block", height=height
-                    )
-                replay.block(b, itertools.islice(rows, count))
-                if progress is not None:
-                    progress(count)
-                height += 1
-        extra = next(rows, None)
-        if extra is not None:
-            raise LedgerVerificationError(
-                f"entry {extra[0]} is stored but in no block", index=extra[0]
-            )
-        if next(replay.nodes or iter(()), None) is not None:
-            raise LedgerVerificationError(
-                f"stored Merkle nodes beyond the tree of size {replay.size}"
-            )
-        return VerifyReport(replay.size, height, replay.last_note or identity.empty_checkpoint)
+        return verify_store(
+            store,
+            verifier,
+            origin=origin,
+            check_entries=check_entries,
+            progress=progress,
+            chunk=chunk,
+        )
     finally:
         store.close()
+
+
+# Its name from when the only store was a SQLite file.
+verify_sqlite = verify_database
+
+
+def verify_store(
+    store: LedgerStore,
+    verifier: NoteVerifier,
+    *,
+    origin: str | None = None,
+    check_entries: bool = False,
+    progress: Progress | None = None,
+    chunk: int = 65536,
+) -> VerifyReport:
+    """Audit an open store (the caller closes it)."""
+    identity = store.identity()
+    if identity is None:
+        raise LedgerVerificationError("the database holds no ledger (no origin record)")
+    origin = origin or verifier.name
+    if identity.origin != origin:
+        raise LedgerVerificationError(
+            f"the database is for origin {identity.origin!r}, not {origin!r}"
+        )
+    try:
+        verify_checkpoint(identity.empty_checkpoint, verifier, origin=origin)
+    except ChainError as exc:
+        raise LedgerVerificationError(
+            f"the genesis (empty) checkpoint does not verify: {exc}"
+        ) from exc
+    nodes = itertools.chain.from_iterable(store.iter_node_chunks())
+    replay = _Replay(verifier, origin, nodes, check_entries)
+    rows = itertools.chain.from_iterable(store.iter_entry_rows(chunk=chunk))
+    height = 0
+    while True:
+        blocks = store.get_blocks(height, height + 1000)
+        if not blocks:
+            break
+        for b in blocks:
+            if b.height != height:
+                raise LedgerVerificationError(f"block {height} is missing", height=height)
+            count = b.end_index - replay.size
+            if count < 0:
+                raise LedgerVerificationError(
+                    f"block {height}: ends before the previous block", height=height
+                )
+            replay.block(b, itertools.islice(rows, count))
+            if progress is not None:
+                progress(count)
+            height += 1
+    extra = next(rows, None)
+    if extra is not None:
+        raise LedgerVerificationError(f"entry {extra[0]} is stored but in no block", index=extra[0])
+    if next(replay.nodes or iter(()), None) is not None:
+        raise LedgerVerificationError(f"stored Merkle nodes beyond the tree of size {replay.size}")
+    return VerifyReport(replay.size, height, replay.last_note or identity.empty_checkpoint)

@@ -23,7 +23,7 @@ since nothing of the request is in the log. The same audit entry twice under its
 is idempotent: appended once, both receipts name its index. A 409 that names an index
 always names an entry that exists when the client reads the answer.
 
-The worker thread keeps signing, hashing and SQLite work off the event loop; the
+The worker thread keeps signing, hashing and storage work off the event loop; the
 loop only queues and resolves futures.
 """
 
@@ -42,7 +42,7 @@ from modeltrust.chain.blocks import GENESIS_PREV_HASH, BlockHeader, header_hash
 from modeltrust.chain.checkpoint import Checkpoint, sign_checkpoint, verify_checkpoint
 from modeltrust.chain.entries import AuditEntry, Entry, leaf_data
 from modeltrust.chain.errors import ChainError, InvalidArgumentError
-from modeltrust.chain.ledger_verify import LedgerVerificationError, verify_sqlite
+from modeltrust.chain.ledger_verify import LedgerVerificationError, verify_store
 from modeltrust.chain.lookup import AUDIT_IDEMPOTENCY, lookup_keys
 from modeltrust.chain.merkle import CompactRange, NodeID, empty_root, leaf_hash
 from modeltrust.chain.metrics import LedgerMetrics
@@ -52,7 +52,6 @@ from modeltrust.chain.storage import (
     LedgerIdentity,
     LedgerStore,
     NewEntry,
-    SQLiteLedgerStore,
     StorageCorruptError,
     StorageError,
     StoredBlock,
@@ -60,10 +59,10 @@ from modeltrust.chain.storage import (
 
 OPERATOR_ADVICE = (
     "Operator of this ledger: keep the damaged database for investigation, run "
-    "`modeltrust ledger verify --db <file> --verifier-key <key>` for the first damage, and "
-    "restore the database from a backup or replica whose latest checkpoint is at least as "
-    "new as any checkpoint clients have seen. Do not edit rows or re-sign: clients that "
-    "trust a newer checkpoint would rightly report a rollback or a fork."
+    "`modeltrust ledger verify --db <file or database URL> --verifier-key <key>` for the "
+    "first damage, and restore the database from a backup or replica whose latest checkpoint "
+    "is at least as new as any checkpoint clients have seen. Do not edit rows or re-sign: "
+    "clients that trust a newer checkpoint would rightly report a rollback or a fork."
 )
 
 
@@ -316,7 +315,7 @@ class Sequencer:
             raise StorageCorruptError(
                 f"the stored checkpoint of block {block.height}: {exc}"
             ) from exc
-        if self._audit_on_start and isinstance(store, SQLiteLedgerStore):
+        if self._audit_on_start:
             self._audit(store, block.height, cp.size)
         rng = CompactRange.load(size, store)
         if cp.size != size or rng.root() != cp.root_hash:
@@ -330,7 +329,7 @@ class Sequencer:
         self._prev_header_hash = block.header_hash
         self._metrics.checkpointed(size, block.height, _header_time(block.header))
 
-    def _audit(self, store: SQLiteLedgerStore, height: int, size: int) -> None:
+    def _audit(self, store: LedgerStore, height: int, size: int) -> None:
         """Recompute the whole tree from the stored entries; refuse to serve a damaged store.
 
         Every leaf hash, Merkle node, block header and checkpoint is checked (as by
@@ -338,10 +337,10 @@ class Sequencer:
         that disagrees with the last signed checkpoint.
         """
         try:
-            verify_sqlite(str(store.path), self._signer.verifier(), origin=self._origin)
+            verify_store(store, self._signer.verifier(), origin=self._origin)
         except LedgerVerificationError as exc:
             raise StorageCorruptError(
-                f"refusing to start: the ledger database {store.path} does not match its last "
+                f"refusing to start: the ledger database {store.location} does not match its last "
                 f"signed checkpoint (block {height}, tree size {size}): {exc}. {OPERATOR_ADVICE}"
             ) from exc
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from aiohttp import web
 
@@ -17,14 +17,15 @@ from modeltrust.chain.metrics import LedgerMetrics
 from modeltrust.chain.note import NoteSigner
 from modeltrust.chain.sequencer import Sequencer
 from modeltrust.chain.server import LedgerAPI, Limits
-from modeltrust.chain.storage import SQLiteLedgerStore
+from modeltrust.chain.storage import DEFAULT_WRITER_LEASE, LedgerStore, open_store
 
 log = logging.getLogger("modeltrust.ledger")
 
 
 @dataclass
 class ServiceConfig:
-    db: Path
+    # A SQLite file, or a postgresql:// URL (storage.open_store).
+    db: str | os.PathLike[str]
     signer: NoteSigner
     origin: str
     publishers: PublisherSet
@@ -34,8 +35,13 @@ class ServiceConfig:
     max_batch: int = 2048
     limits: Limits = field(default_factory=Limits)
     # Recompute the whole tree at start and refuse a store that disagrees with its last
-    # signed checkpoint (about 3 s per million entries; see docs/ledger.md).
+    # signed checkpoint (about 4 s per million entries on SQLite, 6.6 s on PostgreSQL;
+    # see docs/ledger.md).
     audit_on_start: bool = True
+    # How long to wait for the writer lock while another writer holds it (None: as long
+    # as it takes, a standby), and PostgreSQL's writer lease (storage.open_store).
+    writer_wait: float | None = 0.0
+    writer_lease: float = DEFAULT_WRITER_LEASE
 
 
 class LedgerService:
@@ -50,8 +56,8 @@ class LedgerService:
             )
         self.config = config
         self.metrics = LedgerMetrics()
-        self._writer: SQLiteLedgerStore | None = None
-        self._reader: SQLiteLedgerStore | None = None
+        self._writer: LedgerStore | None = None
+        self._reader: LedgerStore | None = None
         self._runner: web.AppRunner | None = None
         self.sequencer: Sequencer | None = None
         self.port = 0
@@ -62,7 +68,15 @@ class LedgerService:
 
     async def start(self) -> None:
         cfg = self.config
-        self._writer = SQLiteLedgerStore(cfg.db, writer=True, background_checkpoints=True)
+        # On a thread: a standby may wait here for minutes, and the loop stays responsive.
+        self._writer = await asyncio.to_thread(
+            open_store,
+            cfg.db,
+            writer=True,
+            background_checkpoints=True,
+            writer_wait=cfg.writer_wait,
+            writer_lease=cfg.writer_lease,
+        )
         try:
             self.sequencer = Sequencer(
                 self._writer,
@@ -73,7 +87,7 @@ class LedgerService:
                 audit_on_start=cfg.audit_on_start,
             )
             await self.sequencer.start()
-            self._reader = SQLiteLedgerStore(cfg.db, writer=False)
+            self._reader = open_store(cfg.db, writer=False)
             api = LedgerAPI(
                 self.sequencer,
                 self._reader,
@@ -95,10 +109,11 @@ class LedgerService:
             await self.stop()
             raise
         log.info(
-            "ledger %s listening on %s (tree size %d)",
+            "ledger %s listening on %s (tree size %d, store %s)",
             cfg.origin,
             self.url,
             self.sequencer.latest.size,
+            self._writer.location,
         )
 
     async def stop(self) -> None:
@@ -116,7 +131,8 @@ class LedgerService:
         self._reader = self._writer = None
 
     async def run_until_stopped(self) -> int:
-        """Serve until SIGTERM/SIGINT (exit 0) or a sequencer failure (exit 1)."""
+        """Serve until SIGTERM/SIGINT (exit 0), a sequencer failure or the loss of the
+        writer lock (exit 1: another writer may be appending now)."""
         await self.start()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -127,6 +143,10 @@ class LedgerService:
                 assert self.sequencer is not None
                 if self.sequencer.failure is not None:
                     log.error("sequencer failed, exiting: %s", self.sequencer.failure)
+                    return 1
+                lost = self._writer.lost_writer_lock() if self._writer is not None else None
+                if lost is not None:
+                    log.error("exiting: %s", lost)
                     return 1
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=0.5)

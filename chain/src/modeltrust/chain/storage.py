@@ -1,19 +1,22 @@
 """Ledger storage: the narrow interface the sequencer and server use, and its SQLite backend.
 
-Why one long module: the interface and its one backend change together; the SQL
-and the invariants it keeps (append-only rows, tree nodes, checkpoints) are read as one.
+Why one long module: the interface and its one file-based backend change together; the
+SQL and the invariants it keeps (append-only rows, tree nodes, checkpoints) are read as
+one. The PostgreSQL backend (``storage_postgres.py``) implements the same interface with
+the same tables; :func:`open_store` picks one from the configured location (a file path,
+or a ``postgresql://`` URL).
 
-The interface (:class:`LedgerStore`) is deliberately small so a PostgreSQL backend can
-slot in beside SQLite (docs/architecture.md): one atomic ``append`` per block, batched
-reads, and a handful of exact-match lookups. Nothing in it knows about HTTP or about
-the entry schema; the sequencer derives lookup keys (see ``lookup.py``).
+The interface (:class:`LedgerStore`) is deliberately small: one atomic ``append`` per
+block, batched reads, and a handful of exact-match lookups. Nothing in it knows about
+HTTP or about the entry schema; the sequencer derives lookup keys (see ``lookup.py``).
 
 Who may sequence is an explicit decision made when a store is opened for writing: the
 SQLite backend holds an exclusive ``flock`` on ``<db>.lock`` for the life of the
 process, and every append checks, inside its transaction, that this process's writer
 epoch (bumped at open) is still the current one. A second writer therefore fails to
 open, and an old writer whose lock was somehow bypassed can no longer commit: the log
-never forks.
+never forks. (PostgreSQL: an advisory lock held by the writer's session, and the same
+epoch check.)
 
 Durability: WAL with ``synchronous=FULL`` syncs the WAL at every commit, and the
 sequencer acknowledges only after ``append`` returned, so a crash loses nothing that
@@ -25,6 +28,8 @@ from __future__ import annotations
 import fcntl
 import os
 import sqlite3
+import time
+import urllib.parse
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,7 +99,16 @@ class LedgerIdentity:
 
 
 class LedgerStore(Protocol):
-    """The storage a ledger needs. Implementations: SQLiteLedgerStore (PostgreSQL later)."""
+    """The storage a ledger needs: SQLiteLedgerStore and PostgresLedgerStore.
+
+    Open one with :func:`open_store`. Writers hold the writer lock from open to close.
+    """
+
+    @property
+    def location(self) -> str:
+        """Where the store is, for messages: a file path, or a database URL without its
+        password."""
+        ...
 
     def identity(self) -> LedgerIdentity | None: ...
 
@@ -126,6 +140,27 @@ class LedgerStore(Protocol):
 
     def lookup(self, kind: str, key: str, *, after: int, limit: int) -> list[int]:
         """Indexes of entries recorded under (kind, key), ascending, greater than ``after``."""
+        ...
+
+    def iter_node_chunks(
+        self, start_pos: int = 0, chunk: int = 65536
+    ) -> Iterator[list[tuple[int, bytes]]]:
+        """Stored (position, hash) rows in post-order, a chunk at a time (for audits)."""
+        ...
+
+    def iter_entry_rows(
+        self, start: int = 0, chunk: int = 65536
+    ) -> Iterator[list[tuple[int, bytes, bytes]]]:
+        """Raw (index, leaf hash, data) rows in index order, a chunk at a time (for audits)."""
+        ...
+
+    def lost_writer_lock(self) -> str | None:
+        """Why this writer may no longer append (it lost the writer lock), else None.
+
+        Answers from what the store already knows, without I/O: a long-running writer
+        polls it so that it stops (and exits) as soon as another writer may take over,
+        not only at its next append, which the epoch check would refuse anyway.
+        """
         ...
 
     def close(self) -> None: ...
@@ -185,6 +220,7 @@ class SQLiteLedgerStore:
         *,
         writer: bool,
         background_checkpoints: bool = False,
+        writer_wait: float | None = 0.0,
     ) -> None:
         self.path = Path(path)
         self.writer = writer
@@ -192,7 +228,7 @@ class SQLiteLedgerStore:
         self._epoch = 0
         self._checkpointer: WalCheckpointer | None = None
         if writer:
-            self._lock_fd = _take_writer_lock(self.path)
+            self._lock_fd = _take_writer_lock(self.path, writer_wait)
         try:
             self._db = self._connect()
             if writer:
@@ -233,6 +269,13 @@ class SQLiteLedgerStore:
                 "INSERT OR REPLACE INTO meta (key, value) VALUES ('writer_epoch', ?)", (str(epoch),)
             )
         return epoch
+
+    @property
+    def location(self) -> str:
+        return str(self.path)
+
+    def lost_writer_lock(self) -> str | None:
+        return None  # the flock is held until close: a live process cannot lose it
 
     # -- identity -----------------------------------------------------------------------
 
@@ -321,7 +364,7 @@ class SQLiteLedgerStore:
             "ORDER BY height DESC LIMIT 1",
             (),
         )
-        return _block(row) if row else None
+        return block_from_row(row) if row else None
 
     def get_nodes(self, ids: Sequence[NodeID]) -> list[bytes]:
         positions = [node_position(i) for i in ids]
@@ -377,7 +420,7 @@ class SQLiteLedgerStore:
             "WHERE height >= ? AND height < ? ORDER BY height",
             (start, end),
         )
-        return [_block(r) for r in rows]
+        return [block_from_row(r) for r in rows]
 
     def block_count(self) -> int:
         row = self._query_one("SELECT MAX(height) FROM blocks", ())
@@ -445,6 +488,77 @@ class SQLiteLedgerStore:
             self._lock_fd = None
 
 
+# -- choosing a backend -------------------------------------------------------------------
+
+# How long a PostgreSQL writer's session may stay silent (a paused or cut-off writer)
+# before the server ends it and with it the writer lock; docs/ledger.md section 8.
+DEFAULT_WRITER_LEASE = 10.0
+
+_DATABASE_URL_SCHEMES = ("postgresql://", "postgres://")
+
+
+def is_database_url(location: str | os.PathLike[str]) -> bool:
+    """Whether ``location`` names a PostgreSQL database (a URL) rather than a SQLite file."""
+    return isinstance(location, str) and location.startswith(_DATABASE_URL_SCHEMES)
+
+
+def database_url_has_password(url: str) -> bool:
+    parts = urllib.parse.urlsplit(url)
+    in_query = any(p.split("=", 1)[0] == "password" for p in parts.query.split("&"))
+    return parts.password is not None or in_query
+
+
+def redact_database_url(url: str) -> str:
+    """``url`` with its password (user part or ``password=`` parameter) shown as ``***``:
+    what messages and logs may say about a database URL."""
+    parts = urllib.parse.urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, hosts = netloc.rpartition("@")
+        user, colon, _ = userinfo.partition(":")
+        netloc = f"{user}{':***' if colon else ''}@{hosts}"
+    query = "&".join(
+        "password=***" if p.split("=", 1)[0] == "password" else p for p in parts.query.split("&")
+    )
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def open_store(
+    location: str | os.PathLike[str],
+    *,
+    writer: bool,
+    background_checkpoints: bool = False,
+    writer_wait: float | None = 0.0,
+    writer_lease: float = DEFAULT_WRITER_LEASE,
+) -> LedgerStore:
+    """The ledger store at ``location``: PostgreSQL for a ``postgresql://`` URL, else the
+    SQLite file at that path.
+
+    ``writer=True`` takes the writer lock, waiting up to ``writer_wait`` seconds (None:
+    as long as it takes, a standby) while another writer holds it, then fails with
+    :class:`WriterLockError`. ``background_checkpoints`` is SQLite's (WAL checkpoints
+    on their own thread); ``writer_lease`` PostgreSQL's (a silent writer's session ends
+    after that many seconds, releasing the lock).
+    """
+    if is_database_url(location):
+        try:
+            from modeltrust.chain.storage_postgres import PostgresLedgerStore
+        except ImportError as exc:  # psycopg comes with the optional [postgres] extra
+            raise StorageError(
+                "PostgreSQL storage needs psycopg: pip install 'modeltrust-chain[postgres]' "
+                f"(or 'modeltrust-cli[postgres]') ({exc})"
+            ) from exc
+        return PostgresLedgerStore(
+            str(location), writer=writer, writer_wait=writer_wait, lease=writer_lease
+        )
+    return SQLiteLedgerStore(
+        location,
+        writer=writer,
+        background_checkpoints=background_checkpoints,
+        writer_wait=writer_wait,
+    )
+
+
 class _transaction:
     """BEGIN IMMEDIATE ... COMMIT, rolled back on any error."""
 
@@ -461,23 +575,33 @@ class _transaction:
             self._db.execute("ROLLBACK")
 
 
-def _take_writer_lock(db_path: Path) -> int:
+def _take_writer_lock(db_path: Path, wait: float | None) -> int:
+    """The exclusive flock on ``<db>.lock``; waits up to ``wait`` seconds (None: for as
+    long as it takes) while another process holds it."""
     lock_path = db_path.with_name(db_path.name + ".lock")
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise WriterLockError(
-            f"another sequencer process holds {lock_path}: only one writer may use a ledger "
-            "database at a time (stop the other `modeltrust ledger serve` first)"
-        ) from None
+    deadline = None if wait is None else time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if deadline is not None and time.monotonic() >= deadline:
+                os.close(fd)
+                raise WriterLockError(
+                    f"another sequencer process holds {lock_path}: only one writer may use a "
+                    "ledger database at a time (stop the other `modeltrust ledger serve` first)"
+                ) from None
+            # Polled, not a blocking flock: a blocked flock cannot be interrupted by a
+            # deadline, and a takeover a quarter second late costs nothing.
+            time.sleep(0.25)
     os.ftruncate(fd, 0)
     os.write(fd, f"{os.getpid()}\n".encode())
     return fd
 
 
-def _block(row: tuple[object, ...]) -> StoredBlock:
+def block_from_row(row: tuple[object, ...]) -> StoredBlock:
+    """A blocks row (height, header, header_hash, checkpoint, end_index), type-checked."""
     height, header, header_hash, checkpoint, end_index = row
     if not (
         isinstance(height, int)

@@ -25,10 +25,17 @@ from modeltrust.chain.auth import (
 from modeltrust.chain.errors import ChainError
 from modeltrust.chain.note import NoteSigner, NoteVerifier
 from modeltrust.chain.service import LedgerService, ServiceConfig
-from modeltrust.chain.storage import StorageError
+from modeltrust.chain.storage import (
+    DEFAULT_WRITER_LEASE,
+    StorageCorruptError,
+    StorageError,
+    database_url_has_password,
+    is_database_url,
+)
 from modeltrust.cli.common import (
     EXIT_REFUSED,
     EXIT_UNCHECKED,
+    F,
     fail,
     is_terminal,
     ledger_exit_code,
@@ -69,8 +76,57 @@ def keygen(origin: str, out: Path) -> None:
     click.echo(signer.verifier_key())
 
 
+def _database_options(f: F) -> F:
+    """--db (a SQLite file or a postgresql:// URL) and --database-url (or its variable)."""
+    f = click.option(
+        "--database-url",
+        envvar="MODELTRUST_LEDGER_DATABASE_URL",
+        show_envvar=True,
+        help="The ledger's PostgreSQL database, postgresql://USER[:PASSWORD]@HOST[:PORT]/DB: "
+        "in the environment, the password stays off the command line (libpq's PGPASSWORD "
+        "and ~/.pgpass work too).",
+    )(f)
+    return click.option(
+        "--db",
+        help="The ledger's database: a SQLite file, or a postgresql:// URL.",
+    )(f)
+
+
+def _from_environment(name: str) -> bool:
+    source = click.get_current_context().get_parameter_source(name)
+    return source is click.core.ParameterSource.ENVIRONMENT
+
+
+def _database(db: str | None, database_url: str | None, *, must_exist: bool) -> str:
+    """The store location from --db / --database-url: exactly one of them. An option on
+    the command line wins over MODELTRUST_LEDGER_DATABASE_URL in the environment."""
+    if db is not None and database_url is not None and _from_environment("database_url"):
+        database_url = None
+    if db is not None and database_url is not None:
+        raise click.UsageError(
+            "give --db or --database-url (MODELTRUST_LEDGER_DATABASE_URL), not both"
+        )
+    if database_url is not None:
+        if not is_database_url(database_url):
+            raise click.BadParameter("expected a postgresql:// URL", param_hint="--database-url")
+        return database_url
+    if db is None:
+        raise click.UsageError("give --db (a file or a postgresql:// URL) or --database-url")
+    if is_database_url(db):
+        if database_url_has_password(db):
+            log.warning(
+                "the database password is on the command line, where other users of this "
+                "machine can read it: put the URL in MODELTRUST_LEDGER_DATABASE_URL, or the "
+                "password in PGPASSWORD or ~/.pgpass"
+            )
+        return db
+    if must_exist and not Path(db).is_file():
+        raise click.BadParameter(f"file {db!r} does not exist", param_hint="--db")
+    return db
+
+
 @group.command()
-@click.option("--db", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@_database_options
 @click.option(
     "--key",
     "key_file",
@@ -113,9 +169,25 @@ def keygen(origin: str, out: Path) -> None:
     help="The ledger's own token file (default: the in-cluster service-account token).",
 )
 @click.option("--max-batch", default=2048, show_default=True, help="Entries per block at most.")
+@click.option(
+    "--writer-wait",
+    type=click.FloatRange(min=0),
+    help="Seconds to wait for the writer lock while another writer holds it, then fail. "
+    "Default: with PostgreSQL, as long as it takes (a standby that takes over when the "
+    "writer stops); with SQLite, fail at once.",
+)
+@click.option(
+    "--writer-lease",
+    type=click.FloatRange(min=0.5),
+    default=DEFAULT_WRITER_LEASE,
+    show_default=True,
+    help="PostgreSQL: seconds the writer's database session may stay silent (a paused or "
+    "cut-off writer) before the server ends it and a standby takes over.",
+)
 @click.option("--log-level", default="INFO", show_default=True)
 def serve(
-    db: Path,
+    db: str | None,
+    database_url: str | None,
     key_file: Path,
     origin: str,
     publishers: Path,
@@ -127,12 +199,18 @@ def serve(
     tokenreview_ca: Path | None,
     tokenreview_credentials: Path | None,
     max_batch: int,
+    writer_wait: float | None,
+    writer_lease: float,
     log_level: str,
 ) -> None:
-    """Serve the ledger API; the only writer of --db (a second one fails to start)."""
+    """Serve the ledger API as the only writer of its database (the writer lock: a second
+    writer fails, or with PostgreSQL waits as a standby)."""
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
+    location = _database(db, database_url, must_exist=False)
+    if writer_wait is None and not is_database_url(location):
+        writer_wait = 0.0
     host, _, port = listen.rpartition(":")
     if not host or not port.isdigit():
         raise click.BadParameter("expected host:port", param_hint="--listen")
@@ -147,7 +225,7 @@ def serve(
             tokenreview_credentials,
         )
         config = ServiceConfig(
-            db=db,
+            db=location,
             signer=signer,
             origin=origin,
             publishers=PublisherSet.load(publishers),
@@ -155,6 +233,8 @@ def serve(
             host=host,
             port=int(port),
             max_batch=max_batch,
+            writer_wait=writer_wait,
+            writer_lease=writer_lease,
         )
         service = LedgerService(config)
     except (ChainError, OSError) as exc:
@@ -217,8 +297,8 @@ def _use_uvloop() -> None:
 
 
 @group.command()
-@click.option("--db", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--url", help="Verify a running ledger over its API instead of a database file.")
+@_database_options
+@click.option("--url", help="Verify a running ledger over its API instead of its database.")
 @click.option(
     "--verifier-key", required=True, help="The ledger's checkpoint verifier key (or a file)."
 )
@@ -227,16 +307,24 @@ def _use_uvloop() -> None:
     "--quiet", is_flag=True, help="No progress bar (there is none unless stderr is a terminal)."
 )
 def verify(
-    db: Path | None, url: str | None, verifier_key: str, check_entries: bool, quiet: bool
+    db: str | None,
+    database_url: str | None,
+    url: str | None,
+    verifier_key: str,
+    check_entries: bool,
+    quiet: bool,
 ) -> None:
     """Recompute the whole ledger from genesis; exit 1 naming the first bad index or block."""
     from tqdm import tqdm
 
-    from modeltrust.chain.ledger_verify import LedgerVerificationError, verify_sqlite
+    from modeltrust.chain.ledger_verify import LedgerVerificationError, verify_database
     from modeltrust.chain.remote_verify import verify_remote
 
-    if (db is None) == (url is None):
-        raise click.UsageError("give exactly one of --db or --url")
+    if url is not None and database_url is not None and _from_environment("database_url"):
+        database_url = None
+    if url is not None and (db is not None or database_url is not None):
+        raise click.UsageError("give exactly one of --db, --database-url or --url")
+    location = None if url is not None else _database(db, database_url, must_exist=True)
     try:
         verifier = NoteVerifier.from_verifier_key(read_verifier_key(verifier_key))
     except ChainError as exc:
@@ -253,9 +341,9 @@ def verify(
         bar.update(count)
 
     try:
-        if db is not None:
-            report = verify_sqlite(
-                str(db), verifier, check_entries=check_entries, progress=progress
+        if location is not None:
+            report = verify_database(
+                location, verifier, check_entries=check_entries, progress=progress
             )
         else:
             assert url is not None
@@ -268,6 +356,11 @@ def verify(
         if exc.height is not None:
             click.echo(f"first bad block: {exc.height}", err=True)
         sys.exit(EXIT_REFUSED)
+    except StorageError as exc:
+        bar.close()
+        click.echo(f"FAILED: {exc}", err=True)
+        # A damaged store failed the check; one that cannot be reached was not checked.
+        sys.exit(EXIT_REFUSED if isinstance(exc, StorageCorruptError) else EXIT_UNCHECKED)
     except ChainError as exc:
         bar.close()
         click.echo(f"FAILED: {exc}", err=True)
