@@ -12,6 +12,7 @@ from pathlib import Path
 from aiohttp import web
 
 from modeltrust.chain.auth import PublisherSet, TokenAuthenticator, TokenReviewAuthenticator
+from modeltrust.chain.cosigning import CosignatureCollector, WitnessEndpoint
 from modeltrust.chain.errors import ConfigError
 from modeltrust.chain.metrics import LedgerMetrics
 from modeltrust.chain.note import NoteSigner
@@ -36,6 +37,11 @@ class ServiceConfig:
     # Recompute the whole tree at start and refuse a store that disagrees with its last
     # signed checkpoint (about 3 s per million entries; see docs/ledger.md).
     audit_on_start: bool = True
+    # Witnesses each new checkpoint is sent to (cosigning.py); none: readers get the
+    # checkpoints as the ledger signs them.
+    witnesses: tuple[WitnessEndpoint, ...] = ()
+    witness_timeout: float = 3.0  # per add-checkpoint request
+    witness_refresh: float = 30.0  # the current checkpoint is cosigned again this often
 
 
 class LedgerService:
@@ -54,6 +60,7 @@ class LedgerService:
         self._reader: SQLiteLedgerStore | None = None
         self._runner: web.AppRunner | None = None
         self.sequencer: Sequencer | None = None
+        self.collector: CosignatureCollector | None = None
         self.port = 0
 
     @property
@@ -74,6 +81,20 @@ class LedgerService:
             )
             await self.sequencer.start()
             self._reader = SQLiteLedgerStore(cfg.db, writer=False)
+            sequencer = self.sequencer
+            if cfg.witnesses:
+                self.collector = CosignatureCollector(
+                    cfg.witnesses,
+                    lambda: sequencer.latest,
+                    self._reader,
+                    timeout=cfg.witness_timeout,
+                    refresh=cfg.witness_refresh,
+                    metrics=self.metrics,
+                )
+                sequencer.on_checkpoint(self.collector.notify)
+                await self.collector.start()
+            else:
+                self.metrics.cosigned_tree_size.set_function(lambda: sequencer.latest.size)
             api = LedgerAPI(
                 self.sequencer,
                 self._reader,
@@ -83,6 +104,7 @@ class LedgerService:
                 origin=cfg.origin,
                 metrics=self.metrics,
                 limits=cfg.limits,
+                cosigner=self.collector,
             )
             self._runner = web.AppRunner(api.application(), access_log=None)
             await self._runner.setup()
@@ -105,6 +127,9 @@ class LedgerService:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        if self.collector is not None:
+            await self.collector.stop()
+            self.collector = None
         if self.sequencer is not None:
             await self.sequencer.stop()
             self.sequencer = None
