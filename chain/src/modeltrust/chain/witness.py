@@ -552,7 +552,10 @@ class WitnessService:
             timeout=aiohttp.ClientTimeout(total=cfg.fetch_timeout)
         )
         if not self.copy.initialized:
-            await self._initialize_copy()
+            try:
+                await self._initialize_copy()
+            except LogFetchError as exc:  # the poll loop tries again: the log may start later
+                log.warning("cannot start the copy of the log yet: %s", exc)
         if self.state is not None and self.state.size <= self.copy.size:
             await self._check_state_in_copy()
         self._update_gauges()
@@ -893,6 +896,8 @@ class WitnessService:
         """Copy the log's new blocks (all of them, or until the copy holds ``until`` entries)."""
         async with self._sync_lock:
             try:
+                if not self.copy.initialized:
+                    await self._initialize_copy()
                 while until is None or self.copy.size < until:
                     if not await self._copy_blocks(until):
                         break
