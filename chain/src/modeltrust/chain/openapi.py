@@ -399,7 +399,7 @@ def openapi_document() -> dict[str, Any]:
         ),
         "/v1/keys": {
             "get": {
-                "summary": "The checkpoint verifier key, the publisher key ids, the empty checkpoint",
+                "summary": "The checkpoint verifier key, publisher key ids, empty checkpoint",
                 "responses": {
                     "200": _ok(
                         {

@@ -115,6 +115,7 @@ LOCK_FILE = "witness.lock"
 _BLOCK_PAGE = 100
 _ENTRY_PAGE = 1000  # the ledger's range-read cap
 _MAX_REQUEST = 1 << 20
+_PEER_DELAY = 0.3  # seconds after a cosignature before the ledger's checkpoint is read again
 
 WITNESS_ADVICE = (
     "Operator of this witness: review the evidence (GET /v1/witness/evidence, or the files "
@@ -515,6 +516,7 @@ class WitnessService:
         self._state_lock = asyncio.Lock()
         self._sync_lock = asyncio.Lock()
         self._last_sync_error: str | None = None
+        self._cosigned = asyncio.Event()  # wakes the poll: the ledger publishes peers soon
         self.port = 0
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -766,6 +768,7 @@ class WitnessService:
         self.state = new
         self.metrics.cosignatures.inc()
         self.metrics.cosigned_at.set(time.time())
+        self._cosigned.set()
         self._update_gauges()
         return line
 
@@ -1009,7 +1012,12 @@ class WitnessService:
                     log.warning("copying the log from %s: %s", self.config.log_url, exc)
             except Exception:
                 log.exception("copying the log from %s failed", self.config.log_url)
-            await asyncio.sleep(self.config.poll_interval)
+            # Right after a cosignature the ledger publishes the checkpoint with the other
+            # witnesses' ones: read it again soon, so readers of this copy get them too.
+            self._cosigned.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._cosigned.wait(), self.config.poll_interval)
+                await asyncio.sleep(min(_PEER_DELAY, self.config.poll_interval))
 
     async def _audits(self) -> None:
         interval = self.config.audit_interval
