@@ -23,9 +23,18 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
+from aiohttp import web
 from click.testing import CliRunner
 
-from harness.ledger import TOKEN, LedgerKeys, audit, make_keys, registration, service_config
+from harness.ledger import (
+    TOKEN,
+    LedgerKeys,
+    audit,
+    free_port,
+    make_keys,
+    registration,
+    service_config,
+)
 from harness.witness import WitnessSetup
 from modeltrust.chain.checkpoint import (
     Checkpoint,
@@ -38,6 +47,8 @@ from modeltrust.chain.entries import entry_to_json
 from modeltrust.chain.errors import UnknownVerifierError
 from modeltrust.chain.merkle import consistency_proof, hash_from_b64, verify_consistency
 from modeltrust.chain.note import NoteVerifier, parse_note, parse_signature_lines
+from modeltrust.chain.sequencer import Sequencer, SignedCheckpoint, Submission
+from modeltrust.chain.server import LedgerAPI
 from modeltrust.chain.service import LedgerService
 from modeltrust.chain.storage import SQLiteLedgerStore
 from modeltrust.chain.tlog_witness import SIZE_CONTENT_TYPE, AddCheckpoint
@@ -170,6 +181,73 @@ async def test_appends_are_answered_with_both_witnesses_cosignatures(d: Deployme
 async def _with_cosigners(d: Deployment, url: str, count: int) -> str | None:
     note = await d.checkpoint(url)
     return note if len(cosigners(note, d.verifiers())) == count else None
+
+
+async def test_concurrent_appends_get_cosigned_receipts_that_prove_them(d: Deployment) -> None:
+    # Blocks sealed while the witnesses cosign an earlier one are covered by the next
+    # round: their receipts are proven again at the cosigned checkpoint's size. The
+    # verifying client checks every one of those proofs.
+    client = AsyncLedgerClient(d.ledger.url, verifier_key=d.keys.verifier_key, token=TOKEN)
+    try:
+        receipts = await asyncio.gather(*(client.append(audit(i)) for i in range(40)))
+    finally:
+        await client.close()
+    assert sorted(r.index for r in receipts) == list(range(40))
+    for r in receipts:
+        assert set(cosigners(r.checkpoint.note, d.verifiers())) == {
+            "witness-a.test",
+            "witness-b.test",
+        }
+        assert r.checkpoint.size > r.index
+
+
+class LaterRound:
+    """A Cosigner whose round ends after more blocks were sealed (what a slow witness round
+    does): it publishes the newer checkpoint, so the receipts must be proven again."""
+
+    def __init__(self, sequencer: Sequencer) -> None:
+        self.sequencer = sequencer
+
+    @property
+    def published(self) -> SignedCheckpoint:
+        return self.sequencer.latest
+
+    async def wait_published(self, size: int) -> SignedCheckpoint | None:
+        for i in range(3):
+            await self.sequencer.submit([Submission.of(audit(1000 + size * 10 + i))])
+        return self.sequencer.latest
+
+
+async def test_receipts_published_at_a_newer_checkpoint_are_proven_at_its_size(
+    tmp_path: Path,
+) -> None:
+    keys = make_keys(tmp_path / "keys")
+    service = LedgerService(service_config(keys, tmp_path / "l.db"))
+    await service.start()
+    assert service.sequencer is not None
+    reader = SQLiteLedgerStore(tmp_path / "l.db", writer=False)
+    api = LedgerAPI(
+        service.sequencer, reader, publishers=service.config.publishers,
+        tokens=service.config.tokens, verifier_key=keys.verifier_key, origin=keys.signer.name,
+        metrics=service.metrics, cosigner=LaterRound(service.sequencer),
+    )  # fmt: skip
+    runner = web.AppRunner(api.application())
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    client = AsyncLedgerClient(f"http://127.0.0.1:{port}", verifier_key=keys.verifier_key,
+                               token=TOKEN)  # fmt: skip
+    try:
+        one = await client.append(registration(keys, 1))
+        assert (one.index, one.checkpoint.size) == (0, 4)  # proven at size 4, not 1
+        many = await client.append_many([audit(i) for i in range(5)])
+        assert [r.index for r in many] == list(range(4, 9))
+        assert {r.checkpoint.size for r in many} == {12}
+    finally:
+        await client.close()
+        await runner.cleanup()
+        reader.close()
+        await service.stop()
 
 
 async def test_a_witness_serves_the_read_api_from_its_own_verified_copy(d: Deployment) -> None:

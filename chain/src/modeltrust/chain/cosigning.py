@@ -207,7 +207,9 @@ class CosignatureCollector:
     async def _round(self, target: SignedCheckpoint) -> None:
         self._round_note = target.note
         text = target.checkpoint.to_text()
+        started = time.perf_counter()
         await asyncio.gather(*(self._ask(w, target, text) for w in self._witnesses))
+        self._metrics.witness_round_seconds.observe(time.perf_counter() - started)
         lines = [w.line for w in self._witnesses if w.text == text and w.line is not None]
         note = with_signatures(target.note, lines) if lines else target.note
         self._published = SignedCheckpoint(target.checkpoint, note)

@@ -167,6 +167,12 @@ class LedgerMetrics(HttpMetrics):
             ["witness"],
             registry=r,
         )
+        self.witness_round_seconds = Histogram(
+            "modeltrust_ledger_witness_round_seconds",
+            "Time to have a checkpoint cosigned: every witness answered or timed out.",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
         self.witness_requests = Counter(
             "modeltrust_ledger_witness_requests",
             "add-checkpoint requests to witnesses by outcome (cosigned, conflict, refused, "

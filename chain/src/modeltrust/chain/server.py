@@ -183,6 +183,7 @@ class LedgerAPI:
         self.origin = origin
         self.metrics = metrics
         self.limits = limits or Limits()
+        self._provers: tuple[int, BatchProver] | None = None
 
     def published(self) -> SignedCheckpoint:
         """The checkpoint readers are given (with its cosignatures, when witnesses cosign)."""
@@ -311,21 +312,27 @@ class LedgerAPI:
             return GroupReceipt(published, outcome.receipts)
         return GroupReceipt(published, self._prove_again(outcome.receipts, published))
 
+    def _prover(self, at: SignedCheckpoint) -> BatchProver:
+        """One prover per published checkpoint, shared by every request answered at it:
+        the upper levels of their proofs are the same nodes, read once."""
+        cached = self._provers
+        if cached is not None and cached[0] == at.size:
+            return cached[1]
+
+        def perfect(level: int, index: int) -> bytes:
+            try:
+                return self.reader.get_nodes([NodeID(level, index)])[0]
+            except MissingNodeError as exc:
+                raise StoreDamagedError(str(exc), index << level) from None
+
+        prover = BatchProver(at.size, perfect)
+        self._provers = (at.size, prover)
+        return prover
+
     def _prove_again(
         self, receipts: Sequence[Receipt], at: SignedCheckpoint
     ) -> tuple[Receipt, ...]:
-        cache: dict[tuple[int, int], bytes] = {}
-
-        def perfect(level: int, index: int) -> bytes:
-            h = cache.get((level, index))
-            if h is None:
-                try:
-                    h = cache[(level, index)] = self.reader.get_nodes([NodeID(level, index)])[0]
-                except MissingNodeError as exc:
-                    raise StoreDamagedError(str(exc), index << level) from None
-            return h
-
-        prover = BatchProver(at.size, perfect)
+        prover = self._prover(at)
         indexes = [r.index for r in receipts]
         first, end = min(indexes), max(indexes) + 1
         consecutive = end - first == len(set(indexes))

@@ -394,6 +394,14 @@ class LogCopy:
     def height(self) -> int:
         return self._height
 
+    def append_all(
+        self, blocks: Sequence[_FetchedBlock], entries: Sequence[Any], first: int
+    ) -> None:
+        """``append`` each block, ``entries`` starting at entry ``first``."""
+        for block in blocks:
+            h = block.header
+            self.append(block, entries[h.first_index - first : h.end_index - first])
+
     def append(self, fetched: _FetchedBlock, entries: Sequence[dict[str, Any]]) -> None:
         """Verify one block of the log against the copy and store it (all or nothing)."""
         h = fetched.height
@@ -762,9 +770,13 @@ class WitnessService:
         raw = self.config.signer.sign(text)
         line = NoteSignature(self.config.signer.name, self.config.signer.key_id, raw)
         new = CosignedState(cp.size, cp.root_hash, note, line)
-        if self.state is None or self.state.size != cp.size:
+        same = self.state is not None and self.state.size == cp.size
+        if not same:
             self._peer_lines = ()
-        await self.copy.run(self._save_state, new)  # persisted before it is answered
+            # Persisted before it is answered (tlog-witness): a restart never cosigns below it.
+            await self.copy.run(self._save_state, new)
+        # The same checkpoint cosigned again (the ledger's refresh) changes no state worth a
+        # disk write: after a restart the older cosignature is served until the next one.
         self.state = new
         self.metrics.cosignatures.inc()
         self.metrics.cosigned_at.set(time.time())
@@ -931,11 +943,7 @@ class WitnessService:
                 blocks = blocks[: needed + 1]
                 end = blocks[-1].header.end_index
         entries = await self._entries(first, end)
-        for block in blocks:
-            h = block.header
-            await self.copy.run(
-                self.copy.append, block, entries[h.first_index - first : h.end_index - first]
-            )
+        await self.copy.run(self.copy.append_all, blocks, entries, first)  # one thread hop
         return True
 
     async def _entries(self, start: int, end: int) -> list[Any]:
