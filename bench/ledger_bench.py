@@ -190,9 +190,22 @@ class Witnesses:
 
 
 def cosigned_by_all(url: str, verifiers: list[NoteVerifier]) -> bool:
+    """Whether the ledger serves its newest signed checkpoint cosigned by every witness."""
     with urllib.request.urlopen(url + "/v1/checkpoint", timeout=5) as r:  # noqa: S310
         note = r.read().decode()
-    return len(witness_cosignatures(note, verifiers)) == len(verifiers)
+    with urllib.request.urlopen(url + "/readyz", timeout=5) as r:  # noqa: S310
+        signed = orjson.loads(r.read())["tree_size"]
+    cosigned = len(witness_cosignatures(note, verifiers)) == len(verifiers)
+    return cosigned and Checkpoint.from_text(note.split("\n\n")[0] + "\n").size == signed
+
+
+def wait_cosigned(url: str, verifiers: list[NoteVerifier], timeout: float = 300) -> None:
+    """Until the witnesses caught up: each measurement starts from a witnessed ledger."""
+    deadline = time.monotonic() + timeout
+    while not cosigned_by_all(url, verifiers):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the witnesses did not catch up within {timeout:.0f} s")
+        time.sleep(0.2)
 
 
 # -- append benchmarks ---------------------------------------------------------------------------
@@ -239,7 +252,7 @@ async def single_appends(url: str, total: int, clients: int, run: str) -> float:
 async def paced_latency(url: str, rate: int, seconds: float) -> list[float]:
     """Open loop: one single-entry append every 1/rate s; latency until the signed receipt."""
     total = int(rate * seconds)
-    bodies = [body_of([audit_entry(i, "lat")]) for i in range(total)]
+    bodies = [body_of([audit_entry(i, f"lat{rate}")]) for i in range(total)]
     headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
     latencies: list[float] = []
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
@@ -305,20 +318,21 @@ def witnessed_rows(
     """One writer and two witnesses on this machine: appends and their cosigned receipts."""
     witnesses = Witnesses(tmp / "witnesses")
     rows: list[tuple[str, str]] = []
+    rates = (100, 300, 1000)
+    # The same open-loop load without witnesses, side by side (same run, same machine load).
+    with Server(tmp, tmp / "unwitnessed.db", signer) as server:
+        for per_second in rates:
+            lat = asyncio.run(paced_latency(server.url, per_second, latency_s))
+            p50, p99 = p(lat, 0.5) * 1000, p(lat, 0.99) * 1000
+            rows.append(
+                (f"append -> signed checkpoint, no witnesses, at {per_second:,} appends/s",
+                 f"p50 {p50:.1f} ms, p99 {p99:.1f} ms")
+            )  # fmt: skip
     with Server(tmp, tmp / "witnessed.db", signer, witnesses.ledger_args()) as server:
         try:
             witnesses.start(server.url, signer.verifier_key())
-            deadline = time.monotonic() + 60
-            while not cosigned_by_all(server.url, witnesses.verifiers):
-                if time.monotonic() > deadline:
-                    raise RuntimeError("the witnesses did not cosign within 60 s")
-                time.sleep(0.2)
-            rate = asyncio.run(batched_appends(server.url, n_batched, batch=1000, clients=4))
-            rows.append(
-                ("sustained appends with 2 witnesses, batched (1000/request, 4 clients)",
-                 f"{rate:,.0f} entries/s")
-            )  # fmt: skip
-            for per_second in (100, 300, 1000):
+            for per_second in rates:
+                wait_cosigned(server.url, witnesses.verifiers)
                 lat, missing = asyncio.run(
                     cosigned_latency(server.url, per_second, latency_s, witnesses.verifiers)
                 )
@@ -331,6 +345,15 @@ def witnessed_rows(
                      f"p50 {p50:.1f} ms, p99 {p99:.1f} ms ({len(lat)}/{total} receipts cosigned "
                      "by both)")
                 )  # fmt: skip
+            wait_cosigned(server.url, witnesses.verifiers)
+            rate = asyncio.run(batched_appends(server.url, n_batched, batch=1000, clients=4))
+            started = time.perf_counter()
+            wait_cosigned(server.url, witnesses.verifiers)
+            rows.append(
+                ("sustained appends with 2 witnesses, batched (1000/request, 4 clients)",
+                 f"{rate:,.0f} entries/s (witnesses caught up {time.perf_counter() - started:.1f}"
+                 " s after the last append)")
+            )  # fmt: skip
         finally:
             witnesses.stop()
     return rows
