@@ -1,18 +1,18 @@
 """A witness: a verified copy of a ledger that cosigns only what it checked itself.
 
-Why one long module: the copy of the log, the cosigned state and the split-view evidence
-are one safety argument (the witness cosigns a checkpoint only when its own copy of the
-log gives that root and the checkpoint extends everything it cosigned before); split up,
-no file would show it.
+Why one long module: the cosigned state, the checks before a cosignature and the
+split-view evidence are one safety argument (the witness cosigns a checkpoint only when its
+own copy of the log gives that root and the checkpoint extends everything it cosigned
+before); split up, no file would show it. The copy itself is witness_copy.py.
 
-`modeltrust ledger witness` runs one (docs/ledger.md, "Witnesses"). It
+`modeltrust ledger witness` runs one (docs/ledger.md, section 13). It
 
-- copies the log: every block and entry the ledger serves (/v1/blocks, /v1/entries) is
-  checked before it is stored (the header links to the previous one, each entry hashes to
-  its leaf hash, the entries give the header's root, the block's checkpoint is signed by
-  the log's key over exactly that tree), so its store is a ledger store like the ledger's
-  own, audited the same way (`ledger_verify.verify_sqlite`) at start and every
-  ``audit_interval``;
+- copies the log (witness_copy.py): every block and entry the ledger serves (/v1/blocks,
+  /v1/entries) is checked before it is stored (the header links to the previous one, each
+  entry hashes to its leaf hash, the entries give the header's root, the block's
+  checkpoint is signed by the log's key over exactly that tree), so its store is a ledger
+  store like the ledger's own, audited the same way (`ledger_verify.verify_sqlite`) at
+  start and every ``audit_interval``;
 - speaks C2SP tlog-witness: POST /add-checkpoint cosigns (C2SP tlog-cosignature, with a
   timestamp) a checkpoint that is consistent with the last one it cosigned (the proof
   sent with it) AND whose root its own copy of the log gives at that size; the log's
@@ -49,7 +49,6 @@ import os
 import signal
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -62,21 +61,13 @@ from aiohttp import web
 from prometheus_client import Counter, Gauge
 
 from modeltrust.chain.auth import PublisherSet
-from modeltrust.chain.blocks import BlockHeader, check_link
-from modeltrust.chain.canonical import canonical_json
 from modeltrust.chain.checkpoint import Checkpoint, verify_checkpoint
 from modeltrust.chain.client import no_answer
-from modeltrust.chain.entries import entry_from_json, leaf_data
 from modeltrust.chain.errors import ChainError, ConfigError, NoteError, ProofError
-from modeltrust.chain.ledger_verify import LedgerVerificationError, verify_sqlite
-from modeltrust.chain.lookup import lookup_keys
 from modeltrust.chain.merkle import (
-    CompactRange,
-    consistency_proof,
     empty_root,
     hash_from_b64,
     hash_to_b64,
-    leaf_hash,
     verify_consistency,
 )
 from modeltrust.chain.metrics import HttpMetrics
@@ -92,11 +83,7 @@ from modeltrust.chain.note import (
 from modeltrust.chain.sequencer import SignedCheckpoint
 from modeltrust.chain.server import LedgerAPI, Limits
 from modeltrust.chain.storage import (
-    AppendBatch,
-    LedgerIdentity,
-    NewEntry,
     SQLiteLedgerStore,
-    StoredBlock,
 )
 from modeltrust.chain.tlog_witness import (
     ADD_CHECKPOINT_PATH,
@@ -104,6 +91,27 @@ from modeltrust.chain.tlog_witness import (
     AddCheckpoint,
     encode_size,
 )
+from modeltrust.chain.witness_copy import (
+    LogCopy,
+    LogFetchError,
+    WitnessError,
+    WitnessStoreDamagedError,
+    fetched_block,
+)
+
+__all__ = [
+    "CosignedState",
+    "LogCopy",
+    "LogFetchError",
+    "WitnessConfig",
+    "WitnessError",
+    "WitnessLockedError",
+    "WitnessMetrics",
+    "WitnessService",
+    "WitnessStoreDamagedError",
+    "acknowledge_evidence",
+    "evidence_paths",
+]
 
 log = logging.getLogger("modeltrust.witness")
 
@@ -125,28 +133,8 @@ WITNESS_ADVICE = (
 )
 
 
-class WitnessError(ChainError):
-    """The witness cannot do what was asked (its copy, its state, the log's answers)."""
-
-
-class WitnessStoreDamagedError(WitnessError):
-    """The witness's own copy of the log does not verify: it cosigns nothing until repaired."""
-
-
 class WitnessLockedError(WitnessError):
     """Another process holds the witness's state directory."""
-
-
-class LogFetchError(WitnessError):
-    """The log did not answer, or served blocks or entries that do not verify."""
-
-
-class SplitViewDetected(WitnessError):
-    """The log signed a checkpoint that contradicts this witness's copy (evidence recorded)."""
-
-    def __init__(self, message: str, evidence: Path) -> None:
-        super().__init__(message)
-        self.evidence = evidence
 
 
 class _Refusal(WitnessError):
@@ -255,207 +243,6 @@ class WitnessMetrics(HttpMetrics):
             "that did not verify).",
             registry=r,
         )
-
-
-# -- the copy of the log ---------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _FetchedBlock:
-    height: int
-    header: BlockHeader
-    header_bytes: bytes
-    header_hash: bytes
-    note: str
-
-
-class LogCopy:
-    """The witness's verified copy of the log (a LedgerStore only it writes).
-
-    Every method that touches the store runs on the one worker thread (``run``), so the
-    compact range and the store never disagree.
-    """
-
-    def __init__(self, path: Path, verifier: NoteVerifier, origin: str) -> None:
-        self.path = path
-        self.verifier = verifier
-        self.origin = origin
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="witness-copy")
-        self._store: SQLiteLedgerStore | None = None
-        self._range = CompactRange.empty()
-        self._last: BlockHeader | None = None
-        self._height = 0
-        self.latest = SignedCheckpoint(Checkpoint(origin, 0, empty_root()), "")
-        self.damage: WitnessStoreDamagedError | None = None
-
-    async def run(self, fn: Any, *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
-
-    @property
-    def store(self) -> SQLiteLedgerStore:
-        if self._store is None:
-            raise WitnessError("the log copy is not open")
-        return self._store
-
-    @property
-    def initialized(self) -> bool:
-        return bool(self.latest.note)
-
-    @property
-    def size(self) -> int:
-        return self.latest.size
-
-    def open(self) -> None:
-        self._store = SQLiteLedgerStore(self.path, writer=True)
-
-    def close(self) -> None:
-        if self._store is not None:
-            self._store.close()
-            self._store = None
-        self._executor.shutdown(wait=True)
-
-    def load(self, audit: bool) -> None:
-        """Read the copy's state; with ``audit``, verify all of it first (as `ledger verify`)."""
-        identity = self.store.identity()
-        if identity is None:
-            return
-        if identity.origin != self.origin or identity.verifier_key != self.verifier.verifier_key():
-            raise WitnessError(
-                f"{self.path} holds a copy of log {identity.origin!r} with key "
-                f"{identity.verifier_key}, not of {self.origin!r} with the configured key; "
-                "use another state directory"
-            )
-        if audit:
-            self.audit()
-        block = self.store.latest_block()
-        if block is None:
-            self.latest = SignedCheckpoint(
-                Checkpoint(self.origin, 0, empty_root()), identity.empty_checkpoint
-            )
-            return
-        cp = verify_checkpoint(block.checkpoint, self.verifier, origin=self.origin)
-        self._range = CompactRange.load(block.end_index, self.store)
-        if self._range.root() != cp.root_hash or cp.size != block.end_index:
-            raise WitnessStoreDamagedError(
-                f"the stored tree does not match the checkpoint of block {block.height}"
-            )
-        self._last = BlockHeader.from_bytes(block.header)
-        self._height = block.height + 1
-        self.latest = SignedCheckpoint(cp, block.checkpoint)
-
-    def audit(self) -> None:
-        """Recompute the whole copy; WitnessStoreDamagedError names the first damage."""
-        try:
-            verify_sqlite(str(self.path), self.verifier, origin=self.origin)
-        except LedgerVerificationError as exc:
-            self.damage = WitnessStoreDamagedError(
-                f"this witness's copy of the log ({self.path}) does not verify: {exc}. Stop the "
-                "witness, keep the file for investigation, and start it again on an empty "
-                "state directory (it copies the log anew, then cosigns again)"
-            )
-            raise self.damage from exc
-
-    def initialize(self, empty_note: str) -> None:
-        cp = verify_checkpoint(empty_note, self.verifier, origin=self.origin)
-        if cp.size != 0 or cp.root_hash != empty_root():
-            raise LogFetchError("the log's empty checkpoint is not of the empty tree")
-        self.store.initialize(LedgerIdentity(self.origin, self.verifier.verifier_key(), empty_note))
-        self.latest = SignedCheckpoint(cp, empty_note)
-
-    def root_at(self, size: int) -> bytes:
-        if size == self.latest.size:
-            return self.latest.checkpoint.root_hash
-        if size > self.latest.size:
-            raise WitnessError(f"the copy holds {self.latest.size} entries, not {size}")
-        if size == 0:
-            return empty_root()
-        return CompactRange.load(size, self.store).root()
-
-    def proof(self, first: int, second: int) -> list[bytes]:
-        return consistency_proof(first, second, self.store)
-
-    def note_at(self, size: int) -> str | None:
-        """The log-signed checkpoint of the block ending at ``size`` (None: no such block)."""
-        if size == self.latest.size:
-            return self.latest.note
-        low, high = 0, self._height - 1
-        while low <= high:  # blocks' end indexes increase with height
-            mid = (low + high) // 2
-            block = self.store.get_blocks(mid, mid + 1)[0]
-            if block.end_index == size:
-                return block.checkpoint
-            if block.end_index < size:
-                low = mid + 1
-            else:
-                high = mid - 1
-        return None
-
-    @property
-    def height(self) -> int:
-        return self._height
-
-    def append_all(
-        self, blocks: Sequence[_FetchedBlock], entries: Sequence[Any], first: int
-    ) -> None:
-        """``append`` each block, ``entries`` starting at entry ``first``."""
-        for block in blocks:
-            h = block.header
-            self.append(block, entries[h.first_index - first : h.end_index - first])
-
-    def append(self, fetched: _FetchedBlock, entries: Sequence[dict[str, Any]]) -> None:
-        """Verify one block of the log against the copy and store it (all or nothing)."""
-        h = fetched.height
-        header = fetched.header
-        try:
-            check_link(self._last, header)
-        except ChainError as exc:
-            raise LogFetchError(f"block {h} does not extend this witness's copy: {exc}") from exc
-        if header.first_index != self._range.size:
-            raise LogFetchError(
-                f"block {h} starts at entry {header.first_index}, the copy ends at "
-                f"{self._range.size}"
-            )
-        rng = CompactRange(self._range.size, self._range.hashes)
-        new: list[NewEntry] = []
-        nodes = []
-        for offset, item in enumerate(entries):
-            index = header.first_index + offset
-            if not isinstance(item, dict) or item.get("index") != index:
-                raise LogFetchError(f"the log served another entry where entry {index} belongs")
-            doc = item.get("entry")
-            if not isinstance(doc, dict):
-                raise LogFetchError(f"entry {index} served by the log is not a JSON object")
-            try:
-                entry = entry_from_json(doc)
-                served = hash_from_b64(item.get("leaf_hash"), f"entry {index} leaf_hash")
-            except ChainError as exc:
-                raise LogFetchError(f"entry {index} served by the log: {exc}") from exc
-            data = leaf_data(entry)
-            lh = leaf_hash(data)
-            if lh != served:
-                raise LogFetchError(f"entry {index}: its leaf hash is not the hash of its data")
-            new.append(NewEntry(index, lh, data, lookup_keys(entry)))
-            nodes.extend(rng.append(lh))
-        if rng.size != header.end_index:
-            raise LogFetchError(f"block {h}: the log served {len(new)} entries for it")
-        root = rng.root()
-        if root != header.root_hash:
-            raise LogFetchError(
-                f"block {h}: entries [{header.first_index}, {header.end_index}) served by the "
-                "log do not give the block's root"
-            )
-        try:
-            cp = verify_checkpoint(fetched.note, self.verifier, origin=self.origin)
-        except ChainError as exc:
-            raise LogFetchError(f"block {h}: its checkpoint does not verify: {exc}") from exc
-        if cp.size != rng.size or cp.root_hash != root:
-            raise LogFetchError(f"block {h}: its signed checkpoint is not of the block's tree")
-        block = StoredBlock(h, fetched.header_bytes, fetched.header_hash, fetched.note, rng.size)
-        self.store.append(AppendBatch(new, nodes, block))
-        self._range = rng
-        self._last = header
-        self._height = h + 1
-        self.latest = SignedCheckpoint(cp, fetched.note)
 
 
 # -- the witness ---------------------------------------------------------------------------
@@ -739,7 +526,8 @@ class WitnessService:
                         "bad-proof",
                     ) from None
             if cp.size > self.copy.size:
-                await self._sync(until=cp.size)
+                with contextlib.suppress(LogFetchError):  # kept in _last_sync_error, said below
+                    await self._sync(until=cp.size)
             if cp.size > self.copy.size:
                 raise _Refusal(
                     503,
@@ -934,7 +722,7 @@ class WitnessService:
         items = doc.get("blocks") if isinstance(doc, dict) else None
         if not isinstance(items, list) or not items:
             return False
-        blocks = [_fetched_block(item, start + i) for i, item in enumerate(items)]
+        blocks = [fetched_block(item, start + i) for i, item in enumerate(items)]
         first, end = blocks[0].header.first_index, blocks[-1].header.end_index
         if until is not None:
             # Only the blocks needed: a long catch-up answers the waiting request sooner.
@@ -1110,23 +898,6 @@ class WitnessService:
         return web.json_response(
             {"origin": self.config.origin, "split_view": bool(items), "evidence": items}
         )
-
-
-def _fetched_block(item: object, height: int) -> _FetchedBlock:
-    if not isinstance(item, dict) or item.get("height") != height:
-        raise LogFetchError(f"the log served another block where block {height} belongs")
-    header, note = item.get("header"), item.get("checkpoint")
-    if not isinstance(header, dict) or not isinstance(note, str):
-        raise LogFetchError(f"block {height} served by the log is malformed")
-    try:
-        header_bytes = canonical_json(header)
-        parsed = BlockHeader.from_bytes(header_bytes)
-        served_hash = hash_from_b64(item.get("header_hash"), f"block {height} header_hash")
-    except ChainError as exc:
-        raise LogFetchError(f"block {height} served by the log: {exc}") from exc
-    if parsed.height != height or hashlib.sha256(header_bytes).digest() != served_hash:
-        raise LogFetchError(f"block {height}: its header hash is not the hash of its header")
-    return _FetchedBlock(height, parsed, header_bytes, served_hash, note)
 
 
 def _lock(state_dir: Path) -> int:
