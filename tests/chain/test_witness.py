@@ -26,6 +26,7 @@ import pytest
 from aiohttp import web
 from click.testing import CliRunner
 
+from harness.dead_ends import SilentServer
 from harness.ledger import (
     TOKEN,
     LedgerKeys,
@@ -43,6 +44,7 @@ from modeltrust.chain.checkpoint import (
     witness_cosignatures,
 )
 from modeltrust.chain.client import AsyncLedgerClient
+from modeltrust.chain.cosigning import WitnessEndpoint
 from modeltrust.chain.entries import entry_to_json
 from modeltrust.chain.errors import UnknownVerifierError
 from modeltrust.chain.merkle import consistency_proof, hash_from_b64, verify_consistency
@@ -427,6 +429,43 @@ async def test_split_view_evidence_at_an_older_size_carries_a_checkable_proof(
     hashes = [base64.b64decode(h) for h in proof["consistency_proof"]]
     verify_consistency(2, head.size, hashes, root_at_2, head.root_hash)
     assert root_at_2 != verify_checkpoint(other, d.log_key).root_hash
+
+
+async def test_a_hung_witness_delays_appends_by_its_timeout_only(tmp_path: Path) -> None:
+    keys = make_keys(tmp_path / "keys")
+    setup = WitnessSetup("witness-a.test", tmp_path / "witness-a")
+    hung_key = WitnessSetup("witness-hung.test", tmp_path / "hung").verifier
+    with SilentServer() as hung:
+        cfg = service_config(
+            keys,
+            tmp_path / "ledger.db",
+            witnesses=(setup.endpoint(), WitnessEndpoint(hung.url, hung_key)),
+            witness_timeout=0.5,
+            witness_refresh=30.0,
+        )
+        ledger = LedgerService(cfg)
+        await ledger.start()
+        async with aiohttp.ClientSession() as session:
+            d = Deployment(keys, ledger, {"a": setup}, {}, session, {})
+            try:
+                await d.start_witness("a")
+                await d.append(audit(0))
+                started = time.monotonic()
+                doc = await d.append(audit(1))
+                took = time.monotonic() - started
+                # One round: a answers at once, the hung one is given up on after 0.5 s.
+                assert took < 2.0
+                assert set(cosigners(doc["checkpoint"], [setup.verifier, hung_key])) == {
+                    "witness-a.test"
+                }
+                _status, text = await d.get(ledger.url + "/metrics")
+                assert (
+                    'modeltrust_ledger_witness_requests_total{outcome="unreachable",'
+                    'witness="witness-hung.test"}'
+                ) in text
+            finally:
+                await d.stop_witness("a")
+                await ledger.stop()
 
 
 @pytest.fixture
