@@ -183,6 +183,22 @@ def test_valid_policy_gets_defaults(crds: Cluster) -> None:
             },
             "witnessQuorum must not exceed",
         ),
+        (
+            {"ledger": {"url": "http://x", "verifierKey": VKEY, "maxCosignatureAge": "10m"}},
+            "maxCosignatureAge needs ledger.witnessQuorum of at least 1",
+        ),
+        (
+            {
+                "ledger": {
+                    "url": "http://x",
+                    "verifierKey": VKEY,
+                    "witnesses": [VKEY],
+                    "witnessQuorum": 1,
+                    "maxCosignatureAge": "0s",
+                }
+            },
+            "maxCosignatureAge must be a duration like 30s, 10m or 1h between 1s and 24h",
+        ),
         ({"enforcement": "Audit"}, "an Audit policy must name its scope"),
         ({"namespaces": ["Team_B"]}, "must be a namespace name"),
         ({"runtime": {"allowedImages": ["evil.example/backdoor:1"]}}, "pinned by digest"),
