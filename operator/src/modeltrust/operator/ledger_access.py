@@ -406,11 +406,6 @@ class LedgerAccess:
         await self._ready(ledger)
         try:
             found = await self.client(ledger).entry(index)
-            requirement = WitnessRequirement.from_ledger(ledger)
-            if requirement is not None:
-                size = found.checkpoint.size
-                what = f"the ledger's checkpoint of size {size}"
-                requirement.check(found.checkpoint.note, what=what, fresh=True)
         except ChainError as exc:
             raise self._judge(ledger, classify(exc)) from exc
         if not isinstance(found.entry, Registration):
