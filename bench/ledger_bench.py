@@ -38,12 +38,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from modeltrust.chain.blocks import GENESIS_PREV_HASH, BlockHeader, header_hash
 from modeltrust.chain.canonical import canonical_json
-from modeltrust.chain.checkpoint import Checkpoint, sign_checkpoint
+from modeltrust.chain.checkpoint import Checkpoint, sign_checkpoint, witness_cosignatures
 from modeltrust.chain.entries import AuditEntry, entry_to_json
 from modeltrust.chain.ledger_verify import verify_database
 from modeltrust.chain.lookup import lookup_keys
 from modeltrust.chain.merkle import CompactRange, empty_root, leaf_hash
-from modeltrust.chain.note import NoteSigner
+from modeltrust.chain.note import ALG_COSIGNATURE_V1, NoteSigner, NoteVerifier
 from modeltrust.chain.sequencer import block_time
 from modeltrust.chain.storage import (
     AppendBatch,
@@ -94,11 +94,32 @@ def body_of(entries: list[AuditEntry]) -> bytes:
 # -- the server ----------------------------------------------------------------------------------
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_ready(url: str, what: str) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url + "/readyz", timeout=1):  # noqa: S310
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{what} did not become ready")
+
+
 class Server:
     """`modeltrust ledger serve` on ``db``: a SQLite file or a postgresql:// URL."""
 
-    def __init__(self, workdir: Path, db: str | Path, signer: NoteSigner) -> None:
+    def __init__(
+        self, workdir: Path, db: str | Path, signer: NoteSigner, extra_args: tuple[str, ...] = ()
+    ) -> None:
         self.workdir, self.db, self.signer = workdir, db, signer
+        self.extra_args = extra_args
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = ""
 
@@ -116,30 +137,86 @@ class Server:
         (self.workdir / "tokens").write_text(TOKEN + "\n")
         key = self.workdir / "ckpt.key"
         key.write_text(self.signer.signer_key())
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
+        port = free_port()
         self.url = f"http://127.0.0.1:{port}"
         cmd = [
             sys.executable, "-c", "from modeltrust.cli.main import main; main()",
             "ledger", "serve", "--db", str(self.db), "--key", str(key), "--origin", ORIGIN,
             "--publishers", str(pubs), "--static-tokens", str(self.workdir / "tokens"),
-            "--listen", f"127.0.0.1:{port}", "--log-level", "WARNING",
+            "--listen", f"127.0.0.1:{port}", "--log-level", "WARNING", *self.extra_args,
         ]  # fmt: skip
         self.proc = subprocess.Popen(cmd)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(self.url + "/readyz", timeout=1):  # noqa: S310
-                    return self
-            except OSError:
-                time.sleep(0.1)
-        raise RuntimeError("ledger did not become ready")
+        wait_ready(self.url, "ledger")
+        return self
 
     def __exit__(self, *exc: object) -> None:
         if self.proc is not None:
             self.proc.terminate()
             self.proc.wait(timeout=30)
+
+
+class Witnesses:
+    """`modeltrust ledger witness` processes: their ports are chosen first (the ledger names
+    them in --witness), they start once the ledger listens (they copy it)."""
+
+    def __init__(self, workdir: Path, count: int = 2) -> None:
+        self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.signers = [
+            NoteSigner.generate(f"witness-{i}.bench.local", alg=ALG_COSIGNATURE_V1)
+            for i in range(count)
+        ]
+        self.ports = [free_port() for _ in self.signers]
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def ledger_args(self) -> tuple[str, ...]:
+        args: list[str] = []
+        for signer, port in zip(self.signers, self.ports, strict=True):
+            args += ["--witness", f"http://127.0.0.1:{port}", signer.verifier_key()]
+        return tuple(args)
+
+    @property
+    def verifiers(self) -> list[NoteVerifier]:
+        return [s.verifier() for s in self.signers]
+
+    def start(self, log_url: str, log_key: str) -> None:
+        for signer, port in zip(self.signers, self.ports, strict=True):
+            key = self.workdir / f"{signer.name}.key"
+            key.write_text(signer.signer_key())
+            cmd = [
+                sys.executable, "-c", "from modeltrust.cli.main import main; main()",
+                "ledger", "witness", "--state", str(self.workdir / signer.name),
+                "--key", str(key), "--log-url", log_url, "--log-key", log_key,
+                "--listen", f"127.0.0.1:{port}", "--log-level", "WARNING",
+            ]  # fmt: skip
+            self.procs.append(subprocess.Popen(cmd))
+        for port in self.ports:
+            wait_ready(f"http://127.0.0.1:{port}", "witness")
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            proc.terminate()
+        for proc in self.procs:
+            proc.wait(timeout=30)
+
+
+def cosigned_by_all(url: str, verifiers: list[NoteVerifier]) -> bool:
+    """Whether the ledger serves its newest signed checkpoint cosigned by every witness."""
+    with urllib.request.urlopen(url + "/v1/checkpoint", timeout=5) as r:  # noqa: S310
+        note = r.read().decode()
+    with urllib.request.urlopen(url + "/readyz", timeout=5) as r:  # noqa: S310
+        signed = orjson.loads(r.read())["tree_size"]
+    cosigned = len(witness_cosignatures(note, verifiers)) == len(verifiers)
+    return cosigned and Checkpoint.from_text(note.split("\n\n")[0] + "\n").size == signed
+
+
+def wait_cosigned(url: str, verifiers: list[NoteVerifier], timeout: float = 300) -> None:
+    """Until the witnesses caught up: each measurement starts from a witnessed ledger."""
+    deadline = time.monotonic() + timeout
+    while not cosigned_by_all(url, verifiers):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the witnesses did not catch up within {timeout:.0f} s")
+        time.sleep(0.2)
 
 
 # -- append benchmarks ---------------------------------------------------------------------------
@@ -186,7 +263,7 @@ async def single_appends(url: str, total: int, clients: int, run: str) -> float:
 async def paced_latency(url: str, rate: int, seconds: float) -> list[float]:
     """Open loop: one single-entry append every 1/rate s; latency until the signed receipt."""
     total = int(rate * seconds)
-    bodies = [body_of([audit_entry(i, "lat")]) for i in range(total)]
+    bodies = [body_of([audit_entry(i, f"lat{rate}")]) for i in range(total)]
     headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
     latencies: list[float] = []
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
@@ -208,6 +285,89 @@ async def paced_latency(url: str, rate: int, seconds: float) -> list[float]:
             tasks.append(asyncio.create_task(one(body)))
         await asyncio.gather(*tasks)
     return latencies
+
+
+async def cosigned_latency(
+    url: str, rate: int, seconds: float, witnesses: list[NoteVerifier]
+) -> tuple[list[float], int]:
+    """Open loop like paced_latency, with witnesses: the time until the receipt, whose
+    checkpoint must carry every witness's cosignature to count. Returns the latencies of
+    the cosigned receipts and how many receipts lacked a cosignature."""
+    total = int(rate * seconds)
+    bodies = [body_of([audit_entry(i, f"cos{rate}")]) for i in range(total)]
+    headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+    latencies: list[float] = []
+    missing = 0
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+
+        async def one(body: bytes) -> None:
+            nonlocal missing
+            t0 = time.perf_counter()
+            async with session.post(url + "/v1/entries", data=body, headers=headers) as r:
+                doc = orjson.loads(await r.read())
+                assert r.status == 201, r.status
+            done = time.perf_counter()
+            if len(witness_cosignatures(doc["checkpoint"], witnesses)) == len(witnesses):
+                latencies.append(done - t0)
+            else:
+                missing += 1
+
+        start = time.perf_counter()
+        tasks = []
+        for i, body in enumerate(bodies):
+            delay = start + i / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(body)))
+        await asyncio.gather(*tasks)
+    return latencies, missing
+
+
+def witnessed_rows(
+    tmp: Path, signer: NoteSigner, n_batched: int, latency_s: float
+) -> list[tuple[str, str]]:
+    """One writer and two witnesses on this machine: appends and their cosigned receipts."""
+    witnesses = Witnesses(tmp / "witnesses")
+    rows: list[tuple[str, str]] = []
+    rates = (100, 300, 1000)
+    # The same open-loop load without witnesses, side by side (same run, same machine load).
+    with Server(tmp, tmp / "unwitnessed.db", signer) as server:
+        for per_second in rates:
+            lat = asyncio.run(paced_latency(server.url, per_second, latency_s))
+            p50, p99 = p(lat, 0.5) * 1000, p(lat, 0.99) * 1000
+            rows.append(
+                (f"append -> signed checkpoint, no witnesses, at {per_second:,} appends/s",
+                 f"p50 {p50:.1f} ms, p99 {p99:.1f} ms")
+            )  # fmt: skip
+    with Server(tmp, tmp / "witnessed.db", signer, witnesses.ledger_args()) as server:
+        try:
+            witnesses.start(server.url, signer.verifier_key())
+            for per_second in rates:
+                wait_cosigned(server.url, witnesses.verifiers)
+                lat, missing = asyncio.run(
+                    cosigned_latency(server.url, per_second, latency_s, witnesses.verifiers)
+                )
+                if not lat:
+                    raise RuntimeError("no receipt carried both witnesses' cosignatures")
+                p50, p99 = p(lat, 0.5) * 1000, p(lat, 0.99) * 1000
+                total = len(lat) + missing
+                rows.append(
+                    (f"append -> checkpoint cosigned by 2 witnesses at {per_second:,} appends/s",
+                     f"p50 {p50:.1f} ms, p99 {p99:.1f} ms ({len(lat)}/{total} receipts cosigned "
+                     "by both)")
+                )  # fmt: skip
+            wait_cosigned(server.url, witnesses.verifiers)
+            rate = asyncio.run(batched_appends(server.url, n_batched, batch=1000, clients=4))
+            started = time.perf_counter()
+            wait_cosigned(server.url, witnesses.verifiers)
+            rows.append(
+                ("sustained appends with 2 witnesses, batched (1000/request, 4 clients)",
+                 f"{rate:,.0f} entries/s (witnesses caught up {time.perf_counter() - started:.1f}"
+                 " s after the last append)")
+            )  # fmt: skip
+        finally:
+            witnesses.stop()
+    return rows
 
 
 # -- a big store, built through the storage interface --------------------------------------------
@@ -311,7 +471,11 @@ def verdict(ok: bool) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small sizes for a CI smoke run")
-    quick = ap.parse_args().quick
+    ap.add_argument(
+        "--witnesses-only", action="store_true", help="only the benchmarks with 2 witnesses"
+    )
+    args = ap.parse_args()
+    quick = args.quick
     n_batched = 20_000 if quick else 200_000
     n_single = 3_000 if quick else 30_000
     latency_s = 2.0 if quick else 10.0
@@ -335,6 +499,10 @@ def main() -> None:
     big_by_store: dict[str, BigStore] = {}
     postgres_version = ""
     try:
+        for name, measured in witnessed_rows(tmp, signer, n_batched // 2, latency_s):
+            add(name, measured)
+        if args.witnesses_only:
+            return print_table(rows, quick, load_before)
         with running_postgres() as pg:
             postgres_version = pg.server_version()
             # The same workloads on each store, one right after the other.
@@ -388,6 +556,11 @@ def main() -> None:
     add("anchor: Trillian (MySQL)", "~400-500 appends/s", "reference")
     add("anchor: Tessera (POSIX)", "~10,000 appends/s, seconds to integrate", "reference")
     add("anchor: Rekor v2", "up to ~20 s until a checkpoint", "reference")
+    print_table(rows, quick, load_before)
+    print_by_store(by_store, big_by_store, postgres_version, n_big)
+
+
+def print_table(rows: list[Row], quick: bool, load_before: tuple[float, float, float]) -> None:
     mode = "quick" if quick else "full"
     load_after = os.getloadavg()
     print(f"\nLedger benchmark ({mode}; {os.cpu_count()} CPUs, SQLite synchronous=FULL)")
@@ -398,7 +571,6 @@ def main() -> None:
     print("|---|---|---|---|")
     for r in rows:
         print(f"| {r.name} | {r.measured} | {r.target} | {r.verdict} |")
-    print_by_store(by_store, big_by_store, postgres_version, n_big)
 
 
 @dataclass

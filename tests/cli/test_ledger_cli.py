@@ -1,4 +1,4 @@
-"""`modeltrust ledger` keygen / serve / verify / checkpoint, run as a user would."""
+"""`modeltrust ledger` keygen / serve / witness / verify / checkpoint, run as a user would."""
 
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ from harness.ledger import (
 from harness.postgres import store_sql
 from modeltrust.chain.client import LedgerClient
 from modeltrust.chain.entries import entry_to_json
+from modeltrust.chain.note import ALG_COSIGNATURE_V1, NoteSigner, NoteVerifier
 from modeltrust.cli.main import main
 
 pytestmark = pytest.mark.integration
@@ -392,3 +393,36 @@ def test_an_audience_without_tokenreview_is_a_usage_error(tmp_path: Path) -> Non
     lone = CliRunner().invoke(main, [*args, "--tokenreview-audience", "modeltrust-ledger"])
     assert lone.exit_code == 2
     assert "--tokenreview-audience needs --tokenreview-allow" in lone.output
+
+
+def test_keygen_witness_makes_a_timestamped_cosignature_key(tmp_path: Path) -> None:
+    out = tmp_path / "w.key"
+    result = CliRunner().invoke(
+        main,
+        ["ledger", "keygen", "--witness", "--origin", "witness.example.org", "--out", str(out)],
+    )
+    assert result.exit_code == 0, result.output
+    verifier = NoteVerifier.from_verifier_key(result.output.strip())
+    assert (verifier.name, verifier.alg) == ("witness.example.org", ALG_COSIGNATURE_V1)
+    assert NoteSigner.from_signer_key(out.read_text()).alg == ALG_COSIGNATURE_V1
+
+
+def test_serve_and_witness_refuse_a_witness_key_without_time(tmp_path: Path) -> None:
+    keys = make_keys(tmp_path / "k")
+    untimed = NoteSigner.generate("witness.example.org")  # type 0x01: no time in signatures
+    served = _cli(
+        "ledger", "serve", "--db", str(tmp_path / "l.db"),
+        "--key", str(write_signer_key(keys, tmp_path)), "--origin", keys.signer.name,
+        "--publishers", str(keys.publishers_dir),
+        "--witness", "http://127.0.0.1:9", untimed.verifier_key(),
+    )  # fmt: skip
+    assert served.returncode == 3, served.stderr
+    assert "not a timestamped cosignature key (type 0x04" in served.stderr
+    key = tmp_path / "untimed.key"
+    key.write_text(untimed.signer_key())
+    witnessed = _cli(
+        "ledger", "witness", "--state", str(tmp_path / "w"), "--key", str(key),
+        "--log-url", "http://127.0.0.1:9", "--log-key", keys.verifier_key,
+    )  # fmt: skip
+    assert witnessed.returncode == 3, witnessed.stderr
+    assert "keygen --witness" in witnessed.stderr

@@ -230,6 +230,7 @@ class LedgerProcess:
     port: int = 0  # 0: a free port on `host`, chosen once (restarts keep it)
     no_passwd: bool = False
     proc: subprocess.Popen[bytes] | None = None
+    extra_args: tuple[str, ...] = ()  # more `ledger serve` options (e.g. --witness URL KEY)
 
     def __post_init__(self) -> None:
         if not self.port:
@@ -256,7 +257,8 @@ class LedgerProcess:
                 "--key", str(self.workdir / "signer.key"), "--origin", self.origin,
                 "--publishers", str(self.workdir / "publishers"),
                 "--listen", f"{self.host}:{self.port}",
-                "--static-tokens", str(self.workdir / "tokens"), "--max-batch", "256"]  # fmt: skip
+                "--static-tokens", str(self.workdir / "tokens"), "--max-batch", "256",
+                *self.extra_args]  # fmt: skip
         env = dict(os.environ)
         if self.no_passwd:
             argv, env = without_passwd(argv), env_without_home(env)

@@ -84,10 +84,14 @@ def test_valid_model_deployment_gets_defaults(crds: Cluster, namespace: str) -> 
         ),
         ({"digest": "sha256:abc"}, "model.digest must be 'sha256:'"),
         ({"digest": "md5:" + "ab" * 16}, "model.digest must be 'sha256:'"),
+        ({"uri": "gs://bucket/model.onnx"}, "oci://registry/repository@sha256:<digest> or :tag"),
+        ({"uri": "oci://registry.example.com/ml/resnet"}, "s3://bucket/key"),
+        ({"uri": "s3://B/model.onnx"}, "s3://bucket/key"),
         (
-            {"uri": "s3://bucket/model.onnx"},
-            "model.uri must be an https:// or http:// URL with a host",
+            {"uri": "https://h/m.onnx", "s3": {"region": "eu-west-1"}},
+            "model.s3 applies only to an s3:// uri",
         ),
+        ({"credentials": {"secretName": "Bad_Name"}}, "model.credentials.secretName must be"),
         ({"uri": "models/resnet.onnx"}, "model.uri must be an https:// or http:// URL with a host"),
         ({"uri": "https:///no-host"}, "model.uri must be an https:// or http:// URL with a host"),
         ({"uri": "/mnt/models/../../etc/shadow"}, "must not contain '..' segments"),
@@ -96,11 +100,34 @@ def test_valid_model_deployment_gets_defaults(crds: Cluster, namespace: str) -> 
     ],
 )
 def test_cel_rejects_malformed_models_with_clear_messages(
-    crds: Cluster, namespace: str, model: dict[str, str], message: str
+    crds: Cluster, namespace: str, model: dict[str, Any], message: str
 ) -> None:
     ok, err = dry_run(crds, md(namespace, **model))
     assert not ok
     assert message in err, err
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        {"uri": "oci://registry.example.com:5000/ml/resnet50@sha256:" + "ab" * 32},
+        {"uri": "oci://registry.example.com/ml/resnet50:1.2.0#model.onnx"},
+        {
+            "uri": "s3://models/team/resnet50.onnx",
+            "s3": {
+                "endpoint": "https://s3.example.com:9000",
+                "region": "eu-1",
+                "addressing": "path",
+            },
+            "credentials": {"secretName": "model-store"},
+        },
+    ],
+)
+def test_the_api_server_accepts_every_source(
+    crds: Cluster, namespace: str, model: dict[str, Any]
+) -> None:
+    ok, err = dry_run(crds, md(namespace, **model))
+    assert ok, err
 
 
 @pytest.mark.parametrize(
@@ -182,6 +209,22 @@ def test_valid_policy_gets_defaults(crds: Cluster) -> None:
                 }
             },
             "witnessQuorum must not exceed",
+        ),
+        (
+            {"ledger": {"url": "http://x", "verifierKey": VKEY, "maxCosignatureAge": "10m"}},
+            "maxCosignatureAge needs ledger.witnessQuorum of at least 1",
+        ),
+        (
+            {
+                "ledger": {
+                    "url": "http://x",
+                    "verifierKey": VKEY,
+                    "witnesses": [VKEY],
+                    "witnessQuorum": 1,
+                    "maxCosignatureAge": "0s",
+                }
+            },
+            "maxCosignatureAge must be a duration like 30s, 10m or 1h between 1s and 24h",
         ),
         ({"enforcement": "Audit"}, "an Audit policy must name its scope"),
         ({"namespaces": ["Team_B"]}, "must be a namespace name"),

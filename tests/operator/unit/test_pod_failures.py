@@ -67,7 +67,7 @@ class FakeKube:
 
 
 class NoArtifacts(ArtifactChecker):
-    async def check(self, uri: str, digest: str, *, max_size: int, owner: str = "") -> Any:
+    async def check(self, uri: str, digest: str, *, max_size: int, **_: Any) -> Any:
         raise AssertionError("not used")
 
 

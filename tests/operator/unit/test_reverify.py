@@ -132,7 +132,7 @@ class FakeLedger:
 
 
 class NoFetching(ArtifactChecker):
-    async def check(self, uri: str, digest: str, *, max_size: int, owner: str = "") -> Any:
+    async def check(self, uri: str, digest: str, *, max_size: int, **_: Any) -> Any:
         raise AssertionError("a re-check must not fetch the artifact")
 
 

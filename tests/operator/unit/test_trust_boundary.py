@@ -235,6 +235,14 @@ def test_a_ledger_spec_round_trips(policy_body: Callable[[], dict[str, Any]]) ->
     )  # fmt: skip
     spec = parse_trust_policy(body).ledger
     assert ledger_from_json(ledger_to_json(spec)) == spec
+    witnessed = policy_body()
+    witnessed["spec"]["ledger"].update(
+        witnesses=["witness.example.org+f6fa284b+BJkEUYTx5mQTbzk+tl4kF/z/98+TaA2DL3CdY7LEvnXG"],
+        witnessQuorum=1, maxCosignatureAge="90s",
+    )  # fmt: skip
+    spec = parse_trust_policy(witnessed).ledger
+    assert ledger_from_json(ledger_to_json(spec)) == spec
+    assert spec.max_cosignature_age == 90
 
 
 def test_the_audit_pending_condition() -> None:

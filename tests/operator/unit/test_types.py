@@ -186,6 +186,19 @@ def test_publisher_name_patterns(policy_body: Callable[[], dict[str, Any]]) -> N
         (lambda s: s["ledger"].update(url="ftp://ledger"), "spec.ledger.url"),
         (lambda s: s["ledger"].update(verifierKey="nokey"), "spec.ledger.verifierKey"),
         (lambda s: s["ledger"].update(witnessQuorum=1), "spec.ledger.witnessQuorum"),
+        (lambda s: s["ledger"].update(maxCosignatureAge="5m"), "spec.ledger.maxCosignatureAge"),
+        (
+            lambda s: s["ledger"].update(
+                witnesses=[WITNESS_KEY], witnessQuorum=1, maxCosignatureAge="0s"
+            ),
+            "spec.ledger.maxCosignatureAge",
+        ),
+        (
+            lambda s: s["ledger"].update(
+                witnesses=[WITNESS_KEY], witnessQuorum=1, maxCosignatureAge="ten minutes"
+            ),
+            "spec.ledger.maxCosignatureAge",
+        ),
         (lambda s: s.update(maxModelSize="lots"), "spec.maxModelSize"),
         (lambda s: s.update(maxModelSize="0"), "spec.maxModelSize"),
         (lambda s: s.update(reverifyInterval="1s"), "spec.reverifyInterval"),
@@ -200,6 +213,19 @@ def test_invalid_policy_fields_name_their_path(
     with pytest.raises(SpecError) as err:
         parse_trust_policy(body)
     assert err.value.field == field
+
+
+WITNESS_KEY = "witness.example.org+f6fa284b+BJkEUYTx5mQTbzk+tl4kF/z/98+TaA2DL3CdY7LEvnXG"
+
+
+def test_max_cosignature_age_is_parsed_with_the_witnesses(
+    policy_body: Callable[[], dict[str, Any]],
+) -> None:
+    body = policy_body()
+    body["spec"]["ledger"].update(witnesses=[WITNESS_KEY], witnessQuorum=1, maxCosignatureAge="3s")
+    ledger = parse_trust_policy(body).ledger
+    assert ledger.max_cosignature_age == 3.0
+    assert parse_trust_policy(policy_body()).ledger.max_cosignature_age is None
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -22,6 +23,7 @@ from modeltrust.operator.errors import SpecError
 from modeltrust.operator.types import Enforcement, LedgerSpec, Publisher, TrustPolicy
 from modeltrust.operator.witness import (
     CheckpointSignatureError,
+    StaleCosignaturesError,
     WitnessedTrustStore,
     WitnessQuorumError,
     WitnessRequirement,
@@ -31,8 +33,9 @@ pytestmark = pytest.mark.unit
 
 ORIGIN = "ledger.witness.test"
 LOG = NoteSigner.generate(ORIGIN)
-W1 = NoteSigner.generate("witness-one", alg=ALG_COSIGNATURE_V1)
-W2 = NoteSigner.generate("witness-two", alg=ALG_COSIGNATURE_V1)
+PRIVATE = {"witness-one": Ed25519PrivateKey.generate(), "witness-two": Ed25519PrivateKey.generate()}
+W1 = NoteSigner("witness-one", PRIVATE["witness-one"], alg=ALG_COSIGNATURE_V1)
+W2 = NoteSigner("witness-two", PRIVATE["witness-two"], alg=ALG_COSIGNATURE_V1)
 STRANGER = NoteSigner.generate("witness-unknown", alg=ALG_COSIGNATURE_V1)
 
 
@@ -67,7 +70,10 @@ def test_a_checkpoint_needs_quorum_cosignatures() -> None:
         one_of_one.check(note(5))
     two_of_two = requirement(W1, W2, quorum=2)
     two_of_two.check(note(5, W1, W2))
-    with pytest.raises(WitnessQuorumError, match="signed by 1 trusted key"):
+    # The message names who cosigned and who did not.
+    with pytest.raises(
+        WitnessQuorumError, match=r"witness-one cosigned it .* ago; witness-two did not cosign it"
+    ):
         two_of_two.check(note(5, W1))
 
 
@@ -78,7 +84,7 @@ def test_cosignatures_by_keys_outside_the_policy_do_not_count() -> None:
 
 def test_a_cosignature_by_another_key_with_the_witness_name_does_not_count() -> None:
     impostor = NoteSigner.generate("witness-one", alg=ALG_COSIGNATURE_V1)
-    with pytest.raises(WitnessQuorumError, match="signed by 0 trusted key"):
+    with pytest.raises(WitnessQuorumError, match="witness-one did not cosign it"):
         requirement(W1, quorum=1).check(note(5, impostor))
 
 
@@ -111,6 +117,70 @@ def test_policy_witness_keys_are_checked() -> None:
         WitnessRequirement.from_ledger(
             dataclasses.replace(spec(quorum=1), witnesses=(W1.verifier_key(), "w+00000000+AAAA"))
         )
+
+
+def aged(*witnesses: NoteSigner, quorum: int, max_age: float) -> WitnessRequirement:
+    req = WitnessRequirement.from_ledger(
+        dataclasses.replace(spec(*witnesses, quorum=quorum), max_cosignature_age=max_age)
+    )
+    assert req is not None
+    return req
+
+
+def cosigned_at(size: int, *stamped: tuple[NoteSigner, float]) -> str:
+    """A checkpoint cosigned by each witness at the given Unix time."""
+    signed = note(size)
+    for witness, at in stamped:
+        key = PRIVATE[witness.name]
+        timed = NoteSigner(witness.name, key, alg=ALG_COSIGNATURE_V1, clock=fixed_clock(at))
+        signed = add_signatures(signed, [timed])
+    return signed
+
+
+def fixed_clock(at: float) -> Callable[[], float]:
+    return lambda: at
+
+
+NOW = 1_800_000_000.0
+
+
+def test_with_a_maximum_age_only_recent_cosignatures_count() -> None:
+    req = aged(W1, W2, quorum=2, max_age=600)
+    recent = cosigned_at(5, (W1, NOW - 30), (W2, NOW - 599))
+    req.check(recent, fresh=True, now=NOW)
+    stale = cosigned_at(5, (W1, NOW - 30), (W2, NOW - 3600))
+    with pytest.raises(StaleCosignaturesError) as caught:
+        req.check(stale, fresh=True, now=NOW, what="the ledger's checkpoint of size 5")
+    message = str(caught.value)
+    assert (
+        "not cosigned by 2 of the policy's 2 witness(es) within maxCosignatureAge 600s" in message
+    )
+    assert "witness-one cosigned it 30 s ago;" in message
+    assert "witness-two cosigned it 3600 s ago (too old)" in message
+    assert "frozen view" in message
+    # The quorum alone (a stored record, a pod's proof) does not look at the time.
+    req.check(stale)
+
+
+def test_a_missing_cosignature_is_not_reported_as_a_stale_one() -> None:
+    req = aged(W1, W2, quorum=2, max_age=600)
+    with pytest.raises(WitnessQuorumError) as caught:
+        req.check(cosigned_at(5, (W1, NOW - 3600)), fresh=True, now=NOW)
+    assert not isinstance(caught.value, StaleCosignaturesError)
+    assert "witness-two did not cosign it" in str(caught.value)
+
+
+def test_a_cosignature_from_far_in_the_future_does_not_count() -> None:
+    req = aged(W1, quorum=1, max_age=600)
+    req.check(cosigned_at(5, (W1, NOW + 30)), fresh=True, now=NOW)  # clocks differ a little
+    with pytest.raises(StaleCosignaturesError, match="3600 s in the future"):
+        req.check(cosigned_at(5, (W1, NOW + 3600)), fresh=True, now=NOW)
+
+
+def test_a_maximum_age_needs_timestamped_witness_keys() -> None:
+    untimed = NoteSigner.generate("witness-untimed")  # type 0x01: no time in its signatures
+    with pytest.raises(SpecError, match=r"witnesses\[0\].*type 0x01.*maxCosignatureAge"):
+        aged(untimed, quorum=1, max_age=60)
 
 
 class AsyncMemoryStore:

@@ -15,10 +15,19 @@ from modeltrust.chain.errors import (
     CheckpointError,
     HashEncodingError,
     InvalidArgumentError,
+    InvalidSignatureError,
     UnknownVerifierError,
 )
 from modeltrust.chain.merkle import HASH_SIZE, hash_from_b64, hash_to_b64
-from modeltrust.chain.note import NoteSigner, NoteVerifier, open_note, sign_note
+from modeltrust.chain.note import (
+    ALG_COSIGNATURE_V1,
+    NoteSigner,
+    NoteVerifier,
+    cosignature_time,
+    open_note,
+    parse_note,
+    sign_note,
+)
 
 MAX_TREE_SIZE = (1 << 63) - 1
 _SIZE = re.compile(r"0|[1-9][0-9]{0,18}")  # ASCII decimal, no leading zeroes
@@ -101,3 +110,39 @@ def verify_checkpoint(
         except UnknownVerifierError as e:
             raise UnknownVerifierError(f"witness quorum not met: {e}") from e
     return cp
+
+
+@dataclass(frozen=True)
+class Cosignature:
+    """A witness cosignature that verified: whose, and when it was made (Unix seconds;
+    None for a witness key of type 0x01, whose signatures carry no time)."""
+
+    witness: NoteVerifier
+    timestamp: int | None
+
+    @property
+    def name(self) -> str:
+        return self.witness.name
+
+
+def witness_cosignatures(note: str, witnesses: Sequence[NoteVerifier]) -> list[Cosignature]:
+    """The cosignatures on ``note`` by ``witnesses`` that verify, one per witness key.
+
+    Only the witnesses' lines are read (the log's signature is verify_checkpoint's job);
+    lines by other keys are ignored. A line by one of ``witnesses`` that does not verify
+    raises InvalidSignatureError, as in open_note: the note was altered or the line forged.
+    """
+    text, signatures = parse_note(note)
+    known = {(w.name, w.key_id): w for w in witnesses}
+    found: dict[tuple[str, bytes], Cosignature] = {}
+    for sig in signatures:
+        witness = known.get((sig.name, sig.key_id))
+        if witness is None:
+            continue
+        if not witness.verify(text, sig.signature):
+            raise InvalidSignatureError(
+                f"cosignature by witness {sig.name}+{sig.key_id.hex()} does not verify"
+            )
+        stamp = cosignature_time(sig) if witness.alg == ALG_COSIGNATURE_V1 else None
+        found[(sig.name, sig.key_id)] = Cosignature(witness, stamp)
+    return list(found.values())

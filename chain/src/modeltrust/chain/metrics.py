@@ -63,12 +63,51 @@ def add_process_metrics(registry: CollectorRegistry, component: str) -> None:
     )
 
 
-class LedgerMetrics:
-    """Everything /metrics shows; ``render()`` is the exposition text."""
+class HttpMetrics:
+    """A component's registry with the process metrics and its HTTP request counter and
+    latency histogram (``modeltrust_<component>_http_*``); what the HTTP API needs."""
+
+    def __init__(self, component: str) -> None:
+        r = self.registry = CollectorRegistry()
+        add_process_metrics(r, component)
+        self.http_requests = Counter(
+            f"modeltrust_{component}_http_requests",
+            "HTTP requests by route template, method and response status.",
+            ["route", "method", "status"],
+            registry=r,
+        )
+        self.http_seconds = Histogram(
+            f"modeltrust_{component}_http_request_duration_seconds",
+            "Time to answer an HTTP request, by route template and method.",
+            ["route", "method"],
+            buckets=_HTTP_BUCKETS,
+            registry=r,
+        )
+        self._http_children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+
+    def request(self, route: str, method: str, status: int, seconds: float) -> None:
+        if method not in _METHODS:
+            method = "other"  # the method is the client's choice: keep the label set bounded
+        key = (route, method, status)
+        children = self._http_children.get(key)
+        if children is None:
+            children = self._http_children[key] = (
+                self.http_requests.labels(route, method, str(status)),
+                self.http_seconds.labels(route, method),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class LedgerMetrics(HttpMetrics):
+    """Everything the ledger's /metrics shows; ``render()`` is the exposition text."""
 
     def __init__(self) -> None:
-        r = self.registry = CollectorRegistry()
-        add_process_metrics(r, "ledger")
+        super().__init__("ledger")
+        r = self.registry
         self.appends = Counter(
             "modeltrust_ledger_appends", "Entries appended, by kind.", ["kind"], registry=r
         )
@@ -76,19 +115,6 @@ class LedgerMetrics:
             "modeltrust_ledger_append_rejections",
             "Submissions refused by the sequencer (replays, idempotency conflicts).",
             ["reason"],
-            registry=r,
-        )
-        self.http_requests = Counter(
-            "modeltrust_ledger_http_requests",
-            "HTTP requests by route template, method and response status.",
-            ["route", "method", "status"],
-            registry=r,
-        )
-        self.http_seconds = Histogram(
-            "modeltrust_ledger_http_request_duration_seconds",
-            "Time to answer an HTTP request, by route template and method.",
-            ["route", "method"],
-            buckets=_HTTP_BUCKETS,
             registry=r,
         )
         self.batch_size = Histogram(
@@ -129,7 +155,31 @@ class LedgerMetrics:
             "1 while the sequencer runs and can append; 0 before start or after a failure.",
             registry=r,
         )
-        self._http_children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+        self.cosigned_tree_size = Gauge(
+            "modeltrust_ledger_cosigned_tree_size",
+            "Entries at the checkpoint served to readers: the newest one offered to the "
+            "witnesses (the signed tree size when the ledger has no witnesses).",
+            registry=r,
+        )
+        self.witness_cosigned_at = Gauge(
+            "modeltrust_ledger_witness_cosignature_timestamp_seconds",
+            "Time in the newest cosignature each witness returned (0 before the first).",
+            ["witness"],
+            registry=r,
+        )
+        self.witness_round_seconds = Histogram(
+            "modeltrust_ledger_witness_round_seconds",
+            "Time to have a checkpoint cosigned: every witness answered or timed out.",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.witness_requests = Counter(
+            "modeltrust_ledger_witness_requests",
+            "add-checkpoint requests to witnesses by outcome (cosigned, conflict, refused, "
+            "unreachable, invalid).",
+            ["witness", "outcome"],
+            registry=r,
+        )
 
     # -- the sequencer -------------------------------------------------------------------------
 
@@ -146,21 +196,3 @@ class LedgerMetrics:
         self.tree_size.set(size)
         self.block_height.set(height)
         self.last_checkpoint.set(time.time() if signed_at is None else signed_at)
-
-    # -- the HTTP server -----------------------------------------------------------------------
-
-    def request(self, route: str, method: str, status: int, seconds: float) -> None:
-        if method not in _METHODS:
-            method = "other"  # the method is the client's choice: keep the label set bounded
-        key = (route, method, status)
-        children = self._http_children.get(key)
-        if children is None:
-            children = self._http_children[key] = (
-                self.http_requests.labels(route, method, str(status)),
-                self.http_seconds.labels(route, method),
-            )
-        children[0].inc()
-        children[1].observe(seconds)
-
-    def render(self) -> bytes:
-        return generate_latest(self.registry)

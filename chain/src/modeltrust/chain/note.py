@@ -220,6 +220,45 @@ def add_signatures(note: str, signers: Sequence[NoteSigner]) -> str:
     return result
 
 
+def with_signatures(note: str, extra: Sequence[NoteSignature]) -> str:
+    """The note with the signature lines ``extra`` added, checking only syntax.
+
+    A line in ``extra`` replaces a line by the same key (name and key id) already on the
+    note: a witness's newer cosignature supersedes its older one on the same text.
+    Nothing is verified here; whoever calls this has verified ``extra`` or passes it on.
+    """
+    text, existing = parse_note(note)
+    replaced = {(s.name, s.key_id) for s in extra}
+    kept = [s for s in existing if (s.name, s.key_id) not in replaced]
+    lines = [s.line() for s in (*kept, *extra)]
+    if len(lines) > MAX_SIGNATURES:
+        raise NoteError(f"note would have {len(lines)} signatures, more than {MAX_SIGNATURES}")
+    result = text + "\n" + "".join(lines)
+    _check_size(result)
+    return result
+
+
+def parse_signature_lines(block: str) -> list[NoteSignature]:
+    """Signature lines as a witness answers them (c2sp.org/tlog-witness): each ``— name
+    base64`` line ends in a newline; syntax only."""
+    if not block.endswith("\n") or _CONTROL.search(block):
+        raise NoteError("signature lines must be text ending in a newline")
+    lines = block[:-1].split("\n")
+    if len(lines) > MAX_SIGNATURES:
+        raise NoteError(f"{len(lines)} signature lines, more than the {MAX_SIGNATURES} allowed")
+    return [_parse_signature_line(line) for line in lines]
+
+
+def cosignature_time(sig: NoteSignature) -> int | None:
+    """The timestamp (Unix seconds) a tlog-cosignature/v1 signature carries; None for any
+    other signature (an Ed25519 note signature has no time). Unverified: read it only from
+    a signature that verified."""
+    if len(sig.signature) != 8 + 64:
+        return None
+    timestamp = int.from_bytes(sig.signature[:8], "big")
+    return timestamp if timestamp < 1 << 63 else None
+
+
 def parse_note(note: str) -> tuple[str, list[NoteSignature]]:
     """Split a signed note into its text and signature lines, checking only syntax."""
     _check_size(note)

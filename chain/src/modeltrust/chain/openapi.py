@@ -234,7 +234,8 @@ def openapi_document() -> dict[str, Any]:
     paths: dict[str, Any] = {
         "/v1/checkpoint": {
             "get": {
-                "summary": "The latest signed checkpoint",
+                "summary": "The latest checkpoint, with the witnesses' cosignatures when the "
+                "ledger has witnesses (the newest checkpoint they were asked to cosign)",
                 "responses": {
                     "200": {
                         "description": "C2SP signed note",
@@ -398,7 +399,7 @@ def openapi_document() -> dict[str, Any]:
         ),
         "/v1/keys": {
             "get": {
-                "summary": "The checkpoint verifier key and the publisher key ids",
+                "summary": "The checkpoint verifier key, publisher key ids, empty checkpoint",
                 "responses": {
                     "200": _ok(
                         {
@@ -408,6 +409,11 @@ def openapi_document() -> dict[str, Any]:
                                 "origin": {"type": "string"},
                                 "checkpoint_verifier_key": {"type": "string"},
                                 "publisher_key_ids": {"type": "array", "items": _KEY_ID},
+                                "empty_checkpoint": {
+                                    **_NOTE,
+                                    "description": "the log's signed checkpoint of the empty "
+                                    "tree (the genesis of a witness's copy)",
+                                },
                             },
                         }
                     )

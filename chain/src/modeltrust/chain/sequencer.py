@@ -32,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -181,6 +181,7 @@ class Sequencer:
         self._latest: SignedCheckpoint | None = None
         self._height = 0  # height the next block gets
         self._prev_header_hash = GENESIS_PREV_HASH
+        self._listeners: list[Callable[[SignedCheckpoint], None]] = []
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -197,6 +198,11 @@ class Sequencer:
             self._task = None
         self._fail_queued(SequencerUnavailableError("the ledger is shutting down"))
         self._executor.shutdown(wait=True)
+
+    def on_checkpoint(self, listener: Callable[[SignedCheckpoint], None]) -> None:
+        """Call ``listener`` on the event loop with every new signed checkpoint, once its
+        block is durable (the witness collector's trigger). It must not block."""
+        self._listeners.append(listener)
 
     @property
     def healthy(self) -> bool:
@@ -238,6 +244,7 @@ class Sequencer:
                 self._wakeup.clear()
                 await self._wakeup.wait()
             groups = self._take_batch()
+            before = self._latest
             started = time.perf_counter()
             try:
                 outcomes = await loop.run_in_executor(self._executor, self._commit, groups)
@@ -251,6 +258,9 @@ class Sequencer:
                 return
             done = time.perf_counter()
             self._metrics.commit_seconds.observe(done - started)
+            if self._listeners and self._latest is not None and self._latest is not before:
+                for listener in self._listeners:
+                    listener(self._latest)
             for p, outcome in zip(groups, outcomes, strict=True):
                 self._metrics.append_latency_seconds.observe(done - p.enqueued)
                 if p.future.done():

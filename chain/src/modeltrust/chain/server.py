@@ -30,16 +30,17 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from aiohttp import web
 
 from modeltrust.chain.auth import AuthError, PublisherSet, TokenAuthenticator
+from modeltrust.chain.batch_proofs import BatchProver
 from modeltrust.chain.canonical import parse_json_strict
 from modeltrust.chain.digest import parse_digest
 from modeltrust.chain.entries import AuditEntry, Entry, entry_from_json
-from modeltrust.chain.errors import ChainError, MissingNodeError, ProofError
+from modeltrust.chain.errors import ChainError, InvalidArgumentError, MissingNodeError, ProofError
 from modeltrust.chain.lookup import (
     AUDIT_OBJECT,
     AUDIT_UID,
@@ -50,20 +51,23 @@ from modeltrust.chain.lookup import (
 )
 from modeltrust.chain.merkle import (
     CompactRange,
+    NodeID,
     consistency_proof,
     inclusion_proof,
     leaf_hash,
     verify_consistency,
     verify_inclusion,
 )
-from modeltrust.chain.metrics import CONTENT_TYPE, UNMATCHED_ROUTE, LedgerMetrics
+from modeltrust.chain.metrics import CONTENT_TYPE, UNMATCHED_ROUTE, HttpMetrics
 from modeltrust.chain.openapi import openapi_document
 from modeltrust.chain.sequencer import (
     OPERATOR_ADVICE,
     AppendRejectedError,
     GroupReceipt,
+    Receipt,
     Sequencer,
     SequencerUnavailableError,
+    SignedCheckpoint,
     Submission,
 )
 from modeltrust.chain.storage import LedgerStore, StoredEntry
@@ -110,22 +114,68 @@ class StoreDamagedError(APIError):
         self.index = index
 
 
+class LogView(Protocol):
+    """The log the read handlers serve: the sequencer, or a witness's verified copy of it.
+
+    ``latest`` bounds what entries, blocks and proofs are served (every one of them is
+    covered by a checkpoint the log signed); ``healthy`` and ``failure`` answer /readyz.
+    """
+
+    @property
+    def latest(self) -> SignedCheckpoint: ...
+
+    @property
+    def healthy(self) -> bool: ...
+
+    @property
+    def failure(self) -> BaseException | None: ...
+
+
+class Cosigner(Protocol):
+    """Where the checkpoint served to readers comes from when witnesses cosign it
+    (cosigning.CosignatureCollector on the ledger, the witness's own state on a witness).
+
+    ``published`` is what GET /v1/checkpoint and the lookups answer with: the newest
+    checkpoint that went to the witnesses, with the cosignatures they returned.
+    ``wait_published(size)`` waits (bounded) until a checkpoint of at least ``size`` is
+    published; None when it was not in time.
+    """
+
+    @property
+    def published(self) -> SignedCheckpoint: ...
+
+    async def wait_published(self, size: int) -> SignedCheckpoint | None: ...
+
+
 class LedgerAPI:
-    """Route handlers; ``application()`` wires them into an aiohttp app."""
+    """Route handlers; ``application()`` wires them into an aiohttp app.
+
+    ``sequencer`` None makes a read-only API (a witness's copy of the log, ``view``):
+    appends are refused with ``read_only`` as the reason.
+    """
 
     def __init__(
         self,
-        sequencer: Sequencer,
+        sequencer: Sequencer | None,
         reader: LedgerStore,
         *,
         publishers: PublisherSet,
         tokens: TokenAuthenticator | None,
         verifier_key: str,
         origin: str,
-        metrics: LedgerMetrics,
+        metrics: HttpMetrics,
         limits: Limits | None = None,
+        view: LogView | None = None,
+        cosigner: Cosigner | None = None,
+        read_only: str = "this ledger API is read-only",
     ) -> None:
         self.sequencer = sequencer
+        shown = view if view is not None else sequencer
+        if shown is None:
+            raise InvalidArgumentError("LedgerAPI needs a sequencer or a view of the log to serve")
+        self.view: LogView = shown
+        self.cosigner = cosigner
+        self.read_only = read_only
         self.reader = reader
         self.publishers = publishers
         self.tokens = tokens
@@ -133,6 +183,11 @@ class LedgerAPI:
         self.origin = origin
         self.metrics = metrics
         self.limits = limits or Limits()
+        self._provers: tuple[int, BatchProver] | None = None
+
+    def published(self) -> SignedCheckpoint:
+        """The checkpoint readers are given (with its cosignatures, when witnesses cosign)."""
+        return self.view.latest if self.cosigner is None else self.cosigner.published
 
     def application(self) -> web.Application:
         app = web.Application(
@@ -202,6 +257,8 @@ class LedgerAPI:
     # -- writes ----------------------------------------------------------------------------------
 
     async def post_entries(self, request: web.Request) -> web.Response:
+        if self.sequencer is None:
+            raise APIError(self.read_only, 403)
         body = await request.read()
         try:
             doc = parse_json_strict(body)
@@ -230,8 +287,70 @@ class LedgerAPI:
         await self._check_publisher_signatures(entries)
         subs = [Submission.of(e) for e in entries]
         outcome = await self.sequencer.submit(subs)
+        if self.cosigner is not None:
+            outcome = await self._cosigned(outcome)
         created = any(not r.existing for r in outcome.receipts)
         return _json(_receipts_json(outcome, single), 201 if created else 200)
+
+    async def _cosigned(self, outcome: GroupReceipt) -> GroupReceipt:
+        """The receipts at a checkpoint the witnesses cosigned, once one covers them.
+
+        The witnesses are asked about the newest checkpoint only (a round is one witness
+        round trip, during which more blocks are sealed), so the published checkpoint can
+        be newer than the block's: the receipts are then proven again at its size, from
+        the stored nodes, and checked against its root. When no checkpoint was published
+        in time (witnesses slow or down) the receipts keep the log's own checkpoint: the
+        entries are durable either way, and clients that require cosignatures read them
+        again later.
+        """
+        assert self.cosigner is not None
+        size = outcome.checkpoint.size
+        published = await self.cosigner.wait_published(size)
+        if published is None:
+            return outcome
+        if published.size == size:
+            return GroupReceipt(published, outcome.receipts)
+        return GroupReceipt(published, self._prove_again(outcome.receipts, published))
+
+    def _prover(self, at: SignedCheckpoint) -> BatchProver:
+        """One prover per published checkpoint, shared by every request answered at it:
+        the upper levels of their proofs are the same nodes, read once."""
+        cached = self._provers
+        if cached is not None and cached[0] == at.size:
+            return cached[1]
+
+        def perfect(level: int, index: int) -> bytes:
+            try:
+                return self.reader.get_nodes([NodeID(level, index)])[0]
+            except MissingNodeError as exc:
+                raise StoreDamagedError(str(exc), index << level) from None
+
+        prover = BatchProver(at.size, perfect)
+        self._provers = (at.size, prover)
+        return prover
+
+    def _prove_again(
+        self, receipts: Sequence[Receipt], at: SignedCheckpoint
+    ) -> tuple[Receipt, ...]:
+        prover = self._prover(at)
+        indexes = [r.index for r in receipts]
+        first, end = min(indexes), max(indexes) + 1
+        consecutive = end - first == len(set(indexes))
+        walked = prover.proofs(first, end) if consecutive else None
+        root = at.checkpoint.root_hash
+        out = []
+        for r in receipts:
+            proof = walked[r.index - first] if walked is not None else prover.proof(r.index)
+            try:
+                verify_inclusion(r.leaf_hash, r.index, at.size, proof, root)
+            except ProofError:
+                raise StoreDamagedError(
+                    f"the stored Merkle nodes give an inclusion proof of entry {r.index} at "
+                    f"tree size {at.size} that does not verify against the cosigned root",
+                    r.index,
+                ) from None
+            out.append(Receipt(r.index, r.leaf_hash, proof, r.existing))
+        return tuple(out)
 
     async def _check_publisher_signatures(self, entries: Sequence[Entry]) -> None:
         """Refuse the request if a registration or revocation is not signed by a publisher.
@@ -280,17 +399,17 @@ class LedgerAPI:
     # -- reads -------------------------------------------------------------------------------------
 
     async def get_checkpoint(self, request: web.Request) -> web.Response:
-        return web.Response(text=self.sequencer.latest.note, content_type="text/plain")
+        return web.Response(text=self.published().note, content_type="text/plain")
 
     async def get_entry(self, request: web.Request) -> web.Response:
         index = _uint(request.match_info["index"], "entry index")
-        size = self.sequencer.latest.size
+        size = self.view.latest.size
         if index >= size:
             raise APIError(f"no entry {index}: the tree size is {size}", 404)
         return _json(_entry_json(self._entries(index, index + 1)[0]))
 
     async def get_entry_range(self, request: web.Request) -> web.Response:
-        size = self.sequencer.latest.size
+        size = self.view.latest.size
         start = _query_uint(request, "start")
         end = _query_uint(request, "end", default=start + self.limits.max_range)
         if end <= start:
@@ -351,9 +470,9 @@ class LedgerAPI:
 
     def _root_at(self, size: int, index: int) -> bytes:
         """The signed root at the latest size; else the root the stored nodes give."""
-        latest = self.sequencer.latest
-        if size == latest.size:
-            return latest.checkpoint.root_hash
+        for signed in (self.view.latest, self.published()):
+            if size == signed.size:
+                return signed.checkpoint.root_hash
         try:
             return CompactRange.load(size, self.reader).root()
         except MissingNodeError as exc:
@@ -398,7 +517,7 @@ class LedgerAPI:
         return proof
 
     def _check_size(self, size: int) -> None:
-        current = self.sequencer.latest.size
+        current = self.view.latest.size
         if size == 0 or size > current:
             raise APIError(f"tree size {size} is not between 1 and the current size {current}")
 
@@ -420,7 +539,7 @@ class LedgerAPI:
         return _json({"start": start, "end": start + len(blocks), "blocks": blocks})
 
     def _visible_blocks(self, start: int, end: int) -> list[dict[str, Any]]:
-        size = self.sequencer.latest.size
+        size = self.view.latest.size
         return [
             {
                 "height": b.height,
@@ -469,7 +588,7 @@ class LedgerAPI:
         limit = _query_uint(request, "limit", default=self.limits.default_lookup)
         if not 1 <= limit <= self.limits.max_lookup:
             raise APIError(f"limit must be between 1 and {self.limits.max_lookup}")
-        latest = self.sequencer.latest
+        latest = self.published()
         size = latest.size
         found: set[int] = set()
         for kind, key in keys:
@@ -493,22 +612,27 @@ class LedgerAPI:
         )
 
     async def get_keys(self, request: web.Request) -> web.Response:
-        return _json(
-            {
-                "origin": self.origin,
-                "checkpoint_verifier_key": self.verifier_key,
-                "publisher_key_ids": self.publishers.key_ids,
-            }
-        )
+        identity = self.reader.identity()
+        keys: dict[str, Any] = {
+            "origin": self.origin,
+            "checkpoint_verifier_key": self.verifier_key,
+            "publisher_key_ids": self.publishers.key_ids,
+        }
+        if identity is not None:
+            # The log's signed empty checkpoint: what a witness records as the genesis of
+            # its copy of the log (no block carries it).
+            keys["empty_checkpoint"] = identity.empty_checkpoint
+        return _json(keys)
 
     async def healthz(self, request: web.Request) -> web.Response:
         return _json({"status": "ok"})
 
     async def readyz(self, request: web.Request) -> web.Response:
-        if not self.sequencer.healthy:
-            failure = self.sequencer.failure
-            return _error(503, f"sequencer not running: {failure}" if failure else "starting")
-        return _json({"status": "ready", "tree_size": self.sequencer.latest.size})
+        if not self.view.healthy:
+            failure = self.view.failure
+            what = "sequencer" if self.sequencer is not None else "log copy"
+            return _error(503, f"{what} not running: {failure}" if failure else "starting")
+        return _json({"status": "ready", "tree_size": self.view.latest.size})
 
     async def get_metrics(self, request: web.Request) -> web.Response:
         return web.Response(body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE})

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 from modeltrust.chain.auth import PublisherSet, TokenAuthenticator, TokenReviewAuthenticator
+from modeltrust.chain.cosigning import CosignatureCollector, WitnessEndpoint
 from modeltrust.chain.errors import ConfigError
 from modeltrust.chain.metrics import LedgerMetrics
 from modeltrust.chain.note import NoteSigner
@@ -42,6 +43,11 @@ class ServiceConfig:
     # as it takes, a standby), and PostgreSQL's writer lease (storage.open_store).
     writer_wait: float | None = 0.0
     writer_lease: float = DEFAULT_WRITER_LEASE
+    # Witnesses each new checkpoint is sent to (cosigning.py); none: readers get the
+    # checkpoints as the ledger signs them.
+    witnesses: tuple[WitnessEndpoint, ...] = ()
+    witness_timeout: float = 3.0  # per add-checkpoint request
+    witness_refresh: float = 30.0  # the current checkpoint is cosigned again this often
 
 
 class LedgerService:
@@ -60,6 +66,7 @@ class LedgerService:
         self._reader: LedgerStore | None = None
         self._runner: web.AppRunner | None = None
         self.sequencer: Sequencer | None = None
+        self.collector: CosignatureCollector | None = None
         self.port = 0
 
     @property
@@ -88,6 +95,20 @@ class LedgerService:
             )
             await self.sequencer.start()
             self._reader = open_store(cfg.db, writer=False)
+            sequencer = self.sequencer
+            if cfg.witnesses:
+                self.collector = CosignatureCollector(
+                    cfg.witnesses,
+                    lambda: sequencer.latest,
+                    self._reader,
+                    timeout=cfg.witness_timeout,
+                    refresh=cfg.witness_refresh,
+                    metrics=self.metrics,
+                )
+                sequencer.on_checkpoint(self.collector.notify)
+                await self.collector.start()
+            else:
+                self.metrics.cosigned_tree_size.set_function(lambda: sequencer.latest.size)
             api = LedgerAPI(
                 self.sequencer,
                 self._reader,
@@ -97,6 +118,7 @@ class LedgerService:
                 origin=cfg.origin,
                 metrics=self.metrics,
                 limits=cfg.limits,
+                cosigner=self.collector,
             )
             self._runner = web.AppRunner(api.application(), access_log=None)
             await self._runner.setup()
@@ -120,6 +142,9 @@ class LedgerService:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        if self.collector is not None:
+            await self.collector.stop()
+            self.collector = None
         if self.sequencer is not None:
             await self.sequencer.stop()
             self.sequencer = None

@@ -1,4 +1,4 @@
-"""`modeltrust ledger ...`: keygen, serve, verify and checkpoint.
+"""`modeltrust ledger ...`: keygen, serve, witness, witness-acknowledge, verify, checkpoint.
 
 Exit codes (modeltrust.cli.common): 0 success; 1 the ledger failed verification;
 2 usage errors; 3 could not check or start: the ledger did not answer, bad settings.
@@ -22,8 +22,9 @@ from modeltrust.chain.auth import (
     TokenReviewAuthenticator,
     TokenReviewConfig,
 )
+from modeltrust.chain.cosigning import WitnessEndpoint
 from modeltrust.chain.errors import ChainError
-from modeltrust.chain.note import NoteSigner, NoteVerifier
+from modeltrust.chain.note import ALG_COSIGNATURE_V1, ALG_ED25519, NoteSigner, NoteVerifier
 from modeltrust.chain.service import LedgerService, ServiceConfig
 from modeltrust.chain.storage import (
     DEFAULT_WRITER_LEASE,
@@ -54,22 +55,34 @@ group.name = "ledger"
 
 
 @group.command()
-@click.option("--origin", required=True, help="Log origin, e.g. ledger.example.com/modeltrust.")
+@click.option(
+    "--origin",
+    required=True,
+    help="Log origin, e.g. ledger.example.com/modeltrust (with --witness: the witness's name, "
+    "e.g. witness.example.org).",
+)
 @click.option(
     "--out",
     type=click.Path(dir_okay=False, path_type=Path),
     required=True,
     help="Where to write the private signer key (created with mode 0600).",
 )
-def keygen(origin: str, out: Path) -> None:
+@click.option(
+    "--witness",
+    is_flag=True,
+    help="A witness's cosigning key instead (type 0x04, C2SP tlog-cosignature: its "
+    "cosignatures carry their time).",
+)
+def keygen(origin: str, out: Path, witness: bool) -> None:
     """Create the ledger's checkpoint signing key (C2SP signed-note Ed25519 key).
 
     Writes the PRIVATE+KEY+... signer key to --out and prints the verifier key,
-    which clients and the trust policy pin.
+    which clients and the trust policy pin (for a witness key: what `ledger serve
+    --witness` and the policy's spec.ledger.witnesses name).
     """
     if out.exists():
         raise click.ClickException(f"{out} exists; refusing to overwrite a signing key")
-    signer = NoteSigner.generate(origin)
+    signer = NoteSigner.generate(origin, alg=ALG_COSIGNATURE_V1 if witness else ALG_ED25519)
     fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(signer.signer_key() + "\n")
@@ -184,6 +197,30 @@ def _database(db: str | None, database_url: str | None, *, must_exist: bool) -> 
     help="PostgreSQL: seconds the writer's database session may stay silent (a paused or "
     "cut-off writer) before the server ends it and a standby takes over.",
 )
+@click.option(
+    "--witness",
+    "witnesses",
+    nargs=2,
+    multiple=True,
+    metavar="URL KEY",
+    help="A witness (`modeltrust ledger witness`, or any C2SP tlog-witness) and its verifier "
+    "key: every new checkpoint is sent to it and served with its cosignature (repeatable).",
+)
+@click.option(
+    "--witness-timeout",
+    type=click.FloatRange(min=0.1),
+    default=3.0,
+    show_default=True,
+    help="Seconds a witness has to answer; a slower one adds no cosignature to that checkpoint.",
+)
+@click.option(
+    "--witness-refresh",
+    type=click.FloatRange(min=0.1),
+    default=30.0,
+    show_default=True,
+    help="Seconds between cosignings of the current checkpoint when nothing is appended; keep "
+    "it well below the policies' spec.ledger.maxCosignatureAge.",
+)
 @click.option("--log-level", default="INFO", show_default=True)
 def serve(
     db: str | None,
@@ -201,6 +238,9 @@ def serve(
     max_batch: int,
     writer_wait: float | None,
     writer_lease: float,
+    witnesses: tuple[tuple[str, str], ...],
+    witness_timeout: float,
+    witness_refresh: float,
     log_level: str,
 ) -> None:
     """Serve the ledger API as the only writer of its database (the writer lock: a second
@@ -235,6 +275,9 @@ def serve(
             max_batch=max_batch,
             writer_wait=writer_wait,
             writer_lease=writer_lease,
+            witnesses=tuple(WitnessEndpoint.parse(url, key) for url, key in witnesses),
+            witness_timeout=witness_timeout,
+            witness_refresh=witness_refresh,
         )
         service = LedgerService(config)
     except (ChainError, OSError) as exc:
@@ -294,6 +337,126 @@ def _use_uvloop() -> None:
     except ImportError:
         return
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+@group.command()
+@click.option(
+    "--state",
+    "state_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="The witness's directory: its copy of the log, the checkpoint it last cosigned, "
+    "split-view evidence (created if missing).",
+)
+@click.option(
+    "--key",
+    "key_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    required=True,
+    help="The witness's own key file, from `modeltrust ledger keygen --witness`.",
+)
+@click.option("--log-url", required=True, help="The ledger (sequencer) the witness copies.")
+@click.option(
+    "--log-key", required=True, help="The ledger's checkpoint verifier key (or a file holding it)."
+)
+@click.option("--origin", help="The log's origin (default: the log key's name).")
+@click.option("--listen", default="127.0.0.1:8081", show_default=True, help="host:port")
+@click.option(
+    "--poll-interval",
+    type=click.FloatRange(min=0.05),
+    default=2.0,
+    show_default=True,
+    help="Seconds between reads of the ledger's new blocks and checkpoint.",
+)
+@click.option(
+    "--audit-interval",
+    type=click.FloatRange(min=0),
+    default=3600.0,
+    show_default=True,
+    help="Seconds between full audits of the witness's own copy (0: only at start).",
+)
+@click.option("--log-level", default="INFO", show_default=True)
+def witness(
+    state_dir: Path,
+    key_file: Path,
+    log_url: str,
+    log_key: str,
+    origin: str | None,
+    listen: str,
+    poll_interval: float,
+    audit_interval: float,
+    log_level: str,
+) -> None:
+    """Witness a ledger: keep a verified copy of it, serve its read API, and cosign (C2SP
+    tlog-witness, POST /add-checkpoint) only the checkpoints the copy confirms. A checkpoint
+    that contradicts the copy is kept as split-view evidence (GET /v1/witness/evidence)
+    and the witness cosigns nothing more until `ledger witness-acknowledge`."""
+    from modeltrust.chain.witness import WitnessConfig, WitnessError, WitnessService
+
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    host, _, port = listen.rpartition(":")
+    if not host or not port.isdigit():
+        raise click.BadParameter("expected host:port", param_hint="--listen")
+    try:
+        signer = NoteSigner.from_signer_key(key_file.read_text().strip())
+        verifier = NoteVerifier.from_verifier_key(read_verifier_key(log_key))
+        service = WitnessService(
+            WitnessConfig(
+                state_dir=state_dir,
+                signer=signer,
+                log_url=log_url.rstrip("/"),
+                log_verifier=verifier,
+                origin=origin or verifier.name,
+                host=host,
+                port=int(port),
+                poll_interval=poll_interval,
+                audit_interval=audit_interval or None,
+            )
+        )
+    except (ChainError, OSError) as exc:
+        fail(str(exc), EXIT_UNCHECKED)
+    _use_uvloop()
+    try:
+        code = asyncio.run(service.run_until_stopped())
+    except (WitnessError, StorageError, OSError) as exc:
+        fail(str(exc), EXIT_UNCHECKED)
+    sys.exit(code)
+
+
+@group.command("witness-acknowledge")
+@click.option(
+    "--state",
+    "state_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    required=True,
+    help="The witness's state directory (the witness must be stopped).",
+)
+@click.option(
+    "--id",
+    "ids",
+    multiple=True,
+    help="The evidence to acknowledge (its id, as GET /v1/witness/evidence shows; "
+    "repeatable); default: all of it.",
+)
+def witness_acknowledge(state_dir: Path, ids: tuple[str, ...]) -> None:
+    """After reviewing a witness's split-view evidence: let it cosign again.
+
+    Moves the evidence to evidence/acknowledged/ (kept, never deleted). The witness still
+    refuses anything that contradicts its copy of the log: acknowledging changes what it
+    remembers, not what it checks.
+    """
+    from modeltrust.chain.witness import WitnessError, acknowledge_evidence
+
+    try:
+        moved = acknowledge_evidence(state_dir, ids)
+    except (WitnessError, OSError) as exc:
+        fail(str(exc), EXIT_UNCHECKED)
+    if not moved:
+        click.echo("no split-view evidence to acknowledge")
+    for path in moved:
+        click.echo(f"acknowledged {path.stem} (kept in {path.parent})")
 
 
 @group.command()

@@ -79,7 +79,9 @@ def source_options(f: F) -> F:
             "--s3-endpoint",
             help="s3:// URIs: the store's URL, e.g. https://minio.example:9000 (default: AWS S3).",
         ),
-        click.option("--s3-region", help="s3:// URIs: the region to sign for (default: us-east-1)."),
+        click.option(
+            "--s3-region", help="s3:// URIs: the region to sign for (default: us-east-1)."
+        ),
         click.option(
             "--s3-addressing",
             type=click.Choice(["auto", "path", "virtual"]),

@@ -71,6 +71,8 @@ def ledger_to_json(ledger: LedgerSpec) -> dict[str, Any]:
     if ledger.witnesses:
         doc["witnesses"] = list(ledger.witnesses)
         doc["witnessQuorum"] = ledger.witness_quorum
+    if ledger.max_cosignature_age is not None:
+        doc["maxCosignatureAgeSeconds"] = ledger.max_cosignature_age
     if ledger.minimum_checkpoint is not None:
         doc["minimumCheckpoint"] = {
             "size": ledger.minimum_checkpoint.size,
@@ -91,6 +93,11 @@ def ledger_from_json(doc: Mapping[str, Any]) -> LedgerSpec:
         witnesses=tuple(doc.get("witnesses") or ()),
         witness_quorum=int(doc.get("witnessQuorum") or 0),
         minimum_checkpoint=minimum,
+        max_cosignature_age=(
+            float(doc["maxCosignatureAgeSeconds"])
+            if doc.get("maxCosignatureAgeSeconds") is not None
+            else None
+        ),
     )
 
 

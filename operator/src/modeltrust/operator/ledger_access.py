@@ -33,6 +33,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from modeltrust.chain.client import AsyncLedgerClient, EntryExistsError
 from modeltrust.chain.client_flows import VerifiedCheckpoint, VerifiedEntry
@@ -65,6 +66,7 @@ from modeltrust.operator.provenance import ProvenanceMaterial
 from modeltrust.operator.trust_store import ConfigMapTrustStore, TrustRecordMissing
 from modeltrust.operator.types import CheckpointRef, LedgerSpec
 from modeltrust.operator.witness import (
+    FreshCheckpointClient,
     WitnessedTrustStore,
     WitnessQuorumError,
     WitnessRequirement,
@@ -272,7 +274,9 @@ class LedgerAccess:
             vcp = await client.checkpoint()
             requirement = WitnessRequirement.from_ledger(ledger)
             if requirement is not None:
-                requirement.check(vcp.note, what=f"the ledger's checkpoint of size {vcp.size}")
+                requirement.check(
+                    vcp.note, what=f"the ledger's checkpoint of size {vcp.size}", fresh=True
+                )
         except ChainError as exc:
             raise classify(exc) from exc
         finally:
@@ -316,21 +320,27 @@ class LedgerAccess:
     @staticmethod
     def _key(ledger: LedgerSpec) -> tuple[str, str, str, str]:
         witnesses = "\n".join(sorted(ledger.witnesses)) + f"\n{ledger.witness_quorum}"
+        if ledger.max_cosignature_age is not None:
+            witnesses += f"\nmax-age={ledger.max_cosignature_age:g}"
         return (ledger.url, ledger.verifier_key, ledger.expected_origin, witnesses)
 
     def client(self, ledger: LedgerSpec) -> AsyncLedgerClient:
         key = self._key(ledger)
         client = self._clients.get(key)
         if client is None:
-            client = AsyncLedgerClient(
-                ledger.url,
-                verifier_key=ledger.verifier_key,
-                origin=ledger.expected_origin,
-                trust_store=self.store(ledger),
-                token=self.token,
-                timeout=self.timeout,
-                max_lookup_pages=MAX_LOOKUP_PAGES,
-            )
+            requirement = WitnessRequirement.from_ledger(ledger)
+            settings: dict[str, Any] = {
+                "verifier_key": ledger.verifier_key,
+                "origin": ledger.expected_origin,
+                "trust_store": self.store(ledger),
+                "token": self.token,
+                "timeout": self.timeout,
+                "max_lookup_pages": MAX_LOOKUP_PAGES,
+            }
+            if requirement is not None and requirement.max_age is not None:
+                client = FreshCheckpointClient(ledger.url, requirement=requirement, **settings)
+            else:
+                client = AsyncLedgerClient(ledger.url, **settings)
             self._clients[key] = client
             self._client_store[key] = self.store_key(ledger)
         return client

@@ -93,7 +93,7 @@ class FollowSettings:
 
 # --- pure parts ---------------------------------------------------------------------------------
 
-LedgerIdentity = tuple[str, str, str, tuple[str, ...], int]
+LedgerIdentity = tuple[str, str, str, tuple[str, ...], int, float | None]
 
 
 def ledger_identity(spec: LedgerSpec) -> LedgerIdentity:
@@ -105,6 +105,7 @@ def ledger_identity(spec: LedgerSpec) -> LedgerIdentity:
         spec.expected_origin,
         tuple(sorted(spec.witnesses)),
         spec.witness_quorum,
+        spec.max_cosignature_age,
     )
 
 

@@ -39,6 +39,8 @@ DEFAULT_MAX_MODEL_SIZE = 2 * 1024**3
 DEFAULT_REVERIFY_SECONDS = 300.0
 MIN_REVERIFY_SECONDS = 10.0
 MAX_REVERIFY_SECONDS = 24 * 3600.0
+MIN_COSIGNATURE_AGE_SECONDS = 1.0
+MAX_COSIGNATURE_AGE_SECONDS = 24 * 3600.0
 
 DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 _MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -450,6 +452,9 @@ class LedgerSpec:
     # spec.ledger.minimumCheckpoint: a tree the ledger must contain (its size and root);
     # a ledger below it or inconsistent with it is refused (trust anchor, ledger_access).
     minimum_checkpoint: CheckpointRef | None = None
+    # spec.ledger.maxCosignatureAge in seconds: a witness cosignature older than this does
+    # not count toward witnessQuorum (witness.py); None: any age counts.
+    max_cosignature_age: float | None = None
 
     @property
     def expected_origin(self) -> str:
@@ -638,6 +643,16 @@ def parse_trust_policy(body: Mapping[str, Any]) -> TrustPolicy:
     quorum = _integer(
         ledger, "witnessQuorum", "spec.ledger.witnessQuorum", default=0, low=0, high=len(witnesses)
     )
+    max_age = None
+    if ledger.get("maxCosignatureAge") is not None:
+        path = "spec.ledger.maxCosignatureAge"
+        max_age = parse_duration(_string(ledger, "maxCosignatureAge", path, max_length=32), path)
+        if not MIN_COSIGNATURE_AGE_SECONDS <= max_age <= MAX_COSIGNATURE_AGE_SECONDS:
+            raise SpecError(path, "must be between 1s and 24h")
+        if quorum == 0:
+            raise SpecError(
+                path, "needs spec.ledger.witnessQuorum of at least 1 (whose cosignatures' age?)"
+            )
     minimum = None
     if ledger.get("minimumCheckpoint") is not None:
         minimum = parse_checkpoint_ref(
@@ -686,6 +701,7 @@ def parse_trust_policy(body: Mapping[str, Any]) -> TrustPolicy:
             witnesses=tuple(witnesses),
             witness_quorum=quorum,
             minimum_checkpoint=minimum,
+            max_cosignature_age=max_age,
         ),
         publishers=publishers,
         threshold=threshold,
