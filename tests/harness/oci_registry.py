@@ -198,11 +198,12 @@ class OciRegistry:
     without_access: tuple[str, ...] = ()
     port: int = 0
     token_service: TokenService | None = None
+    bind: str = "127.0.0.1"  # a real node's pods reach the host at its host address
     _process: subprocess.Popen[bytes] | None = None
 
     @property
     def host(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.bind}:{self.port}"
 
     @property
     def ca(self) -> Path:
@@ -224,7 +225,8 @@ class OciRegistry:
     def start(self) -> None:
         bin_dir = tools_bin()
         self.directory.mkdir(parents=True, exist_ok=True)
-        tls = self.pki.issue("registry", "127.0.0.1", server_names=("127.0.0.1", "localhost"))
+        names = tuple(sorted({"127.0.0.1", "localhost", self.bind}))
+        tls = self.pki.issue("registry", self.bind, server_names=names)
         self.port = self.port or free_port()
         auth = ""
         if self.token_auth:
@@ -258,7 +260,7 @@ class OciRegistry:
             "log:\n  level: warn\n  accesslog:\n    disabled: true\n"
             f"storage:\n  filesystem:\n    rootdirectory: {self.storage}\n"
             "  delete:\n    enabled: true\n"
-            f"http:\n  addr: 127.0.0.1:{self.port}\n  secret: {secrets.token_hex(16)}\n"
+            f"http:\n  addr: {self.bind}:{self.port}\n  secret: {secrets.token_hex(16)}\n"
             f"  tls:\n    certificate: {tls.cert}\n    key: {tls.key}\n" + auth
         )
         log = (self.directory / "registry.log").open("ab")
@@ -393,6 +395,7 @@ def oci_registry(
     without_access: tuple[str, ...] = (),
     token_lifetime: int = 300,
     pki: Pki | None = None,
+    bind: str = "127.0.0.1",
 ) -> Iterator[OciRegistry]:
     """A running registry for the `with` block; its storage is removed afterwards."""
     registry = OciRegistry(
@@ -403,6 +406,7 @@ def oci_registry(
         token_lifetime=token_lifetime,
         refresh_tokens=dict(refresh_tokens or {}),
         without_access=without_access,
+        bind=bind,
     )
     try:
         registry.start()

@@ -62,6 +62,7 @@ class S3Server:
     secret_key: str
     tls: bool = False
     virtual_domain: str | None = None
+    bind: str = "127.0.0.1"  # a real node's pods reach the host at its host address
     ca_pem: bytes | None = None
     ca_file: Path | None = None  # ca_pem's file
     _cert: Path | None = None
@@ -71,7 +72,7 @@ class S3Server:
 
     @property
     def host(self) -> str:
-        return "127.0.0.1"
+        return self.bind
 
     @property
     def url(self) -> str:
@@ -177,7 +178,11 @@ class S3Server:
 
 @contextlib.contextmanager
 def s3_server(
-    directory: Path, *, tls: bool = False, virtual_domain: str | None = None
+    directory: Path,
+    *,
+    tls: bool = False,
+    virtual_domain: str | None = None,
+    bind: str = "127.0.0.1",
 ) -> Iterator[S3Server]:
     """Start versitygw serving `directory`/data; stop it on exit.
 
@@ -193,11 +198,12 @@ def s3_server(
         secret_key=secrets.token_urlsafe(30),
         tls=tls,
         virtual_domain=virtual_domain,
+        bind=bind,
         _log=directory / "versitygw.log",
     )
     if tls:
         pki = Pki(directory / "pki")
-        names = ["127.0.0.1", "localhost"]
+        names = sorted({"127.0.0.1", "localhost", bind})
         if virtual_domain is not None:
             names += [virtual_domain, f"*.{virtual_domain}"]
         issued = pki.issue("s3", "versitygw", server_names=tuple(names), client=False)
