@@ -30,7 +30,7 @@ import os
 import sqlite3
 import time
 import urllib.parse
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -372,25 +372,14 @@ class SQLiteLedgerStore:
         for chunk in _chunks(sorted(set(positions))):
             marks = ",".join("?" * len(chunk))
             found.update(self._query(f"SELECT pos, hash FROM nodes WHERE pos IN ({marks})", chunk))  # noqa: S608
-        try:
-            return [found[p] for p in positions]
-        except KeyError:
-            missing = next(i for i, p in zip(ids, positions, strict=True) if p not in found)
-            raise MissingNodeError(f"ledger database lacks Merkle node {missing}") from None
+        return nodes_in_order(ids, positions, found)
 
     def iter_node_chunks(
         self, start_pos: int = 0, chunk: int = 65536
     ) -> Iterator[list[tuple[int, bytes]]]:
         """Stored (position, hash) rows in post-order, a chunk at a time (for audits)."""
-        pos = start_pos
-        while True:
-            rows = self._query(
-                "SELECT pos, hash FROM nodes WHERE pos >= ? ORDER BY pos LIMIT ?", (pos, chunk)
-            )
-            if not rows:
-                return
-            yield rows
-            pos = rows[-1][0] + 1
+        sql = "SELECT pos, hash FROM nodes WHERE pos >= ? ORDER BY pos LIMIT ?"
+        return keyset_pages(lambda pos: self._query(sql, (pos, chunk)), start_pos)
 
     def get_entries(self, start: int, end: int) -> list[StoredEntry]:
         rows = self._query(
@@ -403,16 +392,8 @@ class SQLiteLedgerStore:
         self, start: int = 0, chunk: int = 65536
     ) -> Iterator[list[tuple[int, bytes, bytes]]]:
         """Raw (index, leaf hash, data) rows in index order, a chunk at a time (for audits)."""
-        pos = start
-        while True:
-            rows = self._query(
-                "SELECT idx, leaf_hash, data FROM entries WHERE idx >= ? ORDER BY idx LIMIT ?",
-                (pos, chunk),
-            )
-            if not rows:
-                return
-            yield rows
-            pos = rows[-1][0] + 1
+        sql = "SELECT idx, leaf_hash, data FROM entries WHERE idx >= ? ORDER BY idx LIMIT ?"
+        return keyset_pages(lambda idx: self._query(sql, (idx, chunk)), start)
 
     def get_blocks(self, start: int, end: int) -> list[StoredBlock]:
         rows = self._query(
@@ -598,6 +579,29 @@ def _take_writer_lock(db_path: Path, wait: float | None) -> int:
     os.ftruncate(fd, 0)
     os.write(fd, f"{os.getpid()}\n".encode())
     return fd
+
+
+def keyset_pages(page: Callable[[int], list[Any]], start: int) -> Iterator[list[Any]]:
+    """Rows a page at a time, each page starting after the last row's key (column 0):
+    how both backends walk a table for audits without OFFSET scans."""
+    key = start
+    while True:
+        rows = page(key)
+        if not rows:
+            return
+        yield rows
+        key = rows[-1][0] + 1
+
+
+def nodes_in_order(
+    ids: Sequence[NodeID], positions: Sequence[int], found: dict[int, bytes]
+) -> list[bytes]:
+    """The hashes of `ids` (at `positions`) from a lookup; a missing one is named."""
+    try:
+        return [found[p] for p in positions]
+    except KeyError:
+        missing = next(i for i, p in zip(ids, positions, strict=True) if p not in found)
+        raise MissingNodeError(f"ledger database lacks Merkle node {missing}") from None
 
 
 def block_from_row(row: tuple[object, ...]) -> StoredBlock:

@@ -49,7 +49,6 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg.conninfo import conninfo_to_dict
 
-from modeltrust.chain.errors import MissingNodeError
 from modeltrust.chain.merkle import NodeID
 from modeltrust.chain.storage import (
     AppendBatch,
@@ -60,7 +59,9 @@ from modeltrust.chain.storage import (
     StoredEntry,
     WriterLockError,
     block_from_row,
+    keyset_pages,
     node_position,
+    nodes_in_order,
     redact_database_url,
 )
 
@@ -507,24 +508,13 @@ class PostgresLedgerStore:
                 "SELECT pos, hash FROM nodes WHERE pos = ANY(%s::int8[])", (sorted(set(positions)),)
             )
         )
-        try:
-            return [found[p] for p in positions]
-        except KeyError:
-            missing = next(i for i, p in zip(ids, positions, strict=True) if p not in found)
-            raise MissingNodeError(f"ledger database lacks Merkle node {missing}") from None
+        return nodes_in_order(ids, positions, found)
 
     def iter_node_chunks(
         self, start_pos: int = 0, chunk: int = 65536
     ) -> Iterator[list[tuple[int, bytes]]]:
-        pos = start_pos
-        while True:
-            rows = self._query(
-                "SELECT pos, hash FROM nodes WHERE pos >= %s ORDER BY pos LIMIT %s", (pos, chunk)
-            )
-            if not rows:
-                return
-            yield rows
-            pos = rows[-1][0] + 1
+        sql = "SELECT pos, hash FROM nodes WHERE pos >= %s ORDER BY pos LIMIT %s"
+        return keyset_pages(lambda pos: self._query(sql, (pos, chunk)), start_pos)
 
     def get_entries(self, start: int, end: int) -> list[StoredEntry]:
         rows = self._query(
@@ -536,16 +526,8 @@ class PostgresLedgerStore:
     def iter_entry_rows(
         self, start: int = 0, chunk: int = 65536
     ) -> Iterator[list[tuple[int, bytes, bytes]]]:
-        pos = start
-        while True:
-            rows = self._query(
-                "SELECT idx, leaf_hash, data FROM entries WHERE idx >= %s ORDER BY idx LIMIT %s",
-                (pos, chunk),
-            )
-            if not rows:
-                return
-            yield rows
-            pos = rows[-1][0] + 1
+        sql = "SELECT idx, leaf_hash, data FROM entries WHERE idx >= %s ORDER BY idx LIMIT %s"
+        return keyset_pages(lambda idx: self._query(sql, (idx, chunk)), start)
 
     def get_blocks(self, start: int, end: int) -> list[StoredBlock]:
         rows = self._query(
