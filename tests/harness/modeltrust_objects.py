@@ -3,6 +3,7 @@ ModelDeployment, a ModelTrustPolicy, and the publishers a policy trusts."""
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -91,3 +92,20 @@ def model_deployment(
             "policy": policy,
         },
     }
+
+
+def source_secret(
+    namespace: str, name: str, hosts: str | None, data: dict[str, bytes]
+) -> dict[str, Any]:
+    """A Secret for spec.model.credentials; `hosts`: its modeltrust.dev/hosts annotation
+    (None: not annotated)."""
+    body: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": namespace},
+        "type": "Opaque",
+        "data": {key: base64.b64encode(value).decode() for key, value in data.items()},
+    }
+    if hosts is not None:
+        body["metadata"]["annotations"] = {"modeltrust.dev/hosts": hosts}
+    return body

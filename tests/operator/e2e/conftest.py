@@ -53,6 +53,7 @@ __all__ = [
     "RolledOut",
     "RolloutFactory",
     "apply",
+    "assert_never_shown",
     "condition",
     "deployment",
     "free_port",
@@ -374,3 +375,21 @@ def rolled_out(
         return RolledOut(md, path, digest, index)
 
     return roll_out
+
+
+def assert_never_shown(
+    cluster: Cluster, md: dict[str, Any], ledger: Ledger, operator: Operator, secret: str
+) -> None:
+    """A rolled-out ModelDeployment's `secret` appears in none of the places a user reads:
+    status, Events, its audit entries, the operator's log."""
+    namespace = md["metadata"]["namespace"]
+    events = cluster.kubectl("get", "events", "-n", namespace, "-o", "json").stdout
+    audits = ledger.audits(md["metadata"]["uid"])
+    assert [(a.action, a.decision) for a in audits] == [("rollout", "allowed")]
+    for where, text in (
+        ("status", json.dumps(md["status"])),
+        ("events", events),
+        ("audit entries", json.dumps([a.reasons for a in audits])),
+        ("operator log", operator.log()),
+    ):
+        assert secret not in text, f"the secret appears in the {where}"

@@ -5,12 +5,10 @@ pods' fetch step (Ready means the pod fetched, verified and loaded it)."""
 
 from __future__ import annotations
 
-import base64
-import json
 from pathlib import Path
-from typing import Any
 
 from harness.cluster import Cluster
+from harness.modeltrust_objects import source_secret
 from harness.oci_registry import oci_registry
 from harness.s3_server import s3_server
 
@@ -20,6 +18,7 @@ from .conftest import (
     Operator,
     Publisher,
     apply,
+    assert_never_shown,
     condition,
     deployment,
     model_deployment,
@@ -27,45 +26,8 @@ from .conftest import (
 )
 
 
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
-
-
-def _secret(namespace: str, name: str, hosts: str, data: dict[str, bytes]) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {
-            "name": name,
-            "namespace": namespace,
-            "annotations": {"modeltrust.dev/hosts": hosts},
-        },
-        "data": {key: _b64(value) for key, value in data.items()},
-    }
-
-
 def _bind(cluster: Cluster) -> str:
     return cluster.host_address if cluster.real_pods else "127.0.0.1"
-
-
-def _assert_secret_stays_secret(
-    crds: Cluster,
-    namespace: str,
-    md: dict[str, Any],
-    ledger: Ledger,
-    operator: Operator,
-    secret: str,
-) -> None:
-    events = crds.kubectl("get", "events", "-n", namespace, "-o", "json").stdout
-    audits = ledger.audits(md["metadata"]["uid"])
-    assert [(a.action, a.decision) for a in audits] == [("rollout", "allowed")]
-    for where, text in (
-        ("status", json.dumps(md["status"])),
-        ("events", events),
-        ("audit entries", json.dumps([a.reasons for a in audits])),
-        ("operator log", operator.log()),
-    ):
-        assert secret not in text, f"the secret appears in the {where}"
 
 
 def test_a_model_from_a_private_oci_registry_by_tag(
@@ -87,7 +49,7 @@ def test_a_model_from_a_private_oci_registry_by_tag(
         manifest = registry.push(path, "ml/mnist:1.0.0")
         apply(
             crds,
-            _secret(
+            source_secret(
                 namespace, "registry", registry.host,
                 {"username": b"puller", "password": password.encode(),
                  "ca.crt": registry.ca.read_bytes()},
@@ -108,7 +70,7 @@ def test_a_model_from_a_private_oci_registry_by_tag(
     assert dep is not None
     (fetch,) = dep["spec"]["template"]["spec"]["initContainers"]
     assert fetch["args"][fetch["args"].index("--uri") + 1] == pinned
-    _assert_secret_stays_secret(crds, namespace, md, ledger, operator, password)
+    assert_never_shown(crds, md, ledger, operator, password)
 
 
 def test_a_model_from_a_private_s3_store(
@@ -129,7 +91,7 @@ def test_a_model_from_a_private_s3_store(
         assert store.ca_pem is not None
         apply(
             crds,
-            _secret(
+            source_secret(
                 namespace, "store", f"{store.host}:{store.port}",
                 {"AWS_ACCESS_KEY_ID": store.access_key.encode(),
                  "AWS_SECRET_ACCESS_KEY": store.secret_key.encode(), "ca.crt": store.ca_pem},
@@ -149,4 +111,4 @@ def test_a_model_from_a_private_s3_store(
     assert dep is not None
     (fetch,) = dep["spec"]["template"]["spec"]["initContainers"]
     assert fetch["args"][fetch["args"].index("--s3-endpoint") + 1] == store.url
-    _assert_secret_stays_secret(crds, namespace, md, ledger, operator, secret_key)
+    assert_never_shown(crds, md, ledger, operator, secret_key)

@@ -5,7 +5,6 @@ token never shows in status, Events, logs or audit entries."""
 
 from __future__ import annotations
 
-import base64
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +13,7 @@ from typing import Any
 import pytest
 
 from harness.cluster import Cluster
+from harness.modeltrust_objects import source_secret
 from harness.private_http import PrivateFileServer
 
 from .conftest import (
@@ -22,6 +22,7 @@ from .conftest import (
     Operator,
     Publisher,
     apply,
+    assert_never_shown,
     condition,
     deployment,
     model_deployment,
@@ -44,21 +45,8 @@ def private_server(cluster: Cluster, models: Models, tmp_path: Path) -> Iterator
 def secret(
     namespace: str, name: str, server: PrivateFileServer, *, hosts: str | None, token: bool = True
 ) -> dict[str, Any]:
-    def b64(data: bytes) -> str:
-        return base64.b64encode(data).decode()
-
-    body: dict[str, Any] = {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {"name": name, "namespace": namespace},
-        "type": "Opaque",
-        "data": {"ca.crt": b64(server.ca_pem)},
-    }
-    if token:
-        body["data"]["token"] = b64(TOKEN.encode())
-    if hosts is not None:
-        body["metadata"]["annotations"] = {"modeltrust.dev/hosts": hosts}
-    return body
+    data = {"ca.crt": server.ca_pem, **({"token": TOKEN.encode()} if token else {})}
+    return source_secret(namespace, name, hosts, data)
 
 
 def with_credentials(body: dict[str, Any], secret_name: str) -> dict[str, Any]:
@@ -100,16 +88,7 @@ def test_a_model_behind_a_token_rolls_out_and_the_token_stays_secret(
         authorized = [h for _, h in private_server.requests if "Authorization" in h]
         assert len(authorized) >= 2, private_server.requests
 
-    events = crds.kubectl("get", "events", "-n", namespace, "-o", "json").stdout
-    audits = ledger.audits(md["metadata"]["uid"])
-    assert [(a.action, a.decision) for a in audits] == [("rollout", "allowed")]
-    for where, text in (
-        ("status", json.dumps(md["status"])),
-        ("events", events),
-        ("audit entries", json.dumps([a.reasons for a in audits])),
-        ("operator log", operator.log()),
-    ):
-        assert TOKEN not in text, f"the token appears in the {where}"
+    assert_never_shown(crds, md, ledger, operator, TOKEN)
 
 
 def test_credentials_that_cannot_be_used_are_refused_with_the_reason(
