@@ -193,7 +193,7 @@ def ledger_db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 def namespace(cluster: Cluster) -> Iterator[str]:
     """A fresh namespace per e2e test, deleted afterwards (without waiting for it to go)."""
     name = f"mt-{uuid.uuid4().hex[:10]}"
-    cluster.kubectl("create", "namespace", name)
+    cluster.create_namespace(name)
     try:
         yield name
     finally:

@@ -141,12 +141,12 @@ def admission(
         },
     )
     manifest = render(cluster, f"adm{run}", operator_ns, values, tmp_path_factory.mktemp("adm"))
-    cluster.kubectl("create", "namespace", operator_ns)
+    cluster.create_namespace(operator_ns)
     cluster.kubectl("apply", "-f", "-", input=manifest)
     installed = Admission(run, operator_ns, manifest, pod_source)
     # Policies take effect once the API server has compiled them: probe with a dry run.
     probe_ns = f"mt-adm-probe-{run}"
-    cluster.kubectl("create", "namespace", probe_ns)
+    cluster.create_namespace(probe_ns)
     cluster.kubectl("label", "namespace", probe_ns, f"{SCOPE_LABEL}={run}")
     probe = json.dumps(labelled_pod("probe", {builders.LABEL_NAME: builders.APP_NAME}))
 
@@ -480,7 +480,7 @@ def test_deleting_a_model_deployment_still_collects_what_it_owned(
 
 def test_deleting_a_namespace_completes(cluster: Cluster, admission: Admission) -> None:
     namespace = f"mt-adm-ns-{uuid.uuid4().hex[:8]}"
-    cluster.kubectl("create", "namespace", namespace)
+    cluster.create_namespace(namespace)
     try:
         scoped(cluster, admission, namespace)
         served = serve(cluster, admission, namespace)

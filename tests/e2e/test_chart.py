@@ -19,6 +19,7 @@ import hashlib
 import http.server
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -551,7 +552,7 @@ def test_uninstall_in_the_documented_order_leaves_nothing_stuck(
 ) -> None:
     cluster = uninstall_cluster
     namespace = f"mt-{uuid.uuid4().hex[:10]}"
-    cluster.kubectl("create", "namespace", namespace)
+    cluster.create_namespace(namespace)
     cluster.kubectl(
         "label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted"
     )
@@ -816,7 +817,7 @@ def test_operator_with_the_charts_account_rolls_out_a_verified_model(
     release.create_volume()
     installed = release.install()
     assert installed.returncode == 0, installed.stderr
-    cluster.kubectl("create", "namespace", models_ns)
+    cluster.create_namespace(models_ns)
     ledger = start_ledger(release, port, tokenreview_args(release, cluster))
     operator: LocalProcess | None = None
     try:
@@ -890,9 +891,10 @@ def test_operator_with_the_charts_account_rolls_out_a_verified_model(
             trail = [e.entry for e in client.audit_trail(uid=md["metadata"]["uid"])]
         assert "delete" in [e.action for e in trail if isinstance(e, AuditEntry)]
         # Nothing the operator tried was forbidden (kopf only warns about some of it).
+        # As words: a bare "403" also turns up inside checkpoint roots and random ports.
         operator_log = running.log.read_text()
-        for denied in ("Forbidden", "Not enough permissions", "403"):
-            assert denied not in operator_log, operator_log[-3000:]
+        refusals = re.findall(r"\b(?:Forbidden|Not enough permissions|403)\b", operator_log)
+        assert not refusals, operator_log[-3000:]
     finally:
         if operator is not None:
             operator.stop()

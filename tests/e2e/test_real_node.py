@@ -77,7 +77,7 @@ def real(real_plane: tuple[RealNodePlane, Cluster]) -> Cluster:
 @pytest.fixture
 def ns(real: Cluster) -> Iterator[str]:
     name = f"rn-{uuid.uuid4().hex[:8]}"
-    real.kubectl("create", "namespace", name)
+    real.create_namespace(name)
     wait_for(
         "the namespace's default service account",
         lambda: real.kubectl("-n", name, "get", "sa", "default", check=False).returncode == 0,
@@ -348,7 +348,7 @@ def test_a_second_cluster_runs_beside_and_down_leaves_nothing(
 ) -> None:
     first_plane, first = real_plane
     namespace = f"rn-{uuid.uuid4().hex[:8]}"
-    first.kubectl("create", "namespace", namespace)
+    first.create_namespace(namespace)
     wait_for(
         "the default service account",
         lambda: first.kubectl("-n", namespace, "get", "sa", "default", check=False).returncode == 0,
@@ -367,7 +367,7 @@ def test_a_second_cluster_runs_beside_and_down_leaves_nothing(
     assert marks[0][2] != marks[1][2]
     assert first.host_address != second.host_address
     try:
-        second.kubectl("create", "namespace", namespace)
+        second.create_namespace(namespace)
         wait_for(
             "the default service account",
             lambda: (

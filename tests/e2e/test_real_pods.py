@@ -164,7 +164,7 @@ def rel(real_cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iter
         },
     )
     for ns in (namespace, models):
-        cluster.kubectl("create", "namespace", ns)
+        cluster.create_namespace(ns)
         cluster.kubectl(
             "label", "namespace", ns, "pod-security.kubernetes.io/enforce=restricted",
             "pod-security.kubernetes.io/enforce-version=latest",

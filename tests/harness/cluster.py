@@ -146,6 +146,17 @@ class Cluster:
             raise ClusterError(f"kubectl {' '.join(args)} failed: {result.stderr.strip()}")
         return result
 
+    def create_namespace(self, name: str, timeout: float = 60) -> None:
+        """Create a namespace and wait for its `default` ServiceAccount: until the
+        ServiceAccount controller has made it, the API server refuses every pod there
+        ("serviceaccount default not found"), which a loaded machine makes visible."""
+        self.kubectl("create", "namespace", name)
+        deadline = time.monotonic() + timeout
+        while self.kubectl("get", "serviceaccount", "default", "-n", name, check=False).returncode:
+            if time.monotonic() > deadline:
+                raise ClusterError(f"namespace {name}: no default ServiceAccount after {timeout}s")
+            time.sleep(0.2)
+
     def kubectl_json(self, *args: str) -> dict[str, object]:
         out = self.kubectl(*args, "-o", "json").stdout
         parsed: dict[str, object] = json.loads(out)
