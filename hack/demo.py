@@ -55,7 +55,7 @@ from demo_procs import (  # noqa: E402 - after the path set-up above
     tail,
     wait_until,
 )
-from demo_ui import Step, StepFailed, Steps, Terminal  # noqa: E402
+from demo_ui import Step, StepFailed, Steps, Terminal, interrupt, interrupt_handled  # noqa: E402
 
 from harness.cluster import (  # noqa: E402
     NODE_NAME,
@@ -79,11 +79,6 @@ PUBLISHER = "acme-ml"
 CRDS = ("modeldeployments.modeltrust.dev", "modeltrustpolicies.modeltrust.dev")
 TOTAL_STEPS = 14
 EXIT_FAILED, EXIT_INTERRUPTED = 1, 130
-
-
-class Interrupted(BaseException):
-    """Ctrl-C, SIGTERM or SIGHUP: clean up. A BaseException, like KeyboardInterrupt, so no
-    `except Exception` on the way swallows it."""
 
 
 def modeltrust_argv() -> list[str]:
@@ -874,7 +869,7 @@ def _app_version() -> str:
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise Interrupted(signal.Signals(signum).name)
+    interrupt(signal.Signals(signum).name)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -914,7 +909,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = EXIT_FAILED
         if exc.shows_log == operator_log:
             operator_log = None  # its end is already on the screen
-    except (KeyboardInterrupt, Interrupted):
+    except KeyboardInterrupt:  # Ctrl-C, and Interrupted for SIGTERM and SIGHUP
+        interrupt_handled()
         code = EXIT_INTERRUPTED
         term.write(term.yellow("interrupted; cleaning up"))
     except Exception:

@@ -14,7 +14,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, TypeVar
 
-from demo_ui import StepFailed
+from demo_ui import StepFailed, raise_if_interrupted
 
 T = TypeVar("T")
 
@@ -173,6 +173,7 @@ def wait_until(
     """
     deadline = time.monotonic() + timeout
     while True:
+        raise_if_interrupted()
         for proc in alive:
             proc.check()
         result = check()

@@ -23,6 +23,32 @@ from typing import TextIO
 WIDTH = 64  # where the timing column starts
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C, SIGTERM or SIGHUP: clean up. A KeyboardInterrupt, because libraries pass those
+    on where they swallow other exceptions (asyncio's callbacks swallow any BaseException but
+    KeyboardInterrupt and SystemExit)."""
+
+
+_signalled: list[str] = []
+
+
+def interrupt(signal_name: str) -> None:
+    """The signal handler's work: remember the signal, so that a step boundary or a wait
+    raises it again should anything on the way still swallow the first raise."""
+    _signalled.append(signal_name)
+    raise Interrupted(signal_name)
+
+
+def interrupt_handled() -> None:
+    """Cleaning up has begun: its waits must run to their end."""
+    _signalled.clear()
+
+
+def raise_if_interrupted() -> None:
+    if _signalled:
+        raise Interrupted(_signalled[0])
+
+
 class StepFailed(Exception):
     """A step could not do its job; the message says what failed and what to do."""
 
@@ -197,6 +223,7 @@ class Steps:
         self.number += 1
         label = self._label(self.number, title)
         indent = 3 + len(str(self.total)) * 2 + 3
+        raise_if_interrupted()
         step = Step()
         self.term.transient(f" {self.term.dim('·')} {label} {self.term.ellipsis}")
         started = time.monotonic()
@@ -219,6 +246,7 @@ class Steps:
             )
             self._details(step, indent)
             raise
+        raise_if_interrupted()
         self.term.clear_transient()
         self.term.write(
             self._status_line(self.term.green(self.term.tick), label, time.monotonic() - started)
