@@ -31,7 +31,7 @@ from modeltrust.serving.credentials import (
 )
 from modeltrust.serving.errors import DigestMismatchError, FetchError
 from modeltrust.serving.fetch import fetch_artifact
-from modeltrust.serving.oci import parse_oci_uri
+from modeltrust.serving.oci import parse_oci_uri, resolve_oci
 from modeltrust.serving.sources import SourceAccess
 
 pytestmark = pytest.mark.integration
@@ -495,6 +495,40 @@ def test_an_unknown_tag_says_what_the_registry_said(pushed: Pushed, tmp_path: Pa
 def test_malformed_references_are_refused_before_any_request(uri: str, message: str) -> None:
     with pytest.raises(FetchError, match=message):
         parse_oci_uri(uri)
+
+
+@pytest.mark.parametrize(
+    ("uri", "repository", "pinned"),
+    [
+        ("oci://docker.io/acme/mnist:v1", "acme/mnist", "oci://docker.io/acme/mnist@"),
+        ("oci://docker.io/mnist:v1", "library/mnist", "oci://docker.io/library/mnist@"),
+        ("oci://index.docker.io/acme/m:v1", "acme/m", "oci://index.docker.io/acme/m@"),
+    ],
+)
+def test_docker_hub_references_go_to_its_api_host(uri: str, repository: str, pinned: str) -> None:
+    """As docker, containerd and ORAS read them: docker.io names Docker Hub, whose API is at
+    registry-1.docker.io, and a one-part repository is an official image under library/."""
+    ref = parse_oci_uri(uri)
+    assert (ref.endpoint, ref.host, ref.repository) == ("registry-1.docker.io",) * 2 + (repository,)
+    assert ref.uri("sha256:" + "0" * 64).startswith(pinned)
+
+
+def test_other_registries_keep_their_host_port_and_repository() -> None:
+    ref = parse_oci_uri("oci://[::1]:5000/mnist:v1")
+    assert (ref.endpoint, ref.host, ref.port, ref.repository) == (
+        "[::1]:5000",
+        "::1",
+        5000,
+        "mnist",
+    )
+
+
+def test_docker_hub_credentials_must_name_its_api_host() -> None:
+    """Credentials go where requests go: a Secret bound to docker.io only is not sent to
+    registry-1.docker.io (the hosts annotation names real destinations)."""
+    creds = _credentials(("docker.io",), _basic())
+    with pytest.raises(CredentialsError, match=r"registry-1\.docker\.io"):
+        resolve_oci("oci://docker.io/acme/mnist:v1", SourceAccess(credentials=creds, timeout=1))
 
 
 # --- credentials -------------------------------------------------------------------------

@@ -88,15 +88,26 @@ _CHALLENGE_PARAM = re.compile(r'([A-Za-z_]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^,\s
 _FORMS = "oci://registry[:port]/repository@sha256:<64 hex> or oci://registry[:port]/repository:tag"
 
 
+# Docker Hub's names for itself, as docker, containerd and ORAS map them: references say
+# docker.io (and docker config entries index.docker.io), the API answers at another host.
+DOCKER_HUB_NAMES = ("docker.io", "index.docker.io", "registry-1.docker.io")
+DOCKER_HUB_API = "registry-1.docker.io"
+
+
 @dataclass(frozen=True)
 class OciReference:
-    registry: str  # host[:port], as requests and docker config entries name it
-    host: str
+    registry: str  # host[:port] as the URI names it: pinned URIs and docker config keys
+    host: str  # where requests (and so credentials) go: Docker Hub's API host for docker.io
     port: int | None
     repository: str
     tag: str | None
     digest: str | None  # sha256:<hex> of the manifest
     fragment: str | None  # which layer (its title), or /path: a file in image layers
+
+    @property
+    def endpoint(self) -> str:
+        """host[:port] of the registry's API (brackets kept for IPv6)."""
+        return DOCKER_HUB_API if self.host == DOCKER_HUB_API else self.registry
 
     def uri(self, digest: str) -> str:
         fragment = f"#{self.fragment}" if self.fragment is not None else ""
@@ -140,9 +151,14 @@ def parse_oci_uri(uri: str) -> OciReference:
         tag = None  # a digest names the manifest exactly; a tag beside it says nothing more
     elif tag is None:
         raise FetchError(f"{uri} names neither a tag nor a digest ({_FORMS})")
+    host = parts.hostname
+    if host in DOCKER_HUB_NAMES and port is None:
+        host = DOCKER_HUB_API
+        if "/" not in name:
+            name = f"library/{name}"  # official images live under library/
     return OciReference(
         registry=parts.netloc.lower(),
-        host=parts.hostname,
+        host=host,
         port=port,
         repository=name,
         tag=tag,
@@ -174,7 +190,7 @@ class _Registry:
         self.ref = ref
         self.access = access
         self.description = description
-        self.base = f"https://{ref.registry}/v2/{ref.repository}"
+        self.base = f"https://{ref.endpoint}/v2/{ref.repository}"
         self.credentials: SourceCredentials | None = access.credentials
         self.auth: RegistryAuth | None = None
         if self.credentials is not None:
