@@ -43,7 +43,7 @@ from modeltrust.chain.checkpoint import (
     verify_checkpoint,
     witness_cosignatures,
 )
-from modeltrust.chain.client import AsyncLedgerClient
+from modeltrust.chain.client import AsyncLedgerClient, LedgerUnavailableError
 from modeltrust.chain.cosigning import WitnessEndpoint
 from modeltrust.chain.entries import entry_to_json
 from modeltrust.chain.errors import UnknownVerifierError
@@ -54,6 +54,7 @@ from modeltrust.chain.server import LedgerAPI
 from modeltrust.chain.service import LedgerService
 from modeltrust.chain.storage import SQLiteLedgerStore
 from modeltrust.chain.tlog_witness import SIZE_CONTENT_TYPE, AddCheckpoint
+from modeltrust.chain.trust_state import LedgerEquivocationError
 from modeltrust.chain.witness import (
     WitnessLockedError,
     WitnessService,
@@ -548,3 +549,87 @@ async def test_a_checkpoint_without_the_witnesses_fails_a_quorum(lone: Deploymen
     note = await lone.checkpoint()
     with pytest.raises(UnknownVerifierError):
         verify_checkpoint(note, lone.log_key, witnesses=lone.verifiers(), witness_quorum=1)
+
+
+# --- reading from witnesses when the ledger is down (the operator's spec.ledger.mirrors) ---
+
+
+async def _ledger_on(d: Deployment, db: Path, *entries: Any) -> LedgerService:
+    """Another real ledger signing with the same key, on a store of its own."""
+    other = LedgerService(service_config(d.keys, db))
+    await other.start()
+    if entries:
+        body = orjson.dumps([entry_to_json(e) for e in entries])
+        async with d.session.post(other.url + "/v1/entries", data=body, headers=AUTH) as r:
+            assert r.status == 201, await r.text()
+    return other
+
+
+async def test_reads_move_to_a_witness_while_the_ledger_is_down(d: Deployment) -> None:
+    reg = registration(d.keys, 3)
+    await d.append(reg, audit(4))
+    witness = d.setups["a"].url
+    await eventually("witness a to copy size 2", lambda: _with_cosigners(d, witness, 2))
+    client = AsyncLedgerClient(
+        d.ledger.url, verifier_key=d.keys.verifier_key, token=TOKEN, mirrors=[witness]
+    )
+    try:
+        assert (await client.checkpoint()).size == 2
+        assert client.answered_by == d.ledger.url
+        await d.ledger.stop()
+        found = await client.find_registrations(reg.digest)
+        assert [f.entry for f in found] == [reg]
+        assert client.answered_by == witness
+        # Appends never go to a copy: the ledger's absence is the answer.
+        with pytest.raises(LedgerUnavailableError, match=d.ledger.url):
+            await client.append(audit(5))
+    finally:
+        await client.close()
+
+
+async def test_a_mirror_behind_the_verified_checkpoint_is_skipped_not_judged(
+    d: Deployment, tmp_path: Path
+) -> None:
+    """A copy behind what the client verified cannot prove it a prefix. From the ledger that
+    is a rollback; from a mirror it only means that copy cannot serve yet."""
+    await d.append(audit(1))
+    behind = await _ledger_on(d, tmp_path / "behind.db", audit(1))  # size 1, same key
+    await d.append(audit(2), audit(3))
+    witness = d.setups["a"].url
+    await eventually("witness a to copy size 3", lambda: _with_cosigners(d, witness, 2))
+    client = AsyncLedgerClient(
+        d.ledger.url, verifier_key=d.keys.verifier_key, mirrors=[behind.url, witness]
+    )
+    alone = AsyncLedgerClient(d.ledger.url, verifier_key=d.keys.verifier_key, mirrors=[behind.url])
+    try:
+        assert (await client.checkpoint()).size == 3
+        assert (await alone.checkpoint()).size == 3
+        await d.ledger.stop()
+        assert (await client.checkpoint()).size == 3
+        assert client.answered_by == witness
+        with pytest.raises(LedgerUnavailableError) as caught:
+            await alone.checkpoint()
+        assert f"mirror {behind.url}" in str(caught.value)
+        assert "older than the verified checkpoint of size 3" in str(caught.value)
+    finally:
+        await client.close()
+        await alone.close()
+        await behind.stop()
+
+
+async def test_a_mirror_relaying_a_second_signed_tree_of_one_size_is_evidence(
+    d: Deployment, tmp_path: Path
+) -> None:
+    """Two checkpoints of one size with different roots, both signed by the ledger's key,
+    prove the ledger forked whoever relays the second: that is never skipped."""
+    await d.append(audit(1), audit(2))
+    fork = await _ledger_on(d, tmp_path / "fork.db", audit(7), audit(8))
+    client = AsyncLedgerClient(d.ledger.url, verifier_key=d.keys.verifier_key, mirrors=[fork.url])
+    try:
+        assert (await client.checkpoint()).size == 2
+        await d.ledger.stop()
+        with pytest.raises(LedgerEquivocationError, match="different root"):
+            await client.checkpoint()
+    finally:
+        await client.close()
+        await fork.stop()

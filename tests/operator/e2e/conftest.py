@@ -100,16 +100,28 @@ def wait_condition(
     reason: str | None = None,
     timeout: float = 120,
 ) -> dict[str, Any]:
+    seen: list[dict[str, Any]] = []
+
     def check() -> dict[str, Any] | None:
         md = get_md(cluster, ns, name)
+        seen[:] = [md]
         c = condition(md, type_)
         if c.get("status") == status and (reason is None or c.get("reason") == reason):
             return md
         return None
 
-    result: dict[str, Any] = wait_for(
-        f"{name} {type_}={status} {reason or ''}", check, timeout=timeout
-    )
+    try:
+        result: dict[str, Any] = wait_for(
+            f"{name} {type_}={status} {reason or ''}", check, timeout=timeout
+        )
+    except AssertionError as exc:
+        # What a user would look at next: the conditions as they stood at the end.
+        conditions = (seen[0].get("status") or {}).get("conditions", []) if seen else []
+        shown = "\n".join(
+            f"  {c.get('type')}={c.get('status')} {c.get('reason')}: {c.get('message')}"
+            for c in conditions
+        )
+        raise AssertionError(f"{exc}\nconditions:\n{shown}") from None
     return result
 
 

@@ -10,6 +10,7 @@ message naming each witness and the age of its cosignature.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +19,7 @@ import pytest
 
 from harness.cluster import Cluster
 from harness.witness import WitnessProcess, WitnessSetup
+from modeltrust.chain.client import LedgerClient
 from modeltrust.chain.note import ALG_COSIGNATURE_V1, NoteSigner
 from modeltrust.operator.trust_store import config_map_name
 
@@ -25,6 +27,7 @@ from .conftest import (
     Ledger,
     Models,
     ModelUri,
+    Operator,
     PolicyFactory,
     Publisher,
     RolloutFactory,
@@ -233,3 +236,106 @@ def test_cosignatures_older_than_max_cosignature_age_refuse_a_rollout(
     assert "witness-b.e2e.modeltrust.dev cosigned it" in message
     assert "(too old)" in message
     assert deployment(crds, namespace, "w") is None
+
+
+def served_cosigned_by_both(url: str, ledger: Ledger, setups: dict[str, WitnessSetup]) -> bool:
+    """Whether the server at `url` (a witness) serves the ledger's current tree with both
+    witnesses' cosignatures, as a reader of that copy needs for a quorum of 2."""
+    with ledger.client() as c:
+        size = c.checkpoint().size
+    with LedgerClient(url, verifier_key=ledger.verifier_key) as w:
+        served = w.checkpoint()
+    return served.size == size and all(f"\u2014 {s.name} " in served.note for s in setups.values())
+
+
+def test_with_the_ledger_down_a_rollout_is_verified_from_a_mirror_and_waits_for_its_audit(
+    crds: Cluster,
+    namespace: str,
+    ledger: Ledger,
+    publishers: dict[str, Publisher],
+    witness_setups: dict[str, WitnessSetup],
+    witnesses: dict[str, WitnessProcess],
+    models: Models,
+    model_uri: ModelUri,
+    make_policy: PolicyFactory,
+) -> None:
+    """spec.ledger.mirrors: the witnesses serve the read API from their verified copies, so
+    the checks (2 of 2 cosignatures, proofs) are made while the ledger is down; the rollout
+    itself still waits for its audit entry, which only the ledger takes."""
+    mirror = witness_setups["a"].url
+    policy = make_policy(ledger=witnessed_ledger(ledger, witness_setups, mirrors=[mirror]))
+    wait_policy(crds, policy, "LedgerReachable", "True", "CheckpointVerified")
+    path, digest = models.make("m", seed=57)
+    ledger.register(publishers["trusted"], path, "mnist", "1.0.0")
+    wait_for(
+        "witness a to serve the registration's tree cosigned by both",
+        lambda: served_cosigned_by_both(mirror, ledger, witness_setups),
+        30,
+    )
+
+    ledger.stop()
+    apply(crds, model_deployment(namespace, "m", policy, model_uri(path), digest))
+    md = wait_condition(crds, namespace, "m", "Verified", "False", "AuditPending")
+    assert (
+        "verified, but the audit entry could not be recorded"
+        in condition(md, "Verified")["message"]
+    )
+    assert deployment(crds, namespace, "m") is None
+
+    ledger.start()
+    md = wait_condition(crds, namespace, "m", "Ready", "True")
+    assert [a.action for a in ledger.audits(md["metadata"]["uid"])] == ["rollout"]
+
+
+def test_a_revocation_is_enforced_from_a_mirror_while_the_ledger_is_down(
+    crds: Cluster,
+    namespace: str,
+    ledger: Ledger,
+    publishers: dict[str, Publisher],
+    witness_setups: dict[str, WitnessSetup],
+    witnesses: dict[str, WitnessProcess],
+    operator: Operator,
+    make_policy: PolicyFactory,
+    rolled_out: RolloutFactory,
+) -> None:
+    """The revocation reached the log, then the ledger went down before the operator read
+    it (the operator is stopped meanwhile, so it cannot have): it reads the log from the
+    mirror and scales the model to zero all the same."""
+    mirror = witness_setups["a"].url
+    policy = make_policy(ledger=witnessed_ledger(ledger, witness_setups, mirrors=[mirror]))
+    served = rolled_out("r", policy, seed=58)
+    operator.stop()
+    ledger.revoke_digest(publishers["trusted"], served.digest, "poisoned")
+    wait_for(
+        "witness a to serve the revocation's tree cosigned by both",
+        lambda: served_cosigned_by_both(mirror, ledger, witness_setups),
+        30,
+    )
+    ledger.stop()
+    operator.start()
+    wait_condition(crds, namespace, "r", "Revoked", "True", timeout=90)
+    wait_for(
+        "the revoked model's replicas to go to zero",
+        lambda: (deployment(crds, namespace, "r") or {}).get("spec", {}).get("replicas") == 0,
+    )
+    ledger.start()  # for the fixtures' clean-up: the operator's audits reach it
+
+
+def test_a_mirror_that_is_no_url_is_refused_by_the_api_server(
+    crds: Cluster, ledger: Ledger
+) -> None:
+    body = {
+        "apiVersion": "modeltrust.dev/v1alpha1",
+        "kind": "ModelTrustPolicy",
+        "metadata": {"name": "bad-mirror"},
+        "spec": {
+            "ledger": {"url": ledger.url, "verifierKey": ledger.verifier_key,
+                       "mirrors": ["witness-a:8080"]},
+            "publishers": [],
+        },
+    }  # fmt: skip
+    refused = crds.kubectl(
+        "apply", "--dry-run=server", "-f", "-", input=json.dumps(body), check=False
+    )
+    assert refused.returncode != 0
+    assert "each ledger mirror must be an https:// or http:// URL with a host" in refused.stderr

@@ -199,6 +199,8 @@ def test_publisher_name_patterns(policy_body: Callable[[], dict[str, Any]]) -> N
             ),
             "spec.ledger.maxCosignatureAge",
         ),
+        (lambda s: s["ledger"].update(mirrors=["witness-a:8081"]), "spec.ledger.mirrors[0]"),
+        (lambda s: s["ledger"].update(mirrors="http://w"), "spec.ledger.mirrors"),
         (lambda s: s.update(maxModelSize="lots"), "spec.maxModelSize"),
         (lambda s: s.update(maxModelSize="0"), "spec.maxModelSize"),
         (lambda s: s.update(reverifyInterval="1s"), "spec.reverifyInterval"),
@@ -226,6 +228,16 @@ def test_max_cosignature_age_is_parsed_with_the_witnesses(
     ledger = parse_trust_policy(body).ledger
     assert ledger.max_cosignature_age == 3.0
     assert parse_trust_policy(policy_body()).ledger.max_cosignature_age is None
+
+
+def test_mirrors_are_read_in_order_without_trailing_slashes(
+    policy_body: Callable[[], dict[str, Any]],
+) -> None:
+    body = policy_body()
+    body["spec"]["ledger"]["mirrors"] = ["http://witness-b:8081/", "https://witness-a.example"]
+    ledger = parse_trust_policy(body).ledger
+    assert ledger.mirrors == ("http://witness-b:8081", "https://witness-a.example")
+    assert parse_trust_policy(policy_body()).ledger.mirrors == ()
 
 
 @pytest.mark.parametrize(

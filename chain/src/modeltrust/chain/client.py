@@ -22,7 +22,7 @@ import errno
 import http.client
 import inspect
 import socket
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -54,6 +54,7 @@ from modeltrust.chain.merkle import CompactRange
 from modeltrust.chain.note import NoteVerifier
 from modeltrust.chain.trust_state import (
     AsyncTrustStateStore,
+    LedgerEquivocationError,
     LedgerForkError,
     LedgerRollbackError,
     LedgerTrustError,
@@ -180,6 +181,25 @@ def _revocation_query(digest: str | None, key_id: str | None) -> dict[str, str]:
     if key_id is not None:
         params["key_id"] = key_id
     return params
+
+
+def primary_gave_no_answer(exc: LedgerClientError) -> bool:
+    """Whether a read may move on to a mirror: the ledger did not answer, or answered that
+    it cannot now (503: a writer failing over, a standby). Anything else it said stands."""
+    return isinstance(exc, LedgerUnavailableError) or (
+        isinstance(exc, LedgerHTTPError) and exc.status == 503
+    )
+
+
+def mirror_cannot_serve(exc: Exception) -> bool:
+    """Whether a mirror's failure only disqualifies that mirror. A mirror is a copy of the
+    log we do not trust: its answers are verified like the ledger's, but its failures (a
+    copy behind the verified checkpoint cannot prove it a prefix; a damaged copy serves bad
+    proofs) say nothing about the ledger. Only signed evidence does: two checkpoints of one
+    size with different roots, both signed by the ledger's key, whoever relayed them."""
+    if isinstance(exc, LedgerEquivocationError):
+        return False
+    return isinstance(exc, LedgerClientError | LedgerTrustError)
 
 
 class LedgerClient:
@@ -369,11 +389,16 @@ class AsyncLedgerClient:
         session: aiohttp.ClientSession | None = None,
         max_response_bytes: int = MAX_RESPONSE_BYTES,
         max_lookup_pages: int = MAX_LOOKUP_PAGES,
+        mirrors: Sequence[str] = (),
     ) -> None:
         self._flows = _flows(verifier_key, origin, token, max_lookup_pages)
         self._max_bytes = max_response_bytes
         self._trust: TrustStateStore | AsyncTrustStateStore = trust_store or MemoryTrustStateStore()
         self._base = url.rstrip("/")
+        # Read-only copies of the log (witnesses), asked in order when the ledger gives no
+        # answer; appends only ever go to the ledger.
+        self._mirrors = tuple(m.rstrip("/") for m in mirrors)
+        self.answered_by = self._base  # who answered the last read: the ledger or a mirror
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._session = session
         self._owns_session = session is None
@@ -389,12 +414,35 @@ class AsyncLedgerClient:
             await self._session.close()
             self._session = None
 
-    async def _run(self, flow: Flow) -> Any:
+    async def _read(self, make: Callable[[], Flow]) -> Any:
+        """Run a read-only flow on the ledger, else on each mirror in turn; a flow runs
+        whole against one server, so every answer in it comes from the same copy."""
+        try:
+            result = await self._run(make())
+            self.answered_by = self._base
+            return result
+        except LedgerClientError as exc:
+            if not self._mirrors or not primary_gave_no_answer(exc):
+                raise
+            reasons = [str(exc)]
+        for mirror in self._mirrors:
+            try:
+                result = await self._run(make(), mirror)
+            except (LedgerClientError, LedgerTrustError) as exc:
+                if not mirror_cannot_serve(exc):
+                    raise
+                reasons.append(f"mirror {mirror}: {exc}")
+                continue
+            self.answered_by = mirror
+            return result
+        raise LedgerUnavailableError("; ".join(reasons))
+
+    async def _run(self, flow: Flow, base: str | None = None) -> Any:
         try:
             op = next(flow)
             while True:
                 if isinstance(op, HttpRequest):
-                    result: Any = await self._http(op)
+                    result: Any = await self._http(op, base or self._base)
                 elif isinstance(op, LoadTrust):
                     result = self._trust.load()
                 elif isinstance(op, SwapTrust):
@@ -407,7 +455,7 @@ class AsyncLedgerClient:
         except StopIteration as done:
             return done.value
 
-    async def _http(self, req: HttpRequest) -> HttpResponse:
+    async def _http(self, req: HttpRequest, base: str) -> HttpResponse:
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=self._timeout)
         headers = {"Accept": "application/json"}
@@ -417,11 +465,11 @@ class AsyncLedgerClient:
             headers["Authorization"] = f"Bearer {req.bearer}"
         try:
             async with self._session.request(
-                req.method, self._base + req.path, data=req.body, headers=headers
+                req.method, base + req.path, data=req.body, headers=headers
             ) as resp:
                 return HttpResponse(resp.status, await self._read_capped(resp))
         except (OSError, aiohttp.ClientError, TimeoutError) as exc:
-            raise LedgerUnavailableError(no_answer(self._base, exc, self._timeout.total)) from exc
+            raise LedgerUnavailableError(no_answer(base, exc, self._timeout.total)) from exc
 
     async def _read_capped(self, resp: aiohttp.ClientResponse) -> bytes:
         limit = self._max_bytes
@@ -436,7 +484,7 @@ class AsyncLedgerClient:
         return bytes(body)
 
     async def checkpoint(self) -> VerifiedCheckpoint:
-        result: VerifiedCheckpoint = await self._run(self._flows.checkpoint())
+        result: VerifiedCheckpoint = await self._read(self._flows.checkpoint)
         return result
 
     async def append(self, entry: Entry) -> VerifiedReceipt:
@@ -450,7 +498,7 @@ class AsyncLedgerClient:
         return result
 
     async def entry(self, index: int) -> VerifiedEntry:
-        result: VerifiedEntry = await self._run(self._flows.entry(index))
+        result: VerifiedEntry = await self._read(lambda: self._flows.entry(index))
         return result
 
     async def find_registrations(self, digest: str) -> list[VerifiedEntry]:
@@ -463,20 +511,23 @@ class AsyncLedgerClient:
         """Registrations of ``digest``, and the (oldest) checkpoint the lookup was answered
         at: the ledger claims these are all of them in that tree."""
         parse_digest(digest)
-        flow = self._flows.lookup_at(
-            "/v1/registrations",
-            {"digest": digest},
-            lambda e: isinstance(e, Registration) and e.digest == digest,
+        result: tuple[list[VerifiedEntry], VerifiedCheckpoint] = await self._read(
+            lambda: self._flows.lookup_at(
+                "/v1/registrations",
+                {"digest": digest},
+                lambda e: isinstance(e, Registration) and e.digest == digest,
+            )
         )
-        result: tuple[list[VerifiedEntry], VerifiedCheckpoint] = await self._run(flow)
         return result
 
     async def revocations_for(
         self, digest: str | None = None, key_id: str | None = None
     ) -> list[VerifiedEntry]:
         params = _revocation_query(digest, key_id)
-        result: list[VerifiedEntry] = await self._run(
-            self._flows.lookup("/v1/revocations", params, _revocation_matches(digest, key_id))
+        result: list[VerifiedEntry] = await self._read(
+            lambda: self._flows.lookup(
+                "/v1/revocations", params, _revocation_matches(digest, key_id)
+            )
         )
         return result
 
@@ -484,8 +535,8 @@ class AsyncLedgerClient:
         self, *, namespace: str | None = None, name: str | None = None, uid: str | None = None
     ) -> list[VerifiedEntry]:
         params, accept = _audit_query(namespace, name, uid)
-        result: list[VerifiedEntry] = await self._run(
-            self._flows.lookup("/v1/audit", params, accept)
+        result: list[VerifiedEntry] = await self._read(
+            lambda: self._flows.lookup("/v1/audit", params, accept)
         )
         return result
 
@@ -499,5 +550,7 @@ class AsyncLedgerClient:
     ) -> TailResult:
         """Every entry of ``[start.size, to.size)``, proven complete against ``to``'s root
         (see ``log_tail.tail_flow``); entries of the kinds in ``keep`` are returned."""
-        result: TailResult = await self._run(tail_flow(start, to, keep=keep, page_size=page_size))
+        result: TailResult = await self._read(
+            lambda: tail_flow(start, to, keep=keep, page_size=page_size)
+        )
         return result

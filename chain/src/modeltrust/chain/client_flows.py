@@ -43,6 +43,7 @@ from modeltrust.chain.merkle import (
 )
 from modeltrust.chain.note import NoteVerifier
 from modeltrust.chain.trust_state import (
+    LedgerEquivocationError,
     LedgerForkError,
     LedgerRollbackError,
     LedgerTrustError,
@@ -243,7 +244,7 @@ class Flows:
                 return verified
             if cp.size == trusted.size:
                 if cp.root_hash != trusted.root_hash:
-                    raise LedgerForkError(
+                    raise LedgerEquivocationError(
                         f"ledger fork: a checkpoint of size {cp.size} has a different root than "
                         "the verified checkpoint of the same size"
                     )

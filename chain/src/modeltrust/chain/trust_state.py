@@ -31,6 +31,11 @@ class LedgerForkError(LedgerTrustError):
     """The ledger presented a checkpoint inconsistent with one already verified."""
 
 
+class LedgerEquivocationError(LedgerForkError):
+    """Two checkpoints of one size with different roots, both signed by the ledger's key:
+    evidence against the ledger itself, whoever served it (a mirror cannot forge it)."""
+
+
 @dataclass(frozen=True)
 class TrustedCheckpoint:
     origin: str

@@ -322,7 +322,10 @@ class LedgerAccess:
         witnesses = "\n".join(sorted(ledger.witnesses)) + f"\n{ledger.witness_quorum}"
         if ledger.max_cosignature_age is not None:
             witnesses += f"\nmax-age={ledger.max_cosignature_age:g}"
-        return (ledger.url, ledger.verifier_key, ledger.expected_origin, witnesses)
+        # Mirrors change where reads may go, not what is trusted: a client of its own, the
+        # same trusted-checkpoint record (store_key).
+        where = "\n".join((ledger.url, *ledger.mirrors))
+        return (where, ledger.verifier_key, ledger.expected_origin, witnesses)
 
     def client(self, ledger: LedgerSpec) -> AsyncLedgerClient:
         key = self._key(ledger)
@@ -336,6 +339,7 @@ class LedgerAccess:
                 "token": self.token,
                 "timeout": self.timeout,
                 "max_lookup_pages": MAX_LOOKUP_PAGES,
+                "mirrors": ledger.mirrors,
             }
             if requirement is not None and requirement.max_age is not None:
                 client = FreshCheckpointClient(ledger.url, requirement=requirement, **settings)

@@ -455,6 +455,10 @@ class LedgerSpec:
     # spec.ledger.maxCosignatureAge in seconds: a witness cosignature older than this does
     # not count toward witnessQuorum (witness.py); None: any age counts.
     max_cosignature_age: float | None = None
+    # spec.ledger.mirrors: read-only copies of the log (witnesses) asked when the ledger
+    # gives no answer. Their answers are verified like the ledger's: they add availability,
+    # never trust.
+    mirrors: tuple[str, ...] = ()
 
     @property
     def expected_origin(self) -> str:
@@ -636,6 +640,10 @@ def parse_trust_policy(body: Mapping[str, Any]) -> TrustPolicy:
     vkey = _string(ledger, "verifierKey", "spec.ledger.verifierKey", max_length=1024)
     if not _VERIFIER_KEY_RE.match(vkey):
         raise SpecError("spec.ledger.verifierKey", "must be a C2SP verifier key name+hexid+base64")
+    mirrors = _list(ledger, "mirrors", "spec.ledger.mirrors", max_items=8)
+    for i, m in enumerate(mirrors):
+        if not isinstance(m, str) or not m.startswith(("https://", "http://")) or len(m) > 2048:
+            raise SpecError(f"spec.ledger.mirrors[{i}]", "must be an https:// or http:// URL")
     witnesses = _list(ledger, "witnesses", "spec.ledger.witnesses", max_items=16)
     for i, w in enumerate(witnesses):
         if not isinstance(w, str) or not _VERIFIER_KEY_RE.match(w):
@@ -702,6 +710,7 @@ def parse_trust_policy(body: Mapping[str, Any]) -> TrustPolicy:
             witness_quorum=quorum,
             minimum_checkpoint=minimum,
             max_cosignature_age=max_age,
+            mirrors=tuple(str(m).rstrip("/") for m in mirrors),
         ),
         publishers=publishers,
         threshold=threshold,
