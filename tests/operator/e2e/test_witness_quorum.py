@@ -314,6 +314,8 @@ def test_a_revocation_is_enforced_from_a_mirror_while_the_ledger_is_down(
     ledger.stop()
     operator.start()
     wait_condition(crds, namespace, "r", "Revoked", "True", timeout=90)
+    mtp = wait_policy(crds, policy, "LedgerReachable", "False", "ReadFromMirror")
+    assert f"read from mirror {mirror}" in condition(mtp, "LedgerReachable")["message"]
     wait_for(
         "the revoked model's replicas to go to zero",
         lambda: (deployment(crds, namespace, "r") or {}).get("spec", {}).get("replicas") == 0,

@@ -370,6 +370,10 @@ class LedgerAccess:
         except ChainError as exc:
             raise self._judge(ledger, classify(exc)) from exc
 
+    def answered_by(self, ledger: LedgerSpec) -> str:
+        """Who answered this ledger's last read: its URL, or the mirror's."""
+        return self.client(ledger).answered_by
+
     async def evidence(
         self, ledger: LedgerSpec, keys: TrustedKeys, digest: str, model_name: str
     ) -> LedgerEvidence:

@@ -28,6 +28,7 @@ from modeltrust.operator.policy_status import (
     invalid,
     ledger_condition_changed,
     ledger_failed,
+    ledger_read_from_mirror,
     ledger_verified,
     not_checked,
     policy_status,
@@ -59,6 +60,9 @@ async def ledger_condition(deps: Deps, policy: TrustPolicy) -> tuple[ConditionVa
         return ledger_failed("TrustRecordMissing", str(exc)), None
     except LedgerUnverified as exc:
         return ledger_failed("LedgerUnavailable", str(exc)), None
+    answered_by = deps.ledger.answered_by(policy.ledger)
+    if answered_by != policy.ledger.url:
+        return ledger_read_from_mirror(vcp.size, vcp.checkpoint.origin, answered_by), vcp.size
     return ledger_verified(vcp.size, vcp.checkpoint.origin), vcp.size
 
 

@@ -47,6 +47,17 @@ def ledger_verified(size: int, origin: str) -> ConditionValue:
     )
 
 
+def ledger_read_from_mirror(size: int, origin: str, mirror: str) -> ConditionValue:
+    """The ledger gave no answer; a mirror served a checkpoint that verified. Decisions go
+    on from the mirror, audit entries wait: the ledger itself is not reachable."""
+    return ConditionValue(
+        "False",
+        "ReadFromMirror",
+        f"the ledger did not answer; verified checkpoint of {origin!r} at size {size} read "
+        f"from mirror {mirror} (audit entries wait in the outbox for the ledger)",
+    )
+
+
 def ledger_failed(reason: str, problem: str) -> ConditionValue:
     return ConditionValue("False", reason, problem)
 
