@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import json
 import sqlite3
 import time
@@ -633,3 +634,32 @@ async def test_a_mirror_relaying_a_second_signed_tree_of_one_size_is_evidence(
     finally:
         await client.close()
         await fork.stop()
+
+
+async def test_a_tampered_mirror_is_caught_by_the_reader_and_the_next_one_answers(
+    d: Deployment,
+) -> None:
+    """An edited copy (its own audit not run yet) serves an entry no proof can carry: the
+    reader finds it and moves on, and never takes it for the ledger's fault."""
+    reg = registration(d.keys, 9)
+    await d.append(reg, audit(1))
+    a, b = d.setups["a"].url, d.setups["b"].url
+    for url in (a, b):
+        await eventually(f"{url} to copy size 2", functools.partial(_with_cosigners, d, url, 2))
+    client = AsyncLedgerClient(d.ledger.url, verifier_key=d.keys.verifier_key, mirrors=[a, b])
+    only_a = AsyncLedgerClient(d.ledger.url, verifier_key=d.keys.verifier_key, mirrors=[a])
+    try:
+        assert (await client.checkpoint()).size == (await only_a.checkpoint()).size == 2
+        await d.ledger.stop()
+        edited = entry_to_json(registration(d.keys, 10))
+        with sqlite3.connect(d.setups["a"].state_dir / "copy.db") as conn:
+            conn.execute("UPDATE entries SET data = ? WHERE idx = 0", (orjson.dumps(edited),))
+        found = await client.find_registrations(reg.digest)
+        assert [f.entry for f in found] == [reg]
+        assert client.answered_by == b
+        with pytest.raises(LedgerUnavailableError) as caught:
+            await only_a.entry(0)
+        assert f"mirror {a}" in str(caught.value)
+    finally:
+        await client.close()
+        await only_a.close()
