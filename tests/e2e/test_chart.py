@@ -29,7 +29,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,8 @@ from chart.chartlib import (
     helm,
     install_values,
     merge,
+    witness_secret,
+    witness_values,
     write_values,
 )
 from harness.cluster import Cluster, ClusterError, LocalControlPlane
@@ -898,3 +900,199 @@ def test_operator_with_the_charts_account_rolls_out_a_verified_model(
             operator.stop()
         ledger.stop()
         cluster.kubectl("delete", "namespace", models_ns, "--wait=false", check=False)
+
+
+# --- High availability: witnesses and standby ledgers (docs/install.md, "High availability") ----
+
+
+WITNESSES = ("a", "b")
+DATABASE_SECRET = "ledger-db"
+
+
+def witness_claim(release: Release, name: str) -> str:
+    return f"data-{release.fullname}-witness-{name}-0"
+
+
+def create_bound_volume(release: Release, claim: str) -> str:
+    """A PV pre-bound to `claim` (kwok has no provisioner); returns its name."""
+    pv_name = f"{release.name}-{claim}"[:63]
+    pv = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolume",
+        "metadata": {"name": pv_name, "labels": {"modeltrust.dev/test": release.name}},
+        "spec": {
+            "capacity": {"storage": "1Gi"},
+            "accessModes": ["ReadWriteOnce"],
+            "persistentVolumeReclaimPolicy": "Retain",
+            "storageClassName": "",
+            "hostPath": {"path": f"/tmp/modeltrust-e2e/{pv_name}"},
+            "claimRef": {"namespace": release.namespace, "name": claim},
+        },
+    }
+    release.cluster.kubectl("apply", "-f", "-", input=json.dumps(pv))
+    return pv_name
+
+
+def one_ready(cluster: Cluster, statefulset: str, namespace: str) -> Callable[[], bool]:
+    return lambda: ready_replicas(cluster, "statefulset", statefulset, namespace) == 1
+
+
+def service_get(cluster: Cluster, namespace: str, service: str, port: int, path: str) -> str:
+    """GET a path of a Service through the API server's service proxy (no port-forward)."""
+    proxy = f"/api/v1/namespaces/{namespace}/services/http:{service}:{port}/proxy"
+    result = cluster.kubectl("get", "--raw", proxy + path, check=False)
+    return result.stdout if result.returncode == 0 else ""
+
+
+def test_install_with_two_witnesses_and_standby_ledgers(cluster: Cluster, release: Release) -> None:
+    """What a user does and checks: witness keys made with `ledger keygen --witness` and put
+    in Secrets, two witnesses, a quorum of both. On kwok's fake nodes nothing runs: there the
+    ledger also goes on PostgreSQL (its URL in a Secret) with a standby, and this checks
+    what the API server decides (schemas, the policy's CEL rules, Pod Security admission of
+    the witness pods, PDBs, NetworkPolicies, claims bound) and what the chart checks against
+    the cluster at install time. Where pods run (MODELTRUST_CLUSTER=real) the ledger stays
+    on SQLite (no PostgreSQL the pods reach here) and the witnesses really copy and cosign:
+    the ledger's checkpoint carries both cosignatures, each witness serves the read API, and
+    the policy's ledger check passes with its quorum."""
+    ns = release.namespace
+    real = cluster.real_pods
+    keys = {n: LedgerKey.generate_witness(f"witness-{n}.{release.name}.test") for n in WITNESSES}
+    ha: dict[str, Any] = {
+        "policy": {"witnessQuorum": 2, "maxCosignatureAge": "10m"},
+        "networkPolicy": {"enabled": not real},
+    }
+    if not real:
+        ha["ledger"] = {"replicas": 2, "database": {"existingSecret": DATABASE_SECRET}}
+        ha["witness"] = {"persistence": {"storageClassName": "-"}}
+    release.values = merge(release.values, merge(witness_values(keys), ha))
+    release.create_key_secret()
+
+    def create_witness_secret(name: str, signer_key: str) -> None:
+        cluster.kubectl(
+            "create", "secret", "generic", witness_secret(name), "-n", ns,
+            f"--from-literal=witness-key={signer_key}",
+        )  # fmt: skip
+
+    # The chart checks the witness Secrets before it installs anything.
+    missing = release.install()
+    assert missing.returncode != 0
+    assert f'Secret "{witness_secret("a")}" (ledger.witnesses[0].signingKey.existingSecret)' in (
+        missing.stderr
+    )
+    assert "does not exist" in missing.stderr
+    create_witness_secret("a", keys["a"].signer_key)
+    other = LedgerKey.generate_witness(f"witness-b.{release.name}.test")
+    create_witness_secret("b", other.signer_key)
+    mismatched = release.install()
+    assert mismatched.returncode != 0
+    assert "ledger.witnesses[1].verifierKey" in mismatched.stderr
+    assert "is not the public half of the key" in mismatched.stderr
+    listed = release.helm("list", "--all", "-q")
+    assert release.name not in listed.stdout.split(), "a refused install left a release behind"
+    cluster.kubectl("delete", "secret", witness_secret("b"), "-n", ns)
+    create_witness_secret("b", keys["b"].signer_key)
+    url = "postgresql://ledger:s3cret-e2e@db.invalid:5432/ledger?sslmode=require"
+    pvs: list[str] = []
+    if not real:
+        cluster.kubectl(
+            "create", "secret", "generic", DATABASE_SECRET, "-n", ns, f"--from-literal=url={url}"
+        )
+        pvs = [create_bound_volume(release, witness_claim(release, n)) for n in WITNESSES]
+    else:
+        release.create_volume()
+    try:
+        installed = release.install()
+        assert installed.returncode == 0, installed.stderr
+        assert "serves the ledger's read API" in installed.stdout, "NOTES.txt names the witnesses"
+        manifest = release.helm("get", "manifest", release.name)
+        assert manifest.returncode == 0, manifest.stderr
+        for key in keys.values():
+            assert key.signer_key not in manifest.stdout, "a witness key is in the release"
+
+        ledger = f"{release.fullname}-ledger"
+        kind = "statefulset" if real else "deployment"
+        workload = get(cluster, kind, ledger, "-n", ns)
+        (container,) = workload["spec"]["template"]["spec"]["containers"]
+        args = container["args"]
+        for name, key in keys.items():
+            service = f"{release.fullname}-witness-{name}"
+            at = args.index(f"http://{service}.{ns}.svc:8081")
+            assert args[at - 1 : at + 2] == ["--witness", f"http://{service}.{ns}.svc:8081",
+                                             key.verifier_key]  # fmt: skip
+            # Each witness: one Ready pod, its claim bound, its Service.
+            wait_for(f"witness {name} to be Ready", one_ready(cluster, service, ns), timeout=180)
+            claim = get(cluster, "pvc", witness_claim(release, name), "-n", ns)
+            assert claim["status"]["phase"] == "Bound"
+            assert get(cluster, "service", service, "-n", ns)["spec"]["ports"][0]["port"] == 8081
+            (pod,) = get(
+                cluster, "pods", "-n", ns, "-l",
+                f"app.kubernetes.io/instance={release.name},modeltrust.dev/witness={name}",
+            )["items"]  # fmt: skip
+            volume = next(v for v in pod["spec"]["volumes"] if v["name"] == "signing-key")
+            assert volume["secret"]["secretName"] == witness_secret(name)
+
+        policy = get(cluster, "modeltrustpolicy", f"{release.name}-policy")["spec"]["ledger"]
+        assert policy["witnesses"] == [keys[n].verifier_key for n in WITNESSES]
+        assert (policy["witnessQuorum"], policy["maxCosignatureAge"]) == (2, "10m")
+        pdb = get(cluster, "pdb", f"{release.fullname}-witnesses", "-n", ns)
+        assert pdb["spec"]["maxUnavailable"] == 1
+
+        def counted() -> bool:
+            status = get(cluster, "pdb", f"{release.fullname}-witnesses", "-n", ns)["status"]
+            return bool(status.get("expectedPods") == 2)
+
+        wait_for("the witnesses' PodDisruptionBudget to count both witnesses", counted, timeout=60)
+
+        if not real:
+            # PostgreSQL: a Deployment of two, no ledger volume, the URL only in the Secret.
+            assert workload["spec"]["replicas"] == 2
+            assert cluster.kubectl("get", "statefulset", ledger, "-n", ns, check=False).returncode
+            assert container["env"] == [
+                {
+                    "name": "MODELTRUST_LEDGER_DATABASE_URL",
+                    "valueFrom": {"secretKeyRef": {"name": DATABASE_SECRET, "key": "url"}},
+                }
+            ]
+            assert "s3cret-e2e" not in manifest.stdout, "the database password is in the release"
+            assert not [
+                c for c in get(cluster, "pvc", "-n", ns)["items"]
+                if c["metadata"]["name"].startswith(f"data-{ledger}")
+            ], "no ledger volume on PostgreSQL"  # fmt: skip
+            policies = {
+                p["metadata"]["name"] for p in get(cluster, "networkpolicy", "-n", ns)["items"]
+            }
+            assert f"{release.fullname}-witnesses" in policies
+            return
+
+        # Real pods: the ledger publishes checkpoints cosigned by both witnesses...
+        names = [f"witness-{n}.{release.name}.test" for n in WITNESSES]
+
+        def cosigned() -> bool:
+            note = service_get(cluster, ns, ledger, 8080, "/v1/checkpoint")
+            return all(f"\u2014 {name} " in note for name in names)
+
+        wait_for("the ledger's checkpoint to carry both cosignatures", cosigned, timeout=120)
+        # ...each witness serves the read API over its own verified copy...
+        for n, name in zip(WITNESSES, names, strict=True):
+            service = f"{release.fullname}-witness-{n}"
+            state = json.loads(service_get(cluster, ns, service, 8081, "/v1/witness"))
+            assert state["split_view"] is False
+            assert state["cosigned"]["tree_size"] == state["copy_tree_size"]
+            note = service_get(cluster, ns, service, 8081, "/v1/checkpoint")
+            assert f"\u2014 {name} " in note, "the witness serves its own cosigned checkpoint"
+            keys_doc = json.loads(service_get(cluster, ns, service, 8081, "/v1/keys"))
+            assert keys_doc["checkpoint_verifier_key"] == release.key.verifier_key
+            evidence = json.loads(service_get(cluster, ns, service, 8081, "/v1/witness/evidence"))
+            assert evidence["evidence"] == []
+
+        # ...and the operator, reading the ledger through the chart's policy, finds the quorum.
+        def verified() -> bool:
+            body = get(cluster, "modeltrustpolicy", f"{release.name}-policy")
+            reachable = condition(body, "LedgerReachable")
+            return reachable.get("reason") == "CheckpointVerified"
+
+        wait_for("the policy's ledger check to pass with its witness quorum", verified, timeout=120)
+    finally:
+        release.cleanup()
+        for pv in pvs:
+            cluster.kubectl("delete", "pv", pv, "--wait=false", check=False)
