@@ -448,8 +448,10 @@ The checks of the HA values, with what to do about each:
 {{- end -}}
 {{- $fullname := include "modeltrust.fullname" . -}}
 {{- $names := list -}}
-{{- $secrets := lookup "v1" "Secret" .Release.Namespace "" -}}
-{{- range $i, $w := (default (list) .Values.ledger.witnesses) -}}
+{{- $witnesses := default (list) .Values.ledger.witnesses -}}
+{{- $secrets := dict -}}
+{{- if $witnesses -}}{{- $secrets = lookup "v1" "Secret" .Release.Namespace "" -}}{{- end -}}
+{{- range $i, $w := $witnesses -}}
 {{- $name := required (printf "ledger.witnesses[%d].name is required (a short DNS label, e.g. \"a\")" $i) $w.name -}}
 {{- if has $name $names -}}
 {{- fail (printf "ledger.witnesses: two witnesses are named %q; each needs its own name (and its own key)" $name) -}}
