@@ -544,3 +544,45 @@ def test_the_witness_alerts_fire_on_their_series(
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     result = run_promtool(promtool, "test", "rules", str(path))
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+STANDBY_ALERT_TESTS = """
+rule_files: [RULES]
+evaluation_interval: 1m
+tests:
+  # Two ledger pods on PostgreSQL: the writer (w) answers; the standby (s) does not listen,
+  # so its scrape fails all along. From minute 10 the writer is gone too.
+  - interval: 1m
+    input_series:
+      - {series: 'up{LEDGER,instance="w:8080"}', values: 1x9 0x20}
+      - {series: 'up{LEDGER,instance="s:8080"}', values: 0x30}
+      - {series: 'modeltrust_ledger_sequencer_up{LEDGER,instance="w:8080"}', values: 1x9}
+    alert_rule_test:
+      - {eval_time: 9m, alertname: ModelTrustLedgerDown, exp_alerts: []}
+      - eval_time: 16m
+        alertname: ModelTrustLedgerDown
+        exp_alerts: [{exp_labels: {severity: warning, job: LEDGERJOB, namespace: NSNAME}}]
+"""
+
+
+def test_a_standby_ledger_is_not_a_ledger_down(
+    key: LedgerKey, promtool: Path, tmp_path: Path
+) -> None:
+    standbys = {"ledger": {"replicas": 2, "database": {"existingSecret": "ledger-db"}}}
+    docs = render(tmp_path, merge(merge(install_values(key), ON), standbys))
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(yaml.safe_dump({"groups": _rule(docs)["spec"]["groups"]}))
+    alert = _alerts(docs)["ModelTrustLedgerDown"]
+    doc = yaml.safe_load(
+        STANDBY_ALERT_TESTS.replace("RULES", str(rules))
+        .replace("LEDGERJOB", f"{RELEASE}-modeltrust-ledger")
+        .replace("LEDGER,", LEDGER_JOB + ",")
+        .replace("NSNAME", NAMESPACE)
+    )
+    for check in doc["tests"][0]["alert_rule_test"]:
+        for expected in check["exp_alerts"]:
+            expected["exp_annotations"] = alert["annotations"]
+    path = tmp_path / "tests.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    result = run_promtool(promtool, "test", "rules", str(path))
+    assert result.returncode == 0, result.stdout + result.stderr
