@@ -33,6 +33,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
+import psycopg.sql
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -51,6 +53,7 @@ from harness.cluster import Cluster, ClusterError, LocalControlPlane
 from harness.image import chart_image_values, image_on_node
 from harness.ledger import audit, free_port
 from harness.onnx_models import mnist_mlp
+from harness.postgres import PostgresServer
 from harness.waiting import wait_for
 from modeltrust.chain.checkpoint import witness_cosignatures
 from modeltrust.chain.client import LedgerClient
@@ -1100,3 +1103,138 @@ def test_install_with_two_witnesses_and_standby_ledgers(cluster: Cluster, releas
         release.cleanup()
         for pv in pvs:
             cluster.kubectl("delete", "pv", pv, "--wait=false", check=False)
+
+
+def ledger_pods(cluster: Cluster, release: Release) -> list[dict[str, Any]]:
+    selector = f"app.kubernetes.io/instance={release.name},app.kubernetes.io/component=ledger"
+    pods: list[dict[str, Any]] = get(cluster, "pods", "-n", release.namespace, "-l", selector)[
+        "items"
+    ]
+    return [p for p in pods if not p["metadata"].get("deletionTimestamp")]
+
+
+def is_ready(pod: dict[str, Any]) -> bool:
+    conditions = pod.get("status", {}).get("conditions", [])
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
+
+@pytest.mark.real_pods
+def test_standby_ledgers_on_postgresql_take_over(real_cluster: Cluster, tmp_path: Path) -> None:
+    """The chart's PostgreSQL mode with real pods: two ledger pods on one database, the
+    URL (with a password) only in a Secret. One is the writer and Ready, the other a standby
+    that is not Ready and is not restarted (the chart gives it no liveness probe); deleting
+    the writer's pod makes the standby the writer; a `helm upgrade` that rolls the pods
+    finishes (its rollout does not wait for standbys) and leaves a writer."""
+    cluster = real_cluster
+    apply_crds(cluster)
+    ns = f"mt-{uuid.uuid4().hex[:10]}"
+    cluster.kubectl("create", "namespace", ns)
+    cluster.kubectl(
+        "label", "namespace", ns, "pod-security.kubernetes.io/enforce=restricted",
+        "pod-security.kubernetes.io/enforce-version=latest",
+    )  # fmt: skip
+    release = Release(cluster, ns, tmp_path)
+    workdir = Path(tempfile.mkdtemp(prefix="mt-pg-"))
+    server = PostgresServer(
+        workdir, listen=("127.0.0.1", cluster.host_address), password_from=("0.0.0.0/0",)
+    )
+    password = uuid.uuid4().hex
+    try:
+        server.start()
+        admin = server.create_database()
+        database = admin.rsplit("/", 1)[1]
+        with psycopg.connect(admin, autocommit=True) as db:
+            db.execute(
+                psycopg.sql.SQL("CREATE ROLE ledger LOGIN PASSWORD {}").format(
+                    psycopg.sql.Literal(password)
+                )
+            )
+            db.execute(
+                psycopg.sql.SQL("ALTER DATABASE {} OWNER TO ledger").format(
+                    psycopg.sql.Identifier(database)
+                )
+            )
+            db.execute("GRANT ALL ON SCHEMA public TO ledger")
+        url = f"postgresql://ledger:{password}@{cluster.host_address}:{server.port}/{database}"
+        cluster.kubectl(
+            "create", "secret", "generic", DATABASE_SECRET, "-n", ns, f"--from-literal=url={url}"
+        )
+        release.create_key_secret()
+        release.values = merge(
+            release.values,
+            {
+                "ledger": {
+                    "replicas": 2,
+                    "database": {"existingSecret": DATABASE_SECRET, "writerLease": 2},
+                }
+            },
+        )
+        installed = release.install()
+        assert installed.returncode == 0, installed.stderr
+        manifest = release.helm("get", "manifest", release.name).stdout
+        assert password not in manifest, "the database password is in the release"
+        ledger = f"{release.fullname}-ledger"
+
+        def one_writer() -> str:
+            pods = ledger_pods(cluster, release)
+            ready = [str(p["metadata"]["name"]) for p in pods if is_ready(p)]
+            running = [p for p in pods if p.get("status", {}).get("phase") == "Running"]
+            if len(pods) == 2 and len(running) == 2 and len(ready) == 1:
+                return ready[0]
+            return ""
+
+        writer = wait_for("one writer Ready and one standby running", one_writer, timeout=180)
+        checkpoint = service_get(cluster, ns, ledger, 8080, "/v1/checkpoint")
+        assert checkpoint.startswith(f"{release.name}.ledger.test\n"), checkpoint
+        # The standby waits without being restarted: with a liveness probe on its port (which
+        # it does not open) the kubelet would have killed it after about 70 s.
+        time.sleep(80)
+        pods = ledger_pods(cluster, release)
+        assert one_writer() == writer, "the writer changed while nothing happened"
+        for pod in pods:
+            restarts = sum(c["restartCount"] for c in pod["status"]["containerStatuses"])
+            assert restarts == 0, f"{pod['metadata']['name']} restarted {restarts} times"
+
+        # Delete the writer's pod: the standby takes over within the lease (2 s) plus its
+        # start-up audit, and the Service then sends clients to it.
+        (standby,) = [p["metadata"]["name"] for p in pods if p["metadata"]["name"] != writer]
+        cluster.kubectl("delete", "pod", writer, "-n", ns, "--wait=false")
+
+        def taken_over() -> bool:
+            pods = {p["metadata"]["name"]: p for p in ledger_pods(cluster, release)}
+            return standby in pods and is_ready(pods[standby])
+
+        wait_for("the standby to become the writer", taken_over, timeout=90)
+        wait_for(
+            "the ledger Service to answer again",
+            lambda: service_get(cluster, ns, ledger, 8080, "/v1/checkpoint").startswith(
+                f"{release.name}.ledger.test\n"
+            ),
+            timeout=60,
+        )
+
+        # An upgrade that changes the pod template rolls both pods and finishes.
+        upgraded = release.helm(
+            "upgrade", release.name, str(CHART), "-f", str(release.values_file()),
+            "--set", "ledger.resources.requests.cpu=150m", "--wait", "--timeout", "180s",
+        )  # fmt: skip
+        assert upgraded.returncode == 0, upgraded.stderr
+
+        def rolled() -> str:
+            deploy = get(cluster, "deployment", ledger, "-n", ns)
+            status = deploy["status"]
+            pods = ledger_pods(cluster, release)
+            cpu = {
+                p["spec"]["containers"][0]["resources"]["requests"]["cpu"] for p in pods
+            }  # fmt: skip
+            if status.get("updatedReplicas") == 2 and cpu == {"150m"} and len(pods) == 2:
+                return one_writer()
+            return ""
+
+        new_writer = wait_for("the upgrade rolled out with a writer", rolled, timeout=180)
+        assert new_writer not in (writer, standby), "the writer is a pod of the new template"
+    finally:
+        release.cleanup()
+        cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+        server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
