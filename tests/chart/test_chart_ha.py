@@ -15,9 +15,11 @@ from typing import Any
 import pytest
 
 from chart.chartlib import (
+    CHART,
     LedgerKey,
     documents,
     find,
+    helm,
     install_values,
     merge,
     notes,
@@ -107,6 +109,25 @@ def test_without_ha_values_nothing_of_it_is_rendered(
     # The ledger's egress stays the API server only (no DNS).
     egress = find(docs, "NetworkPolicy", "-ledger")["spec"]["egress"]
     assert all(p["port"] in (443, 6443) for rule in egress for p in rule["ports"])
+
+
+def test_lint_strict_passes_with_every_ha_value(
+    tmp_path: Path, with_witnesses: dict[str, Any]
+) -> None:
+    everything = merge(
+        merge(with_witnesses, DATABASE),
+        {
+            "ledger": {"replicas": 3, "podDisruptionBudget": {"enabled": True}},
+            "policy": {"witnessQuorum": 2, "maxCosignatureAge": "10m"},
+            "networkPolicy": {"enabled": True},
+            "serviceMonitor": {"enabled": True},
+            "prometheusRule": {"enabled": True},
+        },
+    )
+    result = helm(
+        "lint", "--strict", str(CHART), "-f", str(write_values(tmp_path / "v.yaml", everything))
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 # --- witnesses -------------------------------------------------------------------------------
