@@ -5,6 +5,7 @@ Imported by tests/chart (helm lint/template, no cluster) and tests/e2e/test_char
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from harness.cluster import tools_bin
-from modeltrust.chain.note import NoteSigner
+from modeltrust.chain.note import ALG_COSIGNATURE_V1, NoteSigner
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "modeltrust"
@@ -40,6 +41,12 @@ class LedgerKey:
         signer = NoteSigner.generate(name)
         return cls(signer.signer_key(), signer.verifier_key())
 
+    @classmethod
+    def generate_witness(cls, name: str) -> LedgerKey:
+        """A witness's key pair, as `modeltrust ledger keygen --witness` makes."""
+        signer = NoteSigner.generate(name, alg=ALG_COSIGNATURE_V1)
+        return cls(signer.signer_key(), signer.verifier_key())
+
 
 def publisher_pem() -> str:
     public = Ed25519PrivateKey.generate().public_key()
@@ -61,6 +68,27 @@ def install_values(
             "name": policy_name,
             "publishers": [{"name": "acme-ml", "publicKey": publisher_pem()}],
         },
+    }
+
+
+def witness_secret(name: str) -> str:
+    """The Secret a test creates for witness `name` (key "witness-key")."""
+    return f"witness-{name}"
+
+
+def witness_values(witnesses: Mapping[str, LedgerKey]) -> dict[str, Any]:
+    """ledger.witnesses for these witnesses, their keys in Secrets named witness-<name>."""
+    return {
+        "ledger": {
+            "witnesses": [
+                {
+                    "name": name,
+                    "verifierKey": key.verifier_key,
+                    "signingKey": {"existingSecret": witness_secret(name)},
+                }
+                for name, key in witnesses.items()
+            ]
+        }
     }
 
 
@@ -120,3 +148,32 @@ def pod_specs(docs: Sequence[dict[str, Any]]) -> Iterator[tuple[str, dict[str, A
     for d in docs:
         if d["kind"] in ("Deployment", "StatefulSet", "DaemonSet", "Job"):
             yield f"{d['kind']}/{d['metadata']['name']}", d["spec"]["template"]["spec"]
+
+
+def notes(
+    values_file: Path, workdir: Path, *, release: str = "rel", namespace: str = "mt-test"
+) -> str:
+    """NOTES.txt as `helm install` would print it (`helm template` skips it): rendered from a
+    copy of the chart in which it is a ConfigMap's data."""
+    chart = workdir / "chart-with-notes"
+    if chart.exists():
+        shutil.rmtree(chart)
+    shutil.copytree(CHART, chart)
+    text = (chart / "templates" / "NOTES.txt").read_text()
+    (chart / "templates" / "NOTES.txt").unlink()
+    (chart / "templates" / "_notes.tpl").write_text(
+        '{{- define "test.notes" -}}\n' + text + "\n{{- end -}}\n"
+    )
+    (chart / "templates" / "notes.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: notes\n"
+        'data:\n  notes: {{ include "test.notes" . | toJson }}\n'
+    )
+    result = helm(
+        "template", release, str(chart), "--namespace", namespace,
+        "--kube-version", KUBE_VERSION, "-f", str(values_file),
+        "--show-only", "templates/notes.yaml",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    (doc,) = documents(result.stdout)
+    rendered: str = doc["data"]["notes"]
+    return rendered

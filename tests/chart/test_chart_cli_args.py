@@ -12,7 +12,16 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from chart.chartlib import LedgerKey, documents, install_values, pod_specs, template, write_values
+from chart.chartlib import (
+    LedgerKey,
+    documents,
+    install_values,
+    merge,
+    pod_specs,
+    template,
+    witness_values,
+    write_values,
+)
 from modeltrust.cli.main import main
 from modeltrust.operator import __main__ as operator_main
 
@@ -63,3 +72,42 @@ def test_operator_command_and_arguments_parse(container_args: dict[str, list[str
     assert parsed.liveness == "http://0.0.0.0:8080/healthz"
     with pytest.raises(SystemExit):
         operator_main.parse_args([*args, "--no-such-flag"])
+
+
+@pytest.fixture(scope="module")
+def ha_container_args(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[str]]:
+    """The same, with witnesses and the ledger on PostgreSQL (tests/chart/test_chart_ha.py)."""
+    witnesses = {n: LedgerKey.generate_witness(f"witness-{n}.example") for n in ("a", "b")}
+    values = merge(install_values(LedgerKey.generate("ledger.example")), witness_values(witnesses))
+    values = merge(
+        values,
+        {
+            "ledger": {"replicas": 2, "database": {"existingSecret": "db", "writerLease": 5}},
+            "witness": {"extraArgs": ["--poll-interval=1"]},
+        },
+    )
+    file = write_values(Path(tmp_path_factory.mktemp("values")) / "values.yaml", values)
+    result = template(file)
+    assert result.returncode == 0, result.stderr
+    return {
+        f"{where}/{c['name']}": c["args"]
+        for where, spec in pod_specs(documents(result.stdout))
+        for c in spec["containers"]
+    }
+
+
+def test_ha_ledger_arguments_parse(ha_container_args: dict[str, list[str]]) -> None:
+    args = ha_container_args["Deployment/rel-modeltrust-ledger/ledger"]
+    assert args.count("--witness") == 2
+    code, output = parse(args)
+    assert code == 0, f"modeltrust {' '.join(args)} is refused:\n{output}"
+
+
+def test_witness_arguments_parse(ha_container_args: dict[str, list[str]]) -> None:
+    for name in ("a", "b"):
+        args = ha_container_args[f"StatefulSet/rel-modeltrust-witness-{name}/witness"]
+        assert args[:2] == ["ledger", "witness"]
+        code, output = parse(args)
+        assert code == 0, f"modeltrust {' '.join(args)} is refused:\n{output}"
+        code, output = parse([*args, "--no-such-flag"])
+        assert code == 2

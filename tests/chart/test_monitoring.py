@@ -16,10 +16,20 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
-from chart.chartlib import CHART, LedgerKey, documents, helm, install_values, merge, template
+from chart.chartlib import (
+    CHART,
+    LedgerKey,
+    documents,
+    helm,
+    install_values,
+    merge,
+    template,
+    witness_values,
+)
 from chart.chartlib import write_values as write_chart_values
 from harness.cluster import tools_bin
 from modeltrust.chain.metrics import LedgerMetrics
+from modeltrust.chain.witness import WitnessMetrics
 from modeltrust.operator.metrics import Metrics
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -72,8 +82,9 @@ def _exported(registry: CollectorRegistry) -> dict[str, set[str]]:
 @pytest.fixture(scope="module")
 def exported() -> dict[str, set[str]]:
     names = {**_exported(LedgerMetrics().registry), **PROMETHEUS_SERIES}
-    for name, labels in _exported(Metrics().registry).items():
-        names.setdefault(name, set()).update(labels)
+    for registry in (Metrics().registry, WitnessMetrics().registry):
+        for name, labels in _exported(registry).items():
+            names.setdefault(name, set()).update(labels)
     return names
 
 
@@ -387,5 +398,191 @@ def test_the_alerts_fire_on_their_series(
     text = yaml.safe_dump(doc, sort_keys=False)
     path = tmp_path / "tests.yaml"
     path.write_text(text)
+    result = run_promtool(promtool, "test", "rules", str(path))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --- the witnesses' alerts (ledger.witnesses) --------------------------------------------------
+
+WITNESS_JOBS = f"{RELEASE}-modeltrust-witness-a|{RELEASE}-modeltrust-witness-b"
+WITNESS_JOB = f'job=~"{WITNESS_JOBS}",namespace="{NAMESPACE}"'
+WITNESS_ALERTS = {
+    "ModelTrustWitnessSplitView",
+    "ModelTrustWitnessDown",
+    "ModelTrustWitnessQuorumNotMet",
+}
+
+
+@pytest.fixture(scope="module")
+def with_witnesses(
+    tmp_path_factory: pytest.TempPathFactory, key: LedgerKey
+) -> list[dict[str, Any]]:
+    witnesses = {n: LedgerKey.generate_witness(f"witness-{n}.example") for n in ("a", "b")}
+    values = merge(merge(install_values(key), ON), witness_values(witnesses))
+    values = merge(values, {"policy": {"witnessQuorum": 2, "maxCosignatureAge": "2m"}})
+    return render(tmp_path_factory.mktemp("witnesses"), values)
+
+
+def test_witness_alerts_only_with_witnesses_and_the_split_view_pages(
+    rendered: list[dict[str, Any]],
+    with_witnesses: list[dict[str, Any]],
+    exported: dict[str, set[str]],
+    key: LedgerKey,
+    tmp_path: Path,
+) -> None:
+    assert not set(_alerts(rendered)) & WITNESS_ALERTS
+    alerts = _alerts(with_witnesses)
+    assert set(alerts) >= REQUIRED_ALERTS | WITNESS_ALERTS
+    critical = {name for name, a in alerts.items() if a["labels"]["severity"] == "critical"}
+    assert critical == {"ModelTrustLedgerInconsistent", "ModelTrustWitnessSplitView"}
+    for name in WITNESS_ALERTS:
+        alert = alerts[name]
+        assert alert["annotations"]["summary"], name
+        assert alert["annotations"]["description"], name
+        assert_exported(alert["expr"], exported)
+        for selector in re.findall(r"\{[^}]*\}", alert["expr"]):
+            assert WITNESS_JOB in selector or LEDGER_JOB in selector, (name, selector)
+    assert "modeltrust_witness_split_view" in alerts["ModelTrustWitnessSplitView"]["expr"]
+    quorum = alerts["ModelTrustWitnessQuorumNotMet"]["expr"]
+    assert "modeltrust_ledger_witness_cosignature_timestamp_seconds" in quorum
+    assert "< 120)" in quorum, "policy.maxCosignatureAge (2m) in seconds"
+    # Every witness's Service is scraped under its own job.
+    services = [d for d in with_witnesses if d["kind"] == "Service"]
+    (monitor,) = [
+        d
+        for d in with_witnesses
+        if d["kind"] == "ServiceMonitor" and d["metadata"]["name"].endswith("-witnesses")
+    ]
+    wanted = monitor["spec"]["selector"]["matchLabels"].items()
+    scraped = sorted(
+        s["metadata"]["name"] for s in services if wanted <= s["metadata"]["labels"].items()
+    )
+    assert "|".join(scraped) == WITNESS_JOBS
+    # No quorum in the policy: nothing to alert on.
+    one = {"a": LedgerKey.generate_witness("witness-a.example")}
+    no_quorum = render(tmp_path, merge(merge(install_values(key), ON), witness_values(one)))
+    assert "ModelTrustWitnessQuorumNotMet" not in _alerts(no_quorum)
+    assert "ModelTrustWitnessSplitView" in _alerts(no_quorum)
+
+
+def test_promtool_checks_the_witness_rules(
+    with_witnesses: list[dict[str, Any]], promtool: Path, tmp_path: Path
+) -> None:
+    path = tmp_path / "rules.yaml"
+    path.write_text(yaml.safe_dump({"groups": _rule(with_witnesses)["spec"]["groups"]}))
+    result = run_promtool(promtool, "check", "rules", str(path))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+WITNESS_ALERT_TESTS = """
+rule_files: [RULES]
+evaluation_interval: 1m
+tests:
+  # Witness b records a split view at minute 3; a's copy is damaged from minute 5. The
+  # ledger's cosignatures: a's keep coming; b's stop at minute 3 (it refuses from then on).
+  - interval: 1m
+    input_series:
+      - {series: 'up{WA,instance="a:8081"}', values: 1x30}
+      - {series: 'up{WB,instance="b:8081"}', values: 1x30}
+      - {series: 'modeltrust_witness_split_view{WA,instance="a:8081"}', values: 0x30}
+      - {series: 'modeltrust_witness_split_view{WB,instance="b:8081"}', values: 0 0 0 1x27}
+      - {series: 'modeltrust_witness_store_verified{WA,instance="a:8081"}', values: 1x4 0x25}
+      - {series: 'modeltrust_witness_store_verified{WB,instance="b:8081"}', values: 1x30}
+      - {series: 'COSIGNED{LEDGER,instance="l:8080",witness="witness-a.example"}',
+         values: 0+60x30}
+      - {series: 'COSIGNED{LEDGER,instance="l:8080",witness="witness-b.example"}',
+         values: 0+60x3 180x26}
+    alert_rule_test:
+      - {eval_time: 2m, alertname: ModelTrustWitnessSplitView, exp_alerts: []}
+      - eval_time: 3m
+        alertname: ModelTrustWitnessSplitView
+        exp_alerts: [{exp_labels: {severity: critical, job: WBJOB}}]
+      - {eval_time: 6m, alertname: ModelTrustWitnessDown, exp_alerts: []}
+      - eval_time: 11m
+        alertname: ModelTrustWitnessDown
+        exp_alerts:
+          - exp_labels: {severity: warning, job: WAJOB, namespace: NSNAME, instance: "a:8081"}
+      # b's last cosignature (minute 3) is older than 2m from minute 5; for 5m more.
+      - {eval_time: 4m, alertname: ModelTrustWitnessQuorumNotMet, exp_alerts: []}
+      - {eval_time: 9m, alertname: ModelTrustWitnessQuorumNotMet, exp_alerts: []}
+      - eval_time: 11m
+        alertname: ModelTrustWitnessQuorumNotMet
+        exp_alerts: [{exp_labels: {severity: warning}}]
+"""
+
+
+def test_the_witness_alerts_fire_on_their_series(
+    with_witnesses: list[dict[str, Any]], promtool: Path, tmp_path: Path
+) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(yaml.safe_dump({"groups": _rule(with_witnesses)["spec"]["groups"]}))
+    job_a, job_b = WITNESS_JOBS.split("|")
+    text = (
+        WITNESS_ALERT_TESTS.replace("RULES", str(rules))
+        .replace("COSIGNED", "modeltrust_ledger_witness_cosignature_timestamp_seconds")
+        .replace("WAJOB", job_a)
+        .replace("WBJOB", job_b)
+        .replace("WA,", f'job="{job_a}",namespace="{NAMESPACE}",')
+        .replace("WB,", f'job="{job_b}",namespace="{NAMESPACE}",')
+        .replace("LEDGER,", LEDGER_JOB + ",")
+        .replace("NSNAME", NAMESPACE)
+    )
+    doc = yaml.safe_load(text)
+    alerts = _alerts(with_witnesses)
+    for case in doc["tests"]:
+        for check in case["alert_rule_test"]:
+            for expected in check["exp_alerts"]:
+                annotations = {}
+                for name, template_text in alerts[check["alertname"]]["annotations"].items():
+                    filled = template_text
+                    for label, value in expected["exp_labels"].items():
+                        filled = filled.replace(f"{{{{ $labels.{label} }}}}", value)
+                    assert "{{" not in filled, filled
+                    annotations[name] = filled
+                expected["exp_annotations"] = annotations
+    path = tmp_path / "tests.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    result = run_promtool(promtool, "test", "rules", str(path))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+STANDBY_ALERT_TESTS = """
+rule_files: [RULES]
+evaluation_interval: 1m
+tests:
+  # Two ledger pods on PostgreSQL: the writer (w) answers; the standby (s) does not listen,
+  # so its scrape fails all along. From minute 10 the writer is gone too.
+  - interval: 1m
+    input_series:
+      - {series: 'up{LEDGER,instance="w:8080"}', values: 1x9 0x20}
+      - {series: 'up{LEDGER,instance="s:8080"}', values: 0x30}
+      - {series: 'modeltrust_ledger_sequencer_up{LEDGER,instance="w:8080"}', values: 1x9}
+    alert_rule_test:
+      - {eval_time: 9m, alertname: ModelTrustLedgerDown, exp_alerts: []}
+      - eval_time: 16m
+        alertname: ModelTrustLedgerDown
+        exp_alerts: [{exp_labels: {severity: warning, job: LEDGERJOB, namespace: NSNAME}}]
+"""
+
+
+def test_a_standby_ledger_is_not_a_ledger_down(
+    key: LedgerKey, promtool: Path, tmp_path: Path
+) -> None:
+    standbys = {"ledger": {"replicas": 2, "database": {"existingSecret": "ledger-db"}}}
+    docs = render(tmp_path, merge(merge(install_values(key), ON), standbys))
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(yaml.safe_dump({"groups": _rule(docs)["spec"]["groups"]}))
+    alert = _alerts(docs)["ModelTrustLedgerDown"]
+    doc = yaml.safe_load(
+        STANDBY_ALERT_TESTS.replace("RULES", str(rules))
+        .replace("LEDGERJOB", f"{RELEASE}-modeltrust-ledger")
+        .replace("LEDGER,", LEDGER_JOB + ",")
+        .replace("NSNAME", NAMESPACE)
+    )
+    for check in doc["tests"][0]["alert_rule_test"]:
+        for expected in check["exp_alerts"]:
+            expected["exp_annotations"] = alert["annotations"]
+    path = tmp_path / "tests.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
     result = run_promtool(promtool, "test", "rules", str(path))
     assert result.returncode == 0, result.stdout + result.stderr

@@ -30,10 +30,12 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
+import psycopg.sql
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -44,15 +46,20 @@ from chart.chartlib import (
     helm,
     install_values,
     merge,
+    witness_secret,
+    witness_values,
     write_values,
 )
 from harness.cluster import Cluster, ClusterError, LocalControlPlane
 from harness.image import chart_image_values, image_on_node
 from harness.ledger import audit, free_port
 from harness.onnx_models import mnist_mlp
+from harness.postgres import PostgresServer
 from harness.waiting import wait_for
+from modeltrust.chain.checkpoint import witness_cosignatures
 from modeltrust.chain.client import LedgerClient
 from modeltrust.chain.entries import AuditEntry, entry_to_json
+from modeltrust.chain.note import NoteVerifier
 from modeltrust.chain.signatures import public_key_pem, sign_registration
 
 pytestmark = pytest.mark.slow
@@ -900,3 +907,336 @@ def test_operator_with_the_charts_account_rolls_out_a_verified_model(
             operator.stop()
         ledger.stop()
         cluster.kubectl("delete", "namespace", models_ns, "--wait=false", check=False)
+
+
+# --- High availability: witnesses and standby ledgers (docs/install.md, "High availability") ----
+
+
+WITNESSES = ("a", "b")
+DATABASE_SECRET = "ledger-db"
+
+
+def witness_claim(release: Release, name: str) -> str:
+    return f"data-{release.fullname}-witness-{name}-0"
+
+
+def create_bound_volume(release: Release, claim: str) -> str:
+    """A PV pre-bound to `claim` (kwok has no provisioner); returns its name."""
+    pv_name = f"{release.name}-{claim}"[:63]
+    pv = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolume",
+        "metadata": {"name": pv_name, "labels": {"modeltrust.dev/test": release.name}},
+        "spec": {
+            "capacity": {"storage": "1Gi"},
+            "accessModes": ["ReadWriteOnce"],
+            "persistentVolumeReclaimPolicy": "Retain",
+            "storageClassName": "",
+            "hostPath": {"path": f"/tmp/modeltrust-e2e/{pv_name}"},
+            "claimRef": {"namespace": release.namespace, "name": claim},
+        },
+    }
+    release.cluster.kubectl("apply", "-f", "-", input=json.dumps(pv))
+    return pv_name
+
+
+def one_ready(cluster: Cluster, statefulset: str, namespace: str) -> Callable[[], bool]:
+    return lambda: ready_replicas(cluster, "statefulset", statefulset, namespace) == 1
+
+
+def service_get(cluster: Cluster, namespace: str, service: str, port: int, path: str) -> str:
+    """GET a path of a Service through the API server's service proxy (no port-forward)."""
+    proxy = f"/api/v1/namespaces/{namespace}/services/http:{service}:{port}/proxy"
+    result = cluster.kubectl("get", "--raw", proxy + path, check=False)
+    return result.stdout if result.returncode == 0 else ""
+
+
+def test_install_with_two_witnesses_and_standby_ledgers(cluster: Cluster, release: Release) -> None:
+    """What a user does and checks: witness keys made with `ledger keygen --witness` and put
+    in Secrets, two witnesses, a quorum of both. On kwok's fake nodes nothing runs: there the
+    ledger also goes on PostgreSQL (its URL in a Secret) with a standby, and this checks
+    what the API server decides (schemas, the policy's CEL rules, Pod Security admission of
+    the witness pods, PDBs, NetworkPolicies, claims bound) and what the chart checks against
+    the cluster at install time. Where pods run (MODELTRUST_CLUSTER=real) the ledger stays
+    on SQLite (no PostgreSQL the pods reach here) and the witnesses really copy and cosign:
+    the ledger's checkpoint carries both cosignatures, each witness serves the read API, and
+    the cosignatures verify with the keys the policy pins and are fresh enough for it."""
+    ns = release.namespace
+    real = cluster.real_pods
+    keys = {n: LedgerKey.generate_witness(f"witness-{n}.{release.name}.test") for n in WITNESSES}
+    ha: dict[str, Any] = {
+        "policy": {"witnessQuorum": 2, "maxCosignatureAge": "10m"},
+        "networkPolicy": {"enabled": not real},
+    }
+    if not real:
+        ha["ledger"] = {"replicas": 2, "database": {"existingSecret": DATABASE_SECRET}}
+        ha["witness"] = {"persistence": {"storageClassName": "-"}}
+    release.values = merge(release.values, merge(witness_values(keys), ha))
+    release.create_key_secret()
+
+    def create_witness_secret(name: str, signer_key: str) -> None:
+        cluster.kubectl(
+            "create", "secret", "generic", witness_secret(name), "-n", ns,
+            f"--from-literal=witness-key={signer_key}",
+        )  # fmt: skip
+
+    # The chart checks the witness Secrets before it installs anything.
+    missing = release.install()
+    assert missing.returncode != 0
+    assert f'Secret "{witness_secret("a")}" (ledger.witnesses[0].signingKey.existingSecret)' in (
+        missing.stderr
+    )
+    assert "does not exist" in missing.stderr
+    create_witness_secret("a", keys["a"].signer_key)
+    other = LedgerKey.generate_witness(f"witness-b.{release.name}.test")
+    create_witness_secret("b", other.signer_key)
+    mismatched = release.install()
+    assert mismatched.returncode != 0
+    assert "ledger.witnesses[1].verifierKey" in mismatched.stderr
+    assert "is not the public half of the key" in mismatched.stderr
+    listed = release.helm("list", "--all", "-q")
+    assert release.name not in listed.stdout.split(), "a refused install left a release behind"
+    cluster.kubectl("delete", "secret", witness_secret("b"), "-n", ns)
+    create_witness_secret("b", keys["b"].signer_key)
+    url = "postgresql://ledger:s3cret-e2e@db.invalid:5432/ledger?sslmode=require"
+    pvs: list[str] = []
+    if not real:
+        cluster.kubectl(
+            "create", "secret", "generic", DATABASE_SECRET, "-n", ns, f"--from-literal=url={url}"
+        )
+        pvs = [create_bound_volume(release, witness_claim(release, n)) for n in WITNESSES]
+    else:
+        release.create_volume()
+    try:
+        installed = release.install()
+        assert installed.returncode == 0, installed.stderr
+        assert "serves the ledger's read API" in installed.stdout, "NOTES.txt names the witnesses"
+        manifest = release.helm("get", "manifest", release.name)
+        assert manifest.returncode == 0, manifest.stderr
+        for key in keys.values():
+            assert key.signer_key not in manifest.stdout, "a witness key is in the release"
+
+        ledger = f"{release.fullname}-ledger"
+        kind = "statefulset" if real else "deployment"
+        workload = get(cluster, kind, ledger, "-n", ns)
+        (container,) = workload["spec"]["template"]["spec"]["containers"]
+        args = container["args"]
+        for name, key in keys.items():
+            service = f"{release.fullname}-witness-{name}"
+            at = args.index(f"http://{service}.{ns}.svc:8081")
+            assert args[at - 1 : at + 2] == ["--witness", f"http://{service}.{ns}.svc:8081",
+                                             key.verifier_key]  # fmt: skip
+            # Each witness: one Ready pod, its claim bound, its Service.
+            wait_for(f"witness {name} to be Ready", one_ready(cluster, service, ns), timeout=180)
+            claim = get(cluster, "pvc", witness_claim(release, name), "-n", ns)
+            assert claim["status"]["phase"] == "Bound"
+            assert get(cluster, "service", service, "-n", ns)["spec"]["ports"][0]["port"] == 8081
+            (pod,) = get(
+                cluster, "pods", "-n", ns, "-l",
+                f"app.kubernetes.io/instance={release.name},modeltrust.dev/witness={name}",
+            )["items"]  # fmt: skip
+            volume = next(v for v in pod["spec"]["volumes"] if v["name"] == "signing-key")
+            assert volume["secret"]["secretName"] == witness_secret(name)
+
+        policy = get(cluster, "modeltrustpolicy", f"{release.name}-policy")["spec"]["ledger"]
+        assert policy["witnesses"] == [keys[n].verifier_key for n in WITNESSES]
+        assert (policy["witnessQuorum"], policy["maxCosignatureAge"]) == (2, "10m")
+        pdb = get(cluster, "pdb", f"{release.fullname}-witnesses", "-n", ns)
+        assert pdb["spec"]["maxUnavailable"] == 1
+
+        def counted() -> bool:
+            status = get(cluster, "pdb", f"{release.fullname}-witnesses", "-n", ns)["status"]
+            return bool(status.get("expectedPods") == 2)
+
+        wait_for("the witnesses' PodDisruptionBudget to count both witnesses", counted, timeout=60)
+
+        if not real:
+            # PostgreSQL: a Deployment of two, no ledger volume, the URL only in the Secret.
+            assert workload["spec"]["replicas"] == 2
+            assert cluster.kubectl("get", "statefulset", ledger, "-n", ns, check=False).returncode
+            assert container["env"] == [
+                {
+                    "name": "MODELTRUST_LEDGER_DATABASE_URL",
+                    "valueFrom": {"secretKeyRef": {"name": DATABASE_SECRET, "key": "url"}},
+                }
+            ]
+            assert "s3cret-e2e" not in manifest.stdout, "the database password is in the release"
+            assert not [
+                c for c in get(cluster, "pvc", "-n", ns)["items"]
+                if c["metadata"]["name"].startswith(f"data-{ledger}")
+            ], "no ledger volume on PostgreSQL"  # fmt: skip
+            policies = {
+                p["metadata"]["name"] for p in get(cluster, "networkpolicy", "-n", ns)["items"]
+            }
+            assert f"{release.fullname}-witnesses" in policies
+            return
+
+        # Real pods: the ledger publishes checkpoints cosigned by both witnesses...
+        names = [f"witness-{n}.{release.name}.test" for n in WITNESSES]
+
+        def cosigned() -> bool:
+            note = service_get(cluster, ns, ledger, 8080, "/v1/checkpoint")
+            return all(f"\u2014 {name} " in note for name in names)
+
+        wait_for("the ledger's checkpoint to carry both cosignatures", cosigned, timeout=120)
+        # ...each witness serves the read API over its own verified copy...
+        for n, name in zip(WITNESSES, names, strict=True):
+            service = f"{release.fullname}-witness-{n}"
+            state = json.loads(service_get(cluster, ns, service, 8081, "/v1/witness"))
+            assert state["split_view"] is False
+            assert state["cosigned"]["tree_size"] == state["copy_tree_size"]
+            note = service_get(cluster, ns, service, 8081, "/v1/checkpoint")
+            assert f"\u2014 {name} " in note, "the witness serves its own cosigned checkpoint"
+            keys_doc = json.loads(service_get(cluster, ns, service, 8081, "/v1/keys"))
+            assert keys_doc["checkpoint_verifier_key"] == release.key.verifier_key
+            evidence = json.loads(service_get(cluster, ns, service, 8081, "/v1/witness/evidence"))
+            assert evidence["evidence"] == []
+
+        # ...and the cosignatures on the ledger's checkpoint verify with the keys the policy
+        # pins, and are as fresh as its maxCosignatureAge asks.
+        note = service_get(cluster, ns, ledger, 8080, "/v1/checkpoint")
+        verifiers = [NoteVerifier.from_verifier_key(k) for k in policy["witnesses"]]
+        cosignatures = witness_cosignatures(note, verifiers)
+        assert sorted(c.name for c in cosignatures) == names
+        assert all(
+            c.timestamp is not None and time.time() - c.timestamp < 600 for c in cosignatures
+        )
+    finally:
+        release.cleanup()
+        for pv in pvs:
+            cluster.kubectl("delete", "pv", pv, "--wait=false", check=False)
+
+
+def ledger_pods(cluster: Cluster, release: Release) -> list[dict[str, Any]]:
+    selector = f"app.kubernetes.io/instance={release.name},app.kubernetes.io/component=ledger"
+    pods: list[dict[str, Any]] = get(cluster, "pods", "-n", release.namespace, "-l", selector)[
+        "items"
+    ]
+    return [p for p in pods if not p["metadata"].get("deletionTimestamp")]
+
+
+def is_ready(pod: dict[str, Any]) -> bool:
+    conditions = pod.get("status", {}).get("conditions", [])
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
+
+@pytest.mark.real_pods
+def test_standby_ledgers_on_postgresql_take_over(real_cluster: Cluster, tmp_path: Path) -> None:
+    """The chart's PostgreSQL mode with real pods: two ledger pods on one database, the
+    URL (with a password) only in a Secret. One is the writer and Ready, the other a standby
+    that is not Ready and is not restarted (the chart gives it no liveness probe); deleting
+    the writer's pod makes the standby the writer; a `helm upgrade` that rolls the pods
+    finishes (its rollout does not wait for standbys) and leaves a writer."""
+    cluster = real_cluster
+    apply_crds(cluster)
+    ns = f"mt-{uuid.uuid4().hex[:10]}"
+    cluster.kubectl("create", "namespace", ns)
+    cluster.kubectl(
+        "label", "namespace", ns, "pod-security.kubernetes.io/enforce=restricted",
+        "pod-security.kubernetes.io/enforce-version=latest",
+    )  # fmt: skip
+    release = Release(cluster, ns, tmp_path)
+    workdir = Path(tempfile.mkdtemp(prefix="mt-pg-"))
+    server = PostgresServer(
+        workdir, listen=("127.0.0.1", cluster.host_address), password_from=("0.0.0.0/0",)
+    )
+    password = uuid.uuid4().hex
+    try:
+        server.start()
+        admin = server.create_database()
+        database = admin.rsplit("/", 1)[1]
+        with psycopg.connect(admin, autocommit=True) as db:
+            db.execute(
+                psycopg.sql.SQL("CREATE ROLE ledger LOGIN PASSWORD {}").format(
+                    psycopg.sql.Literal(password)
+                )
+            )
+            db.execute(
+                psycopg.sql.SQL("ALTER DATABASE {} OWNER TO ledger").format(
+                    psycopg.sql.Identifier(database)
+                )
+            )
+            db.execute("GRANT ALL ON SCHEMA public TO ledger")
+        url = f"postgresql://ledger:{password}@{cluster.host_address}:{server.port}/{database}"
+        cluster.kubectl(
+            "create", "secret", "generic", DATABASE_SECRET, "-n", ns, f"--from-literal=url={url}"
+        )
+        release.create_key_secret()
+        release.values = merge(
+            release.values,
+            {
+                "ledger": {
+                    "replicas": 2,
+                    "database": {"existingSecret": DATABASE_SECRET, "writerLease": 2},
+                }
+            },
+        )
+        installed = release.install()
+        assert installed.returncode == 0, installed.stderr
+        manifest = release.helm("get", "manifest", release.name).stdout
+        assert password not in manifest, "the database password is in the release"
+        ledger = f"{release.fullname}-ledger"
+
+        def one_writer() -> str:
+            pods = ledger_pods(cluster, release)
+            ready = [str(p["metadata"]["name"]) for p in pods if is_ready(p)]
+            running = [p for p in pods if p.get("status", {}).get("phase") == "Running"]
+            if len(pods) == 2 and len(running) == 2 and len(ready) == 1:
+                return ready[0]
+            return ""
+
+        writer = wait_for("one writer Ready and one standby running", one_writer, timeout=180)
+        checkpoint = service_get(cluster, ns, ledger, 8080, "/v1/checkpoint")
+        assert checkpoint.startswith(f"{release.name}.ledger.test\n"), checkpoint
+        # The standby waits without being restarted: with a liveness probe on its port (which
+        # it does not open) the kubelet would have killed it after about 70 s.
+        time.sleep(80)
+        pods = ledger_pods(cluster, release)
+        assert one_writer() == writer, "the writer changed while nothing happened"
+        for pod in pods:
+            restarts = sum(c["restartCount"] for c in pod["status"]["containerStatuses"])
+            assert restarts == 0, f"{pod['metadata']['name']} restarted {restarts} times"
+
+        # Delete the writer's pod: the standby takes over within the lease (2 s) plus its
+        # start-up audit, and the Service then sends clients to it.
+        (standby,) = [p["metadata"]["name"] for p in pods if p["metadata"]["name"] != writer]
+        cluster.kubectl("delete", "pod", writer, "-n", ns, "--wait=false")
+
+        def taken_over() -> bool:
+            pods = {p["metadata"]["name"]: p for p in ledger_pods(cluster, release)}
+            return standby in pods and is_ready(pods[standby])
+
+        wait_for("the standby to become the writer", taken_over, timeout=90)
+        wait_for(
+            "the ledger Service to answer again",
+            lambda: service_get(cluster, ns, ledger, 8080, "/v1/checkpoint").startswith(
+                f"{release.name}.ledger.test\n"
+            ),
+            timeout=60,
+        )
+
+        # An upgrade that changes the pod template rolls both pods and finishes.
+        upgraded = release.helm(
+            "upgrade", release.name, str(CHART), "-f", str(release.values_file()),
+            "--set", "ledger.resources.requests.cpu=150m", "--wait", "--timeout", "180s",
+        )  # fmt: skip
+        assert upgraded.returncode == 0, upgraded.stderr
+
+        def rolled() -> str:
+            deploy = get(cluster, "deployment", ledger, "-n", ns)
+            status = deploy["status"]
+            pods = ledger_pods(cluster, release)
+            cpu = {
+                p["spec"]["containers"][0]["resources"]["requests"]["cpu"] for p in pods
+            }  # fmt: skip
+            if status.get("updatedReplicas") == 2 and cpu == {"150m"} and len(pods) == 2:
+                return one_writer()
+            return ""
+
+        new_writer = wait_for("the upgrade rolled out with a writer", rolled, timeout=180)
+        assert new_writer not in (writer, standby), "the writer is a pod of the new template"
+    finally:
+        release.cleanup()
+        cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+        server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)

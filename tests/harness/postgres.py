@@ -62,8 +62,19 @@ def postgres_bin_dir() -> Path:
 class PostgresServer:
     """One server; `start()`, `create_database()` per test, `stop()`."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        listen: Sequence[str] = ("127.0.0.1",),
+        password_from: Sequence[str] = (),
+    ) -> None:
+        """`listen`: the addresses it listens on (pods reach the host at another one);
+        `password_from`: CIDRs from which roles may log in with a password (scram-sha-256),
+        besides the superuser's trusted loopback."""
         self.workdir = workdir
+        self.listen = tuple(listen)
+        self.password_from = tuple(password_from)
         self.data = workdir / "data"
         self.log = workdir / "postgres.log"
         self.port = 0
@@ -94,11 +105,16 @@ class PostgresServer:
         )
         if initdb.returncode != 0:
             raise PostgresError(f"initdb failed ({initdb.returncode}): {initdb.stderr[-2000:]}")
+        if self.password_from:
+            with (self.data / "pg_hba.conf").open("a") as hba:
+                for cidr in self.password_from:
+                    hba.write(f"host all all {cidr} scram-sha-256\n")
         self.port = free_port()
         log = self.log.open("wb")
         # fsync stays on (the default): the ledger's durability is part of what is tested.
         argv = [str(self.bin / "postgres"), "-D", str(self.data), "-p", str(self.port),
-                "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={self.workdir}",
+                "-c", f"listen_addresses={','.join(self.listen)}",
+                "-c", f"unix_socket_directories={self.workdir}",
                 "-c", "max_connections=200"]  # fmt: skip
         self.proc = subprocess.Popen(
             argv,

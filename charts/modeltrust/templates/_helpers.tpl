@@ -179,10 +179,8 @@ that depends on these values, so the first error is always the most basic one.
 {{- if gt (int .Values.policy.threshold) (len .Values.policy.publishers) -}}
 {{- fail (printf "policy.threshold (%d) exceeds the number of policy.publishers (%d)" (int .Values.policy.threshold) (len .Values.policy.publishers)) -}}
 {{- end -}}
-{{- if gt (int .Values.policy.witnessQuorum) (len .Values.policy.witnesses) -}}
-{{- fail (printf "policy.witnessQuorum (%d) exceeds the number of policy.witnesses (%d)" (int .Values.policy.witnessQuorum) (len .Values.policy.witnesses)) -}}
 {{- end -}}
-{{- end -}}
+{{- include "modeltrust.validateHA" . -}}
 {{- $keys := include "modeltrust.ledger.publisherKeys" . -}}
 {{- end -}}
 
@@ -332,10 +330,192 @@ address is translated); where the chart cannot read the cluster (`helm template`
 {{- $rules = append $rules (dict "ports" (uniq $ports)) -}}
 {{- end -}}
 {{- end -}}
-{{- if $egress.dns -}}
-{{- $dnsPeer := dict "namespaceSelector" (dict) "podSelector" (dict "matchLabels" (dict "k8s-app" "kube-dns")) -}}
-{{- $rules = append $rules (dict "to" (list $dnsPeer) "ports" (list (dict "port" 53 "protocol" "UDP") (dict "port" 53 "protocol" "TCP"))) -}}
+{{- $witnesses := default (list) .Values.ledger.witnesses -}}
+{{- $db := include "modeltrust.ledger.usesDatabase" . -}}
+{{- if or $egress.dns $witnesses $db -}}{{/* witnesses and the database are reached by name */}}
+{{- $rules = append $rules (fromYaml (include "modeltrust.dnsEgressRule" .)) -}}
+{{- end -}}
+{{- if $witnesses -}}
+{{- $peer := dict "podSelector" (dict "matchLabels" (fromYaml (include "modeltrust.witnesses.selectorLabels" .))) -}}
+{{- $rules = append $rules (dict "to" (list $peer) "ports" (list (dict "port" (int (include "modeltrust.witness.port" .)) "protocol" "TCP"))) -}}
+{{- end -}}
+{{- if $db -}}
+{{- if $egress.database -}}
+{{- $rules = concat $rules $egress.database -}}
+{{- else -}}
+{{- $rules = append $rules (dict "ports" (list (dict "port" 5432 "protocol" "TCP"))) -}}
+{{- end -}}
 {{- end -}}
 {{- $rules = concat $rules (default (list) $egress.extraRules) -}}
 {{- toYaml $rules -}}
+{{- end -}}
+
+{{/* --- High availability: PostgreSQL storage, standbys, witnesses (docs/install.md, "High availability") --- */}}
+
+{{/* "true" when the ledger keeps its log in PostgreSQL (ledger.database.existingSecret), else "". */}}
+{{- define "modeltrust.ledger.usesDatabase" -}}
+{{- $db := default (dict) .Values.ledger.database -}}
+{{- if $db.existingSecret -}}true{{- end -}}
+{{- end -}}
+
+{{- define "modeltrust.ledger.replicas" -}}
+{{- int (default 1 .Values.ledger.replicas) -}}
+{{- end -}}
+
+{{/* The witnesses the chart runs (ledger.witnesses; a list, empty by default). */}}
+{{- define "modeltrust.witnesses" -}}
+{{- toJson (default (list) .Values.ledger.witnesses) -}}
+{{- end -}}
+
+{{/* Object name of one witness: (dict "root" $ "witness" .). */}}
+{{- define "modeltrust.witness.fullname" -}}
+{{- printf "%s-witness-%s" (include "modeltrust.fullname" .root) .witness.name -}}
+{{- end -}}
+
+{{- define "modeltrust.witness.selectorLabels" -}}
+{{ include "modeltrust.selectorLabels" .root }}
+app.kubernetes.io/component: witness
+modeltrust.dev/witness: {{ .witness.name }}
+{{- end -}}
+
+{{/* Every witness pod of the release (PodDisruptionBudget, NetworkPolicy peers). */}}
+{{- define "modeltrust.witnesses.selectorLabels" -}}
+{{ include "modeltrust.selectorLabels" . }}
+app.kubernetes.io/component: witness
+{{- end -}}
+
+{{- define "modeltrust.witness.port" -}}
+{{- int (default 8081 (default (dict) .Values.witness).port) -}}
+{{- end -}}
+
+{{/* Where the ledger reaches one witness (its Service): (dict "root" $ "witness" .). */}}
+{{- define "modeltrust.witness.url" -}}
+{{- printf "http://%s.%s.svc:%d" (include "modeltrust.witness.fullname" .) .root.Release.Namespace (int (include "modeltrust.witness.port" .root)) -}}
+{{- end -}}
+
+{{- define "modeltrust.witness.secretKey" -}}
+{{- default "witness-key" (default (dict) .signingKey).secretKey -}}
+{{- end -}}
+
+{{/*
+Pod anti-affinity that spreads a component's pods over nodes: (dict "mode" "soft"|"hard"|""
+"labels" <selector labels YAML>). Soft: preferred, by hostname (the scheduler may still put
+them together when it must); hard: required (a pod stays Pending rather than share a node).
+*/}}
+{{- define "modeltrust.podAntiAffinity" -}}
+{{- if eq .mode "hard" -}}
+podAntiAffinity:
+  requiredDuringSchedulingIgnoredDuringExecution:
+    - topologyKey: kubernetes.io/hostname
+      labelSelector:
+        matchLabels:
+          {{- .labels | nindent 10 }}
+{{- else if eq .mode "soft" -}}
+podAntiAffinity:
+  preferredDuringSchedulingIgnoredDuringExecution:
+    - weight: 100
+      podAffinityTerm:
+        topologyKey: kubernetes.io/hostname
+        labelSelector:
+          matchLabels:
+            {{- .labels | nindent 12 }}
+{{- end -}}
+{{- end -}}
+
+{{/*
+The policy's witness keys: policy.witnesses and the verifier keys of the witnesses the chart
+runs (ledger.witnesses), each once. A JSON list.
+*/}}
+{{- define "modeltrust.policy.witnesses" -}}
+{{- $keys := list -}}
+{{- range (default (list) .Values.policy.witnesses) }}{{ $keys = append $keys . }}{{ end -}}
+{{- range (default (list) .Values.ledger.witnesses) }}{{ $keys = append $keys .verifierKey }}{{ end -}}
+{{- toJson (uniq $keys) -}}
+{{- end -}}
+
+{{/*
+The checks of the HA values, with what to do about each:
+- ledger.replicas above 1 needs PostgreSQL (SQLite has one writer per volume);
+- each witness: a unique name short enough for its objects' names, a timestamped
+  cosignature verifier key (type 0x04, `modeltrust ledger keygen --witness`), and, where
+  the chart can read the cluster, an existing Secret holding the matching signer key;
+- policy: a quorum no larger than its witnesses, and maxCosignatureAge only with a quorum.
+*/}}
+{{- define "modeltrust.validateHA" -}}
+{{- $replicas := int (include "modeltrust.ledger.replicas" .) -}}
+{{- if and (gt $replicas 1) (not (include "modeltrust.ledger.usesDatabase" .)) -}}
+{{- fail (printf "ledger.replicas is %d, but without ledger.database the ledger keeps its log in SQLite on one volume, which has exactly one writer: a second pod would need a volume of its own and fork the log. For standby ledger pods, store the log in PostgreSQL: create a Secret with the postgresql:// URL and set ledger.database.existingSecret (docs/install.md, \"High availability\"); otherwise set ledger.replicas to 1" $replicas) -}}
+{{- end -}}
+{{- $fullname := include "modeltrust.fullname" . -}}
+{{- $names := list -}}
+{{- $witnesses := default (list) .Values.ledger.witnesses -}}
+{{- $secrets := dict -}}
+{{- if $witnesses -}}{{- $secrets = lookup "v1" "Secret" .Release.Namespace "" -}}{{- end -}}
+{{- range $i, $w := $witnesses -}}
+{{- $name := required (printf "ledger.witnesses[%d].name is required (a short DNS label, e.g. \"a\")" $i) $w.name -}}
+{{- if has $name $names -}}
+{{- fail (printf "ledger.witnesses: two witnesses are named %q; each needs its own name (and its own key)" $name) -}}
+{{- end -}}
+{{- $names = append $names $name -}}
+{{- $sts := printf "%s-witness-%s" $fullname $name -}}
+{{- if gt (len $sts) 52 -}}
+{{- fail (printf "witness StatefulSet name %q is %d characters; Kubernetes allows 52 (its pods' controller-revision-hash label adds 11): use a shorter ledger.witnesses[%d].name, or a shorter release name or fullnameOverride" $sts (len $sts) $i) -}}
+{{- end -}}
+{{- $vkey := required (printf "ledger.witnesses[%d].verifierKey is required: the verifier key `modeltrust ledger keygen --witness` printed with the witness's key" $i) $w.verifierKey -}}
+{{- $vparts := regexSplit "\\+" $vkey 3 -}}
+{{- if or (ne (len $vparts) 3) (ne (substr 0 1 (b64dec (index $vparts 2))) "\x04") -}}
+{{- fail (printf "ledger.witnesses[%d].verifierKey %q is not a witness cosignature key (C2SP, type 0x04): make the witness's key with `modeltrust ledger keygen --witness --origin NAME --out FILE`, which prints it" $i $vkey) -}}
+{{- end -}}
+{{- $secretName := required (printf "ledger.witnesses[%d].signingKey.existingSecret is required: put the key `modeltrust ledger keygen --witness` wrote in a Secret first (docs/install.md, \"Witness keys\")" $i) (default (dict) $w.signingKey).existingSecret -}}
+{{- $secretKey := include "modeltrust.witness.secretKey" $w -}}
+{{- if $secrets -}}{{/* empty under `helm template` and client dry-runs: nothing to compare */}}
+{{- $secret := lookup "v1" "Secret" $.Release.Namespace $secretName -}}
+{{- if not $secret -}}
+{{- fail (printf "Secret %q (ledger.witnesses[%d].signingKey.existingSecret) does not exist in namespace %q: create it before installing (docs/install.md, \"Witness keys\")" $secretName $i $.Release.Namespace) -}}
+{{- end -}}
+{{- $data := default (dict) $secret.data -}}
+{{- if not (hasKey $data $secretKey) -}}
+{{- fail (printf "Secret %q has no key %q (ledger.witnesses[%d].signingKey.secretKey)" $secretName $secretKey $i) -}}
+{{- end -}}
+{{- $sparts := regexSplit "\\+" (trim (b64dec (index $data $secretKey))) 5 -}}
+{{- if or (ne (len $sparts) 5) (ne (index $sparts 0) "PRIVATE") (ne (index $sparts 1) "KEY") -}}
+{{- fail (printf "Secret %q key %q is not a C2SP note signer key (PRIVATE+KEY+name+hexid+base64)" $secretName $secretKey) -}}
+{{- end -}}
+{{- if or (ne (index $sparts 2) (index $vparts 0)) (ne (index $sparts 3) (index $vparts 1)) -}}
+{{- fail (printf "ledger.witnesses[%d].verifierKey (%s+%s) is not the public half of the key in Secret %q (%s+%s)" $i (index $vparts 0) (index $vparts 1) $secretName (index $sparts 2) (index $sparts 3)) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- if .Values.policy.create -}}
+{{- $witnesses := fromJsonArray (include "modeltrust.policy.witnesses" .) -}}
+{{- if gt (int .Values.policy.witnessQuorum) (len $witnesses) -}}
+{{- fail (printf "policy.witnessQuorum (%d) exceeds the number of witnesses the policy knows (%d: policy.witnesses and ledger.witnesses)" (int .Values.policy.witnessQuorum) (len $witnesses)) -}}
+{{- end -}}
+{{- if and .Values.policy.maxCosignatureAge (lt (int .Values.policy.witnessQuorum) 1) -}}
+{{- fail "policy.maxCosignatureAge needs policy.witnessQuorum of at least 1: an age limit on cosignatures nobody requires would check nothing" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Egress to the cluster's DNS (kube-dns pods, UDP and TCP 53), as one NetworkPolicyEgressRule. */}}
+{{- define "modeltrust.dnsEgressRule" -}}
+to:
+  - namespaceSelector: {}
+    podSelector:
+      matchLabels:
+        k8s-app: kube-dns
+ports:
+  - port: 53
+    protocol: UDP
+  - port: 53
+    protocol: TCP
+{{- end -}}
+
+{{/* A duration as the policy writes it ("1h", "10m", "90s", "1h30m") in whole seconds. */}}
+{{- define "modeltrust.durationSeconds" -}}
+{{- $d := toString . -}}
+{{- $h := regexFind "[0-9]+h" $d | trimSuffix "h" | default "0" | int -}}
+{{- $m := regexFind "[0-9]+m" $d | trimSuffix "m" | default "0" | int -}}
+{{- $s := regexFind "[0-9]+s" $d | trimSuffix "s" | default "0" | int -}}
+{{- add (mul $h 3600) (mul $m 60) $s -}}
 {{- end -}}
