@@ -237,6 +237,29 @@ def test_the_ledger_sends_its_checkpoints_to_each_witness_and_the_policy_trusts_
     assert ledger["maxCosignatureAge"] == "10m"
 
 
+def test_the_policy_reads_from_the_witnesses_while_the_ledger_is_down(
+    tmp_path: Path, values: dict[str, Any], with_witnesses: dict[str, Any]
+) -> None:
+    """spec.ledger.mirrors: the chart's witnesses first (they serve the read API from their
+    verified copies), then policy.ledgerMirrors, each once; none without witnesses, and not
+    the chart's witnesses when the policy reads another ledger."""
+    extra = "https://mirror.elsewhere.example"
+    docs = render(tmp_path, merge(with_witnesses, {"policy": {"ledgerMirrors": [extra]}}))
+    services = named(docs, "Service")
+    urls = []
+    for name in ("a", "b"):
+        service = services[f"{PREFIX}-witness-{name}"]
+        port = service["spec"]["ports"][0]["port"]
+        urls.append(f"http://{service['metadata']['name']}.{NAMESPACE}.svc:{port}")
+    assert find(docs, "ModelTrustPolicy")["spec"]["ledger"]["mirrors"] == [*urls, extra]
+    plain = find(render(tmp_path, values), "ModelTrustPolicy")["spec"]["ledger"]
+    assert "mirrors" not in plain
+    elsewhere = merge(with_witnesses, {"policy": {"ledgerUrl": "https://ledger.example"}})
+    assert "mirrors" not in find(render(tmp_path, elsewhere), "ModelTrustPolicy")["spec"]["ledger"]
+    refused = render_error(tmp_path, merge(values, {"policy": {"ledgerMirrors": ["witness:8081"]}}))
+    assert "ledgerMirrors" in refused
+
+
 def test_one_witness_gets_no_budget_or_anti_affinity_and_both_can_be_changed(
     tmp_path: Path, values: dict[str, Any], witnesses: dict[str, LedgerKey]
 ) -> None:

@@ -174,7 +174,13 @@ def user_policy(verifier_key: str, ledger_url: str, publisher_pem: str, scope: s
     ledger["url"] = ledger_url
     ledger["verifierKey"] = verifier_key
     ledger["origin"] = verifier_key.split("+")[0]  # keygen's --origin
-    for unneeded in ("witnesses", "witnessQuorum", "maxCosignatureAge", "minimumCheckpoint"):
+    for unneeded in (
+        "witnesses",
+        "witnessQuorum",
+        "maxCosignatureAge",
+        "mirrors",
+        "minimumCheckpoint",
+    ):
         del ledger[unneeded]
     (publisher,) = (p for p in spec["publishers"] if p["name"] == "acme-ml")
     publisher["publicKey"] = publisher_pem

@@ -519,3 +519,18 @@ ports:
 {{- $s := regexFind "[0-9]+s" $d | trimSuffix "s" | default "0" | int -}}
 {{- add (mul $h 3600) (mul $m 60) $s -}}
 {{- end -}}
+
+{{/* spec.ledger.mirrors of the chart's policy: this release's witnesses (when the policy
+reads this release's ledger), then policy.ledgerMirrors; a JSON list. */}}
+{{- define "modeltrust.policy.mirrors" -}}
+{{- $mirrors := list -}}
+{{- if not .Values.policy.ledgerUrl -}}
+{{- range default (list) .Values.ledger.witnesses -}}
+{{- $mirrors = append $mirrors (include "modeltrust.witness.url" (dict "root" $ "witness" .)) -}}
+{{- end -}}
+{{- end -}}
+{{- range default (list) .Values.policy.ledgerMirrors -}}
+{{- if not (has . $mirrors) -}}{{- $mirrors = append $mirrors . -}}{{- end -}}
+{{- end -}}
+{{- toJson $mirrors -}}
+{{- end -}}
