@@ -299,8 +299,6 @@ def test_a_full_disk_fails_the_fetch_with_its_error_and_leaves_nothing(
     # (and not hang the reader waiting for a buffer), and the partial file must go.
     import errno
 
-    import modeltrust.serving.fetch as fetch_module
-
     real_write = os.write
     written = 0
 
@@ -312,7 +310,7 @@ def test_a_full_disk_fails_the_fetch_with_its_error_and_leaves_nothing(
         written += count
         return count
 
-    monkeypatch.setattr(fetch_module.os, "write", write)
+    monkeypatch.setattr(os, "write", write)  # the module's os is this one
     dest = tmp_path / "model.onnx"
     with pytest.raises(OSError, match="No space left"):
         fetch_artifact(f"{http_base}/files/artifact", DIGEST, dest, chunk_size=65536)
