@@ -6,7 +6,14 @@ ModelDeployment's namespace and list, in its `modeltrust.dev/hosts` annotation, 
 its credentials may be sent to: otherwise whoever may create a ModelDeployment (but not
 read Secrets) could name a server of their own and receive them.
 
-`credentials_from_secret` is pure; `read_credentials` is the one API read.
+`credentials_from_secret` and `secret_for_host` are pure; `read_credentials` is the one
+API read.
+
+`secret_for_host` is the choice KServe makes from a ServiceAccount: among the Secrets it
+lists (`secrets` and `imagePullSecrets`), the one whose `modeltrust.dev/hosts` covers the
+model's host. Secrets without the annotation are not meant for sources (a token, a pull
+secret for other registries) and are passed over; two that both cover the host are an
+ambiguity the operator refuses rather than guesses.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import base64
 import binascii
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 from kubernetes.client.exceptions import ApiException
 
@@ -25,6 +33,7 @@ from modeltrust.serving.credentials import (
     CredentialsError,
     SourceCredentials,
     credentials_from_data,
+    host_allowed,
     parse_hosts,
 )
 
@@ -49,6 +58,73 @@ def credentials_from_secret(secret: Mapping[str, Any], namespace: str) -> Source
         except binascii.Error:
             raise CredentialsError(f"{name} key {key} is not base64 (API data)") from None
     return credentials_from_data(data, hosts=hosts, source_name=name)
+
+
+def source_host(uri: str, s3_endpoint: str | None) -> tuple[str, int | None] | None:
+    """The host (and port) a source's requests go to first: an http(s) URL's, an OCI
+    registry's, an S3 endpoint's. None when that is not known before asking (Amazon S3
+    without an endpoint: the bucket and region make the host) or for local files."""
+    parts = urlsplit(uri)
+    if parts.scheme == "s3":
+        if not s3_endpoint:
+            return None
+        parts = urlsplit(s3_endpoint)
+    elif parts.scheme not in ("https", "http", "oci"):
+        return None
+    if not parts.hostname:
+        return None
+    try:
+        port = parts.port
+    except ValueError:
+        return None
+    return parts.hostname, port
+
+
+def service_account_secret_names(service_account: Mapping[str, Any]) -> list[str]:
+    """The Secret names a ServiceAccount lists, `secrets` then `imagePullSecrets`, once each."""
+    names: list[str] = []
+    for key in ("secrets", "imagePullSecrets"):
+        for item in service_account.get(key) or []:
+            name = item.get("name") if isinstance(item, Mapping) else None
+            if isinstance(name, str) and name and name not in names:
+                names.append(name)
+    return names
+
+
+def secret_for_host(
+    service_account: str,
+    secrets: Mapping[str, Mapping[str, Any] | None],
+    host: str,
+    port: int | None,
+) -> str | None:
+    """The name of the one Secret, of those the ServiceAccount lists (`secrets`: name ->
+    the Secret, None when it does not exist), whose modeltrust.dev/hosts covers host[:port];
+    None when no Secret covers it. Raises CredentialsError when several do, or when a
+    Secret's annotation is malformed (it is meant for sources, so it must be readable)."""
+    matches: list[str] = []
+    for name, secret in secrets.items():
+        if secret is None:
+            continue
+        annotations = (secret.get("metadata") or {}).get("annotations") or {}
+        text = annotations.get(HOSTS_ANNOTATION)
+        if not text:
+            continue
+        try:
+            hosts = parse_hosts(str(text))
+        except CredentialsError as error:
+            raise CredentialsError(
+                f"Secret {name}, listed by ServiceAccount {service_account}: {error}"
+            ) from None
+        if host_allowed(hosts, host, port):
+            matches.append(name)
+    if len(matches) > 1:
+        where = f"{host}:{port}" if port else host
+        raise CredentialsError(
+            f"ServiceAccount {service_account} lists {len(matches)} Secrets whose "
+            f"{HOSTS_ANNOTATION} covers {where} ({', '.join(sorted(matches))}); name the one "
+            "to use in spec.model.credentials.secretName, or narrow their annotations"
+        )
+    return matches[0] if matches else None
 
 
 async def read_credentials(kube: Kube, md: ModelDeployment) -> SourceCredentials | None:
