@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -36,6 +37,8 @@ from modeltrust.serving.credentials import (
     host_allowed,
     parse_hosts,
 )
+
+DEFAULT_SERVICE_ACCOUNT = "default"  # what a pod without serviceAccountName runs as
 
 
 def credentials_from_secret(secret: Mapping[str, Any], namespace: str) -> SourceCredentials:
@@ -127,28 +130,84 @@ def secret_for_host(
     return matches[0] if matches else None
 
 
-async def read_credentials(kube: Kube, md: ModelDeployment) -> SourceCredentials | None:
-    """The ModelDeployment's source credentials (None when it names none).
+@dataclass(frozen=True)
+class ChosenCredentials:
+    credentials: SourceCredentials
+    secret: str  # the Secret's name, in the ModelDeployment's namespace
+    from_service_account: bool  # chosen from the pods' ServiceAccount, not named in spec
 
-    Raises CredentialsError saying what is wrong: missing Secret, no permission, bad data.
+
+async def read_credentials(
+    kube: Kube,
+    md: ModelDeployment,
+    *,
+    default_service_account: str | None = None,
+    look_up_service_account: bool = False,
+) -> ChosenCredentials | None:
+    """The ModelDeployment's source credentials (None when it has none).
+
+    spec.model.credentials.secretName when given; else, with `look_up_service_account`
+    (the chart's operator.readSourceCredentials), the one Secret the pods' ServiceAccount
+    lists whose modeltrust.dev/hosts covers the model's host (secret_for_host).
+    Raises CredentialsError saying what is wrong: missing Secret, no permission, bad data,
+    two Secrets for one host.
     """
     name = md.model.credentials_secret
-    if name is None:
-        return None
     namespace = md.ref.namespace
+    if name is not None:
+        secret = await _read_secret(kube, namespace, name, "spec.model.credentials.secretName")
+        if secret is None:
+            raise CredentialsError(
+                f"Secret {namespace}/{name} (spec.model.credentials.secretName) does not exist"
+            )
+        return ChosenCredentials(credentials_from_secret(secret, namespace), name, False)
+    if not look_up_service_account:
+        return None
+    s3_endpoint = md.model.s3.endpoint if md.model.s3 is not None else None
+    host = source_host(md.model.uri, s3_endpoint)
+    if host is None:
+        return None
+    account_name = (
+        md.runtime.service_account_name or default_service_account or DEFAULT_SERVICE_ACCOUNT
+    )
     try:
-        secret = await kube.get_secret(namespace, name)
+        account = await kube.get_service_account(namespace, account_name)
     except ApiException as exc:
         if exc.status == 403:
             raise CredentialsError(
-                f"the operator may not read Secret {namespace}/{name} "
-                "(spec.model.credentials.secretName): grant it get on secrets in this namespace"
+                f"the operator may not read ServiceAccount {namespace}/{account_name} (the "
+                "pods' ServiceAccount, whose Secrets may hold the source credentials): grant "
+                "it get on serviceaccounts (operator.readSourceCredentials)"
+            ) from None
+        raise CredentialsError(
+            f"reading ServiceAccount {namespace}/{account_name} failed: {exc.status} {exc.reason}"
+        ) from None
+    if account is None:
+        return None  # the pods would not start either; their own events say so
+    where = f"listed by ServiceAccount {namespace}/{account_name}"
+    secrets = {
+        listed: await _read_secret(kube, namespace, listed, where)
+        for listed in service_account_secret_names(account)
+    }
+    chosen = secret_for_host(f"{namespace}/{account_name}", secrets, *host)
+    if chosen is None:
+        return None
+    secret = secrets[chosen]
+    assert secret is not None
+    return ChosenCredentials(credentials_from_secret(secret, namespace), chosen, True)
+
+
+async def _read_secret(
+    kube: Kube, namespace: str, name: str, named_by: str
+) -> Mapping[str, Any] | None:
+    try:
+        return await kube.get_secret(namespace, name)
+    except ApiException as exc:
+        if exc.status == 403:
+            raise CredentialsError(
+                f"the operator may not read Secret {namespace}/{name} ({named_by}): grant it "
+                "get on secrets in this namespace"
             ) from None
         raise CredentialsError(
             f"reading Secret {namespace}/{name} failed: {exc.status} {exc.reason}"
         ) from None
-    if secret is None:
-        raise CredentialsError(
-            f"Secret {namespace}/{name} (spec.model.credentials.secretName) does not exist"
-        )
-    return credentials_from_secret(secret, namespace)
