@@ -92,3 +92,17 @@ def test_s3_fetch_bench_quick_prints_its_tables() -> None:
     assert len(rows) == 2, out  # throughput against boto3, and memory
     assert any(r.startswith("| ours: `fetch_artifact` s3://") for r in rows)
     assert any(r.startswith("| `fetch_artifact` s3:// (4 MiB buffer)") for r in rows)
+
+
+@pytest.mark.integration
+def test_sources_bench_quick_prints_its_table() -> None:
+    # Its own registry and HTTPS server on 127.0.0.1; 256 MiB, three rounds: about 30 s.
+    out = run_quick("sources_bench.py", timeout=300)
+
+    assert "### Fetch and verify from private sources (quick run, 256 MiB, best of 3)" in out
+    rows = result_rows(out)
+    assert len(rows) == 2, out  # oci:// against oras, https:// against curl
+    assert any(r.startswith("| oci:// (registry, TLS, basic auth) |") for r in rows)
+    assert any(r.startswith("| https:// (bearer token, own CA) |") for r in rows)
+    assert "| https://, the reference hashing too |" in out
+    assert "`curl \\| tee FILE \\| sha256sum`" in out

@@ -199,7 +199,21 @@ def test_rbac_is_least_privilege(tmp_path: Path, values: dict[str, Any]) -> None
         for verb in rule["verbs"]
     }
     assert with_secrets == documented["ClusterRole"] | documented["readSourceCredentials"]
-    assert documented["readSourceCredentials"] == {("", "secrets", "get")}
+    assert documented["readSourceCredentials"] == {
+        ("", "secrets", "get"),
+        ("", "serviceaccounts", "get"),
+    }
+    # ... and the operator is told, so it looks ServiceAccounts up only when it may.
+    assert _operator_env(docs).get("MODELTRUST_READ_SOURCE_CREDENTIALS") == "true"
+    assert "MODELTRUST_READ_SOURCE_CREDENTIALS" not in _operator_env(render(tmp_path, values))
+
+
+def _operator_env(docs: list[dict[str, Any]]) -> dict[str, str | None]:
+    (deployment,) = [
+        d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("operator")
+    ]
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    return {e["name"]: e.get("value") for e in container.get("env") or []}
 
 
 def documented_operator_rbac() -> dict[str, set[tuple[str, str, str]]]:

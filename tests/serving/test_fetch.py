@@ -290,3 +290,40 @@ def test_https_with_an_extra_ca_file(tmp_path_factory: pytest.TempPathFactory) -
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_full_disk_fails_the_fetch_with_its_error_and_leaves_nothing(
+    http_base: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Hashing and writing run on a thread of their own; its failure must reach the caller
+    # (and not hang the reader waiting for a buffer), and the partial file must go.
+    import errno
+
+    real_write = os.write
+    written = 0
+
+    def write(fd: int, data: bytes | memoryview) -> int:
+        nonlocal written
+        if written >= 1 << 20:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        count = real_write(fd, data)
+        written += count
+        return count
+
+    monkeypatch.setattr(os, "write", write)  # the module's os is this one
+    dest = tmp_path / "model.onnx"
+    with pytest.raises(OSError, match="No space left"):
+        fetch_artifact(f"{http_base}/files/artifact", DIGEST, dest, chunk_size=65536)
+    assert _leftovers(tmp_path) == []
+
+
+def test_the_bytes_written_match_with_any_chunk_size_and_start_writeback(
+    tmp_path: Path,
+) -> None:
+    source = tmp_path / "source.bin"
+    source.write_bytes(ARTIFACT)
+    for chunk_size in (4095, 65536, 1 << 20, 8 << 20):
+        dest = tmp_path / f"out-{chunk_size}.bin"
+        result = fetch_artifact(str(source), DIGEST, dest, chunk_size=chunk_size)
+        assert dest.read_bytes() == ARTIFACT
+        assert result.size == len(ARTIFACT)

@@ -185,6 +185,38 @@ def test_source_credentials_reach_the_fetch_step_only(md_body: MdFactory) -> Non
     assert all(m["name"] != "source-credentials" for m in init["volumeMounts"])
 
 
+def test_a_secret_chosen_from_the_service_account_is_mounted_like_a_named_one(
+    md_body: MdFactory,
+) -> None:
+    body = md_body(uri="https://models.example.com/a.onnx")
+    body["spec"]["runtime"] = {"serviceAccountName": "ml-runner"}
+    md = parse_model_deployment(body)
+    verified = verified_for(
+        md, credential_hosts=("models.example.com",), credentials_secret="models"
+    )
+    dep = build_deployment(md, verified, BuildSettings(service_account_name="operator-default"))
+    spec = dep["spec"]["template"]["spec"]
+    assert spec["serviceAccountName"] == "ml-runner"  # the ModelDeployment's, over the default
+    assert spec["automountServiceAccountToken"] is False
+    init, main = containers(dep)
+    assert init["args"][init["args"].index("--credential-hosts") + 1] == "models.example.com"
+    volume = next(v for v in spec["volumes"] if v["name"] == "source-credentials")
+    assert volume["secret"] == {"secretName": "models", "defaultMode": 0o440}
+    assert all(m["name"] != "source-credentials" for m in main["volumeMounts"])
+    # Without its own, the pods run as the operator's setting (and without that, default).
+    plain = parse_model_deployment(md_body())
+    assert (
+        build_deployment(plain, verified_for(plain), BuildSettings(service_account_name="sa"))[
+            "spec"
+        ]["template"]["spec"]["serviceAccountName"]
+        == "sa"
+    )
+    assert (
+        "serviceAccountName"
+        not in build_deployment(plain, verified_for(plain))["spec"]["template"]["spec"]
+    )
+
+
 def test_service_selects_the_model_server_pods(md: ModelDeployment) -> None:
     svc = build_service(md)
     dep = build_deployment(md, verified_for(md))

@@ -92,6 +92,18 @@ def test_what_the_api_server_adds_is_not_drift() -> None:
     assert detect_deployment_drift(live, ours) == ()  # `kubectl rollout restart`
 
 
+def test_the_service_account_the_api_server_mirrors_is_not_drift() -> None:
+    # Found on kwok: with serviceAccountName set, the API server also fills the deprecated
+    # serviceAccount with it, and each drift check replaced the Deployment again.
+    ours = verified_deployment(serviceAccountName="ml-runner")
+    live = as_the_api_server_returns_it(ours)
+    live["spec"]["template"]["spec"]["serviceAccount"] = "ml-runner"
+    assert detect_deployment_drift(live, ours) == ()
+    live["spec"]["template"]["spec"]["serviceAccountName"] = "admin"
+    live["spec"]["template"]["spec"]["serviceAccount"] = "admin"
+    assert detect_deployment_drift(live, ours) != ()
+
+
 def server(d: dict[str, Any]) -> dict[str, Any]:
     c: dict[str, Any] = d["spec"]["template"]["spec"]["containers"][0]
     return c

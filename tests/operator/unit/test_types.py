@@ -293,3 +293,15 @@ def test_bad_source_options_are_refused(
         parse_model_deployment(body)
     assert path in err.value.field
     assert problem in err.value.problem
+
+
+def test_the_pods_service_account_parses_and_must_be_a_name(md_body: MdFactory) -> None:
+    body = md_body()
+    body["spec"]["runtime"] = {"serviceAccountName": "ml-runner"}
+    assert parse_model_deployment(body).runtime.service_account_name == "ml-runner"
+    assert parse_model_deployment(md_body()).runtime.service_account_name is None
+    body["spec"]["runtime"] = {"serviceAccountName": "Not_A_Name"}
+    with pytest.raises(SpecError) as err:
+        parse_model_deployment(body)
+    assert err.value.field == "spec.runtime.serviceAccountName"
+    assert "ServiceAccount name" in err.value.problem

@@ -24,13 +24,16 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, NoReturn, TextIO, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO, TypeVar
 
 import click
 
-from modeltrust.chain.client import LedgerClient, LedgerClientError
 from modeltrust.chain.errors import ChainError
-from modeltrust.chain.trust_state import FileTrustStateStore
+
+# The ledger client (aiohttp) is imported by the commands that talk to a ledger, not at
+# start-up: `modeltrust fetch` runs in every pod's init container and never needs it.
+if TYPE_CHECKING:
+    from modeltrust.chain.client import LedgerClient
 
 EXIT_OK = 0
 EXIT_REFUSED = 1
@@ -92,6 +95,8 @@ def requires_extra(extra: str, command: str) -> Iterator[None]:
 def ledger_exit_code(exc: ChainError) -> int:
     """UNCHECKED when the ledger gave no answer (unreachable, or it refused the request),
     REFUSED when its answer does not verify (bad signature or proof, rollback, fork)."""
+    from modeltrust.chain.client import LedgerClientError
+
     return EXIT_UNCHECKED if isinstance(exc, LedgerClientError) else EXIT_REFUSED
 
 
@@ -143,6 +148,9 @@ def open_ledger(
     """A verifying client, or exit (USAGE without a URL or key, UNCHECKED on bad ones)."""
     if not url or not ledger_key:
         raise click.UsageError("give --ledger and --ledger-key (or MODELTRUST_LEDGER/_KEY)")
+    from modeltrust.chain.client import LedgerClient
+    from modeltrust.chain.trust_state import FileTrustStateStore
+
     try:
         store = FileTrustStateStore(trust_state) if trust_state else None
         return LedgerClient(

@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from modeltrust.chain.errors import ChainError
-from modeltrust.chain.trust import Reason
 from modeltrust.cli.sources import SourceFlags, source_access, source_options
 
 if TYPE_CHECKING:
@@ -188,8 +187,12 @@ def fetch_command(
             progress=progress,
         )
     except DigestMismatchError as error:
+        from modeltrust.chain.trust import Reason  # the trust model, only when refusing
+
         fail(f"{Reason.DIGEST_MISMATCH}: {error}", EXIT_REFUSED)
     except FetchError as error:
+        from modeltrust.chain.trust import Reason
+
         fail(f"{Reason.FETCH_FAILED}: {redact(str(error), access.credentials)}", EXIT_UNCHECKED)
     finally:
         if progress is not None:

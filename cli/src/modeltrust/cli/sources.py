@@ -18,12 +18,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 import click
-from tqdm import tqdm
 
 from modeltrust.chain.digest import sha256_file
 from modeltrust.cli.common import EXIT_UNCHECKED, fail, is_terminal, requires_extra
 
 if TYPE_CHECKING:
+    from tqdm import tqdm
+
     from modeltrust.serving.credentials import SourceCredentials
     from modeltrust.serving.sources import SourceAccess
 
@@ -206,6 +207,8 @@ def _hash_file(path: Path) -> tuple[bytes, int]:
 
 
 def _bar(total: int | None, name: str) -> tqdm[Any]:
+    from tqdm import tqdm  # at start-up it would cost every command, fetch included
+
     big = total is None or total >= PROGRESS_THRESHOLD
     return tqdm(
         total=total,

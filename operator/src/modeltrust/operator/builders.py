@@ -66,6 +66,9 @@ class VerifiedModel:
     # Where the source credentials (spec.model.credentials) may be sent, as the Secret
     # said when verified; the fetch step refuses to send them anywhere else.
     credential_hosts: tuple[str, ...] = ()
+    # The Secret holding them: spec.model.credentials.secretName, or the one the pods'
+    # ServiceAccount lists for the model's host (source_credentials.secret_for_host).
+    credentials_secret: str | None = None
 
 
 @dataclass(frozen=True)
@@ -149,6 +152,17 @@ def _image_fields(md: ModelDeployment, settings: BuildSettings) -> dict[str, Any
     return fields
 
 
+def credentials_secret(md: ModelDeployment, verified: VerifiedModel) -> str | None:
+    """The Secret the fetch step mounts: the one named in the spec, else the one chosen
+    from the ServiceAccount when the model was verified."""
+    return md.model.credentials_secret or verified.credentials_secret
+
+
+def service_account(md: ModelDeployment, settings: BuildSettings) -> str | None:
+    """The pods' ServiceAccount: the ModelDeployment's, else the operator's setting."""
+    return md.runtime.service_account_name or settings.service_account_name
+
+
 def _source_args(md: ModelDeployment, verified: VerifiedModel) -> list[str]:
     """`modeltrust fetch` options for the source: S3 options, where credentials are."""
     args: list[str] = []
@@ -159,7 +173,7 @@ def _source_args(md: ModelDeployment, verified: VerifiedModel) -> list[str]:
         if s3.region:
             args += ["--s3-region", s3.region]
         args += ["--s3-addressing", s3.addressing]
-    if md.model.credentials_secret is not None:
+    if credentials_secret(md, verified) is not None:
         args += ["--credentials-dir", CREDENTIALS_DIR]
         args += ["--credential-hosts", ",".join(verified.credential_hosts)]
     return args
@@ -209,7 +223,8 @@ def build_pod_template(
             }
         )
     fetch_args = [*verified.fetch_args, *_source_args(md, verified)]
-    if md.model.credentials_secret is not None:
+    secret = credentials_secret(md, verified)
+    if secret is not None:
         # Only the fetch step sees the credentials: the model server never mounts them.
         fetch_mounts.append(
             {"name": CREDENTIALS_VOLUME_NAME, "mountPath": CREDENTIALS_DIR, "readOnly": True}
@@ -218,7 +233,7 @@ def build_pod_template(
             {
                 "name": CREDENTIALS_VOLUME_NAME,
                 # 0440 with the pod's fsGroup: readable by the fetch step's user only.
-                "secret": {"secretName": md.model.credentials_secret, "defaultMode": 0o440},
+                "secret": {"secretName": secret, "defaultMode": 0o440},
             }
         )
     fetch = {
@@ -295,8 +310,9 @@ def build_pod_template(
         "containers": [server],
         "volumes": volumes,
     }
-    if settings.service_account_name:
-        spec["serviceAccountName"] = settings.service_account_name
+    account = service_account(md, settings)
+    if account:
+        spec["serviceAccountName"] = account
     if md.runtime.node_selector:
         spec["nodeSelector"] = dict(md.runtime.node_selector)
     if md.runtime.tolerations:

@@ -34,6 +34,15 @@ def _optional_text(name: str, raw: str) -> str | None:
     return raw or None
 
 
+def _flag(name: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("", "0", "false", "no"):
+        return False
+    if value in ("1", "true", "yes"):
+        return True
+    raise ConfigError(name, raw, "true or false")
+
+
 def _optional_path(name: str, raw: str) -> Path | None:
     return Path(raw) if raw else None
 
@@ -112,6 +121,11 @@ class OperatorConfig:
     image: str = field(default=DEFAULT_IMAGE, metadata=_env("MODELTRUST_IMAGE", _text))
     model_service_account: str | None = field(
         default=None, metadata=_env("MODELTRUST_MODEL_SERVICE_ACCOUNT", _optional_text)
+    )
+    # Set by the chart with operator.readSourceCredentials (the RBAC that allows it): look
+    # up the pods' ServiceAccount for a source Secret when spec.model.credentials names none.
+    read_source_credentials: bool = field(
+        default=False, metadata=_env("MODELTRUST_READ_SOURCE_CREDENTIALS", _flag)
     )
     actor: str = field(default="modeltrust-operator", metadata=_env("MODELTRUST_ACTOR", _text))
     # The token is a credential: never in repr (and so never in a log line).

@@ -69,6 +69,9 @@ class Deps:
     metrics: Metrics
     events: EventSink
     build: BuildSettings = field(default_factory=BuildSettings)
+    # May the operator read ServiceAccounts and Secrets for source credentials (the chart's
+    # operator.readSourceCredentials)? Without it a ServiceAccount is never looked up.
+    read_source_credentials: bool = False
     actor: str = "modeltrust-operator"
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     backoff: Backoff = field(default_factory=Backoff)

@@ -127,6 +127,9 @@ def normalized_template(template: Mapping[str, Any]) -> dict[str, Any]:
     }
     spec = t.get("spec") or {}
     _drop_defaults(spec, _POD_DEFAULTS)
+    # The API server mirrors serviceAccountName into the deprecated serviceAccount.
+    if "serviceAccount" in spec and spec["serviceAccount"] == spec.get("serviceAccountName"):
+        del spec["serviceAccount"]
     for kind in _CONTAINER_KINDS:
         for c in spec.get(kind) or []:
             if isinstance(c, dict):

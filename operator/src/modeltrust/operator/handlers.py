@@ -144,6 +144,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: 
         build=BuildSettings(
             default_image=config.image, service_account_name=config.model_service_account
         ),
+        read_source_credentials=config.read_source_credentials,
         actor=config.actor,
         backoff=config.backoff,
         namespaces=namespaces,

@@ -195,6 +195,9 @@ class Kube:
     async def get_secret(self, namespace: str, name: str) -> JSON | None:
         return await self._call(self.core.read_namespaced_secret, name, namespace)
 
+    async def get_service_account(self, namespace: str, name: str) -> JSON | None:
+        return await self._call(self.core.read_namespaced_service_account, name, namespace)
+
     async def get_config_map(self, namespace: str, name: str) -> JSON | None:
         return await self._call(self.core.read_namespaced_config_map, name, namespace)
 

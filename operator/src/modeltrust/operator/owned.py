@@ -152,6 +152,7 @@ def serving_model(body: Mapping[str, Any]) -> tuple[ModelDeployment, VerifiedMod
         fetch_args=provenance.fetch_args if provenance else (),
         provenance_config_map=provenance.config_map if provenance else None,
         credential_hosts=record.credential_hosts,
+        credentials_secret=record.credential_secret,
     )
     return md, verified
 

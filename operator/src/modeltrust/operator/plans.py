@@ -256,6 +256,7 @@ def plan_rollout(
         mode=serving_mode(decision),
         artifact_read_time=artifact_read_time,
         credential_hosts=verified.credential_hosts,
+        credential_secret=verified.credentials_secret,
     )
     message = f"{short_digest(md.model.digest)}: {decision.message}"
     event = (

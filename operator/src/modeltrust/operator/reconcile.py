@@ -60,7 +60,7 @@ from modeltrust.operator.runtime_policy import (
     pod_template_digest,
     refuse_with,
 )
-from modeltrust.operator.source_credentials import read_credentials
+from modeltrust.operator.source_credentials import ChosenCredentials, read_credentials
 from modeltrust.operator.status import controlled_uid
 from modeltrust.operator.status_record import MDStatus
 from modeltrust.operator.types import ModelDeployment, parse_model_deployment
@@ -136,12 +136,19 @@ def _evidence(md: ModelDeployment, artifact: ArtifactEvidence, ledger: LedgerEvi
 
 async def check_artifact(
     deps: Deps, md: ModelDeployment, *, max_size: int
-) -> tuple[ArtifactEvidence, SourceCredentials | None]:
-    """Fetch and load-check the artifact with the credentials the ModelDeployment names."""
+) -> tuple[ArtifactEvidence, ChosenCredentials | None]:
+    """Fetch and load-check the artifact with the credentials the ModelDeployment names
+    (or, when it names none, those its pods' ServiceAccount lists for the model's host)."""
     try:
-        credentials = await read_credentials(deps.kube, md)
+        chosen = await read_credentials(
+            deps.kube,
+            md,
+            default_service_account=deps.build.service_account_name,
+            look_up_service_account=deps.read_source_credentials,
+        )
     except CredentialsError as exc:
         return ArtifactEvidence(ArtifactResult(error=str(exc)), None), None
+    credentials: SourceCredentials | None = chosen.credentials if chosen is not None else None
     evidence = await deps.artifacts.check(
         md.model.uri,
         md.model.digest,
@@ -150,7 +157,7 @@ async def check_artifact(
         credentials=credentials,
         s3=md.model.s3,
     )
-    return evidence, credentials
+    return evidence, chosen
 
 
 def pinned_to_source(md: ModelDeployment, artifact: ArtifactEvidence) -> ModelDeployment:
@@ -199,13 +206,18 @@ async def _reconcile_locked(
     # refused in every mode, ahead of anything about the artifact.
     boundary = await boundary_findings(deps.kube, md, policy, deps.build.default_image)
     started = deps.clock()
-    (artifact, credentials), ledger = await asyncio.gather(
+    (artifact, chosen), ledger = await asyncio.gather(
         check_artifact(deps, md, max_size=policy.max_model_size),
         deps.ledger.evidence(policy.ledger, keys, md.model.digest, md.model.name),
     )
     # The pod fetches what was checked: an oci:// tag is replaced by the manifest digest.
     md = pinned_to_source(md, artifact)
-    credential_hosts = credentials.hosts if credentials is not None else ()
+    credential_hosts = chosen.credentials.hosts if chosen is not None else ()
+    # Kept in status only when the ServiceAccount named it: the pods mount the Secret that
+    # was verified, even if the ServiceAccount's list changes later.
+    credential_secret = None
+    if chosen is not None and chosen.from_service_account:
+        credential_secret = chosen.secret
     decision = refuse_with(decide(_evidence(md, artifact, ledger), policy), boundary)
     deps.metrics.decisions.labels(
         verdict=decision.verdict.value, reason=decision.reason.value
@@ -225,7 +237,8 @@ async def _reconcile_locked(
             builders.build_pod_template(
                 md,
                 _verified_model(
-                    md, decision, artifact.artifact.size, ledger, planned, credential_hosts
+                    md, decision, artifact.artifact.size, ledger, planned, credential_hosts,
+                    credential_secret,
                 ),
                 deps.build,
             )
@@ -289,8 +302,9 @@ async def _reconcile_locked(
             plan = plan_waiting(record, md, audit_index, "ProvenancePending", message, now, delay)
             await apply_and_stop(deps, body, plan)
     verified = _verified_model(
-        md, decision, artifact.artifact.size, ledger, provenance, credential_hosts
-    )
+        md, decision, artifact.artifact.size, ledger, provenance, credential_hosts,
+        credential_secret,
+    )  # fmt: skip
     desired = builders.build_deployment(md, verified, deps.build)
     if pod_template_digest(desired["spec"]["template"]) != template_digest:
         # Never apply a template other than the one the audit entry records.
@@ -319,6 +333,7 @@ def _verified_model(
     ledger: LedgerEvidence,
     provenance: PodProvenance | None,
     credential_hosts: tuple[str, ...],
+    credential_secret: str | None,
 ) -> VerifiedModel:
     return VerifiedModel(
         digest=md.model.digest,
@@ -330,4 +345,5 @@ def _verified_model(
         fetch_args=provenance.fetch_args if provenance else (),
         provenance_config_map=provenance.config_map if provenance else None,
         credential_hosts=credential_hosts,
+        credentials_secret=credential_secret,
     )

@@ -57,6 +57,12 @@ RUNTIME_FIELDS: Final[Mapping[str, str]] = {
     "env": "checked: names allowed by the policy (code-changing names only literally)",
     "nodeSelector": "where the pods are scheduled",
     "tolerations": "where the pods are scheduled",
+    "serviceAccountName": (
+        "the pods' identity, not their code: its API token is never mounted "
+        "(automountServiceAccountToken false); its pull secrets and, naming no Secret in "
+        "spec.model.credentials, the source Secret it lists for the model's host (held "
+        "to the hosts that Secret lists) are used, as anyone who may create pods there could"
+    ),
     "modelVolume": "a read-only claim mounted into the fetch step, which re-checks the digest",
 }
 

@@ -87,6 +87,7 @@ _KEYS = {
     "mode": "mode",
     "artifact_read_time": "artifactReadTime",
     "credential_hosts": "credentialHosts",
+    "credential_secret": "credentialSecret",
 }
 
 
@@ -130,6 +131,8 @@ class MDStatus:
     # The hosts the serving version's source credentials may go to (its Secret's
     # modeltrust.dev/hosts when verified): the pod's fetch step is held to them too.
     credential_hosts: tuple[str, ...] = ()
+    # The Secret they came from when the pods' ServiceAccount named it (not the spec).
+    credential_secret: str | None = None
 
     @classmethod
     def from_status(cls, status: Mapping[str, Any] | None) -> MDStatus:
@@ -169,6 +172,7 @@ class MDStatus:
             mode=_str(s.get("mode")),
             artifact_read_time=_str(s.get("artifactReadTime")),
             credential_hosts=_strings(s.get("credentialHosts")),
+            credential_secret=_str(s.get("credentialSecret")),
         )
 
     def to_status(self, only: Iterable[str] | None = None) -> dict[str, Any]:

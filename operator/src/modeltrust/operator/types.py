@@ -192,6 +192,9 @@ class RuntimeSpec:
     node_selector: Mapping[str, str] = field(default_factory=dict)
     tolerations: tuple[Mapping[str, Any], ...] = ()
     model_volume: ModelVolume | None = None
+    # The pods' ServiceAccount (None: the operator's MODELTRUST_MODEL_SERVICE_ACCOUNT, else
+    # the namespace's default); its Secrets may carry the source credentials.
+    service_account_name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -286,7 +289,16 @@ def _parse_runtime(spec: Mapping[str, Any]) -> RuntimeSpec:
     pull = _optional_string(rt, "imagePullPolicy", "spec.runtime.imagePullPolicy", max_length=16)
     if pull is not None and pull not in ("Always", "IfNotPresent", "Never"):
         raise SpecError("spec.runtime.imagePullPolicy", "must be Always, IfNotPresent or Never")
+    account = _optional_string(
+        rt, "serviceAccountName", "spec.runtime.serviceAccountName", max_length=253
+    )
+    if account is not None and not _DNS_SUBDOMAIN_RE.match(account):
+        raise SpecError(
+            "spec.runtime.serviceAccountName",
+            "must be a ServiceAccount name (lowercase DNS subdomain)",
+        )
     return RuntimeSpec(
+        service_account_name=account or None,
         image=_optional_string(rt, "image", "spec.runtime.image", max_length=1024),
         image_pull_policy=pull,
         port=_integer(rt, "port", "spec.runtime.port", default=DEFAULT_PORT, low=1, high=65535),
