@@ -1071,7 +1071,13 @@ def test_install_with_two_witnesses_and_standby_ledgers(cluster: Cluster, releas
             assert f"{release.fullname}-witnesses" in policies
             return
 
-        # Real pods: the ledger publishes checkpoints cosigned by both witnesses...
+        # Real pods: the operator (watching only a namespace that does not exist) reports on
+        # the cluster-scoped policy at once, with the quorum it understood...
+        reported = wait_for_policy_status(cluster, release, timeout=30)
+        valid = policy_condition(reported, "Valid")
+        assert valid["status"] == "True", reported["status"]
+        assert "2 of 2 witness cosignature(s) required" in valid["message"], valid
+        # ...the ledger publishes checkpoints cosigned by both witnesses...
         names = [f"witness-{n}.{release.name}.test" for n in WITNESSES]
 
         def cosigned() -> bool:
@@ -1101,6 +1107,19 @@ def test_install_with_two_witnesses_and_standby_ledgers(cluster: Cluster, releas
         assert all(
             c.timestamp is not None and time.time() - c.timestamp < 600 for c in cosignatures
         )
+
+        # ...and the operator verifies them too: LedgerReachable is True by its next check of
+        # the ledger (every 60 s; the first may have come before both witnesses cosigned).
+        def verified() -> dict[str, Any] | None:
+            policy = get(cluster, "modeltrustpolicy", f"{release.name}-policy")
+            reachable = policy_condition(policy, "LedgerReachable")
+            return reachable if reachable.get("status") == "True" else None
+
+        try:
+            reachable = wait_for("LedgerReachable with the quorum", verified, timeout=90)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{operator_report(cluster, release)}") from exc
+        assert reachable["reason"] == "CheckpointVerified", reachable
     finally:
         release.cleanup()
         for pv in pvs:
