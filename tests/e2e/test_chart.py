@@ -1277,7 +1277,7 @@ def operator_report(cluster: Cluster, release: Release) -> str:
         for p in get(cluster, "pods", "-n", ns, "-l", selector)["items"]
     ]
     described = cluster.kubectl("describe", "pods", "-n", ns, "-l", selector, check=False)
-    log = cluster.kubectl("logs", "-n", ns, "-l", selector, "--tail=40", check=False)
+    log = cluster.kubectl("logs", "-n", ns, "-l", selector, "--tail=100", check=False)
     return f"restarts: {restarts}\n{described.stdout[-2500:]}\noperator log:\n{log.stdout}"
 
 
@@ -1319,7 +1319,18 @@ def test_operator_reports_on_the_policy_when_no_watched_namespace_exists(
 
         policy = wait_for_policy_status(cluster, release, timeout=45)
         assert policy_condition(policy, "Valid")["status"] == "True", policy["status"]
-        assert policy_condition(policy, "LedgerReachable")["status"] == "True", policy["status"]
+        # The operator's pod may start before the ledger's answers: then the first check says
+        # so, and the next (every 60 s; the witness test waits for it) finds it verified.
+        reachable = policy_condition(policy, "LedgerReachable")
+        assert (reachable["status"], reachable["reason"]) in {
+            ("True", "CheckpointVerified"),
+            ("False", "LedgerUnavailable"),
+        }, reachable
+        # Listing and watching in the namespace that does not exist is no failure (kopf logs
+        # and retries transient ones, e.g. a fresh API server's 429, as severity "error").
+        report = operator_report(cluster, release)
+        assert "Traceback" not in report, report
+        assert "Handler 'policy_event' succeeded." in report, report
     finally:
         release.cleanup()
         cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
