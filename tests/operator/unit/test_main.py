@@ -40,3 +40,32 @@ def test_main_gives_kopf_an_identity_without_asking_for_the_user(
     assert entry.main(["-n", "ns", "--log-format", "plain"]) == 0
     assert ran["identity"] == "op-0"
     assert ran["standalone"] is True
+
+
+def run_main(monkeypatch: pytest.MonkeyPatch, argv: list[str]) -> dict[str, Any]:
+    ran: dict[str, Any] = {}
+    monkeypatch.setattr(kopf, "run", lambda **kwargs: ran.update(kwargs))
+    monkeypatch.setattr(kopf, "configure", lambda **kwargs: None)
+    logger = logging.getLogger("modeltrust")
+    monkeypatch.setattr(logger, "level", logger.level)
+    assert entry.main([*argv, "--log-format", "plain"]) == 0
+    return ran
+
+
+def test_the_given_namespaces_are_served_before_kopf_sees_them_exist(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """kopf watches a cluster-scoped resource (policies) only alongside a namespace it serves,
+    and serves a namespace only once its listing shows it: with none of the given ones existing,
+    the operator watched nothing and never wrote a policy's status."""
+    ran = run_main(monkeypatch, ["-n", "team-a", "-n", "not-made-yet"])
+    assert ran["namespaces"] == ["team-a", "not-made-yet"]
+    assert ran["insights"].namespaces == {"team-a", "not-made-yet"}
+
+
+def test_all_namespaces_serves_the_cluster_as_kopf_decides(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ran = run_main(monkeypatch, ["--all-namespaces"])
+    assert ran["clusterwide"] is True
+    assert ran["insights"].namespaces == set()

@@ -16,9 +16,13 @@ import os
 import socket
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from modeltrust.operator.config import OperatorConfig
 from modeltrust.operator.errors import ConfigError
+
+if TYPE_CHECKING:
+    from kopf._cogs.structs.references import Insights
 
 
 def parse_args(
@@ -54,6 +58,21 @@ def operator_identity() -> str:
     return f"{socket.gethostname()}/{os.getpid()}"
 
 
+def served_namespaces(insights: Insights, namespaces: Sequence[str]) -> Insights:
+    """INSIGHTS with the namespaces given by name already served, existing or not.
+
+    kopf serves a namespace only once it has seen it in its listing of namespaces, and starts
+    the watch of a cluster-scoped resource (ModelTrustPolicy) only together with one served
+    namespace: with no given namespace existing (yet), it watched nothing at all, and no
+    policy got a status. Watching a namespace that does not exist is harmless (the API server
+    lists nothing there until it is made); kopf still stops serving one when it is deleted.
+    """
+    from kopf._cogs.structs.references import NamespaceName
+
+    insights.namespaces.update(NamespaceName(n) for n in namespaces if n)
+    return insights
+
+
 def main(argv: Sequence[str] | None = None, prog: str = "python -m modeltrust.operator") -> int:
     args = parse_args(argv, prog)
     if not args.namespace and not args.all_namespaces:
@@ -65,6 +84,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m modeltrust.op
         print(f"modeltrust operator: {exc}", file=sys.stderr)
         return 2
     import kopf
+    from kopf._cogs.structs.references import Insights  # kopf.run's parameter type, as Identity
     from kopf._core.engines.peering import Identity  # kopf.run's parameter type, not re-exported
 
     from modeltrust.operator import handlers, logs
@@ -79,6 +99,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m modeltrust.op
         standalone=True,
         clusterwide=args.all_namespaces,
         namespaces=args.namespace,
+        insights=served_namespaces(Insights(), args.namespace),
         liveness_endpoint=args.liveness,
         identity=Identity(operator_identity()),
     )
