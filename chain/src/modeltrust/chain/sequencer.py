@@ -89,6 +89,17 @@ class SequencerUnavailableError(ChainError):
     """The sequencer is stopped or failed; nothing was appended (HTTP 503)."""
 
 
+class WriterFencedError(SequencerUnavailableError):
+    """This process lost the right to sequence (its writer Lease expired or went to
+    another process): it signs and acknowledges nothing more (HTTP 503)."""
+
+
+# Asked before each signature and before each acknowledgement: None while this process
+# may sequence, else why not (k8s_lease.LeaseElector.fence). Called from the worker
+# thread and the event loop; it must not block.
+Fence = Callable[[], str | None]
+
+
 def canonical_entry_bytes(entry: Entry) -> bytes:
     """``entries.leaf_data(entry)``: the canonical bytes every append hashes and stores."""
     return leaf_data(entry)
@@ -162,6 +173,7 @@ class Sequencer:
         max_batch: int = 2048,
         metrics: LedgerMetrics | None = None,
         audit_on_start: bool = True,
+        fence: Fence | None = None,
     ) -> None:
         if max_batch < 1:
             raise InvalidArgumentError("max_batch must be at least 1")
@@ -170,6 +182,7 @@ class Sequencer:
         self._origin = origin
         self._max_batch = max_batch
         self._audit_on_start = audit_on_start
+        self._fence = fence
         self._metrics = metrics or LedgerMetrics()
         self._metrics.sequencer_up.set_function(lambda: 1.0 if self.healthy else 0.0)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger-sequencer")
@@ -232,6 +245,15 @@ class Sequencer:
         self._wakeup.set()
         return await pending.future
 
+    def _fenced(self) -> str | None:
+        return None if self._fence is None else self._fence()
+
+    def _check_fence(self) -> None:
+        """Refuse to sign unless this process may sequence (the writer Lease)."""
+        fenced = self._fenced()
+        if fenced is not None:
+            raise WriterFencedError(f"not signing: {fenced}")
+
     def _unavailable_reason(self) -> str:
         if self._failure is not None:
             return f"the sequencer stopped after a storage failure: {self._failure}"
@@ -251,6 +273,17 @@ class Sequencer:
             except Exception as exc:  # a storage failure: stop sequencing, never guess
                 self._failure = exc
                 error = SequencerUnavailableError(f"the ledger could not commit: {exc}")
+                for p in groups:
+                    if not p.future.done():
+                        p.future.set_exception(error)
+                self._fail_queued(error)
+                return
+            fenced = self._fenced()
+            if fenced is not None:
+                # The block is durable and its checkpoint consistent, but this process may
+                # no longer hold the Lease: acknowledge nothing, let clients retry elsewhere.
+                self._failure = WriterFencedError(fenced)
+                error = WriterFencedError(f"not acknowledged: {fenced}")
                 for p in groups:
                     if not p.future.done():
                         p.future.set_exception(error)
@@ -294,6 +327,7 @@ class Sequencer:
         identity = store.identity()
         empty = Checkpoint(self._origin, 0, empty_root())
         if identity is None:
+            self._check_fence()
             note = sign_checkpoint(empty, self._signer)
             store.initialize(LedgerIdentity(self._origin, self._signer.verifier_key(), note))
             self._latest = SignedCheckpoint(empty, note)
@@ -355,6 +389,9 @@ class Sequencer:
             ) from exc
 
     def _commit(self, groups: Sequence[_Pending]) -> list[GroupReceipt | AppendRejectedError]:
+        # First of all: a writer that lost the Lease must not even read its way to a
+        # receipt (another writer's rows are past what this one's state knows).
+        self._check_fence()
         store = self._store
         subs = [s for g in groups for s in g.items]
         known_leaves = store.find_leaf_hashes([s.leaf_hash for s in subs])
@@ -486,6 +523,7 @@ class Sequencer:
             time=block_time(),
         )
         cp = Checkpoint(self._origin, rng.size, root)
+        self._check_fence()
         note = sign_checkpoint(cp, self._signer)
         hh = header_hash(header)
         block = StoredBlock(self._height, header.header_bytes(), hh, note, rng.size)

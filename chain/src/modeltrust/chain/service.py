@@ -14,6 +14,7 @@ from aiohttp import web
 from modeltrust.chain.auth import PublisherSet, TokenAuthenticator, TokenReviewAuthenticator
 from modeltrust.chain.cosigning import CosignatureCollector, WitnessEndpoint
 from modeltrust.chain.errors import ConfigError
+from modeltrust.chain.k8s_lease import LeaseConfig, LeaseElector
 from modeltrust.chain.metrics import LedgerMetrics
 from modeltrust.chain.note import NoteSigner
 from modeltrust.chain.sequencer import Sequencer
@@ -43,6 +44,9 @@ class ServiceConfig:
     # as it takes, a standby), and PostgreSQL's writer lease (storage.open_store).
     writer_wait: float | None = 0.0
     writer_lease: float = DEFAULT_WRITER_LEASE
+    # SQLite: the Kubernetes Lease that elects the writer among processes sharing the
+    # file (k8s_lease.py); None: the file lock alone decides.
+    lease: LeaseConfig | None = None
     # Witnesses each new checkpoint is sent to (cosigning.py); none: readers get the
     # checkpoints as the ledger signs them.
     witnesses: tuple[WitnessEndpoint, ...] = ()
@@ -65,6 +69,7 @@ class LedgerService:
         self._writer: LedgerStore | None = None
         self._reader: LedgerStore | None = None
         self._runner: web.AppRunner | None = None
+        self.elector: LeaseElector | None = None
         self.sequencer: Sequencer | None = None
         self.collector: CosignatureCollector | None = None
         self.port = 0
@@ -75,15 +80,29 @@ class LedgerService:
 
     async def start(self) -> None:
         cfg = self.config
-        # On a thread: a standby may wait here for minutes, and the loop stays responsive.
-        self._writer = await asyncio.to_thread(
-            open_store,
-            cfg.db,
-            writer=True,
-            background_checkpoints=True,
-            writer_wait=cfg.writer_wait,
-            writer_lease=cfg.writer_lease,
-        )
+        if cfg.lease is not None:
+            # A standby waits here for the Lease, then renews it for as long as it runs.
+            self.elector = LeaseElector(cfg.lease)
+            try:
+                await self.elector.acquire()
+            except BaseException:
+                await self.elector.release()
+                self.elector = None
+                raise
+        try:
+            # On a thread: a standby may wait here for minutes, and the loop stays responsive.
+            self._writer = await asyncio.to_thread(
+                open_store,
+                cfg.db,
+                writer=True,
+                background_checkpoints=True,
+                writer_wait=cfg.writer_wait,
+                writer_lease=cfg.writer_lease,
+                leased=cfg.lease is not None,
+            )
+        except BaseException:
+            await self.stop()
+            raise
         try:
             self.sequencer = Sequencer(
                 self._writer,
@@ -92,6 +111,7 @@ class LedgerService:
                 max_batch=cfg.max_batch,
                 metrics=self.metrics,
                 audit_on_start=cfg.audit_on_start,
+                fence=self.elector.fence if self.elector is not None else None,
             )
             await self.sequencer.start()
             self._reader = open_store(cfg.db, writer=False)
@@ -154,10 +174,14 @@ class LedgerService:
             if store is not None:
                 store.close()
         self._reader = self._writer = None
+        if self.elector is not None:
+            # After the sequencer stopped: hand the Lease back so a standby takes over now.
+            await self.elector.release()
+            self.elector = None
 
     async def run_until_stopped(self) -> int:
         """Serve until SIGTERM/SIGINT (exit 0), a sequencer failure or the loss of the
-        writer lock (exit 1: another writer may be appending now)."""
+        writer lock or Lease (exit 1: another writer may be appending now)."""
         await self.start()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -170,6 +194,8 @@ class LedgerService:
                     log.error("sequencer failed, exiting: %s", self.sequencer.failure)
                     return 1
                 lost = self._writer.lost_writer_lock() if self._writer is not None else None
+                if lost is None and self.elector is not None:
+                    lost = self.elector.fence()
                 if lost is not None:
                     log.error("exiting: %s", lost)
                     return 1
