@@ -92,3 +92,15 @@ def test_s3_fetch_bench_quick_prints_its_tables() -> None:
     assert len(rows) == 2, out  # throughput against boto3, and memory
     assert any(r.startswith("| ours: `fetch_artifact` s3://") for r in rows)
     assert any(r.startswith("| `fetch_artifact` s3:// (4 MiB buffer)") for r in rows)
+
+
+@pytest.mark.e2e
+def test_ledger_failover_bench_quick_prints_its_table() -> None:
+    # Its own private control plane (the Lease) and PostgreSQL server; 2 kills per mode.
+    out = run_quick("ledger_failover_bench.py", timeout=600)
+
+    assert "## Ledger failover (quick;" in out
+    rows = result_rows(out)
+    assert [r.split(" | ")[0] for r in rows] == ["| SQLite + Lease", "| PostgreSQL"], out
+    assert all("| SIGKILL | 2 |" in r for r in rows), out
+    assert out.count("| SIGTERM (reference) | 1 |") == 2, out
