@@ -9,6 +9,8 @@ and a resumed old writer never signs or acknowledges again.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import random
 import signal
 import sqlite3
@@ -24,6 +26,7 @@ from harness.failover import Load, block_sizes, check_after_failover, lease_hold
 from harness.ledger import TOKEN, audit, ledger_subprocess, make_keys, wait_ready
 from harness.waiting import wait_for
 from modeltrust.chain.client import LedgerClient, LedgerClientError
+from modeltrust.chain.k8s_lease import KubeAPIConfig, LeaseConfig, LeaseElector, LeaseError
 from modeltrust.chain.storage import SQLiteLedgerStore, WriterLockError
 from modeltrust.cli.main import main
 
@@ -268,3 +271,83 @@ def test_the_writer_lease_is_for_sqlite(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.exit_code == 2, result.output
     assert "whole seconds, at least 3" in result.output
+
+
+def _role(namespace: str, *, create: bool) -> str:
+    rules = [
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+         "resourceNames": [LEASE], "verbs": ["get", "update"]},
+    ]  # fmt: skip
+    if create:
+        rules.append(
+            {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]}
+        )
+    return json.dumps(
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "List", "items": [
+            {"apiVersion": "v1", "kind": "ServiceAccount",
+             "metadata": {"name": "ledger", "namespace": namespace}},
+            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+             "metadata": {"name": "lease", "namespace": namespace}, "rules": rules},
+            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+             "metadata": {"name": "lease", "namespace": namespace},
+             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "lease"},
+             "subjects": [{"kind": "ServiceAccount", "name": "ledger", "namespace": namespace}]},
+        ]}
+    )  # fmt: skip
+
+
+def _as_service_account(cluster: Cluster, namespace: str) -> KubeAPIConfig:
+    def view(field: str) -> str:
+        jsonpath = f"jsonpath={{.clusters[0].cluster.{field}}}"
+        return cluster.kubectl("config", "view", "--raw", "--minify", "-o", jsonpath).stdout
+
+    token = cluster.kubectl("create", "token", "ledger", "-n", namespace).stdout.strip()
+    return KubeAPIConfig(
+        server=view("server"), ca_file=Path(view("certificate-authority")), token=token
+    )
+
+
+@pytest.mark.e2e
+def test_the_documented_role_is_enough_and_a_missing_verb_is_named(
+    cluster: Cluster, namespace: str
+) -> None:
+    """docs/rbac.md's Role: get and update on the Lease by name, create on leases."""
+    cluster.kubectl("apply", "-f", "-", input=_role(namespace, create=False))
+    api = _as_service_account(cluster, namespace)
+
+    async def elect(identity: str) -> LeaseElector:
+        elector = LeaseElector(LeaseConfig(api, namespace, LEASE, identity, duration=3))
+        try:
+            await asyncio.wait_for(elector.acquire(), timeout=30)
+        except BaseException:
+            await elector.release()
+            raise
+        return elector
+
+    async def without_create() -> None:
+        # Not allowed to create the Lease: a configuration error, named, never waited out.
+        with pytest.raises(LeaseError, match=r"cannot create .*HTTP 403 .*docs/rbac.md") as e:
+            await elect("x/1")
+        assert e.value.status == 403
+
+    asyncio.run(without_create())
+    cluster.kubectl("apply", "-f", "-", input=_role(namespace, create=True))
+
+    async def takeover() -> None:
+        first = await elect("first/1")
+        assert first.fence() is None
+        await asyncio.sleep(1.5)  # a renewal or so
+        await first.release()  # hands it back: the next one takes it at once
+        assert first.fence() is not None
+        started = time.monotonic()
+        second = await elect("second/2")
+        assert time.monotonic() - started < 3
+        assert second.fence() is None
+        await second.release()
+
+    asyncio.run(takeover())
+    lease = cluster.kubectl_json("get", "lease", LEASE, "-n", namespace)
+    spec = lease["spec"]
+    assert isinstance(spec, dict)
+    assert spec.get("holderIdentity") is None
+    assert spec["leaseTransitions"] == 1

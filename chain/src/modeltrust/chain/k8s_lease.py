@@ -45,13 +45,19 @@ from modeltrust.chain.errors import ChainError, ConfigError
 
 log = logging.getLogger("modeltrust.ledger.lease")
 
-DEFAULT_LEASE_SECONDS = 10
+# Failover after a writer dies is at most this, plus two looks of the standby (0.5 s
+# each), plus its start (store open, audit): p99 <= 15 s (docs/ledger.md, section 10).
+DEFAULT_LEASE_SECONDS = 8
 SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
 
 class LeaseError(ChainError):
     """The writer Lease could not be read, taken or kept (the API answered an error, or
-    could not be reached)."""
+    could not be reached: ``status`` None)."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class LeaseLostError(LeaseError):
@@ -133,7 +139,7 @@ class LeaseConfig:
     @property
     def retry_every(self) -> float:
         """How often a standby looks at the Lease."""
-        return max(0.2, min(1.0, self.duration / 10))
+        return max(0.2, min(0.5, self.duration / 10))
 
     @property
     def where(self) -> str:
@@ -223,6 +229,8 @@ class LeaseElector:
                         duration,
                     )
             except LeaseError as exc:
+                if exc.status in (401, 403):
+                    raise  # not allowed: waiting will not help (docs/rbac.md)
                 if lease_clock() - last_report >= 30:
                     last_report = lease_clock()
                     log.warning("standby: cannot read the writer %s: %s", cfg.where, exc)
@@ -256,7 +264,7 @@ class LeaseElector:
         if status == 409:
             return False  # another process created it first
         if status not in (200, 201):
-            raise LeaseError(self._api_error("create", status, answer))
+            raise LeaseError(self._api_error("create", status, answer), status)
         self._held(answer, sent)
         return True
 
@@ -278,7 +286,7 @@ class LeaseElector:
         if status == 409:
             return False  # changed since we read it: someone renewed or took it
         if status != 200:
-            raise LeaseError(self._api_error("take over", status, answer))
+            raise LeaseError(self._api_error("take over", status, answer), status)
         log.info("took over the writer %s from %s", cfg.where, previous or "nobody")
         self._held(answer, sent)
         return True
@@ -333,7 +341,7 @@ class LeaseElector:
             )
         if status == 404:
             raise LeaseLostError(f"the writer {cfg.where} was deleted; stepping down")
-        raise LeaseError(self._api_error("renew", status, answer))
+        raise LeaseError(self._api_error("renew", status, answer), status)
 
     async def release(self) -> None:
         """Stop renewing; if still held, hand the Lease back so a standby takes it at once."""
@@ -377,7 +385,7 @@ class LeaseElector:
         if status == 404:
             return None
         if status != 200:
-            raise LeaseError(self._api_error("read", status, answer))
+            raise LeaseError(self._api_error("read", status, answer), status)
         return answer
 
     def _api_error(self, what: str, status: int, answer: dict[str, Any]) -> str:

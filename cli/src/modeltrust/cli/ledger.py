@@ -24,7 +24,12 @@ from modeltrust.chain.auth import (
 )
 from modeltrust.chain.cosigning import WitnessEndpoint
 from modeltrust.chain.errors import ChainError, ConfigError
-from modeltrust.chain.k8s_lease import KubeAPIConfig, LeaseConfig
+from modeltrust.chain.k8s_lease import (
+    DEFAULT_LEASE_SECONDS,
+    KubeAPIConfig,
+    LeaseConfig,
+    LeaseError,
+)
 from modeltrust.chain.note import ALG_COSIGNATURE_V1, ALG_ED25519, NoteSigner, NoteVerifier
 from modeltrust.chain.service import LedgerService, ServiceConfig
 from modeltrust.chain.storage import (
@@ -193,11 +198,10 @@ def _database(db: str | None, database_url: str | None, *, must_exist: bool) -> 
 @click.option(
     "--writer-lease",
     type=click.FloatRange(min=0.5),
-    default=DEFAULT_WRITER_LEASE,
-    show_default=True,
     help="PostgreSQL: seconds the writer's database session may stay silent (a paused or "
-    "cut-off writer) before the server ends it and a standby takes over. SQLite with "
-    "--writer-lease-name: the Lease's leaseDurationSeconds (whole seconds, at least 3).",
+    f"cut-off writer) before the server ends it and a standby takes over (default "
+    f"{DEFAULT_WRITER_LEASE:g}). SQLite with --writer-lease-name: the Lease's "
+    f"leaseDurationSeconds (whole seconds, at least 3; default {DEFAULT_LEASE_SECONDS}).",
 )
 @click.option(
     "--writer-lease-name",
@@ -250,7 +254,7 @@ def serve(
     tokenreview_credentials: Path | None,
     max_batch: int,
     writer_wait: float | None,
-    writer_lease: float,
+    writer_lease: float | None,
     writer_lease_name: str | None,
     writer_lease_namespace: str | None,
     witnesses: tuple[tuple[str, str], ...],
@@ -271,6 +275,8 @@ def serve(
                 "--writer-lease-name is for SQLite: with PostgreSQL the database lock elects "
                 "the writer (standbys wait for it; --writer-lease sets its lease)"
             )
+        if writer_lease is None:
+            writer_lease = DEFAULT_LEASE_SECONDS
         if writer_lease != int(writer_lease) or writer_lease < 3:
             raise click.BadParameter(
                 "a Lease lasts whole seconds, at least 3", param_hint="--writer-lease"
@@ -284,6 +290,8 @@ def serve(
             writer_wait = 0.0
     if writer_wait is None and not is_database_url(location):
         writer_wait = 0.0
+    if writer_lease is None:
+        writer_lease = DEFAULT_WRITER_LEASE
     host, _, port = listen.rpartition(":")
     if not host or not port.isdigit():
         raise click.BadParameter("expected host:port", param_hint="--listen")
@@ -319,7 +327,7 @@ def serve(
     _use_uvloop()
     try:
         code = asyncio.run(service.run_until_stopped())
-    except (StorageError, OSError) as exc:
+    except (StorageError, LeaseError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
     sys.exit(code)
 
