@@ -220,6 +220,9 @@ def _kill_under_load(
         a.wait()
         wait_ready(url_b, b, timeout=60)
         failover = time.monotonic() - killed_at
+        if "--writer-lease-name" in options:
+            # It audited the log while waiting; after taking over only what came since.
+            assert "while waiting" in _log(workdir / "b")
         acked_before = len(load.acked)
         wait_for("B to acknowledge entries", lambda: len(load.acked) >= acked_before + 100)
         load.stop()

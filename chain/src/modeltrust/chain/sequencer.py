@@ -42,7 +42,7 @@ from modeltrust.chain.blocks import GENESIS_PREV_HASH, BlockHeader, header_hash
 from modeltrust.chain.checkpoint import Checkpoint, sign_checkpoint, verify_checkpoint
 from modeltrust.chain.entries import AuditEntry, Entry, leaf_data
 from modeltrust.chain.errors import ChainError, InvalidArgumentError
-from modeltrust.chain.ledger_verify import LedgerVerificationError, verify_store
+from modeltrust.chain.ledger_verify import AuditPoint, LedgerVerificationError, verify_store
 from modeltrust.chain.lookup import AUDIT_IDEMPOTENCY, lookup_keys
 from modeltrust.chain.merkle import CompactRange, NodeID, empty_root, leaf_hash
 from modeltrust.chain.metrics import LedgerMetrics
@@ -174,6 +174,7 @@ class Sequencer:
         metrics: LedgerMetrics | None = None,
         audit_on_start: bool = True,
         fence: Fence | None = None,
+        audited: AuditPoint | None = None,
     ) -> None:
         if max_batch < 1:
             raise InvalidArgumentError("max_batch must be at least 1")
@@ -183,6 +184,8 @@ class Sequencer:
         self._max_batch = max_batch
         self._audit_on_start = audit_on_start
         self._fence = fence
+        # The start-up audit goes on from here (a standby audited the rest while waiting).
+        self._audited = audited
         self._metrics = metrics or LedgerMetrics()
         self._metrics.sequencer_up.set_function(lambda: 1.0 if self.healthy else 0.0)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger-sequencer")
@@ -255,6 +258,8 @@ class Sequencer:
             raise WriterFencedError(f"not signing: {fenced}")
 
     def _unavailable_reason(self) -> str:
+        if isinstance(self._failure, WriterFencedError):
+            return f"this ledger process may no longer sequence: {self._failure}"
         if self._failure is not None:
             return f"the sequencer stopped after a storage failure: {self._failure}"
         return "the sequencer is not running"
@@ -272,7 +277,11 @@ class Sequencer:
                 outcomes = await loop.run_in_executor(self._executor, self._commit, groups)
             except Exception as exc:  # a storage failure: stop sequencing, never guess
                 self._failure = exc
-                error = SequencerUnavailableError(f"the ledger could not commit: {exc}")
+                error = (
+                    exc
+                    if isinstance(exc, WriterFencedError)
+                    else SequencerUnavailableError(f"the ledger could not commit: {exc}")
+                )
                 for p in groups:
                     if not p.future.done():
                         p.future.set_exception(error)
@@ -381,7 +390,7 @@ class Sequencer:
         that disagrees with the last signed checkpoint.
         """
         try:
-            verify_store(store, self._signer.verifier(), origin=self._origin)
+            verify_store(store, self._signer.verifier(), origin=self._origin, resume=self._audited)
         except LedgerVerificationError as exc:
             raise StorageCorruptError(
                 f"refusing to start: the ledger database {store.location} does not match its last "

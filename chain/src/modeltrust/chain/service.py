@@ -15,13 +15,22 @@ from modeltrust.chain.auth import PublisherSet, TokenAuthenticator, TokenReviewA
 from modeltrust.chain.cosigning import CosignatureCollector, WitnessEndpoint
 from modeltrust.chain.errors import ConfigError
 from modeltrust.chain.k8s_lease import LeaseConfig, LeaseElector
+from modeltrust.chain.ledger_verify import AuditPoint, LedgerVerificationError, verify_store
 from modeltrust.chain.metrics import LedgerMetrics
 from modeltrust.chain.note import NoteSigner
-from modeltrust.chain.sequencer import Sequencer
+from modeltrust.chain.sequencer import OPERATOR_ADVICE, Sequencer
 from modeltrust.chain.server import LedgerAPI, Limits
-from modeltrust.chain.storage import DEFAULT_WRITER_LEASE, LedgerStore, open_store
+from modeltrust.chain.storage import (
+    DEFAULT_WRITER_LEASE,
+    LedgerStore,
+    StorageCorruptError,
+    open_store,
+)
 
 log = logging.getLogger("modeltrust.ledger")
+
+# A standby (writer Lease) audits what was appended since its last look this often.
+STANDBY_AUDIT_EVERY = 5.0
 
 
 @dataclass
@@ -80,11 +89,12 @@ class LedgerService:
 
     async def start(self) -> None:
         cfg = self.config
+        audited: AuditPoint | None = None
         if cfg.lease is not None:
             # A standby waits here for the Lease, then renews it for as long as it runs.
             self.elector = LeaseElector(cfg.lease)
             try:
-                await self.elector.acquire()
+                audited = await self._standby()
             except BaseException:
                 await self.elector.release()
                 self.elector = None
@@ -112,6 +122,7 @@ class LedgerService:
                 metrics=self.metrics,
                 audit_on_start=cfg.audit_on_start,
                 fence=self.elector.fence if self.elector is not None else None,
+                audited=audited,
             )
             await self.sequencer.start()
             self._reader = open_store(cfg.db, writer=False)
@@ -157,6 +168,55 @@ class LedgerService:
             self.sequencer.latest.size,
             self._writer.location,
         )
+
+    async def _standby(self) -> AuditPoint | None:
+        """Wait for the writer Lease; meanwhile audit the log as it grows, so that the
+        start-up audit after taking over only checks what was added since (failover time
+        does not grow with the log). Returns how far the audit got."""
+        assert self.elector is not None
+        cfg = self.config
+        if not cfg.audit_on_start or not await asyncio.to_thread(os.path.exists, cfg.db):
+            await self.elector.acquire()
+            return None
+        point: AuditPoint | None = None
+        done = asyncio.Event()
+
+        def audit(reader: LedgerStore, since: AuditPoint | None) -> AuditPoint | None:
+            if reader.identity() is None:
+                return None  # a new ledger: nothing to audit yet
+            report = verify_store(
+                reader, cfg.signer.verifier(), origin=cfg.origin, resume=since, complete=False
+            )
+            return report.point
+
+        async def keep_audited() -> None:
+            nonlocal point
+            reader = await asyncio.to_thread(open_store, cfg.db, writer=False)
+            try:
+                while not done.is_set():
+                    point = await asyncio.to_thread(audit, reader, point)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(done.wait(), timeout=STANDBY_AUDIT_EVERY)
+            finally:
+                reader.close()
+
+        auditor = asyncio.create_task(keep_audited(), name="standby-audit")
+        try:
+            await self.elector.acquire()
+        finally:
+            done.set()
+            try:
+                await auditor
+            except LedgerVerificationError as exc:
+                raise StorageCorruptError(
+                    f"refusing to take over: the ledger database {cfg.db} does not match its "
+                    f"signed checkpoints: {exc}. {OPERATOR_ADVICE}"
+                ) from exc
+        if point is not None:
+            log.info(
+                "audited up to block %d (tree size %d) while waiting", point.height, point.size
+            )
+        return point
 
     async def stop(self) -> None:
         if self._runner is not None:
