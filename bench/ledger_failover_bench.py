@@ -91,8 +91,12 @@ class Pair:
         return proc, url, d
 
     def _standing_by(self, workdir: Path) -> bool:
+        """Waiting for the Lease or lock; with the Lease, also done with its first audit
+        of the log (a warm standby: one that has been up a while)."""
         log = next(workdir.glob("ledger-*.log"), None)
-        return log is not None and "standby: waiting" in log.read_text()
+        text = log.read_text() if log is not None else ""
+        warm = "--writer-lease-name" not in self.mode.options or "standby: audited" in text
+        return "standby: waiting" in text and warm
 
     def fail_over(self, sig: signal.Signals, rnd: random.Random) -> float:
         wait_for("the standby to wait", lambda: self._standing_by(self.standby[2]), timeout=60)

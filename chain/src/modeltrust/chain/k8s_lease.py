@@ -203,6 +203,7 @@ class LeaseElector:
             sent = lease_clock()
             try:
                 lease = await self._get()
+                seen_at = lease_clock()  # after the answer: the later, the safer
                 if lease is None:
                     if await self._create(sent):
                         break
@@ -211,7 +212,7 @@ class LeaseElector:
                 holder = spec.get("holderIdentity") or ""
                 version = str(lease["metadata"]["resourceVersion"])
                 if observed is None or observed[0] != version:
-                    observed = (version, sent)
+                    observed = (version, seen_at)
                 duration = int(spec.get("leaseDurationSeconds") or cfg.duration)
                 if holder == cfg.identity:
                     # Ours from an earlier term of this very process: take it as new.

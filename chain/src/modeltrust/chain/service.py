@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 import signal
+import time
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -193,10 +194,22 @@ class LedgerService:
             nonlocal point
             reader = await asyncio.to_thread(open_store, cfg.db, writer=False)
             try:
+                started = time.monotonic()
+                point = await asyncio.to_thread(audit, reader, point)
+                if point is not None:
+                    # Until here a takeover would wait for this audit: the standby is warm now.
+                    log.info(
+                        "standby: audited the log up to block %d (tree size %d) in %.1f s; "
+                        "from now on only what is appended",
+                        point.height,
+                        point.size,
+                        time.monotonic() - started,
+                    )
                 while not done.is_set():
-                    point = await asyncio.to_thread(audit, reader, point)
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(done.wait(), timeout=STANDBY_AUDIT_EVERY)
+                    if done.is_set():
+                        break
             finally:
                 reader.close()
 
