@@ -24,6 +24,7 @@ from click.testing import CliRunner
 from harness.cluster import Cluster
 from harness.failover import Load, block_sizes, check_after_failover, lease_holder
 from harness.ledger import TOKEN, audit, ledger_subprocess, make_keys, wait_ready
+from harness.postgres import store_sql
 from harness.waiting import wait_for
 from modeltrust.chain.client import LedgerClient, LedgerClientError
 from modeltrust.chain.k8s_lease import KubeAPIConfig, LeaseConfig, LeaseElector, LeaseError
@@ -354,3 +355,28 @@ def test_the_documented_role_is_enough_and_a_missing_verb_is_named(
     assert isinstance(spec, dict)
     assert spec.get("holderIdentity") is None
     assert spec["leaseTransitions"] == 1
+
+
+@pytest.mark.e2e
+def test_a_standby_that_finds_the_log_damaged_refuses_to_take_over(
+    tmp_path: Path, cluster: Cluster, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KUBECONFIG", str(cluster.kubeconfig))
+    keys = make_keys(tmp_path / "k")
+    db = str(tmp_path / "l.db")
+    lease = _lease_options(namespace)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    with ledger_subprocess(keys, db, tmp_path / "a", *lease) as (a, url_a):
+        with LedgerClient(url_a, verifier_key=keys.verifier_key, token=TOKEN) as c:
+            for n in range(5):
+                c.append(audit(n))
+        store_sql(db, "UPDATE entries SET data = ? WHERE idx = ?", b"{}", 3)
+        # B audits the log while it waits: it stops at once, naming the damage, and never
+        # waits for (or takes) the Lease.
+        with ledger_subprocess(keys, db, tmp_path / "b", *lease, wait=False) as (b, _):
+            assert b.wait(timeout=60) == 1
+        b_log = _log(tmp_path / "b")
+        assert "refusing to take over" in b_log
+        assert "entry 3" in b_log
+        assert (lease_holder(cluster.kubeconfig, namespace, LEASE) or "").endswith(f"/{a.pid}")

@@ -214,10 +214,17 @@ class LedgerService:
                 reader.close()
 
         auditor = asyncio.create_task(keep_audited(), name="standby-audit")
+        acquiring = asyncio.create_task(self.elector.acquire(), name="writer-lease")
         try:
-            await self.elector.acquire()
+            await asyncio.wait({auditor, acquiring}, return_when=asyncio.FIRST_COMPLETED)
+            if acquiring.done():
+                acquiring.result()  # a refusal (no RBAC) ends the wait
         finally:
             done.set()
+            if not acquiring.done():  # the audit failed: stop waiting for the Lease
+                acquiring.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await acquiring
             try:
                 await auditor
             except LedgerVerificationError as exc:
