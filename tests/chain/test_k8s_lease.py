@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import re
 import signal
 import sqlite3
 import subprocess
@@ -216,14 +217,24 @@ def _kill_under_load(
         wait_for("B to wait as a standby", lambda: "standby: waiting" in _log(workdir / "b"))
         load = Load([url_a, url_b], keys.verifier_key).start()
         wait_for("A to acknowledge entries", lambda: len(load.acked) >= 100, timeout=60)
+        leased = "--writer-lease-name" in options
+        if leased:
+            # Long enough for B's audit every 5 s to catch up with A's appends at least once.
+            time.sleep(6)
         a.send_signal(signal.SIGKILL)
         killed_at = time.monotonic()
         a.wait()
         wait_ready(url_b, b, timeout=60)
         failover = time.monotonic() - killed_at
-        if "--writer-lease-name" in options:
-            # It audited the log while waiting; after taking over only what came since.
-            assert "while waiting" in _log(workdir / "b")
+        if leased:
+            # It audited the log while waiting (at start, then what A appended since); after
+            # taking over it audits only what came after that.
+            b_log = _log(workdir / "b")
+            first = re.search(r"standby: audited the log up to block (\d+)", b_log)
+            last = re.search(r"audited up to block (\d+) \(tree size \d+\) while waiting", b_log)
+            assert first is not None, b_log[-3000:]
+            assert last is not None, b_log[-3000:]
+            assert int(last.group(1)) > int(first.group(1)), (first.group(0), last.group(0))
         acked_before = len(load.acked)
         wait_for("B to acknowledge entries", lambda: len(load.acked) >= acked_before + 100)
         load.stop()

@@ -210,6 +210,7 @@ class LedgerService:
                         await asyncio.wait_for(done.wait(), timeout=STANDBY_AUDIT_EVERY)
                     if done.is_set():
                         break
+                    point = await asyncio.to_thread(audit, reader, point)
             finally:
                 reader.close()
 
