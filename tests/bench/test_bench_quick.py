@@ -106,3 +106,15 @@ def test_sources_bench_quick_prints_its_table() -> None:
     assert any(r.startswith("| https:// (bearer token, own CA) |") for r in rows)
     assert "| https://, the reference hashing too |" in out
     assert "`curl \\| tee FILE \\| sha256sum`" in out
+
+
+@pytest.mark.e2e
+def test_ledger_failover_bench_quick_prints_its_table() -> None:
+    # Its own private control plane (the Lease) and PostgreSQL server; 2 kills per mode.
+    out = run_quick("ledger_failover_bench.py", timeout=600)
+
+    assert "## Ledger failover (quick;" in out
+    rows = result_rows(out)
+    assert [r.split(" | ")[0] for r in rows] == ["| SQLite + Lease", "| PostgreSQL"], out
+    assert all("| SIGKILL | 2 |" in r for r in rows), out
+    assert out.count("| SIGTERM (reference) | 1 |") == 2, out

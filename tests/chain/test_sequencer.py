@@ -23,6 +23,7 @@ from modeltrust.chain.sequencer import (
     Sequencer,
     SequencerUnavailableError,
     Submission,
+    WriterFencedError,
 )
 from modeltrust.chain.storage import StorageCorruptError, StorageError, open_store
 
@@ -235,3 +236,47 @@ async def test_storage_failure_stops_sequencing(ledger_db: str, signer: NoteSign
         await seq.submit([Submission.of(audit(2))])
     await seq.stop()
     store.close()
+
+
+class _Fence:
+    """Says yes ``allowed`` more times, then no for good (a Lease running out)."""
+
+    def __init__(self, allowed: int) -> None:
+        self.allowed = allowed
+        self.asked = 0
+
+    def __call__(self) -> str | None:
+        self.asked += 1
+        return None if self.asked <= self.allowed else "the writer Lease ran out"
+
+
+@pytest.mark.parametrize(
+    ("allowed", "committed", "message"),
+    [
+        (0, False, "not signing: the writer Lease ran out"),  # at the start of the commit
+        (1, False, "not signing: the writer Lease ran out"),  # right before signing
+        (2, True, "not acknowledged: the writer Lease ran out"),  # after the commit
+    ],
+)
+async def test_a_fenced_writer_signs_and_acknowledges_nothing(
+    tmp_path: Path, signer: NoteSigner, allowed: int, committed: bool, message: str
+) -> None:
+    store = open_store(tmp_path / "l.db", writer=True)
+    fence = _Fence(allowed=1)  # the signed empty checkpoint of a new ledger
+    seq = Sequencer(store, signer, origin=ORIGIN, fence=fence)
+    await seq.start()
+    try:
+        fence.allowed += allowed
+        with pytest.raises(WriterFencedError, match=message):
+            await seq.submit([Submission.of(audit(1))])
+        # Durable or not, the block is never acknowledged, and the sequencer stays down:
+        # it never asks the fence again, and refuses everything after.
+        assert store.tree_size() == (1 if committed else 0)
+        assert not seq.healthy
+        asked = fence.asked
+        with pytest.raises(SequencerUnavailableError, match="ran out"):
+            await seq.submit([Submission.of(audit(2))])
+        assert fence.asked == asked
+    finally:
+        await seq.stop()
+        store.close()

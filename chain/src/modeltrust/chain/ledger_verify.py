@@ -42,10 +42,24 @@ class LedgerVerificationError(ChainError):
 
 
 @dataclass(frozen=True)
+class AuditPoint:
+    """Where an audit stopped, everything verified before it: ``verify_store(resume=...)``
+    goes on from here (a standby audits while it waits, then only what was added since)."""
+
+    height: int  # the next block to check
+    size: int
+    node_pos: int
+    stack: tuple[bytes, ...]
+    prev: BlockHeader | None
+    last_note: str | None
+
+
+@dataclass(frozen=True)
 class VerifyReport:
     tree_size: int
     blocks: int
     checkpoint_note: str | None
+    point: AuditPoint | None = None
 
 
 class _Replay:
@@ -221,8 +235,13 @@ def verify_store(
     check_entries: bool = False,
     progress: Progress | None = None,
     chunk: int = 65536,
+    resume: AuditPoint | None = None,
+    complete: bool = True,
 ) -> VerifyReport:
-    """Audit an open store (the caller closes it)."""
+    """Audit an open store (the caller closes it); from ``resume`` on, if given (what came
+    before it was verified by the audit that returned it). ``complete=False`` skips the
+    final checks that nothing is stored beyond the last block, which a store another
+    process is appending to may briefly fail between two reads."""
     identity = store.identity()
     if identity is None:
         raise LedgerVerificationError("the database holds no ledger (no origin record)")
@@ -237,10 +256,13 @@ def verify_store(
         raise LedgerVerificationError(
             f"the genesis (empty) checkpoint does not verify: {exc}"
         ) from exc
-    nodes = itertools.chain.from_iterable(store.iter_node_chunks())
+    start = resume or AuditPoint(0, 0, 0, (), None, None)
+    nodes = itertools.chain.from_iterable(store.iter_node_chunks(start.node_pos))
     replay = _Replay(verifier, origin, nodes, check_entries)
-    rows = itertools.chain.from_iterable(store.iter_entry_rows(chunk=chunk))
-    height = 0
+    replay.stack, replay.size, replay.node_pos = list(start.stack), start.size, start.node_pos
+    replay.prev, replay.last_note = start.prev, start.last_note
+    rows = itertools.chain.from_iterable(store.iter_entry_rows(start.size, chunk=chunk))
+    height = start.height
     while True:
         blocks = store.get_blocks(height, height + 1000)
         if not blocks:
@@ -257,9 +279,19 @@ def verify_store(
             if progress is not None:
                 progress(count)
             height += 1
-    extra = next(rows, None)
-    if extra is not None:
-        raise LedgerVerificationError(f"entry {extra[0]} is stored but in no block", index=extra[0])
-    if next(replay.nodes or iter(()), None) is not None:
-        raise LedgerVerificationError(f"stored Merkle nodes beyond the tree of size {replay.size}")
-    return VerifyReport(replay.size, height, replay.last_note or identity.empty_checkpoint)
+    if complete:
+        extra = next(rows, None)
+        if extra is not None:
+            raise LedgerVerificationError(
+                f"entry {extra[0]} is stored but in no block", index=extra[0]
+            )
+        if next(replay.nodes or iter(()), None) is not None:
+            raise LedgerVerificationError(
+                f"stored Merkle nodes beyond the tree of size {replay.size}"
+            )
+    point = AuditPoint(
+        height, replay.size, replay.node_pos, tuple(replay.stack), replay.prev, replay.last_note
+    )
+    return VerifyReport(
+        replay.size, height, replay.last_note or identity.empty_checkpoint, point=point
+    )

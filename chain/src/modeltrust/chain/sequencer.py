@@ -42,7 +42,7 @@ from modeltrust.chain.blocks import GENESIS_PREV_HASH, BlockHeader, header_hash
 from modeltrust.chain.checkpoint import Checkpoint, sign_checkpoint, verify_checkpoint
 from modeltrust.chain.entries import AuditEntry, Entry, leaf_data
 from modeltrust.chain.errors import ChainError, InvalidArgumentError
-from modeltrust.chain.ledger_verify import LedgerVerificationError, verify_store
+from modeltrust.chain.ledger_verify import AuditPoint, LedgerVerificationError, verify_store
 from modeltrust.chain.lookup import AUDIT_IDEMPOTENCY, lookup_keys
 from modeltrust.chain.merkle import CompactRange, NodeID, empty_root, leaf_hash
 from modeltrust.chain.metrics import LedgerMetrics
@@ -87,6 +87,17 @@ class IdempotencyConflictError(AppendRejectedError):
 
 class SequencerUnavailableError(ChainError):
     """The sequencer is stopped or failed; nothing was appended (HTTP 503)."""
+
+
+class WriterFencedError(SequencerUnavailableError):
+    """This process lost the right to sequence (its writer Lease expired or went to
+    another process): it signs and acknowledges nothing more (HTTP 503)."""
+
+
+# Asked before each signature and before each acknowledgement: None while this process
+# may sequence, else why not (k8s_lease.LeaseElector.fence). Called from the worker
+# thread and the event loop; it must not block.
+Fence = Callable[[], str | None]
 
 
 def canonical_entry_bytes(entry: Entry) -> bytes:
@@ -162,6 +173,8 @@ class Sequencer:
         max_batch: int = 2048,
         metrics: LedgerMetrics | None = None,
         audit_on_start: bool = True,
+        fence: Fence | None = None,
+        audited: AuditPoint | None = None,
     ) -> None:
         if max_batch < 1:
             raise InvalidArgumentError("max_batch must be at least 1")
@@ -170,6 +183,9 @@ class Sequencer:
         self._origin = origin
         self._max_batch = max_batch
         self._audit_on_start = audit_on_start
+        self._fence = fence
+        # The start-up audit goes on from here (a standby audited the rest while waiting).
+        self._audited = audited
         self._metrics = metrics or LedgerMetrics()
         self._metrics.sequencer_up.set_function(lambda: 1.0 if self.healthy else 0.0)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger-sequencer")
@@ -232,7 +248,18 @@ class Sequencer:
         self._wakeup.set()
         return await pending.future
 
+    def _fenced(self) -> str | None:
+        return None if self._fence is None else self._fence()
+
+    def _check_fence(self) -> None:
+        """Refuse to sign unless this process may sequence (the writer Lease)."""
+        fenced = self._fenced()
+        if fenced is not None:
+            raise WriterFencedError(f"not signing: {fenced}")
+
     def _unavailable_reason(self) -> str:
+        if isinstance(self._failure, WriterFencedError):
+            return f"this ledger process may no longer sequence: {self._failure}"
         if self._failure is not None:
             return f"the sequencer stopped after a storage failure: {self._failure}"
         return "the sequencer is not running"
@@ -250,7 +277,22 @@ class Sequencer:
                 outcomes = await loop.run_in_executor(self._executor, self._commit, groups)
             except Exception as exc:  # a storage failure: stop sequencing, never guess
                 self._failure = exc
-                error = SequencerUnavailableError(f"the ledger could not commit: {exc}")
+                error = (
+                    exc
+                    if isinstance(exc, WriterFencedError)
+                    else SequencerUnavailableError(f"the ledger could not commit: {exc}")
+                )
+                for p in groups:
+                    if not p.future.done():
+                        p.future.set_exception(error)
+                self._fail_queued(error)
+                return
+            fenced = self._fenced()
+            if fenced is not None:
+                # The block is durable and its checkpoint consistent, but this process may
+                # no longer hold the Lease: acknowledge nothing, let clients retry elsewhere.
+                self._failure = WriterFencedError(fenced)
+                error = WriterFencedError(f"not acknowledged: {fenced}")
                 for p in groups:
                     if not p.future.done():
                         p.future.set_exception(error)
@@ -294,6 +336,7 @@ class Sequencer:
         identity = store.identity()
         empty = Checkpoint(self._origin, 0, empty_root())
         if identity is None:
+            self._check_fence()
             note = sign_checkpoint(empty, self._signer)
             store.initialize(LedgerIdentity(self._origin, self._signer.verifier_key(), note))
             self._latest = SignedCheckpoint(empty, note)
@@ -347,7 +390,7 @@ class Sequencer:
         that disagrees with the last signed checkpoint.
         """
         try:
-            verify_store(store, self._signer.verifier(), origin=self._origin)
+            verify_store(store, self._signer.verifier(), origin=self._origin, resume=self._audited)
         except LedgerVerificationError as exc:
             raise StorageCorruptError(
                 f"refusing to start: the ledger database {store.location} does not match its last "
@@ -355,6 +398,9 @@ class Sequencer:
             ) from exc
 
     def _commit(self, groups: Sequence[_Pending]) -> list[GroupReceipt | AppendRejectedError]:
+        # First of all: a writer that lost the Lease must not even read its way to a
+        # receipt (another writer's rows are past what this one's state knows).
+        self._check_fence()
         store = self._store
         subs = [s for g in groups for s in g.items]
         known_leaves = store.find_leaf_hashes([s.leaf_hash for s in subs])
@@ -486,6 +532,7 @@ class Sequencer:
             time=block_time(),
         )
         cp = Checkpoint(self._origin, rng.size, root)
+        self._check_fence()
         note = sign_checkpoint(cp, self._signer)
         hh = header_hash(header)
         block = StoredBlock(self._height, header.header_bytes(), hh, note, rng.size)

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 import signal
+import time
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -14,13 +15,23 @@ from aiohttp import web
 from modeltrust.chain.auth import PublisherSet, TokenAuthenticator, TokenReviewAuthenticator
 from modeltrust.chain.cosigning import CosignatureCollector, WitnessEndpoint
 from modeltrust.chain.errors import ConfigError
+from modeltrust.chain.k8s_lease import LeaseConfig, LeaseElector
+from modeltrust.chain.ledger_verify import AuditPoint, LedgerVerificationError, verify_store
 from modeltrust.chain.metrics import LedgerMetrics
 from modeltrust.chain.note import NoteSigner
-from modeltrust.chain.sequencer import Sequencer
+from modeltrust.chain.sequencer import OPERATOR_ADVICE, Sequencer
 from modeltrust.chain.server import LedgerAPI, Limits
-from modeltrust.chain.storage import DEFAULT_WRITER_LEASE, LedgerStore, open_store
+from modeltrust.chain.storage import (
+    DEFAULT_WRITER_LEASE,
+    LedgerStore,
+    StorageCorruptError,
+    open_store,
+)
 
 log = logging.getLogger("modeltrust.ledger")
+
+# A standby (writer Lease) audits what was appended since its last look this often.
+STANDBY_AUDIT_EVERY = 5.0
 
 
 @dataclass
@@ -43,6 +54,9 @@ class ServiceConfig:
     # as it takes, a standby), and PostgreSQL's writer lease (storage.open_store).
     writer_wait: float | None = 0.0
     writer_lease: float = DEFAULT_WRITER_LEASE
+    # SQLite: the Kubernetes Lease that elects the writer among processes sharing the
+    # file (k8s_lease.py); None: the file lock alone decides.
+    lease: LeaseConfig | None = None
     # Witnesses each new checkpoint is sent to (cosigning.py); none: readers get the
     # checkpoints as the ledger signs them.
     witnesses: tuple[WitnessEndpoint, ...] = ()
@@ -65,6 +79,7 @@ class LedgerService:
         self._writer: LedgerStore | None = None
         self._reader: LedgerStore | None = None
         self._runner: web.AppRunner | None = None
+        self.elector: LeaseElector | None = None
         self.sequencer: Sequencer | None = None
         self.collector: CosignatureCollector | None = None
         self.port = 0
@@ -75,15 +90,30 @@ class LedgerService:
 
     async def start(self) -> None:
         cfg = self.config
-        # On a thread: a standby may wait here for minutes, and the loop stays responsive.
-        self._writer = await asyncio.to_thread(
-            open_store,
-            cfg.db,
-            writer=True,
-            background_checkpoints=True,
-            writer_wait=cfg.writer_wait,
-            writer_lease=cfg.writer_lease,
-        )
+        audited: AuditPoint | None = None
+        if cfg.lease is not None:
+            # A standby waits here for the Lease, then renews it for as long as it runs.
+            self.elector = LeaseElector(cfg.lease)
+            try:
+                audited = await self._standby()
+            except BaseException:
+                await self.elector.release()
+                self.elector = None
+                raise
+        try:
+            # On a thread: a standby may wait here for minutes, and the loop stays responsive.
+            self._writer = await asyncio.to_thread(
+                open_store,
+                cfg.db,
+                writer=True,
+                background_checkpoints=True,
+                writer_wait=cfg.writer_wait,
+                writer_lease=cfg.writer_lease,
+                leased=cfg.lease is not None,
+            )
+        except BaseException:
+            await self.stop()
+            raise
         try:
             self.sequencer = Sequencer(
                 self._writer,
@@ -92,6 +122,8 @@ class LedgerService:
                 max_batch=cfg.max_batch,
                 metrics=self.metrics,
                 audit_on_start=cfg.audit_on_start,
+                fence=self.elector.fence if self.elector is not None else None,
+                audited=audited,
             )
             await self.sequencer.start()
             self._reader = open_store(cfg.db, writer=False)
@@ -138,6 +170,75 @@ class LedgerService:
             self._writer.location,
         )
 
+    async def _standby(self) -> AuditPoint | None:
+        """Wait for the writer Lease; meanwhile audit the log as it grows, so that the
+        start-up audit after taking over only checks what was added since (failover time
+        does not grow with the log). Returns how far the audit got."""
+        assert self.elector is not None
+        cfg = self.config
+        if not cfg.audit_on_start or not await asyncio.to_thread(os.path.exists, cfg.db):
+            await self.elector.acquire()
+            return None
+        point: AuditPoint | None = None
+        done = asyncio.Event()
+
+        def audit(reader: LedgerStore, since: AuditPoint | None) -> AuditPoint | None:
+            if reader.identity() is None:
+                return None  # a new ledger: nothing to audit yet
+            report = verify_store(
+                reader, cfg.signer.verifier(), origin=cfg.origin, resume=since, complete=False
+            )
+            return report.point
+
+        async def keep_audited() -> None:
+            nonlocal point
+            reader = await asyncio.to_thread(open_store, cfg.db, writer=False)
+            try:
+                started = time.monotonic()
+                point = await asyncio.to_thread(audit, reader, point)
+                if point is not None:
+                    # Until here a takeover would wait for this audit: the standby is warm now.
+                    log.info(
+                        "standby: audited the log up to block %d (tree size %d) in %.1f s; "
+                        "from now on only what is appended",
+                        point.height,
+                        point.size,
+                        time.monotonic() - started,
+                    )
+                while not done.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(done.wait(), timeout=STANDBY_AUDIT_EVERY)
+                    if done.is_set():
+                        break
+                    point = await asyncio.to_thread(audit, reader, point)
+            finally:
+                reader.close()
+
+        auditor = asyncio.create_task(keep_audited(), name="standby-audit")
+        acquiring = asyncio.create_task(self.elector.acquire(), name="writer-lease")
+        try:
+            await asyncio.wait({auditor, acquiring}, return_when=asyncio.FIRST_COMPLETED)
+            if acquiring.done():
+                acquiring.result()  # a refusal (no RBAC) ends the wait
+        finally:
+            done.set()
+            if not acquiring.done():  # the audit failed: stop waiting for the Lease
+                acquiring.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await acquiring
+            try:
+                await auditor
+            except LedgerVerificationError as exc:
+                raise StorageCorruptError(
+                    f"refusing to take over: the ledger database {cfg.db} does not match its "
+                    f"signed checkpoints: {exc}. {OPERATOR_ADVICE}"
+                ) from exc
+        if point is not None:
+            log.info(
+                "audited up to block %d (tree size %d) while waiting", point.height, point.size
+            )
+        return point
+
     async def stop(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
@@ -154,10 +255,14 @@ class LedgerService:
             if store is not None:
                 store.close()
         self._reader = self._writer = None
+        if self.elector is not None:
+            # After the sequencer stopped: hand the Lease back so a standby takes over now.
+            await self.elector.release()
+            self.elector = None
 
     async def run_until_stopped(self) -> int:
         """Serve until SIGTERM/SIGINT (exit 0), a sequencer failure or the loss of the
-        writer lock (exit 1: another writer may be appending now)."""
+        writer lock or Lease (exit 1: another writer may be appending now)."""
         await self.start()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -170,6 +275,8 @@ class LedgerService:
                     log.error("sequencer failed, exiting: %s", self.sequencer.failure)
                     return 1
                 lost = self._writer.lost_writer_lock() if self._writer is not None else None
+                if lost is None and self.elector is not None:
+                    lost = self.elector.fence()
                 if lost is not None:
                     log.error("exiting: %s", lost)
                     return 1

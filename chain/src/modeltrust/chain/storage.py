@@ -26,6 +26,7 @@ was acknowledged. Group commit keeps this to one fsync per block.
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import sqlite3
 import time
@@ -38,6 +39,8 @@ from typing import Any, Protocol
 from modeltrust.chain.errors import ChainError, MissingNodeError
 from modeltrust.chain.merkle import NodeID
 from modeltrust.chain.wal_checkpoint import WRITER_AUTOCHECKPOINT_PAGES, WalCheckpointer
+
+log = logging.getLogger("modeltrust.ledger.storage")
 
 
 class StorageError(ChainError):
@@ -221,18 +224,22 @@ class SQLiteLedgerStore:
         writer: bool,
         background_checkpoints: bool = False,
         writer_wait: float | None = 0.0,
+        leased: bool = False,
     ) -> None:
         self.path = Path(path)
         self.writer = writer
+        self.leased = leased
         self._lock_fd: int | None = None
         self._epoch = 0
         self._checkpointer: WalCheckpointer | None = None
         if writer:
-            self._lock_fd = _take_writer_lock(self.path, writer_wait)
+            self._lock_fd = _take_writer_lock(self.path, writer_wait, shared=leased)
         try:
             self._db = self._connect()
             if writer:
-                self._epoch = self._claim_writer_epoch()
+                self._epoch = (
+                    self._claim_writer_epoch_when_free() if leased else (self._claim_writer_epoch())
+                )
                 if background_checkpoints:
                     self._db.execute(f"PRAGMA wal_autocheckpoint={WRITER_AUTOCHECKPOINT_PAGES}")
                     self._checkpointer = WalCheckpointer(self.path)
@@ -269,6 +276,23 @@ class SQLiteLedgerStore:
                 "INSERT OR REPLACE INTO meta (key, value) VALUES ('writer_epoch', ?)", (str(epoch),)
             )
         return epoch
+
+    def _claim_writer_epoch_when_free(self) -> int:
+        """Leased writers: the old holder may be stopped inside a commit, holding SQLite's
+        write lock; wait for it to finish (or die) rather than fail the takeover."""
+        waited = 0.0
+        while True:
+            try:
+                return self._claim_writer_epoch()
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+                waited += 5.0  # sqlite3's default busy timeout
+                log.warning(
+                    "waiting for the previous writer's unfinished commit on %s (%.0f s so far)",
+                    self.path,
+                    waited,
+                )
 
     @property
     def location(self) -> str:
@@ -511,6 +535,7 @@ def open_store(
     background_checkpoints: bool = False,
     writer_wait: float | None = 0.0,
     writer_lease: float = DEFAULT_WRITER_LEASE,
+    leased: bool = False,
 ) -> LedgerStore:
     """The ledger store at ``location``: PostgreSQL for a ``postgresql://`` URL, else the
     SQLite file at that path.
@@ -519,7 +544,9 @@ def open_store(
     as long as it takes, a standby) while another writer holds it, then fails with
     :class:`WriterLockError`. ``background_checkpoints`` is SQLite's (WAL checkpoints
     on their own thread); ``writer_lease`` PostgreSQL's (a silent writer's session ends
-    after that many seconds, releasing the lock).
+    after that many seconds, releasing the lock). ``leased`` (SQLite): the writer was
+    elected by a Kubernetes Lease (k8s_lease.py), so the file lock is taken shared and
+    the writer epoch claimed even if the previous holder's last commit must be waited for.
     """
     if is_database_url(location):
         try:
@@ -537,6 +564,7 @@ def open_store(
         writer=writer,
         background_checkpoints=background_checkpoints,
         writer_wait=writer_wait,
+        leased=leased,
     )
 
 
@@ -556,28 +584,42 @@ class _transaction:
             self._db.execute("ROLLBACK")
 
 
-def _take_writer_lock(db_path: Path, wait: float | None) -> int:
-    """The exclusive flock on ``<db>.lock``; waits up to ``wait`` seconds (None: for as
-    long as it takes) while another process holds it."""
+def _take_writer_lock(db_path: Path, wait: float | None, *, shared: bool = False) -> int:
+    """The flock on ``<db>.lock``; waits up to ``wait`` seconds (None: for as long as it
+    takes) while another process holds it.
+
+    Exclusive for a writer that decides alone; shared for writers elected by a Lease
+    (``shared``): they may all open the file, the Lease picks the one that writes, and
+    the shared lock still keeps out any writer that is not under the Lease (and them
+    out while such a writer runs)."""
     lock_path = db_path.with_name(db_path.name + ".lock")
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
     deadline = None if wait is None else time.monotonic() + wait
+    mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
     while True:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, mode | fcntl.LOCK_NB)
             break
         except BlockingIOError:
             if deadline is not None and time.monotonic() >= deadline:
                 os.close(fd)
+                if shared:
+                    raise WriterLockError(
+                        f"a sequencer that is not elected by the writer Lease holds {lock_path}: "
+                        "stop that `modeltrust ledger serve` (started without "
+                        "--writer-lease-name) first"
+                    ) from None
                 raise WriterLockError(
                     f"another sequencer process holds {lock_path}: only one writer may use a "
-                    "ledger database at a time (stop the other `modeltrust ledger serve` first)"
+                    "ledger database at a time (stop the other `modeltrust ledger serve` first, "
+                    "or elect the writer with a Lease: --writer-lease-name)"
                 ) from None
             # Polled, not a blocking flock: a blocked flock cannot be interrupted by a
             # deadline, and a takeover a quarter second late costs nothing.
             time.sleep(0.25)
-    os.ftruncate(fd, 0)
-    os.write(fd, f"{os.getpid()}\n".encode())
+    if not shared:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
     return fd
 
 

@@ -23,7 +23,13 @@ from modeltrust.chain.auth import (
     TokenReviewConfig,
 )
 from modeltrust.chain.cosigning import WitnessEndpoint
-from modeltrust.chain.errors import ChainError
+from modeltrust.chain.errors import ChainError, ConfigError
+from modeltrust.chain.k8s_lease import (
+    DEFAULT_LEASE_SECONDS,
+    KubeAPIConfig,
+    LeaseConfig,
+    LeaseError,
+)
 from modeltrust.chain.note import ALG_COSIGNATURE_V1, ALG_ED25519, NoteSigner, NoteVerifier
 from modeltrust.chain.service import LedgerService, ServiceConfig
 from modeltrust.chain.storage import (
@@ -192,10 +198,21 @@ def _database(db: str | None, database_url: str | None, *, must_exist: bool) -> 
 @click.option(
     "--writer-lease",
     type=click.FloatRange(min=0.5),
-    default=DEFAULT_WRITER_LEASE,
-    show_default=True,
     help="PostgreSQL: seconds the writer's database session may stay silent (a paused or "
-    "cut-off writer) before the server ends it and a standby takes over.",
+    f"cut-off writer) before the server ends it and a standby takes over (default "
+    f"{DEFAULT_WRITER_LEASE:g}). SQLite with --writer-lease-name: the Lease's "
+    f"leaseDurationSeconds (whole seconds, at least 3; default {DEFAULT_LEASE_SECONDS}).",
+)
+@click.option(
+    "--writer-lease-name",
+    help="SQLite: elect the writer among processes sharing the file with this Kubernetes "
+    "Lease (coordination.k8s.io/v1); the others wait as standbys. The API server is the "
+    "in-cluster one, else the one KUBECONFIG names.",
+)
+@click.option(
+    "--writer-lease-namespace",
+    help="The Lease's namespace (default: POD_NAMESPACE, the pod's own namespace, or the "
+    "kubeconfig context's).",
 )
 @click.option(
     "--witness",
@@ -237,7 +254,9 @@ def serve(
     tokenreview_credentials: Path | None,
     max_batch: int,
     writer_wait: float | None,
-    writer_lease: float,
+    writer_lease: float | None,
+    writer_lease_name: str | None,
+    writer_lease_namespace: str | None,
     witnesses: tuple[tuple[str, str], ...],
     witness_timeout: float,
     witness_refresh: float,
@@ -249,8 +268,30 @@ def serve(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
     location = _database(db, database_url, must_exist=False)
+    lease: LeaseConfig | None = None
+    if writer_lease_name is not None:
+        if is_database_url(location):
+            raise click.UsageError(
+                "--writer-lease-name is for SQLite: with PostgreSQL the database lock elects "
+                "the writer (standbys wait for it; --writer-lease sets its lease)"
+            )
+        if writer_lease is None:
+            writer_lease = DEFAULT_LEASE_SECONDS
+        if writer_lease != int(writer_lease) or writer_lease < 3:
+            raise click.BadParameter(
+                "a Lease lasts whole seconds, at least 3", param_hint="--writer-lease"
+            )
+        try:
+            lease = _lease_config(writer_lease_name, writer_lease_namespace, int(writer_lease))
+        except ConfigError as exc:
+            fail(str(exc), EXIT_UNCHECKED)
+        # The Lease decides; the shared file lock then only keeps out writers outside it.
+        if writer_wait is None:
+            writer_wait = 0.0
     if writer_wait is None and not is_database_url(location):
         writer_wait = 0.0
+    if writer_lease is None:
+        writer_lease = DEFAULT_WRITER_LEASE
     host, _, port = listen.rpartition(":")
     if not host or not port.isdigit():
         raise click.BadParameter("expected host:port", param_hint="--listen")
@@ -275,6 +316,7 @@ def serve(
             max_batch=max_batch,
             writer_wait=writer_wait,
             writer_lease=writer_lease,
+            lease=lease,
             witnesses=tuple(WitnessEndpoint.parse(url, key) for url, key in witnesses),
             witness_timeout=witness_timeout,
             witness_refresh=witness_refresh,
@@ -285,9 +327,51 @@ def serve(
     _use_uvloop()
     try:
         code = asyncio.run(service.run_until_stopped())
-    except (StorageError, OSError) as exc:
+    except (StorageError, LeaseError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
     sys.exit(code)
+
+
+def _lease_config(name: str, namespace: str | None, duration: int) -> LeaseConfig:
+    """The writer Lease on the in-cluster API server, else on the one KUBECONFIG names."""
+    if os.environ.get("KUBERNETES_SERVICE_HOST"):
+        api = KubeAPIConfig.in_cluster()
+        namespace = namespace or os.environ.get("POD_NAMESPACE") or api.in_cluster_namespace()
+    else:
+        api, context_namespace = _kubeconfig_api()
+        namespace = namespace or os.environ.get("POD_NAMESPACE") or context_namespace
+    if not namespace:
+        raise ConfigError("give the writer Lease's namespace: --writer-lease-namespace")
+    return LeaseConfig(api=api, namespace=namespace, name=name, duration=duration)
+
+
+def _kubeconfig_api() -> tuple[KubeAPIConfig, str | None]:
+    """What KUBECONFIG (or ~/.kube/config) names, read with the Kubernetes client library
+    (the kubeconfig format has many forms; it resolves them)."""
+    try:
+        from kubernetes import client as k8s_client
+        from kubernetes import config as k8s_config
+    except ImportError as exc:
+        raise ConfigError(
+            "outside a cluster the writer Lease is reached through KUBECONFIG, which needs the "
+            f"kubernetes package (pip install 'modeltrust-cli[operator]') ({exc})"
+        ) from exc
+    cfg = k8s_client.Configuration()
+    try:
+        k8s_config.load_kube_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
+        _, active = k8s_config.list_kube_config_contexts()  # type: ignore[no-untyped-call]
+    except (k8s_config.ConfigException, OSError) as exc:
+        raise ConfigError(f"cannot read the kubeconfig for the writer Lease: {exc}") from exc
+    bearer = (cfg.api_key or {}).get("authorization") or ""
+    api = KubeAPIConfig(
+        server=cfg.host,
+        ca_file=Path(cfg.ssl_ca_cert) if cfg.ssl_ca_cert else None,
+        token=bearer.removeprefix("Bearer ").strip() or None,
+        client_cert=Path(cfg.cert_file) if cfg.cert_file else None,
+        client_key=Path(cfg.key_file) if cfg.key_file else None,
+    )
+    namespace = ((active or {}).get("context") or {}).get("namespace")
+    return api, namespace if isinstance(namespace, str) else None
 
 
 def _tokens(
