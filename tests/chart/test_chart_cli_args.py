@@ -32,6 +32,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 def container_args(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[str]]:
     values = install_values(LedgerKey.generate("ledger.example"))
     values["operator"] = {"watchNamespaces": ["ml"], "extraArgs": []}
+    values["ledger"]["writerLease"] = {"enabled": True}  # its flags parse too
     file = write_values(Path(tmp_path_factory.mktemp("values")) / "values.yaml", values)
     result = template(file)
     assert result.returncode == 0, result.stderr

@@ -362,6 +362,44 @@ def test_every_witness_pod_meets_the_restricted_pod_security_standard(
 # --- the ledger on PostgreSQL ----------------------------------------------------------------
 
 
+def test_the_writer_lease_elects_the_sqlite_ledger_with_a_role_for_that_lease_only(
+    tmp_path: Path, values: dict[str, Any]
+) -> None:
+    """ledger.writerLease: the ledger's arguments name the Lease (and its namespace and
+    duration), and a Role lets the ledger's account get/update that Lease by name and create
+    Leases; nothing of it by default, nor on PostgreSQL (the database lock elects there)."""
+    docs = render(tmp_path, merge(values, {"ledger": {"writerLease": {"enabled": True}}}))
+    args = container(find(docs, "StatefulSet", "-ledger"))["args"]
+    lease = f"{PREFIX}-ledger-writer"
+    assert [a for a in args if a.startswith("--writer-lease")] == [
+        f"--writer-lease-name={lease}",
+        f"--writer-lease-namespace={NAMESPACE}",
+        "--writer-lease=8",
+    ]
+    role = named(docs, "Role")[f"{PREFIX}-ledger-writer-lease"]
+    assert role["rules"] == [
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+         "resourceNames": [lease], "verbs": ["get", "update"]},
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+    ]  # fmt: skip
+    binding = named(docs, "RoleBinding")[f"{PREFIX}-ledger-writer-lease"]
+    account = find(docs, "StatefulSet", "-ledger")["spec"]["template"]["spec"]
+    assert binding["subjects"][0]["name"] == account["serviceAccountName"]
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+
+    for other in (
+        values,
+        merge(values, merge(DATABASE, {"ledger": {"writerLease": {"enabled": True}}})),
+    ):
+        rendered = render(tmp_path, other)
+        assert f"{PREFIX}-ledger-writer-lease" not in named(rendered, "Role")
+        workload = [d for d in rendered if d["kind"] in ("StatefulSet", "Deployment")
+                    and d["metadata"]["name"] == f"{PREFIX}-ledger"]  # fmt: skip
+        assert not [
+            a for a in container(workload[0])["args"] if a.startswith("--writer-lease-name")
+        ]
+
+
 def test_replicas_above_one_need_postgresql(tmp_path: Path, values: dict[str, Any]) -> None:
     stderr = render_error(tmp_path, merge(values, {"ledger": {"replicas": 2}}))
     assert "ledger.replicas is 2, but without ledger.database" in stderr

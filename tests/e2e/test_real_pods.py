@@ -152,6 +152,9 @@ def rel(real_cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iter
             "image": chart_image_values(image_on_node(cluster), "Never"),
             # Only this test's models: on a shared cluster other tests run their own operators.
             "operator": {"watchNamespaces": [models]},
+            # The writer elected by a Lease: the whole real-pod story runs with it (upgrade
+            # included, where the old pod hands the Lease to the new one).
+            "ledger": {"writerLease": {"enabled": True}},
             "policy": {
                 "publishers": [
                     {
@@ -268,6 +271,10 @@ def test_install_runs_the_ledger_and_operator_ready_with_no_restarts(rel: RealRe
         time.sleep(3)
     components = sorted(p["metadata"]["labels"]["app.kubernetes.io/component"] for p in pods)
     assert components == ["ledger", "operator"]
+    # The ledger pod holds the writer Lease, renewed within its duration.
+    lease = rel.get("lease", f"{rel.fullname}-ledger-writer", "-n", rel.namespace)["spec"]
+    assert lease["holderIdentity"].startswith(f"{rel.fullname}-ledger-0/"), lease
+    assert lease["leaseDurationSeconds"] == 8
     for component in components:
         log = rel.cluster.kubectl(
             "logs", "-n", rel.namespace, "--tail=-1",

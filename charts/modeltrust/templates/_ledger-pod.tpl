@@ -53,6 +53,12 @@ Deployment (PostgreSQL: a writer and standbys). Indented for its place under `sp
             - --writer-lease={{ $database.writerLease | default 10 }}
             {{- else }}
             - --db=/var/lib/modeltrust/ledger/ledger.db
+            {{- if (default (dict) .Values.ledger.writerLease).enabled }}
+            # One writer per volume, decided by a Lease and fenced by the writer's own clock.
+            - --writer-lease-name={{ include "modeltrust.ledger.fullname" . }}-writer
+            - --writer-lease-namespace={{ .Release.Namespace }}
+            - --writer-lease={{ .Values.ledger.writerLease.duration | default 8 }}
+            {{- end }}
             {{- end }}
             - --key=/etc/modeltrust.dev/ledger-key/{{ .Values.ledger.signingKey.secretKey }}
             - --origin={{ include "modeltrust.ledger.origin" . }}
