@@ -20,7 +20,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from modeltrust.serving.errors import DigestMismatchError, FetchError, SizeLimitError
-from modeltrust.serving.fetch import fetch_artifact
+from modeltrust.serving.fetch import _HashAndWrite, fetch_artifact
+from modeltrust.serving.sources import TransientFetchError
 
 pytestmark = pytest.mark.integration
 
@@ -327,3 +328,23 @@ def test_the_bytes_written_match_with_any_chunk_size_and_start_writeback(
         result = fetch_artifact(str(source), DIGEST, dest, chunk_size=chunk_size)
         assert dest.read_bytes() == ARTIFACT
         assert result.size == len(ARTIFACT)
+
+
+def test_a_failed_write_wins_over_a_read_error_so_no_retry_resumes_over_it() -> None:
+    """A chunk was hashed but its write failed while the reader hit a transient error: the
+    retry would resume after bytes the file does not hold, so the write's error must win."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # every write now fails: EPIPE
+
+    def read_fails_after_one_chunk() -> None:
+        with _HashAndWrite(hashlib.sha256(), write_end, 16) as sink:
+            view = sink.free_buffer()
+            view[:4] = b"abcd"
+            sink.submit(view, 4)
+            raise TransientFetchError("the connection dropped")
+
+    try:
+        with pytest.raises(BrokenPipeError):
+            read_fails_after_one_chunk()
+    finally:
+        os.close(write_end)

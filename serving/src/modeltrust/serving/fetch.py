@@ -294,7 +294,10 @@ class _HashAndWrite:
     def __exit__(self, kind: object, value: object, traceback: object) -> None:
         self._todo.put(None)
         self._thread.join()
-        if self._error is not None and value is None:
+        if self._error is not None:
+            # Even when the read failed too (a transient error the caller would retry by
+            # resuming after every submitted byte): bytes hashed but not written must never
+            # be resumed over, so the write's failure wins.
             raise self._error
 
     def free_buffer(self) -> memoryview:
