@@ -40,6 +40,7 @@ from harness.modeltrust_objects import (
 )
 from harness.onnx_models import MnistModels as Models
 from harness.operator_process import OperatorProcess as Operator
+from harness.private_http import PrivateFileServer
 from harness.waiting import wait_for
 
 __all__ = [
@@ -405,3 +406,17 @@ def assert_never_shown(
         ("operator log", operator.log()),
     ):
         assert secret not in text, f"the secret appears in the {where}"
+
+
+# The private model server's bearer token: tests look for it everywhere it must not be.
+PRIVATE_TOKEN = "e2e-model-token-5b0c9a7f"
+
+
+@pytest.fixture
+def private_server(cluster: Cluster, models: Models, tmp_path: Path) -> Iterator[PrivateFileServer]:
+    """An HTTPS model server with its own CA, serving models.root only with PRIVATE_TOKEN.
+    On a real node the pods fetch too: it listens where they reach (the host address)."""
+    models.root.mkdir(parents=True, exist_ok=True)
+    host = cluster.host_address if cluster.real_pods else "127.0.0.1"
+    with PrivateFileServer(models.root, tmp_path, token=PRIVATE_TOKEN, host=host) as server:
+        yield server

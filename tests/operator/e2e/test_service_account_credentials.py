@@ -5,17 +5,14 @@ the one whose modeltrust.dev/hosts covers the model's host, and refuses two."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
-
-import pytest
 
 from harness.cluster import Cluster
 from harness.modeltrust_objects import source_secret
 from harness.private_http import PrivateFileServer
 
 from .conftest import (
+    PRIVATE_TOKEN,
     Ledger,
     Models,
     OperatorFactory,
@@ -29,15 +26,7 @@ from .conftest import (
     wait_for,
 )
 
-TOKEN = "e2e-sa-model-token-7d21e4"  # looked for everywhere it must not be
-
-
-@pytest.fixture
-def private_server(cluster: Cluster, models: Models, tmp_path: Path) -> Iterator[PrivateFileServer]:
-    models.root.mkdir(parents=True, exist_ok=True)
-    host = cluster.host_address if cluster.real_pods else "127.0.0.1"
-    with PrivateFileServer(models.root, tmp_path, token=TOKEN, host=host) as server:
-        yield server
+TOKEN = PRIVATE_TOKEN  # looked for everywhere it must not be
 
 
 def service_account(namespace: str, name: str, *secrets: str) -> dict[str, Any]:

@@ -6,17 +6,14 @@ token never shows in status, Events, logs or audit entries."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
-
-import pytest
 
 from harness.cluster import Cluster
 from harness.modeltrust_objects import source_secret
 from harness.private_http import PrivateFileServer
 
 from .conftest import (
+    PRIVATE_TOKEN,
     Ledger,
     Models,
     Operator,
@@ -30,16 +27,7 @@ from .conftest import (
     wait_for,
 )
 
-TOKEN = "e2e-model-token-5b0c9a7f"  # looked for everywhere it must not be
-
-
-@pytest.fixture
-def private_server(cluster: Cluster, models: Models, tmp_path: Path) -> Iterator[PrivateFileServer]:
-    models.root.mkdir(parents=True, exist_ok=True)
-    # On a real node the pods fetch too: listen where they can reach (the host address).
-    host = cluster.host_address if cluster.real_pods else "127.0.0.1"
-    with PrivateFileServer(models.root, tmp_path, token=TOKEN, host=host) as server:
-        yield server
+TOKEN = PRIVATE_TOKEN  # looked for everywhere it must not be
 
 
 def secret(
